@@ -1,0 +1,50 @@
+# Palisade: one binary, three kinds of process. `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+GO        ?= go
+BIN       := bin/palisade
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+# Packages with unit tests (everything but the multi-process end-to-end suite).
+UNIT_PKGS  = $(shell $(GO) list ./... | grep -v '/e2e')
+# Tools and caches that live outside the repository.
+CACHE_DIR ?= /var/cache/palisade-dev
+
+.PHONY: help build test unit e2e bench demo lint generate deps fuzz
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+deps: ## install what the build and the tests need (Debian packages), if missing
+	@bash scripts/deps.sh
+
+build: ## build bin/palisade
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/palisade
+
+test: deps ## run every test: unit tests with -race, then the end-to-end suite
+	$(MAKE) unit
+	$(MAKE) e2e
+
+unit: ## unit and privileged tests (race detector on)
+	$(GO) test -race -count=1 -timeout 15m $(UNIT_PKGS)
+
+e2e: build ## end-to-end tests with real palisade processes
+	PALISADE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m ./e2e/...
+
+bench: deps build ## run the benchmarks and write bench/results.md
+	bash scripts/bench.sh
+
+demo: deps build ## start a local fleet on loopback and keep it running until Ctrl-C
+	bash scripts/demo.sh
+
+lint: ## gofmt, go vet and the dependency-direction check
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+
+generate: deps ## regenerate eBPF objects (bpf2go) and fail if the committed output differs
+	$(GO) generate ./agent/...
+	@git diff --exit-code -- agent/ || { echo "generate: committed bpf2go output is stale; commit the regenerated files"; exit 1; }
+
+fuzz: ## run each fuzz target for a short while
+	bash scripts/fuzz.sh

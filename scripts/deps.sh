@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build and the tests need, only when missing.
+# Runs as root (CI and the development machines are root); without root it
+# says what is missing instead.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+# Each line: a Debian package and how to tell it is there.
+check() { local p=$1 probe=$2; eval "$probe" >/dev/null 2>&1 || need+=("$p"); }
+check iproute2 'have ip'
+
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" != 0 ]; then
+  echo "deps: missing Debian packages: ${need[*]} (run as root, or install them with apt-get)" >&2
+  exit 1
+fi
+echo "deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
