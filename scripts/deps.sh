@@ -11,6 +11,9 @@ pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok inst
 # Each line: a Debian package and how to tell it is there.
 check() { local p=$1 probe=$2; eval "$probe" >/dev/null 2>&1 || need+=("$p"); }
 check iproute2 'have ip'
+check clang 'have clang'
+check llvm 'have llvm-strip'
+check libbpf-dev 'test -f /usr/include/bpf/bpf_helpers.h'
 
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
