@@ -27,6 +27,10 @@ type command struct {
 // commands is the table of verbs. Each verb group lives in its own file.
 func commands() []command {
 	return []command{
+		{"controller", "run one cluster controller replica", runController},
+		{"login", "log in to a controller API and save the session", runLogin},
+		{"cluster", "show the controller cluster (status)", runCluster},
+		{"user", "manage users (create, list, delete)", runUser},
 		{"version", "print the version", runVersion},
 	}
 }

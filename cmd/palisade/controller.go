@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/palisade-sec/palisade/remote/controller"
+)
+
+func runController(ctx context.Context, env *cliEnv, args []string) error {
+	cfg := controller.DefaultConfig()
+	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	fs.StringVar(&cfg.Name, "name", "", "this replica's name, unique in the cluster (required)")
+	fs.StringVar(&cfg.ClusterName, "cluster-name", cfg.ClusterName, "the cluster's name, recorded on first start")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for this replica's state (required)")
+	fs.StringVar(&cfg.APIAddr, "api-addr", cfg.APIAddr, "HTTPS API listen address")
+	fs.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "Raft listen address (TCP)")
+	fs.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "gossip listen address (TCP and UDP)")
+	fs.StringVar(&cfg.AdvertiseHost, "advertise", "", "IP peers and clients use to reach this replica (default: the listen IP, or the first non-loopback IP)")
+	join := fs.String("join", "", "comma-separated gossip addresses of other replicas")
+	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", cfg.BootstrapExpect, "replicas to wait for before forming a new cluster")
+	pwFile := fs.String("admin-password-file", "", "file holding the first admin password (default: generate one and log it once)")
+	sans := fs.String("api-san", "", "comma-separated extra DNS names or IPs for the API certificate")
+	fs.DurationVar(&cfg.ReapTimeout, "reap-timeout", cfg.ReapTimeout, "how long an unreachable replica stays a member before it is removed")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	cfg.Join = splitList(*join)
+	cfg.APISANs = splitList(*sans)
+	if *pwFile != "" {
+		pw, err := readSecretFile(*pwFile)
+		if err != nil {
+			return err
+		}
+		cfg.AdminPassword = pw
+	}
+	logger, err := newLogger(env, *logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	if cfg.Name == "" || cfg.DataDir == "" {
+		return fmt.Errorf("%w: --name and --data-dir are required", errUsage)
+	}
+	c, err := controller.New(cfg)
+	if err != nil {
+		return err
+	}
+	return c.Run(ctx)
+}
+
+func newLogger(env *cliEnv, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, level)
+	}
+	return slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: lv})), nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// readSecretFile reads a password or token from a file, without its
+// trailing newline.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read secret file: %w", err)
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("secret file %s is empty", path)
+	}
+	return s, nil
+}

@@ -1,0 +1,140 @@
+package api
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/palisade-sec/palisade/remote/auth"
+	"github.com/palisade-sec/palisade/shared/apierr"
+	"github.com/palisade-sec/palisade/shared/store"
+)
+
+// LoginRequest is the body of POST /v1/auth/login.
+type LoginRequest struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// LoginResponse is returned by a successful login.
+type LoginResponse struct {
+	Token     string    `json:"token"`
+	User      string    `json:"user"`
+	Role      auth.Role `json:"role"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// Health is the body of GET /v1/healthz.
+type Health struct {
+	Status   string `json:"status"`
+	Replica  string `json:"replica"`
+	Leader   string `json:"leader"`
+	Revision uint64 `json:"revision"`
+}
+
+// Cluster is the body of GET /v1/cluster.
+type Cluster struct {
+	Name     string          `json:"name"`
+	Role     string          `json:"role"`
+	Leader   string          `json:"leader"`
+	Replicas []store.Replica `json:"replicas"`
+	Revision uint64          `json:"revision"`
+}
+
+// CreateUserRequest is the body of POST /v1/users.
+type CreateUserRequest struct {
+	Name     string    `json:"name"`
+	Role     auth.Role `json:"role"`
+	Password string    `json:"password"`
+}
+
+// UserList is the body of GET /v1/users.
+type UserList struct {
+	Items []auth.User `json:"items"`
+}
+
+func (s *Server) routes(r *Router) {
+	r.Handle(http.MethodGet, "/healthz", Public, s.health)
+	r.Handle(http.MethodPost, "/auth/login", Public, s.login)
+	r.Handle(http.MethodPost, "/auth/logout", Read, s.logout)
+	r.Handle(http.MethodGet, "/auth/whoami", Read, func(c *gin.Context) (any, error) { return SessionOf(c), nil })
+	r.Handle(http.MethodGet, "/cluster", Read, s.cluster)
+	r.Handle(http.MethodGet, "/users", Read, s.listUsers)
+	r.Handle(http.MethodPost, "/users", Write, s.createUser)
+	r.Handle(http.MethodDelete, "/users/:name", Write, s.deleteUser)
+}
+
+func (s *Server) health(*gin.Context) (any, error) {
+	leader, _ := s.cfg.Store.Leader()
+	h := Health{Status: "ok", Replica: s.cfg.Store.Name(), Leader: leader, Revision: s.cfg.Store.Revision()}
+	if leader == "" {
+		h.Status = "no leader"
+		return Status{Code: http.StatusServiceUnavailable, Body: h}, nil
+	}
+	return h, nil
+}
+
+func (s *Server) login(c *gin.Context) (any, error) {
+	var req LoginRequest
+	if err := DecodeJSON(c, &req); err != nil {
+		return nil, err
+	}
+	if req.Username == "" {
+		return nil, apierr.BadRequest("username", "is required")
+	}
+	if req.Password == "" {
+		return nil, apierr.BadRequest("password", "is required")
+	}
+	token, sess, err := s.cfg.Auth.Login(c.Request.Context(), req.Username, req.Password, ClientAddr(c))
+	if err != nil {
+		return nil, err
+	}
+	c.SetSameSite(http.SameSiteStrictMode)
+	c.SetCookie(SessionCookie, token, int(time.Until(sess.ExpiresAt).Seconds()), "/", "", true, true)
+	return LoginResponse{Token: token, User: sess.User, Role: sess.Role, ExpiresAt: sess.ExpiresAt}, nil
+}
+
+func (s *Server) logout(c *gin.Context) (any, error) {
+	if err := s.cfg.Auth.Logout(c.Request.Context(), requestToken(c)); err != nil {
+		return nil, err
+	}
+	c.SetSameSite(http.SameSiteStrictMode)
+	c.SetCookie(SessionCookie, "", -1, "/", "", true, true)
+	return Status{Code: http.StatusNoContent}, nil
+}
+
+func (s *Server) cluster(*gin.Context) (any, error) {
+	info := s.cfg.Cluster()
+	leader, _ := s.cfg.Store.Leader()
+	return Cluster{Name: info.Name, Role: info.Role, Leader: leader, Replicas: s.cfg.Store.Replicas(), Revision: s.cfg.Store.Revision()}, nil
+}
+
+func (s *Server) listUsers(*gin.Context) (any, error) {
+	users, err := s.cfg.Auth.ListUsers()
+	if err != nil {
+		return nil, err
+	}
+	return UserList{Items: users}, nil
+}
+
+func (s *Server) createUser(c *gin.Context) (any, error) {
+	var req CreateUserRequest
+	if err := DecodeJSON(c, &req); err != nil {
+		return nil, err
+	}
+	if req.Role.CanWriteFederated() && !SessionOf(c).Role.CanWriteFederated() {
+		return nil, apierr.Forbidden("only fedAdmin may create fedAdmin users")
+	}
+	if err := s.cfg.Auth.CreateUser(c.Request.Context(), req.Name, req.Role, req.Password); err != nil {
+		return nil, err
+	}
+	return Status{Code: http.StatusCreated, Body: auth.User{Name: req.Name, Role: req.Role}}, nil
+}
+
+func (s *Server) deleteUser(c *gin.Context) (any, error) {
+	if err := s.cfg.Auth.DeleteUser(c.Request.Context(), c.Param("name")); err != nil {
+		return nil, err
+	}
+	return Status{Code: http.StatusNoContent}, nil
+}

@@ -1,0 +1,455 @@
+// Package controller runs one replica of a cluster controller: the
+// replicated store, the leader-only duties (creating the cluster CA, the
+// cluster identity and the admin account, pruning sessions), the cluster
+// CA's certificate on disk for clients, and the HTTPS REST API.
+package controller
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/palisade-sec/palisade/remote/api"
+	"github.com/palisade-sec/palisade/remote/auth"
+	"github.com/palisade-sec/palisade/shared/logfields"
+	"github.com/palisade-sec/palisade/shared/pki"
+	"github.com/palisade-sec/palisade/shared/store"
+)
+
+// Keys of the controller's own state in the replicated store.
+const (
+	KeyClusterInfo = "cluster/info"
+	KeyCA          = "pki/ca"
+)
+
+// Config configures one controller replica.
+type Config struct {
+	// Name is this replica's name, unique in the cluster.
+	Name string
+	// ClusterName names the cluster; it is recorded on first start.
+	ClusterName string
+	// DataDir holds the replica's Raft state and ca.crt.
+	DataDir string
+	// APIAddr is where the HTTPS API listens.
+	APIAddr string
+	// RaftAddr and GossipAddr are the replication and discovery addresses.
+	RaftAddr   string
+	GossipAddr string
+	// AdvertiseHost is the IP peers and clients use to reach this replica
+	// when the listen addresses are 0.0.0.0; it defaults to the listen IP.
+	AdvertiseHost string
+	// Join lists gossip addresses of other replicas.
+	Join []string
+	// BootstrapExpect is how many replicas form a new cluster.
+	BootstrapExpect int
+	// AdminPassword sets the first admin password; empty generates one
+	// that is logged once.
+	AdminPassword string
+	// APISANs are extra DNS names or IPs for the API certificate.
+	APISANs []string
+	// ReapTimeout is how long an unreachable replica stays a member.
+	ReapTimeout time.Duration
+	// Auth configures sessions and login limits.
+	Auth auth.Config
+	// Modules add API routes; they are built once the store is open.
+	Modules func(h *Handle) []api.Module
+	// Logger receives the controller's logs.
+	Logger *slog.Logger
+	// RaftLogOutput receives Raft and gossip logs (nil discards them).
+	RaftLogOutput io.Writer
+}
+
+// DefaultConfig returns the defaults of `palisade controller`.
+func DefaultConfig() Config {
+	return Config{
+		ClusterName:     "palisade",
+		APIAddr:         "0.0.0.0:10443",
+		RaftAddr:        "0.0.0.0:18300",
+		GossipAddr:      "0.0.0.0:18301",
+		BootstrapExpect: 1,
+		ReapTimeout:     5 * time.Minute,
+		Auth:            auth.DefaultConfig(),
+	}
+}
+
+// Validate reports the first problem with the configuration.
+func (c *Config) Validate() error {
+	switch {
+	case c.Name == "":
+		return errors.New("controller: config: name is empty (--name)")
+	case c.DataDir == "":
+		return errors.New("controller: config: data dir is empty (--data-dir)")
+	case c.ClusterName == "":
+		return errors.New("controller: config: cluster name is empty")
+	case c.BootstrapExpect < 1:
+		return fmt.Errorf("controller: config: bootstrap-expect %d must be at least 1", c.BootstrapExpect)
+	}
+	for _, a := range []struct{ flag, v string }{{"--api-addr", c.APIAddr}, {"--raft-addr", c.RaftAddr}, {"--gossip-addr", c.GossipAddr}} {
+		if _, port, err := net.SplitHostPort(a.v); err != nil {
+			return fmt.Errorf("controller: config: %s %q: %w", a.flag, a.v, err)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return fmt.Errorf("controller: config: %s %q: bad port", a.flag, a.v)
+		}
+	}
+	if c.AdvertiseHost != "" && net.ParseIP(c.AdvertiseHost) == nil {
+		return fmt.Errorf("controller: config: advertise address %q is not an IP", c.AdvertiseHost)
+	}
+	return c.Auth.Validate()
+}
+
+// Handle gives modules access to the running replica.
+type Handle struct {
+	Store    *store.Store
+	Auth     *auth.Authenticator
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+	// CA returns the cluster CA (available once Run has started serving).
+	CA func() *pki.CA
+	// Cluster returns the cluster's identity.
+	Cluster func() api.ClusterInfo
+}
+
+// Controller is one running replica.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+
+	mu sync.Mutex
+	ca *pki.CA
+}
+
+// New checks the configuration.
+func New(cfg Config) (*Controller, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Controller{cfg: cfg, log: cfg.Logger.With(logfields.Component, "controller", logfields.Replica, cfg.Name)}, nil
+}
+
+// advertise replaces an unspecified host in addr with the advertise host.
+func (c *Controller) advertise(addr string) string {
+	host, port, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = c.cfg.AdvertiseHost
+		if host == "" {
+			host = defaultAdvertiseIP()
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// Run runs the replica until ctx ends. It returns an error when the replica
+// cannot start (bad data dir, ports in use) or stops abnormally.
+func (c *Controller) Run(ctx context.Context) error {
+	scfg := store.DefaultConfig()
+	scfg.Name = c.cfg.Name
+	scfg.DataDir = c.cfg.DataDir
+	scfg.RaftAddr = c.cfg.RaftAddr
+	scfg.RaftAdvertise = c.advertise(c.cfg.RaftAddr)
+	scfg.GossipAddr = c.cfg.GossipAddr
+	scfg.Join = c.cfg.Join
+	scfg.BootstrapExpect = c.cfg.BootstrapExpect
+	scfg.APIAddr = c.advertise(c.cfg.APIAddr)
+	scfg.ReapTimeout = c.cfg.ReapTimeout
+	scfg.Logger = c.cfg.Logger
+	scfg.RaftLogOutput = c.cfg.RaftLogOutput
+	st, err := store.Open(scfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	authn, err := auth.New(st, c.cfg.Auth)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "palisade_store_revision", Help: "Latest revision applied on this replica."},
+		func() float64 { return float64(st.Revision()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "palisade_store_leader", Help: "1 when this replica leads the cluster."},
+		func() float64 {
+			if st.IsLeader() {
+				return 1
+			}
+			return 0
+		}))
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.leaderLoop(runCtx, st, authn)
+	}()
+
+	ca, err := c.waitForCA(runCtx, st)
+	if err != nil {
+		return err
+	}
+	caPath := filepath.Join(c.cfg.DataDir, "ca.crt")
+	if err := os.WriteFile(caPath, ca.CertPEM, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", caPath, err)
+	}
+	tlsCert, err := c.serverCertificate(ca)
+	if err != nil {
+		return err
+	}
+	h := &Handle{Store: st, Auth: authn, Logger: c.cfg.Logger, Registry: reg, CA: c.currentCA, Cluster: func() api.ClusterInfo { return ClusterInfoOf(st) }}
+	acfg := api.DefaultConfig()
+	acfg.Store = st
+	acfg.Auth = authn
+	acfg.Cluster = h.Cluster
+	acfg.Logger = c.cfg.Logger
+	acfg.Registry = reg
+	if c.cfg.Modules != nil {
+		acfg.Modules = c.cfg.Modules(h)
+	}
+	srv, err := api.New(acfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listen on API address %s: %w", c.cfg.APIAddr, err)
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{tlsCert}},
+		ErrorLog:          slog.NewLogLogger(c.cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	serveErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		serveErr <- hs.ServeTLS(ln, "", "")
+	}()
+	c.log.Info("controller ready", "api", "https://"+c.advertise(ln.Addr().String()), "ca", caPath)
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			cancel()
+			return fmt.Errorf("serve API: %w", err)
+		}
+	}
+	shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer shutCancel()
+	hs.Shutdown(shutCtx)
+	c.log.Info("controller stopping")
+	return nil
+}
+
+func (c *Controller) currentCA() *pki.CA {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ca
+}
+
+// ClusterInfoOf reads the cluster's identity from the store.
+func ClusterInfoOf(st *store.Store) api.ClusterInfo {
+	info := api.ClusterInfo{Role: "standalone"}
+	if kv, ok, _ := st.Get(KeyClusterInfo); ok {
+		json.Unmarshal(kv.Value, &info)
+	}
+	return info
+}
+
+type storedCA struct {
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+}
+
+// waitForCA returns the cluster CA once the leader has created it (or a
+// previous run did).
+func (c *Controller) waitForCA(ctx context.Context, st *store.Store) (*pki.CA, error) {
+	logged := false
+	for {
+		if kv, ok, _ := st.Get(KeyCA); ok {
+			var s storedCA
+			if err := json.Unmarshal(kv.Value, &s); err != nil {
+				return nil, fmt.Errorf("decode cluster CA from store: %w", err)
+			}
+			ca, err := pki.ParseCA([]byte(s.Cert), []byte(s.Key))
+			if err != nil {
+				return nil, fmt.Errorf("cluster CA in store: %w", err)
+			}
+			c.mu.Lock()
+			c.ca = ca
+			c.mu.Unlock()
+			return ca, nil
+		}
+		if !logged {
+			c.log.Info("waiting for the cluster to form", "bootstrapExpect", c.cfg.BootstrapExpect)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Controller) serverCertificate(ca *pki.CA) (tls.Certificate, error) {
+	req := pki.LeafRequest{CommonName: c.cfg.Name, DNSNames: []string{"localhost", c.cfg.Name}, Server: true, Validity: 365 * 24 * time.Hour}
+	ips := map[string]bool{"127.0.0.1": true, "::1": true}
+	if host, _, _ := net.SplitHostPort(c.advertise(c.cfg.APIAddr)); host != "" {
+		ips[host] = true
+	}
+	for _, san := range c.cfg.APISANs {
+		if net.ParseIP(san) != nil {
+			ips[san] = true
+		} else {
+			req.DNSNames = append(req.DNSNames, san)
+		}
+	}
+	for ip := range ips {
+		req.IPs = append(req.IPs, net.ParseIP(ip))
+	}
+	leaf, err := ca.Issue(req)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("issue API certificate: %w", err)
+	}
+	return leaf.TLSCertificate(ca)
+}
+
+// leaderLoop runs leader-only duties while this replica leads.
+func (c *Controller) leaderLoop(ctx context.Context, st *store.Store, authn *auth.Authenticator) {
+	ch, unsub := st.SubscribeLeadership()
+	defer unsub()
+	var (
+		leadCancel context.CancelFunc
+		leadDone   chan struct{}
+	)
+	stopLeading := func() {
+		if leadCancel != nil {
+			leadCancel()
+			<-leadDone
+			leadCancel = nil
+		}
+	}
+	defer stopLeading()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case isLeader := <-ch:
+			if isLeader && leadCancel == nil {
+				var lctx context.Context
+				lctx, leadCancel = context.WithCancel(ctx)
+				leadDone = make(chan struct{})
+				go func() {
+					defer close(leadDone)
+					c.lead(lctx, st, authn)
+				}()
+			} else if !isLeader {
+				stopLeading()
+			}
+		}
+	}
+}
+
+func (c *Controller) lead(ctx context.Context, st *store.Store, authn *auth.Authenticator) {
+	c.log.Info("leading the cluster")
+	for ctx.Err() == nil {
+		if err := c.ensureClusterState(ctx, st, authn); err != nil {
+			c.log.Warn("set up cluster state", logfields.Error, err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
+		}
+		break
+	}
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := authn.PruneSessions(ctx); err != nil {
+				c.log.Warn("prune sessions", logfields.Error, err)
+			} else if n > 0 {
+				c.log.Info("pruned expired sessions", logfields.Count, n)
+			}
+		}
+	}
+}
+
+// ensureClusterState creates, once per cluster, the CA, the cluster
+// identity and the admin account.
+func (c *Controller) ensureClusterState(ctx context.Context, st *store.Store, authn *auth.Authenticator) error {
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, ok, _ := st.Get(KeyCA); !ok {
+		ca, err := pki.NewCA(c.cfg.ClusterName+" cluster CA", 10*365*24*time.Hour)
+		if err != nil {
+			return err
+		}
+		certPEM, keyPEM, err := pki.MarshalCA(ca)
+		if err != nil {
+			return err
+		}
+		b, _ := json.Marshal(storedCA{Cert: string(certPEM), Key: string(keyPEM)})
+		if _, err := st.Create(wctx, KeyCA, b); err != nil && !errors.Is(err, store.ErrConflict) {
+			return fmt.Errorf("store cluster CA: %w", err)
+		}
+		c.log.Info("created cluster CA", "fingerprint", ca.Fingerprint())
+	}
+	if _, ok, _ := st.Get(KeyClusterInfo); !ok {
+		b, _ := json.Marshal(api.ClusterInfo{Name: c.cfg.ClusterName, Role: "standalone"})
+		if _, err := st.Create(wctx, KeyClusterInfo, b); err != nil && !errors.Is(err, store.ErrConflict) {
+			return fmt.Errorf("store cluster info: %w", err)
+		}
+	}
+	pw, generated, err := authn.Bootstrap(wctx, c.cfg.AdminPassword)
+	if err != nil {
+		return fmt.Errorf("create admin account: %w", err)
+	}
+	if generated {
+		c.log.Warn("created the admin account with a generated password; it is shown only this once",
+			logfields.User, "admin", "password", pw)
+	} else if pw != "" {
+		c.log.Info("created the admin account with the password from --admin-password-file")
+	}
+	return nil
+}
+
+// defaultAdvertiseIP picks this host's first non-loopback IPv4 address, or
+// loopback when there is none.
+func defaultAdvertiseIP() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
+				return ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}
