@@ -1,0 +1,214 @@
+package datapath
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// lookup mimics the kernel: longest port prefix for (src, dst, proto), then
+// for (src, dst, any).
+func lookup(m map[policyKey]policyValue, src, dst Identity, proto uint8, port uint16) (policyValue, bool) {
+	for _, p := range []uint8{proto, 0} {
+		for bits := 16; bits >= 0; bits-- {
+			mask := uint16(0xffff << (16 - bits))
+			if bits == 0 {
+				mask = 0
+			}
+			k := policyKey{Src: src, Dst: dst, Proto: p, Port: port & mask, Bits: uint8(bits)}
+			if v, ok := m[k]; ok {
+				return v, true
+			}
+		}
+	}
+	return policyValue{}, false
+}
+
+// reference picks the winner by brute force.
+func reference(es []VerdictEntry, src, dst Identity, proto uint8, port uint16) (policyValue, bool) {
+	var best *VerdictEntry
+	for i := range es {
+		e := es[i]
+		lo, hi := e.ports()
+		if e.SrcID != src || e.DstID != dst || (e.Proto != 0 && e.Proto != proto) || port < lo || port > hi {
+			continue
+		}
+		if best == nil || moreSpecific(e, *best) < 0 {
+			best = &es[i]
+		}
+	}
+	if best == nil {
+		return policyValue{}, false
+	}
+	return policyValue{RuleID: best.RuleID, Action: best.Action}, true
+}
+
+func TestCompileVerdicts(t *testing.T) {
+	tests := []struct {
+		name    string
+		entries []VerdictEntry
+		probes  []struct {
+			proto uint8
+			port  uint16
+			want  policyValue
+			ok    bool
+		}
+	}{
+		{
+			name: "exact port and any",
+			entries: []VerdictEntry{
+				{SrcID: 1, DstID: 2, Proto: 6, PortLo: 80, PortHi: 80, Action: ActionAllow, RuleID: 10},
+				{SrcID: 1, DstID: 2, Action: ActionDeny, RuleID: 11},
+			},
+			probes: []struct {
+				proto uint8
+				port  uint16
+				want  policyValue
+				ok    bool
+			}{
+				{6, 80, policyValue{10, ActionAllow}, true},
+				{6, 81, policyValue{11, ActionDeny}, true},
+				{17, 80, policyValue{11, ActionDeny}, true},
+				{1, 0, policyValue{11, ActionDeny}, true},
+			},
+		},
+		{
+			name: "narrow deny inside wide allow",
+			entries: []VerdictEntry{
+				{SrcID: 1, DstID: 2, Proto: 6, PortLo: 1000, PortHi: 2000, Action: ActionAllow, RuleID: 1},
+				{SrcID: 1, DstID: 2, Proto: 6, PortLo: 1500, PortHi: 1500, Action: ActionDeny, RuleID: 2},
+			},
+			probes: []struct {
+				proto uint8
+				port  uint16
+				want  policyValue
+				ok    bool
+			}{
+				{6, 999, policyValue{}, false},
+				{6, 1000, policyValue{1, ActionAllow}, true},
+				{6, 1499, policyValue{1, ActionAllow}, true},
+				{6, 1500, policyValue{2, ActionDeny}, true},
+				{6, 2000, policyValue{1, ActionAllow}, true},
+				{6, 2001, policyValue{}, false},
+				{17, 1500, policyValue{}, false},
+			},
+		},
+		{
+			name: "equal width deny wins",
+			entries: []VerdictEntry{
+				{SrcID: 1, DstID: 2, Proto: 17, PortLo: 53, PortHi: 53, Action: ActionAllow, RuleID: 1},
+				{SrcID: 1, DstID: 2, Proto: 0, PortLo: 53, PortHi: 53, Action: ActionDeny, RuleID: 2},
+			},
+			probes: []struct {
+				proto uint8
+				port  uint16
+				want  policyValue
+				ok    bool
+			}{
+				{17, 53, policyValue{1, ActionAllow}, true}, // specific protocol first
+				{6, 53, policyValue{2, ActionDeny}, true},
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := stateFromTable(Table{Verdicts: tc.entries})
+			if err != nil {
+				t.Fatalf("stateFromTable: %v", err)
+			}
+			m := compileVerdicts(s.verdicts, nil)
+			for _, p := range tc.probes {
+				got, ok := lookup(m, 1, 2, p.proto, p.port)
+				if ok != p.ok || got != p.want {
+					t.Errorf("proto %d port %d: got %+v,%v want %+v,%v", p.proto, p.port, got, ok, p.want, p.ok)
+				}
+			}
+		})
+	}
+}
+
+func TestCompileVerdictsMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for round := 0; round < 50; round++ {
+		var es []VerdictEntry
+		seen := map[verdictID]bool{}
+		for i := 0; i < 1+r.IntN(12); i++ {
+			lo := uint16(r.IntN(200))
+			hi := lo + uint16(r.IntN(60))
+			if r.IntN(5) == 0 {
+				lo, hi = 0, 0
+			}
+			e := VerdictEntry{SrcID: 1, DstID: 2, Proto: []uint8{0, 6, 17}[r.IntN(3)], PortLo: lo, PortHi: hi,
+				Action: Action(1 + r.IntN(2)), RuleID: uint32(i + 1)}
+			if seen[e.id()] {
+				continue
+			}
+			seen[e.id()] = true
+			es = append(es, e)
+		}
+		s, err := stateFromTable(Table{Verdicts: es})
+		if err != nil {
+			t.Fatalf("stateFromTable: %v", err)
+		}
+		m := compileVerdicts(s.verdicts, nil)
+		for _, proto := range []uint8{1, 6, 17} {
+			for port := 0; port < 300; port++ {
+				got, gok := lookup(m, 1, 2, proto, uint16(port))
+				want, wok := reference(es, 1, 2, proto, uint16(port))
+				if got != want || gok != wok {
+					t.Fatalf("round %d proto %d port %d: got %+v,%v want %+v,%v (entries %+v)", round, proto, port, got, gok, want, wok, es)
+				}
+			}
+		}
+	}
+}
+
+func TestPortPrefixes(t *testing.T) {
+	tests := []struct {
+		lo, hi uint32
+		want   int
+	}{
+		{80, 80, 1},
+		{0, 65535, 1},
+		{1, 65535, 16},
+		{1024, 2047, 1},
+		{1, 65534, 30},
+	}
+	for _, tc := range tests {
+		got := portPrefixes(tc.lo, tc.hi)
+		if len(got) != tc.want {
+			t.Errorf("portPrefixes(%d,%d): %d prefixes, want %d", tc.lo, tc.hi, len(got), tc.want)
+		}
+		covered := uint32(0)
+		next := tc.lo
+		for _, p := range got {
+			if uint32(p.port) != next {
+				t.Fatalf("portPrefixes(%d,%d): gap at %d", tc.lo, tc.hi, next)
+			}
+			size := uint32(1) << (16 - p.bits)
+			covered += size
+			next += size
+		}
+		if covered != tc.hi-tc.lo+1 {
+			t.Errorf("portPrefixes(%d,%d) covers %d ports, want %d", tc.lo, tc.hi, covered, tc.hi-tc.lo+1)
+		}
+	}
+}
+
+func TestValidateEntries(t *testing.T) {
+	tests := []struct {
+		name string
+		tab  Table
+	}{
+		{"bad action", Table{Verdicts: []VerdictEntry{{SrcID: 1, DstID: 2, Action: 7}}}},
+		{"inverted range", Table{Verdicts: []VerdictEntry{{SrcID: 1, DstID: 2, PortLo: 90, PortHi: 80, Action: ActionAllow}}}},
+		{"conflicting duplicate", Table{Verdicts: []VerdictEntry{
+			{SrcID: 1, DstID: 2, Proto: 6, PortLo: 80, PortHi: 80, Action: ActionAllow, RuleID: 1},
+			{SrcID: 1, DstID: 2, Proto: 6, PortLo: 80, PortHi: 80, Action: ActionDeny, RuleID: 2}}}},
+		{"bad mode", Table{Modes: map[Identity]Mode{3: 9}}},
+	}
+	for _, tc := range tests {
+		if _, err := stateFromTable(tc.tab); err == nil {
+			t.Errorf("%s: no error", tc.name)
+		}
+	}
+}

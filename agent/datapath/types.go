@@ -1,0 +1,265 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Identity is a workload group identity. 0 is the unknown world.
+type Identity uint32
+
+// World is the identity of every address no endpoint entry covers.
+const World Identity = 0
+
+// Mode is the enforcement mode of an identity.
+type Mode uint8
+
+// Modes. An identity without a mode is in Discover.
+const (
+	ModeDiscover Mode = 0 // allow everything, report every new flow
+	ModeMonitor  Mode = 1 // allow everything, report violations
+	ModeProtect  Mode = 2 // drop violations and report them
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeDiscover:
+		return "discover"
+	case ModeMonitor:
+		return "monitor"
+	case ModeProtect:
+		return "protect"
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// ParseMode parses "discover", "monitor" or "protect".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "discover":
+		return ModeDiscover, nil
+	case "monitor":
+		return ModeMonitor, nil
+	case "protect":
+		return ModeProtect, nil
+	}
+	return 0, fmt.Errorf("%w: %q", ErrBadMode, s)
+}
+
+// Action is what a verdict entry says about a flow.
+type Action uint8
+
+// Actions. ActionNone appears in events for flows no entry matched.
+const (
+	ActionNone  Action = 0
+	ActionAllow Action = 1
+	ActionDeny  Action = 2
+)
+
+func (a Action) String() string {
+	switch a {
+	case ActionNone:
+		return "none"
+	case ActionAllow:
+		return "allow"
+	case ActionDeny:
+		return "deny"
+	}
+	return fmt.Sprintf("action(%d)", uint8(a))
+}
+
+// Sentinel errors.
+var (
+	ErrBadMode     = errors.New("datapath: unknown mode")
+	ErrBadEntry    = errors.New("datapath: invalid entry")
+	ErrMapFull     = errors.New("datapath: map full")
+	ErrNotAttached = errors.New("datapath: not attached")
+)
+
+// EndpointEntry maps every address in Prefix to Identity. IPv4 and IPv6
+// prefixes share one longest-prefix-match map.
+type EndpointEntry struct {
+	Prefix   netip.Prefix
+	Identity Identity
+}
+
+// VerdictEntry says what happens to flows from SrcID to DstID (the
+// identities of the client and of the server) on protocol Proto (0: any)
+// and server ports PortLo..PortHi (0,0: any).
+//
+// Entries may overlap. The most specific entry wins: a narrower port range
+// over a wider one, a specific protocol over any, and at equal width deny
+// over allow. The result does not depend on the order of the entries, so a
+// diff needs no positions.
+type VerdictEntry struct {
+	SrcID  Identity
+	DstID  Identity
+	Proto  uint8
+	PortLo uint16
+	PortHi uint16
+	Action Action
+	RuleID uint32
+}
+
+// verdictID is what identifies a verdict entry in a diff: everything but the
+// action and rule.
+type verdictID struct {
+	SrcID, DstID   Identity
+	Proto          uint8
+	PortLo, PortHi uint16
+}
+
+func (v VerdictEntry) id() verdictID {
+	return verdictID{v.SrcID, v.DstID, v.Proto, v.PortLo, v.PortHi}
+}
+
+// ports returns the inclusive port range the entry covers.
+func (v VerdictEntry) ports() (lo, hi uint16) {
+	if v.PortLo == 0 && v.PortHi == 0 {
+		return 0, 65535
+	}
+	return v.PortLo, v.PortHi
+}
+
+// Validate reports the first problem of the entry.
+func (v VerdictEntry) Validate() error {
+	if v.Action != ActionAllow && v.Action != ActionDeny {
+		return fmt.Errorf("%w: verdict %d->%d rule %d: action %d is neither allow nor deny", ErrBadEntry, v.SrcID, v.DstID, v.RuleID, v.Action)
+	}
+	if !(v.PortLo == 0 && v.PortHi == 0) && v.PortLo > v.PortHi {
+		return fmt.Errorf("%w: verdict %d->%d rule %d: port range %d-%d has low above high", ErrBadEntry, v.SrcID, v.DstID, v.RuleID, v.PortLo, v.PortHi)
+	}
+	return nil
+}
+
+// Validate reports the first problem of the entry.
+func (e EndpointEntry) Validate() error {
+	if !e.Prefix.IsValid() {
+		return fmt.Errorf("%w: endpoint identity %d: invalid prefix", ErrBadEntry, e.Identity)
+	}
+	if e.Prefix != e.Prefix.Masked() {
+		return fmt.Errorf("%w: endpoint identity %d: prefix %s has host bits set", ErrBadEntry, e.Identity, e.Prefix)
+	}
+	if e.Prefix.Addr().Is4In6() {
+		return fmt.Errorf("%w: endpoint identity %d: prefix %s is IPv4-mapped; give it as IPv4", ErrBadEntry, e.Identity, e.Prefix)
+	}
+	return nil
+}
+
+// Table is a complete policy for one node.
+type Table struct {
+	Endpoints []EndpointEntry
+	Verdicts  []VerdictEntry
+	Modes     map[Identity]Mode
+}
+
+// Diff changes a table. Removals name endpoint entries by prefix and verdict
+// entries by everything but action and rule; an added entry with the key of
+// an existing one replaces it.
+type Diff struct {
+	AddEndpoints    []EndpointEntry
+	RemoveEndpoints []netip.Prefix
+	AddVerdicts     []VerdictEntry
+	RemoveVerdicts  []VerdictEntry
+	SetModes        map[Identity]Mode
+	RemoveModes     []Identity
+}
+
+func validMode(m Mode) bool { return m <= ModeProtect }
+
+// state is the policy held in the maps, in a form diffs apply to.
+type state struct {
+	endpoints map[netip.Prefix]Identity
+	verdicts  map[verdictID]VerdictEntry
+	modes     map[Identity]Mode
+}
+
+func newState() *state {
+	return &state{
+		endpoints: map[netip.Prefix]Identity{},
+		verdicts:  map[verdictID]VerdictEntry{},
+		modes:     map[Identity]Mode{},
+	}
+}
+
+func (s *state) clone() *state {
+	c := newState()
+	for k, v := range s.endpoints {
+		c.endpoints[k] = v
+	}
+	for k, v := range s.verdicts {
+		c.verdicts[k] = v
+	}
+	for k, v := range s.modes {
+		c.modes[k] = v
+	}
+	return c
+}
+
+// stateFromTable validates t and builds its state.
+func stateFromTable(t Table) (*state, error) {
+	s := newState()
+	for _, e := range t.Endpoints {
+		if err := e.Validate(); err != nil {
+			return nil, err
+		}
+		if old, dup := s.endpoints[e.Prefix]; dup && old != e.Identity {
+			return nil, fmt.Errorf("%w: endpoint prefix %s given for identities %d and %d", ErrBadEntry, e.Prefix, old, e.Identity)
+		}
+		s.endpoints[e.Prefix] = e.Identity
+	}
+	for _, v := range t.Verdicts {
+		if err := v.Validate(); err != nil {
+			return nil, err
+		}
+		if old, dup := s.verdicts[v.id()]; dup && old != v {
+			return nil, fmt.Errorf("%w: verdict %d->%d proto %d ports %d-%d given twice (rules %d and %d)", ErrBadEntry, v.SrcID, v.DstID, v.Proto, v.PortLo, v.PortHi, old.RuleID, v.RuleID)
+		}
+		s.verdicts[v.id()] = v
+	}
+	for id, m := range t.Modes {
+		if !validMode(m) {
+			return nil, fmt.Errorf("%w: identity %d: %d", ErrBadMode, id, m)
+		}
+		s.modes[id] = m
+	}
+	return s, nil
+}
+
+// apply returns a copy of s with d applied, and the (source, destination)
+// identity pairs whose verdicts changed.
+func (s *state) apply(d Diff) (*state, map[[2]Identity]bool, error) {
+	n := s.clone()
+	pairs := map[[2]Identity]bool{}
+	for _, p := range d.RemoveEndpoints {
+		delete(n.endpoints, p)
+	}
+	for _, e := range d.AddEndpoints {
+		if err := e.Validate(); err != nil {
+			return nil, nil, err
+		}
+		n.endpoints[e.Prefix] = e.Identity
+	}
+	for _, v := range d.RemoveVerdicts {
+		delete(n.verdicts, v.id())
+		pairs[[2]Identity{v.SrcID, v.DstID}] = true
+	}
+	for _, v := range d.AddVerdicts {
+		if err := v.Validate(); err != nil {
+			return nil, nil, err
+		}
+		n.verdicts[v.id()] = v
+		pairs[[2]Identity{v.SrcID, v.DstID}] = true
+	}
+	for _, id := range d.RemoveModes {
+		delete(n.modes, id)
+	}
+	for id, m := range d.SetModes {
+		if !validMode(m) {
+			return nil, nil, fmt.Errorf("%w: identity %d: %d", ErrBadMode, id, m)
+		}
+		n.modes[id] = m
+	}
+	return n, pairs, nil
+}
