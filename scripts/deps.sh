@@ -14,6 +14,7 @@ check iproute2 'have ip'
 check clang 'have clang'
 check llvm 'have llvm-strip'
 check libbpf-dev 'test -f /usr/include/bpf/bpf_helpers.h'
+check debootstrap 'have debootstrap'
 
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
