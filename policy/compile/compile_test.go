@@ -264,7 +264,9 @@ func TestCompileRejectsInvalidPolicy(t *testing.T) {
 	}
 }
 
-func contains(s, sub string) bool { return len(sub) == 0 || (len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub))) }
+func contains(s, sub string) bool {
+	return len(sub) == 0 || (len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub)))
+}
 
 // shuffled returns a copy of in with every list in a random order.
 func shuffled(in Input, r *rand.Rand) Input {
