@@ -281,12 +281,13 @@ type storedCA struct {
 	Key  string `json:"key"`
 }
 
-// waitForCA returns the cluster CA once the leader has created it (or a
-// previous run did).
+// waitForCA returns the cluster CA once the leader has finished setting up
+// the cluster (or a previous run did).
 func (c *Controller) waitForCA(ctx context.Context, st *store.Store) (*pki.CA, error) {
 	logged := false
 	for {
-		if kv, ok, _ := st.Get(KeyCA); ok {
+		_, formed, _ := st.Get(KeyClusterInfo)
+		if kv, ok, _ := st.Get(KeyCA); ok && formed {
 			var s storedCA
 			if err := json.Unmarshal(kv.Value, &s); err != nil {
 				return nil, fmt.Errorf("decode cluster CA from store: %w", err)
@@ -421,12 +422,6 @@ func (c *Controller) ensureClusterState(ctx context.Context, st *store.Store, au
 		}
 		c.log.Info("created cluster CA", "fingerprint", ca.Fingerprint())
 	}
-	if _, ok, _ := st.Get(KeyClusterInfo); !ok {
-		b, _ := json.Marshal(api.ClusterInfo{Name: c.cfg.ClusterName, Role: "standalone"})
-		if _, err := st.Create(wctx, KeyClusterInfo, b); err != nil && !errors.Is(err, store.ErrConflict) {
-			return fmt.Errorf("store cluster info: %w", err)
-		}
-	}
 	pw, generated, err := authn.Bootstrap(wctx, c.cfg.AdminPassword)
 	if err != nil {
 		return fmt.Errorf("create admin account: %w", err)
@@ -436,6 +431,14 @@ func (c *Controller) ensureClusterState(ctx context.Context, st *store.Store, au
 			logfields.User, "admin", "password", pw)
 	} else if pw != "" {
 		c.log.Info("created the admin account with the password from --admin-password-file")
+	}
+	// Written last: replicas wait for it, so once it exists the CA and the
+	// admin account do too.
+	if _, ok, _ := st.Get(KeyClusterInfo); !ok {
+		b, _ := json.Marshal(api.ClusterInfo{Name: c.cfg.ClusterName, Role: "standalone"})
+		if _, err := st.Create(wctx, KeyClusterInfo, b); err != nil && !errors.Is(err, store.ErrConflict) {
+			return fmt.Errorf("store cluster info: %w", err)
+		}
 	}
 	return nil
 }
