@@ -467,9 +467,10 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct p
 
 		if (bpf_skb_load_bytes(skb, l4off, &type, 1))
 			return PARSE_MALFORMED;
-		/* Router/neighbour solicitation and advertisement, redirect:
+		/* Multicast listener discovery (130-132, 143), router and
+		 * neighbour solicitation and advertisement, redirect (133-137):
 		 * IPv6 does not work without them. */
-		if (type >= 133 && type <= 137)
+		if ((type >= 130 && type <= 137) || type == 143)
 			return PARSE_ND;
 	}
 	return parse_l4(skb, p, l4off, end, frag_id, first_fragment);
