@@ -217,6 +217,17 @@ func (tr *testRegistry) push(t testing.TB, ref string, img v1.Image) {
 	}
 }
 
+func (tr *testRegistry) pushIndex(t testing.TB, ref string, idx v1.ImageIndex) {
+	t.Helper()
+	r, err := name.ParseReference(tr.host()+"/"+ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(r, idx); err != nil {
+		t.Fatalf("push index %s: %v", ref, err)
+	}
+}
+
 type dpkgRow struct{ name, version, source, sourceVersion string }
 
 // dpkgQuery asks dpkg itself what the tree has installed.

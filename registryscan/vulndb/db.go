@@ -150,7 +150,18 @@ func (b *Builder) Build() *DB {
 	db := &DB{index: map[version.Ecosystem]map[string][]entry{}, problems: append([]string(nil), b.problems...)}
 	h := sha256.New()
 	advs := append([]*Advisory(nil), b.advs...)
-	sort.SliceStable(advs, func(i, j int) bool { return advs[i].ID < advs[j].ID })
+	first := func(a *Advisory) string {
+		if len(a.Affected) == 0 {
+			return ""
+		}
+		return a.Affected[0].Package.Ecosystem + "\x00" + a.Affected[0].Package.Name
+	}
+	sort.SliceStable(advs, func(i, j int) bool {
+		if advs[i].ID != advs[j].ID {
+			return advs[i].ID < advs[j].ID
+		}
+		return first(advs[i]) < first(advs[j])
+	})
 	for _, a := range advs {
 		if a.Withdrawn != "" {
 			continue

@@ -2,6 +2,7 @@ package vulndb
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v2"
@@ -37,7 +38,13 @@ func ParseSecDB(data []byte) ([]*Advisory, error) {
 		if p.Pkg.Name == "" {
 			return nil, fmt.Errorf("secdb: packages[%d]: no name", i)
 		}
-		for fixed, ids := range p.Pkg.Secfixes {
+		fixes := make([]string, 0, len(p.Pkg.Secfixes))
+		for fixed := range p.Pkg.Secfixes {
+			fixes = append(fixes, fixed)
+		}
+		sort.Strings(fixes)
+		for _, fixed := range fixes {
+			ids := p.Pkg.Secfixes[fixed]
 			if fixed == "0" || strings.HasPrefix(fixed, "0-") {
 				continue
 			}
