@@ -1,0 +1,202 @@
+package appdetect
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"encoding/hex"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/net/http2/hpack"
+)
+
+const sampleMax = 128 // what the datapath copies
+
+func clip(b []byte) []byte { return b[:min(len(b), sampleMax)] }
+
+// firstBytes runs client against one end of an in-memory pipe and returns
+// the first bytes it writes.
+func firstBytes(t testing.TB, client func(net.Conn)) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		client(a)
+	}()
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	n, err := io.ReadAtLeast(b, buf, 1)
+	if err != nil {
+		t.Fatalf("read first bytes: %v", err)
+	}
+	b.Close()
+	a.Close()
+	<-done
+	return clip(buf[:n])
+}
+
+func tlsClientHello(t testing.TB) []byte {
+	return firstBytes(t, func(c net.Conn) {
+		tls.Client(c, &tls.Config{ServerName: "db.example", InsecureSkipVerify: true}).Handshake()
+	})
+}
+
+func sshClientVersion(t testing.TB) []byte {
+	return firstBytes(t, func(c net.Conn) {
+		ssh.NewClientConn(c, "x:22", &ssh.ClientConfig{HostKeyCallback: ssh.InsecureIgnoreHostKey()})
+	})
+}
+
+func httpRequest(t testing.TB) []byte {
+	return firstBytes(t, func(c net.Conn) {
+		req, _ := http.NewRequest("POST", "http://api.example/v1/items", strings.NewReader("{}"))
+		w := bufio.NewWriter(c)
+		req.Write(w)
+		w.Flush()
+	})
+}
+
+func dnsQuery(t testing.TB, tcp bool) []byte {
+	t.Helper()
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 0x1234, RecursionDesired: true})
+	b.StartQuestions()
+	b.Question(dnsmessage.Question{Name: dnsmessage.MustNewName("service.namespace.svc.cluster.local."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET})
+	msg, err := b.Finish()
+	if err != nil {
+		t.Fatalf("build dns query: %v", err)
+	}
+	if tcp {
+		msg = append([]byte{byte(len(msg) >> 8), byte(len(msg))}, msg...)
+	}
+	return clip(msg)
+}
+
+// h2Request is an HTTP/2 client preface, an empty SETTINGS frame and a
+// HEADERS frame whose fields are HPACK-encoded by x/net.
+func h2Request(t testing.TB, contentType string) []byte {
+	t.Helper()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range []hpack.HeaderField{
+		{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+		{Name: ":path", Value: "/pkg.Service/Method"}, {Name: ":authority", Value: "svc:50051"},
+		{Name: "content-type", Value: contentType}, {Name: "te", Value: "trailers"},
+	} {
+		enc.WriteField(f)
+	}
+	out := []byte(http2Preface)
+	out = append(out, 0, 0, 0, 4, 0, 0, 0, 0, 0) // SETTINGS, empty
+	n := hb.Len()
+	out = append(out, byte(n>>16), byte(n>>8), byte(n), 1, 4, 0, 0, 0, 1)
+	out = append(out, hb.Bytes()...)
+	return clip(out)
+}
+
+func unhex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
+	if err != nil {
+		t.Fatalf("bad hex: %v", err)
+	}
+	return b
+}
+
+// Hand-built samples, laid out from each protocol's documentation.
+const (
+	// PostgreSQL StartupMessage v3.0: user=app database=orders.
+	pgStartup = "00000026 00030000 7573657200 61707000 646174616261736500 6f726465727300 00"
+	// PostgreSQL SSLRequest.
+	pgSSL = "00000008 04d2162f"
+	// MySQL 8 initial handshake: length 74, seq 0, protocol 10, "8.0.36\0", thread id, salt.
+	mysqlGreeting = "4a0000 00 0a 382e302e333600 0b000000 3a5d4c1f7e6a2b3c 00 ffff ff 0200 ffdf 15 00000000000000000000 1b4e5d6f7a3c2b1d4f5e6a7b00 6d7973716c5f6e61746976655f70617373776f726400"
+	// MongoDB OP_MSG hello: length 0x5c, request 1, response 0, opcode 2013, flags 0, section kind 0.
+	mongoHello = "5c000000 01000000 00000000 dd070000 00000000 00 47000000 1068656c6c6f0001000000"
+	// Kafka ApiVersions v3 request: size, api key 18, version 3, correlation 1, client id "rdkafka".
+	kafkaAPIVersions = "00000024 0012 0003 00000001 0007 72646b61666b61 00 0a6c6962726466616b61 06322e332e30 00"
+	// redis-cli PING.
+	redisPing = "*1\r\n$4\r\nPING\r\n"
+)
+
+func TestDetect(t *testing.T) {
+	tests := []struct {
+		name string
+		s    Sample
+		want Protocol
+	}{
+		{"tls client hello", Sample{Proto: ProtoTCP, Client: tlsClientHello(t)}, TLS},
+		{"ssh client version", Sample{Proto: ProtoTCP, Client: sshClientVersion(t)}, SSH},
+		{"ssh server banner only", Sample{Proto: ProtoTCP, Server: []byte("SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")}, SSH},
+		{"http request", Sample{Proto: ProtoTCP, Client: httpRequest(t)}, HTTP},
+		{"http response only", Sample{Proto: ProtoTCP, Server: []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")}, HTTP},
+		{"http long target", Sample{Proto: ProtoTCP, Client: clip([]byte("GET /" + strings.Repeat("a", 200) + " HTTP/1.1\r\n"))}, HTTP},
+		{"grpc", Sample{Proto: ProtoTCP, Client: h2Request(t, "application/grpc")}, GRPC},
+		{"grpc proto", Sample{Proto: ProtoTCP, Client: h2Request(t, "application/grpc+proto")}, GRPC},
+		{"http2 json", Sample{Proto: ProtoTCP, Client: h2Request(t, "application/json")}, HTTP2},
+		{"dns udp", Sample{Proto: ProtoUDP, Client: dnsQuery(t, false)}, DNS},
+		{"dns tcp", Sample{Proto: ProtoTCP, Client: dnsQuery(t, true)}, DNS},
+		{"postgres startup", Sample{Proto: ProtoTCP, Client: unhex(t, pgStartup)}, PostgreSQL},
+		{"postgres ssl request", Sample{Proto: ProtoTCP, Client: unhex(t, pgSSL)}, PostgreSQL},
+		{"mysql greeting", Sample{Proto: ProtoTCP, Server: unhex(t, mysqlGreeting)}, MySQL},
+		{"mongodb hello", Sample{Proto: ProtoTCP, Client: unhex(t, mongoHello)}, MongoDB},
+		{"kafka api versions", Sample{Proto: ProtoTCP, Client: unhex(t, kafkaAPIVersions)}, Kafka},
+		{"redis ping", Sample{Proto: ProtoTCP, Client: []byte(redisPing)}, Redis},
+		{"redis set", Sample{Proto: ProtoTCP, Client: []byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")}, Redis},
+		{"redis inline", Sample{Proto: ProtoTCP, Client: []byte("PING\r\n")}, Redis},
+
+		{"empty", Sample{Proto: ProtoTCP}, Unknown},
+		{"text", Sample{Proto: ProtoTCP, Client: []byte("hello there\n")}, Unknown},
+		{"get without target", Sample{Proto: ProtoTCP, Client: []byte("GET \r\n")}, Unknown},
+		{"zeros", Sample{Proto: ProtoTCP, Client: make([]byte, 64)}, Unknown},
+		{"udp http", Sample{Proto: ProtoUDP, Client: []byte("GET / HTTP/1.1\r\n")}, Unknown},
+		{"tls over udp", Sample{Proto: ProtoUDP, Client: tlsClientHello(t)}, Unknown},
+		{"truncated tls", Sample{Proto: ProtoTCP, Client: []byte{0x16, 0x03, 0x01}}, Unknown},
+		{"postgres bad key", Sample{Proto: ProtoTCP, Client: unhex(t, "00000026 00030000 0000000100")}, Unknown},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Detect(tc.s); got != tc.want {
+				t.Errorf("Detect = %q, want %q (client %q server %q)", got, tc.want, tc.s.Client, tc.s.Server)
+			}
+		})
+	}
+}
+
+func TestGRPCHuffmanSignature(t *testing.T) {
+	full := hpack.AppendHuffmanString(nil, "application/grpc")
+	if !bytes.HasPrefix(full, grpcHuffman) || len(full) != len(grpcHuffman)+1 {
+		t.Errorf("huffman of application/grpc is %x, signature %x", full, grpcHuffman)
+	}
+}
+
+// FuzzDetect checks Detect never panics, is deterministic, and reads only
+// what it is given.
+func FuzzDetect(f *testing.F) {
+	for _, s := range [][]byte{
+		tlsClientHello(f), sshClientVersion(f), httpRequest(f), dnsQuery(f, false), dnsQuery(f, true),
+		h2Request(f, "application/grpc"), unhex(f, pgStartup), unhex(f, pgSSL), unhex(f, mysqlGreeting),
+		unhex(f, mongoHello), unhex(f, kafkaAPIVersions), []byte(redisPing), {}, {0x16, 3},
+	} {
+		f.Add(uint8(ProtoTCP), s, []byte{})
+		f.Add(uint8(ProtoUDP), s, s)
+		f.Add(uint8(ProtoTCP), []byte{}, s)
+	}
+	f.Fuzz(func(t *testing.T, proto uint8, client, server []byte) {
+		c := append([]byte(nil), client...)
+		s := append([]byte(nil), server...)
+		got := Detect(Sample{Proto: proto, Client: client, Server: server})
+		if again := Detect(Sample{Proto: proto, Client: client, Server: server}); again != got {
+			t.Fatalf("Detect not deterministic: %q then %q", got, again)
+		}
+		if !bytes.Equal(c, client) || !bytes.Equal(s, server) {
+			t.Fatalf("Detect modified its input")
+		}
+	})
+}
