@@ -151,7 +151,13 @@ func debianImageOf(t testing.TB) (v1.Image, string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		img, err = mutate.ConfigFile(img, &v1.ConfigFile{OS: "linux", Architecture: "amd64"})
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf = cf.DeepCopy()
+		cf.OS, cf.Architecture = "linux", "amd64"
+		img, err = mutate.ConfigFile(img, cf)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -328,7 +334,13 @@ func TestDebianImageThroughRegistry(t *testing.T) {
 
 	// The same layer under another image (another tag with a different
 	// config) is analysed once.
-	img2, err := mutate.ConfigFile(img, &v1.ConfigFile{OS: "linux", Architecture: "amd64", Author: "another"})
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Author = "another"
+	img2, err := mutate.ConfigFile(img, cf)
 	if err != nil {
 		t.Fatal(err)
 	}
