@@ -31,6 +31,7 @@ func commands() []command {
 		{"login", "log in to a controller API and save the session", runLogin},
 		{"cluster", "show the controller cluster (status)", runCluster},
 		{"user", "manage users (create, list, delete)", runUser},
+		{"scan", "scan an image for vulnerabilities and secrets (scan image REF|--tar FILE)", runScan},
 		{"version", "print the version", runVersion},
 	}
 }
