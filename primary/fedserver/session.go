@@ -271,6 +271,7 @@ func (s *Server) resyncSnapshot(ctx context.Context, name string, enc *fedproto.
 	if !ok || member.Kicked {
 		return nil, 0, fmt.Errorf("cluster %s is no longer a member", name)
 	}
+	s.updateStatus(name, func(st *RemoteStatus) { st.Snapshots++ })
 	if err := s.sendSnapshot(enc, member, rev, objs); err != nil {
 		return nil, 0, err
 	}
@@ -278,7 +279,7 @@ func (s *Server) resyncSnapshot(ctx context.Context, name string, enc *fedproto.
 	if err != nil {
 		return nil, 0, fmt.Errorf("watch after snapshot %d: %w", rev, err)
 	}
-	s.updateStatus(name, func(st *RemoteStatus) { st.SentRevision = rev; st.Snapshots++ })
+	s.updateStatus(name, func(st *RemoteStatus) { st.SentRevision = rev })
 	return w, rev, nil
 }
 

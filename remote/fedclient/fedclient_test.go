@@ -204,6 +204,7 @@ func TestCompactedHistorySendsSnapshot(t *testing.T) {
 	rev := f.log.Put("gone", []byte("x"))
 	waitFor(t, "first revision", func() bool { return a.Applied() == rev })
 	_ = r.stop()
+	waitFor(t, "server saw the disconnect", func() bool { return !statusOf(f.srv, "east").Connected })
 	for i := range 40 {
 		f.log.Put(fmt.Sprintf("key-%02d", i), []byte(strings.Repeat("v", 20)))
 	}
@@ -224,7 +225,7 @@ func TestCompactedHistorySendsSnapshot(t *testing.T) {
 		}
 	}
 	if a.snapshotCount() != 1 || r2.c.Status().Snapshots != 1 || statusOf(f.srv, "east").Snapshots != 1 {
-		t.Fatalf("snapshots: applier %d, want 1", a.snapshotCount())
+		t.Fatalf("snapshots: applier %d client %d server %d, want 1", a.snapshotCount(), r2.c.Status().Snapshots, statusOf(f.srv, "east").Snapshots)
 	}
 	// Later commits arrive as deltas again.
 	rev = f.log.Put("after", []byte("1"))
