@@ -5,7 +5,6 @@ package datapath
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 
 	"github.com/cilium/ebpf"
 
@@ -317,13 +316,4 @@ func (d *Datapath) Generation() uint32 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.gen
-}
-
-// addrFrom16 turns a kernel address (IPv4-mapped for IPv4) into a netip.Addr.
-func addrFrom16(b [16]byte, family uint8) netip.Addr {
-	a := netip.AddrFrom16(b)
-	if family == 4 {
-		return a.Unmap()
-	}
-	return a
 }
