@@ -91,6 +91,10 @@ type Server struct {
 	sessions map[string]*session
 	roll     *rollout.State
 	rollCh   chan struct{} // closed and replaced on every rollout change
+
+	// reportMu orders OnRolloutChange calls; each reports the latest state,
+	// so the last call always carries the state in force.
+	reportMu sync.Mutex
 }
 
 // New validates cfg and binds the listener; Run serves it.
@@ -344,10 +348,27 @@ func (s *Server) UpdateRollout(fn func(*rollout.State) error) (rollout.State, er
 	s.notifyRolloutLocked()
 	out := next
 	s.mu.Unlock()
-	if s.cfg.OnRolloutChange != nil {
-		s.cfg.OnRolloutChange(out)
-	}
+	s.reportRollout()
 	return out, nil
+}
+
+// reportRollout hands the rollout in force to OnRolloutChange.
+func (s *Server) reportRollout() {
+	if s.cfg.OnRolloutChange == nil {
+		return
+	}
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
+	s.mu.Lock()
+	var cur rollout.State
+	ok := s.roll != nil
+	if ok {
+		cur = *s.roll
+	}
+	s.mu.Unlock()
+	if ok {
+		s.cfg.OnRolloutChange(cur)
+	}
 }
 
 func (s *Server) notifyRolloutLocked() {
@@ -401,9 +422,7 @@ func (s *Server) noteAck(name string, a *fedproto.Ack) {
 	s.mu.Unlock()
 	if changed != nil {
 		s.log.Info("rollout advanced", "rollout", changed.ID, "phase", changed.Phase, "message", changed.Message)
-		if s.cfg.OnRolloutChange != nil {
-			s.cfg.OnRolloutChange(*changed)
-		}
+		s.reportRollout()
 	}
 	if s.cfg.OnAck != nil {
 		s.cfg.OnAck(name, a.Revision)

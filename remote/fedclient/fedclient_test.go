@@ -404,11 +404,11 @@ func TestRolloutCanaryThenRest(t *testing.T) {
 		waitFor(t, n+" released", func() bool { return rs[n].a.Applied() == rev })
 	}
 	waitFor(t, "rollout done", func() bool { cur, _ := f.srv.Rollout(); return cur.Phase == rollout.PhaseDone })
-	mu.Lock()
-	defer mu.Unlock()
-	if len(changes) == 0 || changes[len(changes)-1].Phase != rollout.PhaseDone {
-		t.Fatalf("rollout changes reported %d, last not done", len(changes))
-	}
+	waitFor(t, "done reported", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(changes) > 0 && changes[len(changes)-1].Phase == rollout.PhaseDone
+	})
 	if statusOf(f.srv, "a").HeldAt != 0 {
 		t.Fatal("a still marked held")
 	}
