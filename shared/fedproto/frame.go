@@ -68,11 +68,11 @@ func DecodeFrame(b []byte, maxFrame int) (Frame, int, error) {
 	}
 	t := Type(b[0])
 	n := binary.BigEndian.Uint32(b[1:HeaderSize])
-	if uint64(n) > uint64(maxFrame) {
-		return Frame{}, 0, fmt.Errorf("%w: %s payload of %d bytes, limit %d", ErrFrameTooLarge, t, n, maxFrame)
-	}
 	if !t.Known() {
 		return Frame{}, 0, fmt.Errorf("%w: %d", ErrUnknownType, byte(t))
+	}
+	if uint64(n) > uint64(maxFrame) {
+		return Frame{}, 0, fmt.Errorf("%w: %s payload of %d bytes, limit %d", ErrFrameTooLarge, t, n, maxFrame)
 	}
 	end := HeaderSize + int(n)
 	if len(b) < end {
@@ -148,11 +148,11 @@ func (d *Decoder) ReadFrame() (Frame, error) {
 	}
 	t := Type(hdr[0])
 	size := binary.BigEndian.Uint32(hdr[1:])
-	if uint64(size) > uint64(d.maxFrame) {
-		return Frame{}, fmt.Errorf("%w: %s payload of %d bytes, limit %d", ErrFrameTooLarge, t, size, d.maxFrame)
-	}
 	if !t.Known() {
 		return Frame{}, fmt.Errorf("%w: %d", ErrUnknownType, byte(t))
+	}
+	if uint64(size) > uint64(d.maxFrame) {
+		return Frame{}, fmt.Errorf("%w: %s payload of %d bytes, limit %d", ErrFrameTooLarge, t, size, d.maxFrame)
 	}
 	// Grow the buffer as bytes arrive rather than trusting the header, so a
 	// peer announcing a large frame and sending nothing costs nothing.
