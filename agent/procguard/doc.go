@@ -1,0 +1,9 @@
+// Package procguard watches and guards process execution in workloads.
+//
+// Observer attaches to the sched_process_exec tracepoint and reports every
+// exec with the cgroup it ran in, which feeds a group's process profile in
+// Discover and violation reports in Monitor. Guard holds fanotify
+// FAN_OPEN_EXEC_PERM marks and answers each exec before the kernel runs it:
+// in Protect a binary outside the group's profile is denied with EPERM
+// before its first instruction. Policy decides, per cgroup, what may run.
+package procguard

@@ -1,0 +1,235 @@
+//go:build linux
+
+package procguard
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Scope says what a fanotify mark covers.
+type Scope uint8
+
+// Scopes.
+const (
+	ScopeDirectory  Scope = iota // the files directly in a directory
+	ScopeMount                   // a mount
+	ScopeFilesystem              // a whole filesystem
+)
+
+// Mark is one place whose executions the guard answers.
+type Mark struct {
+	Path  string
+	Scope Scope
+}
+
+// GuardConfig configures a Guard.
+type GuardConfig struct {
+	// Marks are the places guarded, typically the root filesystem of each
+	// protected workload.
+	Marks []Mark
+	// CgroupRoot is the mount point of the cgroup v2 hierarchy, used to
+	// find the cgroup id of an executing process.
+	CgroupRoot string
+}
+
+// DefaultGuardConfig guards nothing yet and finds cgroup v2 where this
+// project's nodes mount it.
+func DefaultGuardConfig() GuardConfig {
+	return GuardConfig{CgroupRoot: "/sys/fs/cgroup/unified"}
+}
+
+// Validate reports the first problem of the configuration.
+func (c GuardConfig) Validate() error {
+	if !filepath.IsAbs(c.CgroupRoot) {
+		return fmt.Errorf("procguard config: CgroupRoot %q is not absolute", c.CgroupRoot)
+	}
+	for _, m := range c.Marks {
+		if !filepath.IsAbs(m.Path) {
+			return fmt.Errorf("procguard config: mark path %q is not absolute", m.Path)
+		}
+		if m.Scope > ScopeFilesystem {
+			return fmt.Errorf("procguard config: mark %q: unknown scope %d", m.Path, m.Scope)
+		}
+	}
+	return nil
+}
+
+// Decision is the guard's answer to one exec.
+type Decision struct {
+	Pid      int
+	CgroupID uint64
+	Path     string
+	Verdict  Verdict
+	Mode     Mode
+	Denied   bool
+}
+
+// Guard answers fanotify exec-permission events.
+type Guard struct {
+	cfg    GuardConfig
+	log    *slog.Logger
+	policy *Policy
+	f      *os.File
+	self   int
+}
+
+// NewGuard opens a fanotify group and places the marks.
+func NewGuard(cfg GuardConfig, policy *Policy, log *slog.Logger) (*Guard, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	fd, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("fanotify init: %w", err)
+	}
+	g := &Guard{cfg: cfg, log: log, policy: policy, f: os.NewFile(uintptr(fd), "fanotify"), self: os.Getpid()}
+	for _, m := range cfg.Marks {
+		if err := g.AddMark(m); err != nil {
+			g.f.Close()
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+// AddMark starts guarding m.
+func (g *Guard) AddMark(m Mark) error {
+	flags := uint(unix.FAN_MARK_ADD)
+	mask := uint64(unix.FAN_OPEN_EXEC_PERM)
+	switch m.Scope {
+	case ScopeDirectory:
+		mask |= unix.FAN_EVENT_ON_CHILD
+	case ScopeMount:
+		flags |= unix.FAN_MARK_MOUNT
+	case ScopeFilesystem:
+		flags |= unix.FAN_MARK_FILESYSTEM
+	}
+	if err := unix.FanotifyMark(int(g.f.Fd()), flags, mask, unix.AT_FDCWD, m.Path); err != nil {
+		return fmt.Errorf("fanotify mark %s: %w", m.Path, err)
+	}
+	return nil
+}
+
+// Close removes every mark; executions pending an answer are allowed.
+func (g *Guard) Close() error { return g.f.Close() }
+
+// Run answers exec permission events until ctx is done. report, if not nil,
+// is called for every denial after the answer is sent.
+func (g *Guard) Run(ctx context.Context, report func(Decision)) error {
+	stop := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+			g.f.SetReadDeadline(time.Now())
+		case <-stop:
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-stopped
+	}()
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := g.f.Read(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("read fanotify events: %w", err)
+		}
+		g.handle(buf[:n], report)
+	}
+}
+
+const metadataSize = 24
+
+func (g *Guard) handle(b []byte, report func(Decision)) {
+	for len(b) >= metadataSize {
+		var m unix.FanotifyEventMetadata
+		if _, err := binary.Decode(b[:metadataSize], binary.NativeEndian, &m); err != nil {
+			return
+		}
+		if m.Event_len < metadataSize || int(m.Event_len) > len(b) {
+			return
+		}
+		b = b[m.Event_len:]
+		if m.Vers != unix.FANOTIFY_METADATA_VERSION || m.Fd < 0 {
+			continue
+		}
+		d := g.decide(int(m.Fd), int(m.Pid))
+		if m.Mask&unix.FAN_OPEN_EXEC_PERM != 0 {
+			resp := uint32(unix.FAN_ALLOW)
+			if d.Denied {
+				resp = unix.FAN_DENY
+			}
+			out, _ := binary.Append(nil, binary.NativeEndian, unix.FanotifyResponse{Fd: m.Fd, Response: resp})
+			if _, err := g.f.Write(out); err != nil {
+				g.log.Error("fanotify answer failed", "pid", d.Pid, "path", d.Path, "err", err)
+			}
+		}
+		unix.Close(int(m.Fd))
+		if d.Denied {
+			g.log.Warn("exec denied", "pid", d.Pid, "path", d.Path, "cgroup", d.CgroupID)
+			if report != nil {
+				report(d)
+			}
+		}
+	}
+}
+
+// decide never fails closed on its own errors: a process whose cgroup or
+// path cannot be read is not guarded.
+func (g *Guard) decide(fd, pid int) Decision {
+	d := Decision{Pid: pid, Verdict: Unguarded}
+	if pid == g.self {
+		return d
+	}
+	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return d
+	}
+	d.Path = path
+	cg, err := CgroupOf(g.cfg.CgroupRoot, pid)
+	if err != nil {
+		return d
+	}
+	d.CgroupID = cg
+	d.Verdict, d.Mode, d.Denied = g.policy.Check(cg, path)
+	return d
+}
+
+// CgroupOf returns the cgroup v2 id (the inode of its directory under
+// root) of process pid.
+func CgroupOf(root string, pid int) (uint64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return 0, fmt.Errorf("read cgroup of %d: %w", pid, err)
+	}
+	s := bufio.NewScanner(bytes.NewReader(data))
+	for s.Scan() {
+		line := s.Bytes()
+		if rel, ok := bytes.CutPrefix(line, []byte("0::")); ok {
+			var st unix.Stat_t
+			p := filepath.Join(root, string(rel))
+			if err := unix.Stat(p, &st); err != nil {
+				return 0, fmt.Errorf("stat cgroup %s: %w", p, err)
+			}
+			return st.Ino, nil
+		}
+	}
+	return 0, fmt.Errorf("procguard: process %d has no cgroup v2 entry", pid)
+}

@@ -1,0 +1,212 @@
+//go:build linux
+
+package procguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// testCgroup creates a cgroup v2 directory and returns its path, an open
+// directory fd for CLONE_INTO_CGROUP, and its id.
+func testCgroup(t *testing.T) (string, int, uint64) {
+	t.Helper()
+	root := DefaultGuardConfig().CgroupRoot
+	path := filepath.Join(root, fmt.Sprintf("palisade-test-%d-%s", os.Getpid(), filepath.Base(t.TempDir())))
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatalf("create cgroup: %v", err)
+	}
+	fd, err := unix.Open(path, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open cgroup: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatalf("stat cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		unix.Close(fd)
+		// The cgroup empties once its processes are reaped.
+		for i := 0; i < 50; i++ {
+			if err := os.Remove(path); err == nil || errors.Is(err, os.ErrNotExist) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Errorf("cgroup %s not removed", path)
+	})
+	return path, fd, st.Ino
+}
+
+func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatalf("read %s: %v", src, err)
+	}
+	if err := os.WriteFile(dst, b, mode); err != nil {
+		t.Fatalf("write %s: %v", dst, err)
+	}
+}
+
+// runIn runs path inside the cgroup (or outside when cgfd < 0).
+func runIn(cgfd int, path string, args ...string) error {
+	cmd := exec.Command(path, args...)
+	if cgfd >= 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
+	}
+	return cmd.Run()
+}
+
+func TestPrivilegedGuardDeniesExecBeforeItRuns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: fanotify permission events and cgroups")
+	}
+	leakOpt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leakOpt) })
+	_, cgfd, cgid := testCgroup(t)
+	dir := t.TempDir()
+	allowed := filepath.Join(dir, "allowed")
+	forbidden := filepath.Join(dir, "forbidden")
+	script := filepath.Join(dir, "forbidden.sh")
+	marker := filepath.Join(dir, "marker")
+	copyFile(t, "/bin/true", allowed, 0o755)
+	copyFile(t, "/bin/true", forbidden, 0o755)
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho ran > "+marker+"\n"), 0o755); err != nil {
+		t.Fatalf("write script: %v", err)
+	}
+
+	policy := NewPolicy()
+	if err := policy.Set(Group{Name: "web", CgroupID: cgid, Mode: ModeProtect, Allowed: []string{allowed}}); err != nil {
+		t.Fatalf("set policy: %v", err)
+	}
+	cfg := DefaultGuardConfig()
+	cfg.Marks = []Mark{{Path: dir, Scope: ScopeDirectory}}
+	g, err := NewGuard(cfg, policy, quiet())
+	if err != nil {
+		t.Fatalf("new guard: %v", err)
+	}
+	defer g.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var denied []Decision
+	done := make(chan error, 1)
+	go func() {
+		done <- g.Run(ctx, func(d Decision) {
+			mu.Lock()
+			denied = append(denied, d)
+			mu.Unlock()
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("guard run: %v", err)
+		}
+	}()
+
+	tests := []struct {
+		name    string
+		cgfd    int
+		path    string
+		wantErr error
+	}{
+		{"profiled binary runs in the group", cgfd, allowed, nil},
+		{"other binary denied in the group", cgfd, forbidden, unix.EPERM},
+		{"script denied in the group", cgfd, script, unix.EPERM},
+		{"other binary runs outside the group", -1, forbidden, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := runIn(tc.cgfd, tc.path)
+			if tc.wantErr == nil && err != nil {
+				t.Fatalf("run %s: %v", tc.path, err)
+			}
+			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Fatalf("run %s: got %v, want %v", tc.path, err, tc.wantErr)
+			}
+		})
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("denied script ran: marker stat %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(denied) != 2 {
+		t.Fatalf("reported %d denials, want 2: %+v", len(denied), denied)
+	}
+	for _, d := range denied {
+		if d.CgroupID != cgid || d.Verdict != Violation || d.Mode != ModeProtect {
+			t.Errorf("denial %+v: want cgroup %d, violation, protect", d, cgid)
+		}
+	}
+}
+
+func TestPrivilegedObserverReportsExecs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads eBPF programs")
+	}
+	leakOpt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leakOpt) })
+	_, cgfd, cgid := testCgroup(t)
+	bin := filepath.Join(t.TempDir(), "probe-binary")
+	copyFile(t, "/bin/sleep", bin, 0o755)
+
+	o, err := NewObserver(quiet())
+	if err != nil {
+		t.Fatalf("new observer: %+v", err)
+	}
+	defer o.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan ExecEvent, 1024)
+	done := make(chan error, 1)
+	go func() {
+		done <- o.Run(ctx, func(e ExecEvent) {
+			if e.CgroupID == cgid {
+				events <- e
+			}
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("observer run: %v", err)
+		}
+	}()
+
+	// sleep keeps the process alive long enough for /proc/PID/exe.
+	if err := runIn(cgfd, bin, "0.2"); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	select {
+	case e := <-events:
+		if e.Filename != bin || e.Comm != "probe-binary" {
+			t.Errorf("event %+v: want filename %s comm probe-binary", e, bin)
+		}
+		if e.Path != bin {
+			t.Errorf("event path %q, want %q", e.Path, bin)
+		}
+		policy := NewPolicy()
+		policy.Set(Group{Name: "learn", CgroupID: cgid, Mode: ModeDiscover})
+		if v, _, _ := policy.Check(e.CgroupID, e.Path); v != Learned {
+			t.Errorf("discover verdict %v, want learned", v)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no exec event for the test cgroup")
+	}
+}
