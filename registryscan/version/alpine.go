@@ -77,6 +77,9 @@ func parseAPK(s string) apkVersion {
 		v.letter = s[0]
 		s = s[1:]
 	}
+	if strings.IndexByte(s, '_') < 0 {
+		goto hash
+	}
 	for _, m := range apkSuffixRE.FindAllStringSubmatch(s, -1) {
 		n := m[2]
 		if n == "" {
@@ -85,6 +88,7 @@ func parseAPK(s string) apkVersion {
 		v.suffixes = append(v.suffixes, apkSuffix{weight: apkSuffixWeight(m[1]), number: n})
 		s = strings.TrimPrefix(s, m[0])
 	}
+hash:
 	if strings.HasPrefix(s, "~") {
 		j := 1
 		for j < len(s) && (isDigit(s[j]) || (s[j] >= 'a' && s[j] <= 'f')) {

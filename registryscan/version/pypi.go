@@ -50,6 +50,10 @@ func pyTag(tag, n string) *tagged {
 }
 
 func parsePEP440(s string) pep440 {
+	// Fast path: a plain release ("1.2.3") needs no regular expression.
+	if plainRelease(s) {
+		return pep440{epoch: "0", release: strings.Split(s, ".")}
+	}
 	s = strings.ToLower(s)
 	m := pep440RE.FindStringSubmatch(s)
 	if m == nil {
@@ -182,4 +186,24 @@ func ComparePyPI(a, b string) int {
 		}
 	}
 	return compareIdentifiers(va.local, vb.local, true)
+}
+
+// plainRelease reports whether s is digits separated by single dots.
+func plainRelease(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '.' {
+			if s[i-1] == '.' {
+				return false
+			}
+			continue
+		}
+		if !isDigit(c) {
+			return false
+		}
+	}
+	return true
 }

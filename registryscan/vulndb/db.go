@@ -36,6 +36,14 @@ type entry struct {
 	aff *Affected
 	// release is the ecosystem's release suffix ("12" of "Debian:12").
 	release string
+	// ranges are the ECOSYSTEM and SEMVER ranges with events sorted in
+	// the ecosystem's order, done once at build time.
+	ranges [][]Event
+	// versions is the affected entry's explicit version list as a set.
+	versions map[string]bool
+	// severity, computed once.
+	rating, vector string
+	score          float64
 }
 
 // Builder collects advisories into a DB. Records that cannot be used are
@@ -182,7 +190,18 @@ func (b *Builder) Build() *DB {
 				db.index[base] = m
 			}
 			n := normaliseName(base, af.Package.Name)
-			m[n] = append(m[n], entry{adv: a, aff: af, release: release})
+			e := entry{adv: a, aff: af, release: release}
+			e.rating, e.score, e.vector = rate(a, af)
+			if len(af.Versions) > 0 {
+				e.versions = make(map[string]bool, len(af.Versions))
+				for _, v := range af.Versions {
+					e.versions[v] = true
+				}
+			}
+			if cmp, err := version.Comparer(base); err == nil {
+				e.ranges = sortedRanges(cmp, af)
+			}
+			m[n] = append(m[n], e)
 		}
 	}
 	db.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))

@@ -144,7 +144,7 @@ func (db *DB) MatchPackages(osr *inventory.OSRelease, pkgs []inventory.Package) 
 			if !releaseMatches(e.release, t.release) {
 				continue
 			}
-			hit, fixed := affects(cmp, t.version, e.aff)
+			hit, fixed := affects(cmp, t.version, e.versions, e.ranges)
 			if !hit {
 				continue
 			}
@@ -153,7 +153,7 @@ func (db *DB) MatchPackages(osr *inventory.OSRelease, pkgs []inventory.Package) 
 				continue
 			}
 			seen[key] = true
-			rating, score, vector := rate(e.adv, e.aff)
+			rating, score, vector := e.rating, e.score, e.vector
 			out = append(out, Finding{
 				ID: e.adv.ID, Aliases: e.adv.Aliases, Summary: e.adv.Summary,
 				Severity: rating, CVSSScore: score, CVSSVector: vector,
@@ -174,17 +174,10 @@ func (db *DB) MatchPackages(osr *inventory.OSRelease, pkgs []inventory.Package) 
 	return out
 }
 
-// affects evaluates an affected entry for version v: the explicit version
-// list, then ECOSYSTEM and SEMVER ranges as the OSV schema specifies
-// (events in version order; introduced switches on, fixed and a version
-// past last_affected switch off). fixed is the lowest fix above v.
-func affects(cmp func(a, b string) int, v string, af *Affected) (hit bool, fixed string) {
-	for _, x := range af.Versions {
-		if cmp(v, x) == 0 {
-			hit = true
-			break
-		}
-	}
+// sortedRanges returns the ECOSYSTEM and SEMVER ranges of af with their
+// events in version order ("0" first).
+func sortedRanges(cmp func(a, b string) int, af *Affected) [][]Event {
+	var out [][]Event
 	for _, r := range af.Ranges {
 		if r.Type != "ECOSYSTEM" && r.Type != "SEMVER" {
 			continue
@@ -208,25 +201,46 @@ func affects(cmp func(a, b string) int, v string, af *Affected) (hit bool, fixed
 			}
 			return cmp(ki, kj) < 0
 		})
+		out = append(out, evs)
+	}
+	return out
+}
+
+// affects evaluates an affected entry for version v: the explicit version
+// list (published version strings, matched exactly), then the sorted
+// ranges as the OSV schema specifies (introduced switches on; fixed, and a
+// version past last_affected, switch off). fixed is the lowest fix above v.
+func affects(cmp func(a, b string) int, v string, versions map[string]bool, ranges [][]Event) (hit bool, fixed string) {
+	hit = versions[v]
+	for _, evs := range ranges {
 		in := false
 		for _, e := range evs {
 			switch {
 			case e.Introduced != "":
 				if e.Introduced == "0" || cmp(v, e.Introduced) >= 0 {
 					in = true
+				} else {
+					// Every later event is above v too.
+					goto done
 				}
 			case e.Fixed != "":
 				if cmp(v, e.Fixed) >= 0 {
 					in = false
-				} else if in && fixed == "" {
-					fixed = e.Fixed
+				} else {
+					if in && fixed == "" {
+						fixed = e.Fixed
+					}
+					goto done
 				}
 			case e.LastAffected != "":
 				if cmp(v, e.LastAffected) > 0 {
 					in = false
+				} else {
+					goto done
 				}
 			}
 		}
+	done:
 		if in {
 			hit = true
 		}

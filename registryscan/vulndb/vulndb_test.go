@@ -118,7 +118,7 @@ func TestAffectsRanges(t *testing.T) {
 		{"0.5", true, "1.0"}, {"1.0", false, ""}, {"1.5", false, ""}, {"2.0", true, ""}, {"2.5", true, ""}, {"2.6", false, ""},
 	}
 	for _, tt := range tests {
-		hit, fixed := affects(cmp, tt.v, af)
+		hit, fixed := affects(cmp, tt.v, nil, sortedRanges(cmp, af))
 		if hit != tt.hit || fixed != tt.wantFixed {
 			t.Errorf("affects(%s) = %v, %q; want %v, %q", tt.v, hit, fixed, tt.hit, tt.wantFixed)
 		}
