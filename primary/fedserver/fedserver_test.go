@@ -3,6 +3,8 @@ package fedserver_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +19,16 @@ import (
 	"github.com/palisade-sec/palisade/shared/pki"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(envChildIDs) != "" { // the benchmark's remotes process
+		if err := runBenchRemotes(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // primary is a running server with in-memory hooks.
 type primary struct {

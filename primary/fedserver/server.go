@@ -84,6 +84,8 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	version fedproto.Version
+	udp     *net.UDPConn
+	tr      *quic.Transport
 	ln      *quic.Listener
 
 	mu       sync.Mutex
@@ -97,7 +99,7 @@ type Server struct {
 	reportMu sync.Mutex
 }
 
-// New validates cfg and binds the listener; Run serves it.
+// New validates cfg and binds the listener; Run serves it and releases it.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -126,16 +128,31 @@ func New(cfg Config) (*Server, error) {
 		NextProtos:   []string{ALPN},
 		MinVersion:   tls.VersionTLS13,
 	}
-	ln, err := quic.ListenAddr(cfg.Addr, tlsConf, &quic.Config{
+	udpAddr, err := net.ResolveUDPAddr("udp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", cfg.Addr, err)
+	}
+	udp, err := net.ListenUDP("udp", udpAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
+	}
+	// An explicit transport, so that Run can close it and everything it
+	// runs before returning.
+	tr := &quic.Transport{Conn: udp}
+	ln, err := tr.Listen(tlsConf, &quic.Config{
 		HandshakeIdleTimeout: cfg.HandshakeTimeout,
 		MaxIdleTimeout:       cfg.IdleTimeout,
 		KeepAlivePeriod:      cfg.IdleTimeout / 3,
 		MaxIncomingStreams:   16,
 	})
 	if err != nil {
+		_ = tr.Close()
+		_ = udp.Close()
 		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
 	s := &Server{
+		tr:       tr,
+		udp:      udp,
 		cfg:      cfg,
 		log:      cfg.Logger,
 		version:  cfg.Version,
@@ -179,8 +196,12 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer s.ln.Close()
+	defer func() {
+		_ = s.ln.Close()
+		wg.Wait()
+		_ = s.tr.Close()
+		_ = s.udp.Close()
+	}()
 	for {
 		conn, err := s.ln.Accept(ctx)
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -230,8 +231,23 @@ func (c *Client) session(ctx context.Context, addr string) (connected bool, err 
 		})
 	}()
 	c.update(func(s *Status) { s.Primary = addr })
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return false, fmt.Errorf("resolve %s: %w", addr, err)
+	}
+	udp, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return false, fmt.Errorf("open udp socket: %w", err)
+	}
+	defer udp.Close()
+	tr := &quic.Transport{Conn: udp}
+	defer tr.Close() // after the connection: ends the transport's goroutines
+	tc := c.tls.Clone()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		tc.ServerName = host
+	}
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
-	conn, err := quic.DialAddr(dctx, addr, c.tls, &quic.Config{
+	conn, err := tr.Dial(dctx, raddr, tc, &quic.Config{
 		HandshakeIdleTimeout: c.cfg.DialTimeout,
 		MaxIdleTimeout:       c.cfg.IdleTimeout,
 		KeepAlivePeriod:      c.cfg.IdleTimeout / 3,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -132,8 +133,19 @@ func Join(ctx context.Context, cfg JoinConfig) (*Identity, error) {
 func joinAt(ctx context.Context, addr string, tok jointoken.Token, req *fedproto.JoinRequest, timeout time.Duration) (*fedproto.JoinResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", addr, err)
+	}
+	udp, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return nil, fmt.Errorf("open udp socket: %w", err)
+	}
+	defer udp.Close()
+	tr := &quic.Transport{Conn: udp}
+	defer tr.Close()
 	var pinErr error
-	conn, err := quic.DialAddr(ctx, addr, pinnedTLS(tok, &pinErr), &quic.Config{HandshakeIdleTimeout: timeout})
+	conn, err := tr.Dial(ctx, raddr, pinnedTLS(tok, &pinErr), &quic.Config{HandshakeIdleTimeout: timeout})
 	if pinErr != nil {
 		return nil, pinErr
 	}

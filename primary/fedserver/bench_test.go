@@ -1,0 +1,334 @@
+package fedserver_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/palisade-sec/palisade/primary/fedserver"
+	"github.com/palisade-sec/palisade/shared/fedproto"
+	"github.com/palisade-sec/palisade/shared/pki"
+)
+
+// The benchmark runs the primary in the benchmark process and the
+// simulated remotes in a child process (this test binary again, selected by
+// environment), so the primary's memory per connected remote can be read
+// from its own resident set. Every simulated remote is a real QUIC + TLS
+// client on loopback that speaks the protocol: Hello, then an Ack per Delta.
+
+const (
+	envChildIDs  = "PALISADE_FEDBENCH_IDS"
+	envChildAddr = "PALISADE_FEDBENCH_ADDR"
+)
+
+type benchID struct {
+	Name    string `json:"name"`
+	CertPEM []byte `json:"cert"`
+	KeyPEM  []byte `json:"key"`
+	CAPEM   []byte `json:"ca"`
+}
+
+func BenchmarkCommitToAck(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("remotes=%d", n), func(b *testing.B) { benchFleet(b, n) })
+	}
+}
+
+// fleet is a primary with n simulated remotes connected.
+type fleet struct {
+	p *primary
+
+	mu    sync.Mutex
+	acks  map[uint64]int       // revision -> remotes that acked it
+	first map[uint64]time.Time // revision -> commit time
+	lat   []time.Duration      // per remote, commit -> ack
+	all   map[uint64]chan struct{}
+	n     int
+	burst bool // latencies of a burst measure queueing, not delivery
+}
+
+func (f *fleet) onAck(_ string, rev uint64) {
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t0, ok := f.first[rev]
+	if !ok {
+		return
+	}
+	if !f.burst {
+		f.lat = append(f.lat, now.Sub(t0))
+	}
+	f.acks[rev]++
+	if f.acks[rev] == f.n {
+		close(f.all[rev])
+	}
+}
+
+func (f *fleet) commit(i int) (uint64, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// Committing under the lock orders registration before any ack.
+	rev := f.p.log.Put(fmt.Sprintf("fed/rules/r%d", i%50), []byte(strings.Repeat("x", 200)+strconv.Itoa(i)))
+	f.first[rev] = time.Now()
+	ch := make(chan struct{})
+	f.all[rev] = ch
+	return rev, ch
+}
+
+func benchFleet(b *testing.B, n int) {
+	f := &fleet{acks: map[uint64]int{}, first: map[uint64]time.Time{}, all: map[uint64]chan struct{}{}, n: n}
+	f.p = startPrimary(b, func(c *fedserver.Config) {
+		c.OnAck = f.onAck
+		c.PingInterval = time.Minute
+	})
+	f.p.log.Put("fed/rules/seed", []byte("seed"))
+
+	ids := make([]benchID, n)
+	for i := range ids {
+		name := fmt.Sprintf("r%04d", i)
+		key, keyPEM, err := pki.NewKey()
+		if err != nil {
+			b.Fatal(err)
+		}
+		leaf, err := f.p.ca.Issue(pki.LeafRequest{CommonName: name, Organization: "remote", Client: true, Validity: time.Hour, PublicKey: key.Public()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := f.p.members.Add(context.Background(), fedserver.Member{Name: name, CertFingerprint: pki.Fingerprint(leaf.Cert)}); err != nil {
+			b.Fatal(err)
+		}
+		ids[i] = benchID{Name: name, CertPEM: leaf.CertPEM, KeyPEM: keyPEM, CAPEM: f.p.ca.CertPEM}
+	}
+	idFile := filepath.Join(b.TempDir(), "ids.json")
+	raw, _ := json.Marshal(ids)
+	if err := os.WriteFile(idFile, raw, 0o600); err != nil {
+		b.Fatal(err)
+	}
+
+	runtime.GC()
+	debug.FreeOSMemory()
+	rssBefore, heapBefore := rss(b), heapInuse()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envChildIDs+"="+idFile, envChildAddr+"="+f.p.srv.Addr().String())
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		stdin.Close() // the child exits when its stdin closes
+		if err := cmd.Wait(); err != nil {
+			b.Errorf("remotes process: %v", err)
+		}
+	}()
+	start := time.Now()
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || !strings.HasPrefix(line, "ready") {
+		b.Fatalf("remotes process: %q %v", line, err)
+	}
+	seedRev := f.p.log.Revision()
+	for {
+		acked := 0
+		for _, st := range f.p.srv.Status() {
+			if st.Connected && st.AckedRevision >= seedRev {
+				acked++
+			}
+		}
+		if acked == n {
+			break
+		}
+		if time.Since(start) > 3*time.Minute {
+			b.Fatalf("only %d of %d remotes connected and synced", acked, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	connectTime := time.Since(start)
+	runtime.GC()
+	debug.FreeOSMemory()
+	rssAfter, heapAfter := rss(b), heapInuse()
+
+	// Latency: one commit at a time, each acked by every remote.
+	var fleetLat []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		_, done := f.commit(i)
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			b.Fatalf("commit %d not acked by every remote within a minute", i)
+		}
+		fleetLat = append(fleetLat, time.Since(t0))
+	}
+	b.StopTimer()
+
+	// Throughput: a burst of commits, until every remote acked the last.
+	const burst = 200
+	f.mu.Lock()
+	f.burst = true
+	f.mu.Unlock()
+	t0 := time.Now()
+	var last <-chan struct{}
+	for i := range burst {
+		_, last = f.commit(b.N + i)
+	}
+	<-last
+	burstTime := time.Since(t0)
+
+	f.mu.Lock()
+	lat := slices.Clone(f.lat)
+	f.mu.Unlock()
+	slices.Sort(lat)
+	slices.Sort(fleetLat)
+	b.ReportMetric(ms(pct(lat, 50)), "p50-ms")
+	b.ReportMetric(ms(pct(lat, 99)), "p99-ms")
+	b.ReportMetric(ms(pct(fleetLat, 99)), "fleet-p99-ms")
+	b.ReportMetric(float64(burst)/burstTime.Seconds(), "commits/s")
+	b.ReportMetric(float64(burst*n)/burstTime.Seconds(), "deltas/s")
+	b.ReportMetric(float64(rssAfter-rssBefore)/float64(n)/1024, "rss-KiB/remote")
+	b.ReportMetric(float64(heapAfter-heapBefore)/float64(n)/1024, "heap-KiB/remote")
+	b.ReportMetric(connectTime.Seconds(), "connect-s")
+	b.ReportMetric(0, "ns/op")
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func pct(sorted []time.Duration, p int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := (len(sorted)*p + 99) / 100
+	return sorted[min(max(i-1, 0), len(sorted)-1)]
+}
+
+func heapInuse() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse + m.StackInuse
+}
+
+// rss reads this process's resident set size in bytes.
+func rss(tb testing.TB) uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return kb * 1024
+		}
+	}
+	tb.Fatal("no VmRSS in /proc/self/status")
+	return 0
+}
+
+// runBenchRemotes is the child process: it connects every identity and
+// acks everything it receives until its stdin closes.
+func runBenchRemotes() error {
+	raw, err := os.ReadFile(os.Getenv(envChildIDs))
+	if err != nil {
+		return err
+	}
+	var ids []benchID
+	if err := json.Unmarshal(raw, &ids); err != nil {
+		return err
+	}
+	addr := os.Getenv(envChildAddr)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, 16) // connect a few at a time
+	for _, id := range ids {
+		sem <- struct{}{}
+		conn, str, err := benchConnect(ctx, addr, id)
+		<-sem
+		if err != nil {
+			return fmt.Errorf("%s: %w", id.Name, err)
+		}
+		wg.Go(func() {
+			defer conn.CloseWithError(0, "")
+			if err := benchAckLoop(str); err != nil && ctx.Err() == nil {
+				fmt.Fprintf(os.Stderr, "remote %s: %v\n", id.Name, err)
+			}
+		})
+	}
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	cancel()
+	return nil
+}
+
+func benchConnect(ctx context.Context, addr string, id benchID) (*quic.Conn, *quic.Stream, error) {
+	pair, err := tls.X509KeyPair(id.CertPEM, id.KeyPEM)
+	if err != nil {
+		return nil, nil, err
+	}
+	ca, err := pki.ParseCert(id.CAPEM)
+	if err != nil {
+		return nil, nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	tc := &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: roots, NextProtos: []string{fedserver.ALPN}, MinVersion: tls.VersionTLS13}
+	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer dcancel()
+	conn, err := quic.DialAddr(dctx, addr, tc, &quic.Config{MaxIdleTimeout: time.Minute, KeepAlivePeriod: 20 * time.Second})
+	if err != nil {
+		return nil, nil, err
+	}
+	context.AfterFunc(ctx, func() { conn.CloseWithError(0, "") })
+	str, err := conn.OpenStreamSync(dctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := fedproto.NewEncoder(str).Encode(&fedproto.Hello{Version: fedproto.Current(), Cluster: id.Name}); err != nil {
+		return nil, nil, err
+	}
+	return conn, str, nil
+}
+
+func benchAckLoop(str *quic.Stream) error {
+	enc, dec := fedproto.NewEncoder(str), fedproto.NewDecoder(str, 0)
+	for {
+		m, err := dec.ReadMessage()
+		if err != nil {
+			return err
+		}
+		switch m := m.(type) {
+		case *fedproto.Delta:
+			err = enc.Encode(&fedproto.Ack{Revision: m.Revision, Healthy: true})
+		case *fedproto.Snapshot:
+			if m.Last {
+				err = enc.Encode(&fedproto.Ack{Revision: m.Revision, Healthy: true})
+			}
+		case *fedproto.Ping:
+			err = enc.Encode(&fedproto.Pong{Nonce: m.Nonce})
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
