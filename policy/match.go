@@ -219,7 +219,10 @@ func checkAddress(v string) error {
 	if _, err := netip.ParsePrefix(v); err == nil {
 		return nil
 	}
-	if _, err := netip.ParseAddr(v); err == nil {
+	if a, err := netip.ParseAddr(v); err == nil {
+		if a.Zone() != "" {
+			return fmt.Errorf("%w: %q: addresses with a zone are not supported", ErrBadCriterion, truncate(v))
+		}
 		return nil
 	}
 	if strings.Contains(v, "/") || strings.Count(v, ":") > 1 {

@@ -149,6 +149,7 @@ func TestCompileSelectorErrors(t *testing.T) {
 		{"label without name", []Criterion{{Key: KeyLabel, Op: OpEqual, Value: "x"}}, `needs a label name`},
 		{"namespace with label", []Criterion{{Key: KeyNamespace, Label: "x", Op: OpEqual, Value: "x"}}, `takes no label name`},
 		{"bad address", []Criterion{{Key: KeyAddress, Op: OpEqual, Value: "10.0.0.0/33"}}, `not a valid IP address or CIDR`},
+		{"zone", []Criterion{{Key: KeyAddress, Op: OpEqual, Value: "fe80::1%eth0"}}, `zone`},
 		{"bad fqdn", []Criterion{{Key: KeyAddress, Op: OpEqual, Value: "exa mple.com"}}, `not a valid address or domain name`},
 		{"address op", []Criterion{{Key: KeyAddress, Op: OpPrefix, Value: "10."}}, `only the = operator`},
 		{"address mixed", []Criterion{{Key: KeyAddress, Op: OpEqual, Value: "10.0.0.1"}, {Key: KeyNamespace, Op: OpEqual, Value: "x"}}, `cannot be combined`},

@@ -164,6 +164,9 @@ func parsePortItem(it string) (PortRange, error) {
 		if hi < lo {
 			return PortRange{}, fmt.Errorf("%w: %q: range ends before it starts", ErrBadPorts, it)
 		}
+		if hi == 0 {
+			return PortRange{}, fmt.Errorf("%w: %q: port 0 is not a port", ErrBadPorts, it)
+		}
 	} else if lo == 0 {
 		return PortRange{}, fmt.Errorf("%w: %q: port 0 is not a port", ErrBadPorts, it)
 	}

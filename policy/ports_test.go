@@ -29,6 +29,7 @@ func TestParsePorts(t *testing.T) {
 		{in: "tcp/65536", wantErr: `"tcp/65536" is out of range`},
 		{in: "tcp/123456789", wantErr: `"tcp/123456789" is out of range`},
 		{in: "tcp/0", wantErr: `port 0 is not a port`},
+		{in: "0-0", wantErr: `port 0 is not a port`},
 		{in: "tcp/90-80", wantErr: `range ends before it starts`},
 		{in: "sctp/80", wantErr: `unknown protocol "sctp"`},
 		{in: "icmp/8", wantErr: `icmp has no ports`},

@@ -232,7 +232,7 @@ func rangeToPrefixes(r string) ([]netip.Prefix, error) {
 	a, b, _ := strings.Cut(r, "-")
 	lo, err1 := netip.ParseAddr(strings.TrimSpace(a))
 	hi, err2 := netip.ParseAddr(strings.TrimSpace(b))
-	if err1 != nil || err2 != nil || lo.Is4() != hi.Is4() || hi.Less(lo) {
+	if err1 != nil || err2 != nil || lo.Is4() != hi.Is4() || hi.Less(lo) || lo.Zone() != "" || hi.Zone() != "" {
 		return nil, fmt.Errorf("not an address range")
 	}
 	var out []netip.Prefix
