@@ -59,7 +59,9 @@ func TestValidate(t *testing.T) {
 		}, `network rule "web-to-db": name: conflicting duplicate`},
 		{"identical duplicate name", func(s *Set) { s.NetworkRules = append(s.NetworkRules, s.NetworkRules[0]) },
 			`network rule "web-to-db": name: defined twice`},
-		{"bad regex", func(s *Set) { s.Groups[0].Criteria = []Criterion{{Key: KeyLabel, Label: "app", Op: OpRegex, Value: "web("}} },
+		{"bad regex", func(s *Set) {
+			s.Groups[0].Criteria = []Criterion{{Key: KeyLabel, Label: "app", Op: OpRegex, Value: "web("}}
+		},
 			`group "web": criteria: bad regex "web(": missing closing )`},
 		{"reserved group", func(s *Set) { s.Groups[0].Name = "external" },
 			`group "external": name: "external" is a reserved group`},
