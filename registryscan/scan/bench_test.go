@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/palisade-sec/palisade/registryscan/inventory"
 	"github.com/palisade-sec/palisade/registryscan/vulndb"
@@ -31,15 +32,16 @@ func BenchmarkColdInventoryDebian(b *testing.B) {
 	go func() {
 		defer close(done)
 		var ms runtime.MemStats
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
 		for {
 			select {
 			case <-stop:
 				return
-			default:
+			case <-tick.C:
 			}
 			runtime.ReadMemStats(&ms)
 			peak = max(peak, ms.HeapInuse)
-			runtime.Gosched()
 		}
 	}()
 	b.ResetTimer()

@@ -27,10 +27,12 @@ type Finding struct {
 }
 
 // rule matches content. files, when set, limits it to files with one of
-// these base names; keyword is a cheap byte test done before the regexp.
+// these base names; keyword (or any of keywords) is a cheap byte test done
+// before the regexp.
 type rule struct {
 	id, title, severity string
 	keyword             string
+	keywords            []string
 	files               []string
 	re                  *regexp.Regexp
 }
@@ -50,12 +52,14 @@ func New() *Scanner {
 		rules: []rule{
 			{id: "private-key", title: "private key", severity: "HIGH", keyword: "PRIVATE KEY",
 				re: regexp.MustCompile(`-----BEGIN[ A-Z0-9]*PRIVATE KEY( BLOCK)?-----\s*[A-Za-z0-9+/=]{16}`)},
-			{id: "aws-access-key-id", title: "AWS access key ID", severity: "CRITICAL", keyword: "A",
-				re: regexp.MustCompile(`\b(AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z2-7]{16}\b`)},
-			{id: "aws-secret-access-key", title: "AWS secret access key", severity: "CRITICAL", keyword: "ecret",
+			{id: "aws-access-key-id", title: "AWS access key ID", severity: "CRITICAL",
+				keywords: []string{"AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA"},
+				re:       regexp.MustCompile(`\b(AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z2-7]{16}\b`)},
+			{id: "aws-secret-access-key", title: "AWS secret access key", severity: "CRITICAL", keywords: []string{"ecret", "ECRET"},
 				re: regexp.MustCompile(`(?i)aws_?secret_?(access_?)?key["']?\s*[:=]\s*["']?[A-Za-z0-9/+]{40}\b`)},
-			{id: "github-token", title: "GitHub token", severity: "CRITICAL", keyword: "_",
-				re: regexp.MustCompile(`\b(gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{82})\b`)},
+			{id: "github-token", title: "GitHub token", severity: "CRITICAL",
+				keywords: []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"},
+				re:       regexp.MustCompile(`\b(gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{82})\b`)},
 			{id: "gitlab-token", title: "GitLab personal access token", severity: "CRITICAL", keyword: "glpat-",
 				re: regexp.MustCompile(`\bglpat-[A-Za-z0-9_\-]{20}\b`)},
 			{id: "slack-token", title: "Slack token", severity: "HIGH", keyword: "xox",
@@ -115,7 +119,7 @@ func (s *Scanner) Scan(p string, data []byte) []Finding {
 		if r.id == "shadow-password-hash" && p != "etc/shadow" {
 			continue
 		}
-		if !bytes.Contains(data, []byte(r.keyword)) {
+		if !r.mentioned(data) {
 			continue
 		}
 		loc := r.re.FindIndex(data)
@@ -131,6 +135,18 @@ func (s *Scanner) Scan(p string, data []byte) []Finding {
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *rule) mentioned(data []byte) bool {
+	if r.keyword != "" {
+		return bytes.Contains(data, []byte(r.keyword))
+	}
+	for _, k := range r.keywords {
+		if bytes.Contains(data, []byte(k)) {
 			return true
 		}
 	}
