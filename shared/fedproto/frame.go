@@ -11,7 +11,6 @@ package fedproto
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -154,18 +153,25 @@ func (d *Decoder) ReadFrame() (Frame, error) {
 	if uint64(size) > uint64(d.maxFrame) {
 		return Frame{}, fmt.Errorf("%w: %s payload of %d bytes, limit %d", ErrFrameTooLarge, t, size, d.maxFrame)
 	}
-	// Grow the buffer as bytes arrive rather than trusting the header, so a
-	// peer announcing a large frame and sending nothing costs nothing.
-	var buf bytes.Buffer
-	buf.Grow(int(min(size, 64<<10)))
-	got, err := buf.ReadFrom(io.LimitReader(d.r, int64(size)))
-	if err != nil {
-		return Frame{}, fmt.Errorf("read %s payload: %w", t, err)
+	// Grow the payload as bytes arrive rather than trusting the header, so
+	// a peer announcing a large frame and sending nothing costs little.
+	const step = 64 << 10
+	payload := make([]byte, 0, min(int(size), step))
+	for len(payload) < int(size) {
+		want := min(int(size)-len(payload), step)
+		if cap(payload)-len(payload) < want {
+			payload = append(payload, make([]byte, want)...)[:len(payload)]
+		}
+		n, err := io.ReadFull(d.r, payload[len(payload):len(payload)+want])
+		payload = payload[:len(payload)+n]
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return Frame{}, fmt.Errorf("%w: %s payload cut at %d of %d bytes", ErrTruncated, t, len(payload), size)
+			}
+			return Frame{}, fmt.Errorf("read %s payload: %w", t, err)
+		}
 	}
-	if got < int64(size) {
-		return Frame{}, fmt.Errorf("%w: %s payload cut at %d of %d bytes", ErrTruncated, t, got, size)
-	}
-	return Frame{Type: t, Payload: buf.Bytes()}, nil
+	return Frame{Type: t, Payload: payload}, nil
 }
 
 // ReadMessage reads and decodes one message.

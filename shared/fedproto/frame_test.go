@@ -192,3 +192,23 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+func TestLargeFrameRoundTrip(t *testing.T) {
+	big := &Snapshot{Revision: 1, Last: true, Objects: []Object{{Key: "k", Value: bytes.Repeat([]byte{7}, 300<<10)}}}
+	var buf bytes.Buffer
+	if err := NewEncoder(&buf).Encode(big); err != nil {
+		t.Fatal(err)
+	}
+	got, err := NewDecoder(&buf, 0).ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, big) {
+		t.Fatal("300 KiB snapshot did not round-trip")
+	}
+	wire, _ := Encode(big)
+	_, err = NewDecoder(bytes.NewReader(wire[:len(wire)-10]), 0).ReadFrame()
+	if !errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), "cut at") {
+		t.Fatalf("cut large frame: got %v, want ErrTruncated", err)
+	}
+}
