@@ -11,14 +11,25 @@ import (
 	"time"
 )
 
-func freePort(t *testing.T) string {
+// freePort returns a loopback address whose port is free for both TCP and
+// UDP (gossip uses both).
+func freePort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for i := 0; i < 50; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		u, uerr := net.ListenPacket("udp", addr)
+		l.Close()
+		if uerr == nil {
+			u.Close()
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no port free for TCP and UDP")
+	return ""
 }
 
 func openReplica(t *testing.T, name, dir, raftAddr, gossipAddr string, join []string, expect int) *Store {
