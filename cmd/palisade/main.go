@@ -32,6 +32,7 @@ func commands() []command {
 		{"cluster", "show the controller cluster (status)", runCluster},
 		{"user", "manage users (create, list, delete)", runUser},
 		{"scan", "scan an image for vulnerabilities and secrets (scan image REF|--tar FILE)", runScan},
+		{"policy", "check policy as code offline (policy validate -f FILE)", runPolicy},
 		{"version", "print the version", runVersion},
 	}
 }
