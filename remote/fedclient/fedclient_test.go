@@ -470,3 +470,26 @@ func TestApplyErrorIsReported(t *testing.T) {
 	rev := f.log.Put("k2", []byte("v"))
 	waitFor(t, "recovered", func() bool { return statusOf(f.srv, "east").AckedRevision == rev && statusOf(f.srv, "east").Healthy })
 }
+
+func TestPrimaryRestartResumes(t *testing.T) {
+	f := newFixture(t, nil)
+	a := newMemApplier()
+	r := startRemote(t, f.join(t, "east", nil), a, nil)
+	rev := f.log.Put("k", []byte("1"))
+	waitFor(t, "applied", func() bool { return a.Applied() == rev })
+
+	f.stop() // the primary replica goes away...
+	waitFor(t, "client saw the loss", func() bool { return !r.c.Status().Connected })
+	if st := r.c.Status(); st.DisconnectedSince.IsZero() || st.Applied != rev {
+		t.Fatalf("status while down %+v, want disconnected since a time, still at %d", st, rev)
+	}
+	rev = f.log.Put("k", []byte("2")) // ...while the keyspace moves on
+	f.start(t)                        // another replica on the same address
+	waitFor(t, "resumed", func() bool { return a.Applied() == rev })
+	if v, _ := a.get("k"); v != "2" {
+		t.Fatalf("k = %q, want 2", v)
+	}
+	if a.snapshotCount() != 0 || r.c.Status().Sessions != 2 {
+		t.Fatalf("snapshots %d sessions %d, want 0 and 2", a.snapshotCount(), r.c.Status().Sessions)
+	}
+}

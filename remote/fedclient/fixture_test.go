@@ -33,6 +33,8 @@ type fixture struct {
 	tokens  *fedservertest.Tokens
 	srv     *fedserver.Server
 	addr    string
+	cfg     fedserver.Config
+	stop    func()
 }
 
 func newFixture(t *testing.T, mod func(*fedserver.Config)) *fixture {
@@ -59,6 +61,18 @@ func newFixture(t *testing.T, mod func(*fedserver.Config)) *fixture {
 	if mod != nil {
 		mod(&cfg)
 	}
+	f.cfg = cfg
+	f.start(t)
+	return f
+}
+
+// start runs a server on f.cfg (on f.addr once known).
+func (f *fixture) start(t *testing.T) {
+	t.Helper()
+	cfg := f.cfg
+	if f.addr != "" {
+		cfg.Addr = f.addr
+	}
 	srv, err := fedserver.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -67,13 +81,18 @@ func newFixture(t *testing.T, mod func(*fedserver.Config)) *fixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
+	stopped := false
+	f.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("server run: %v", err)
 		}
-	})
-	return f
+	}
+	t.Cleanup(f.stop)
 }
 
 func (f *fixture) token(t *testing.T, o jointoken.Options, issued time.Time) string {
