@@ -343,7 +343,7 @@ func (c *Compiler) finish() *Delta {
 	}
 
 	// 10. Distribute to the cluster table and to nodes.
-	nodesOf := func(id uint32, before bool) map[string]bool {
+	computeNodes := func(id uint32, before bool) map[string]bool {
 		out := map[string]bool{}
 		ident := c.byID[id]
 		if ident == nil {
@@ -366,6 +366,19 @@ func (c *Compiler) finish() *Delta {
 		}
 		return out
 	}
+	type nodeSets struct{ before, after map[string]bool }
+	nodeCache := map[uint32]nodeSets{}
+	nodesOf := func(id uint32, before bool) map[string]bool {
+		ns, ok := nodeCache[id]
+		if !ok {
+			ns = nodeSets{computeNodes(id, true), computeNodes(id, false)}
+			nodeCache[id] = ns
+		}
+		if before {
+			return ns.before
+		}
+		return ns.after
+	}
 	nodeDiff := func(n string) *TableDiff {
 		if d.local[n] == nil {
 			d.local[n] = &TableDiff{}
@@ -375,23 +388,27 @@ func (c *Compiler) finish() *Delta {
 	for k, old := range f.pairs {
 		nw := newPairs[k]
 		diffVerdicts(old, nw, &d.Cluster)
-		before := nodesOf(k.src, true)
-		for n := range nodesOf(k.dst, true) {
-			before[n] = true
-		}
-		after := nodesOf(k.src, false)
-		for n := range nodesOf(k.dst, false) {
-			after[n] = true
-		}
-		for n := range union(before, after) {
-			var o, w []Verdict
-			if before[n] {
-				o = old
+		sb, db, sa, da := nodesOf(k.src, true), nodesOf(k.dst, true), nodesOf(k.src, false), nodesOf(k.dst, false)
+		_, changed := f.recompute[k]
+		sets := [4]map[string]bool{sb, db, sa, da}
+		for i, m := range sets {
+			for n := range m {
+				if (i >= 1 && sets[0][n]) || (i >= 2 && sets[1][n]) || (i >= 3 && sets[2][n]) {
+					continue // visited through an earlier set
+				}
+				before, after := sb[n] || db[n], sa[n] || da[n]
+				if before == after && !changed {
+					continue
+				}
+				var o, w []Verdict
+				if before {
+					o = old
+				}
+				if after {
+					w = nw
+				}
+				diffVerdicts(o, w, nodeDiff(n))
 			}
-			if after[n] {
-				w = nw
-			}
-			diffVerdicts(o, w, nodeDiff(n))
 		}
 	}
 	for id, np := range newProfiles {
