@@ -15,6 +15,8 @@ check clang 'have clang'
 check llvm 'have llvm-strip'
 check libbpf-dev 'test -f /usr/include/bpf/bpf_helpers.h'
 check debootstrap 'have debootstrap'
+check rpm 'have rpmbuild'
+check db-util 'have db_load'
 
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
