@@ -45,6 +45,8 @@ type nodeMeta struct {
 	// Ready is true once the replica is part of a Raft configuration; a
 	// new replica that sees a ready peer joins instead of bootstrapping.
 	Ready bool `json:"ok,omitempty"`
+	// Meta is Config.Meta.
+	Meta map[string]string `json:"m,omitempty"`
 }
 
 type memberInfo struct {
@@ -91,7 +93,7 @@ func startDiscovery(s *Store, hasState bool, logOut io.Writer) (*discovery, erro
 	d := &discovery{
 		s:            s,
 		events:       make(chan memberlist.NodeEvent, 256),
-		local:        nodeMeta{Raft: cfg.RaftAdvertise, API: cfg.APIAddr, Ready: hasState},
+		local:        nodeMeta{Raft: cfg.RaftAdvertise, API: cfg.APIAddr, Ready: hasState, Meta: cfg.Meta},
 		members:      map[string]memberInfo{},
 		unknownSince: map[string]time.Time{},
 		bootstrapped: hasState,

@@ -42,6 +42,7 @@ func openReplica(t *testing.T, name, dir, raftAddr, gossipAddr string, join []st
 	cfg.Join = join
 	cfg.BootstrapExpect = expect
 	cfg.APIAddr = "127.0.0.1:1" + name
+	cfg.Meta = map[string]string{"fed": "fed-" + name}
 	s, err := Open(cfg)
 	if err != nil {
 		t.Fatalf("open %s: %v", name, err)
@@ -105,6 +106,9 @@ func TestOpenReplicasFormClusterOnLoopback(t *testing.T) {
 		}
 		if r.APIAddress == "" {
 			t.Errorf("replica %s has no API address from gossip", r.Name)
+		}
+		if r.Meta["fed"] != "fed-"+r.Name {
+			t.Errorf("replica %s meta = %v, want fed=fed-%s", r.Name, r.Meta, r.Name)
 		}
 	}
 	if nLeaders != 1 {

@@ -54,6 +54,9 @@ type Config struct {
 	// APIAddr is this replica's advertised API address, published to peers
 	// so any replica can name the leader's API.
 	APIAddr string
+	// Meta is published to peers with the addresses (for example the
+	// replica's federation address); keep it small.
+	Meta map[string]string
 	// ReapTimeout is how long a replica may be unreachable before the
 	// leader removes it from the Raft configuration.
 	ReapTimeout time.Duration
@@ -454,6 +457,8 @@ type Replica struct {
 	APIAddress string `json:"address"`
 	// State is leader, follower, failed (unreachable) or left.
 	State string `json:"state"`
+	// Meta is what the replica publishes besides its addresses.
+	Meta map[string]string `json:"meta,omitempty"`
 }
 
 // Replicas lists the members of the Raft configuration with their state.
@@ -465,6 +470,7 @@ func (s *Store) Replicas() []Replica {
 		if s.disc != nil {
 			if m, ok := s.disc.member(r.Name); ok {
 				r.APIAddress = m.meta.API
+				r.Meta = m.meta.Meta
 				if m.status != memberAlive {
 					r.State = m.status.String()
 				}
@@ -474,6 +480,7 @@ func (s *Store) Replicas() []Replica {
 		}
 		if r.Name == s.cfg.Name {
 			r.APIAddress = s.cfg.APIAddr
+			r.Meta = s.cfg.Meta
 		}
 		if r.Name == leader {
 			r.State = "leader"
