@@ -68,44 +68,95 @@ func (d *Datapath) Table() Table {
 	return t
 }
 
-// undoLog records how to revert the writes of a commit.
-type undoLog []func() error
+// configDirty in dp_config.pad marks a change in progress.
+const configDirty = 1
 
-func (u undoLog) run() error {
+const batchSize = 4096
+
+// batchPut writes keys[i]=vals[i] in batches and returns how many were
+// written.
+func batchPut[K, V any](m *ebpf.Map, keys []K, vals []V) (int, error) {
+	done := 0
+	for done < len(keys) {
+		end := min(done+batchSize, len(keys))
+		n, err := m.BatchUpdate(keys[done:end], vals[done:end], nil)
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			for i := done; i < end; i++ {
+				if err := m.Put(keys[i], vals[i]); err != nil {
+					return i, err
+				}
+			}
+			n, err = end-done, nil
+		}
+		done += n
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// batchDelete deletes keys, ignoring keys already gone.
+func batchDelete[K any](m *ebpf.Map, keys []K) error {
+	for done := 0; done < len(keys); {
+		end := min(done+batchSize, len(keys))
+		n, err := m.BatchDelete(keys[done:end], nil)
+		if err == nil {
+			done = end
+			continue
+		}
+		// Missing key or no batch support: one by one from where it stopped.
+		for i := done + max(n, 0); i < end; i++ {
+			if err := m.Delete(keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return err
+			}
+		}
+		done = end
+	}
+	return nil
+}
+
+// writeSet is the writes to one map: new keys and changed keys with their
+// previous values, for undo.
+type writeSet[K, V any] struct {
+	keys []K
+	vals []V
+	old  []*V // nil: key was absent
+}
+
+func (w *writeSet[K, V]) add(k K, v V, old *V) {
+	w.keys = append(w.keys, k)
+	w.vals = append(w.vals, v)
+	w.old = append(w.old, old)
+}
+
+// apply writes the set; on failure it undoes what it wrote.
+func (w *writeSet[K, V]) apply(m *ebpf.Map) (int, error) {
+	return batchPut(m, w.keys, w.vals)
+}
+
+// undo reverts the first n writes.
+func (w *writeSet[K, V]) undo(m *ebpf.Map, n int) error {
 	var errs []error
-	for i := len(u) - 1; i >= 0; i-- {
-		errs = append(errs, u[i]())
+	for i := 0; i < n; i++ {
+		var err error
+		if w.old[i] != nil {
+			err = m.Put(w.keys[i], *w.old[i])
+		} else {
+			err = m.Delete(w.keys[i])
+		}
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// put writes k=v into m, recording how to restore the previous value.
-func put[K, V any](m *ebpf.Map, undo *undoLog, k K, v V, old *V) error {
-	if err := m.Put(k, v); err != nil {
-		return err
-	}
-	if old != nil {
-		prev := *old
-		*undo = append(*undo, func() error { return m.Put(k, prev) })
-	} else {
-		*undo = append(*undo, func() error { return m.Delete(k) })
-	}
-	return nil
-}
-
-func deleteIgnoreMissing(m *ebpf.Map, k any) error {
-	if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return err
-	}
-	return nil
-}
-
 // commit moves the maps from d.st to next. pairs limits the verdict work to
-// the (src, dst) pairs a diff touched; nil recompiles everything and
-// compares with what the policy map actually holds.
+// the (src, dst) pairs a diff touched; nil recompiles everything.
 func (d *Datapath) commit(next *state, pairs map[[2]Identity]bool) error {
 	var oldPol map[policyKey]policyValue
-	if pairs == nil {
+	if pairs == nil && d.dirty {
 		var err error
 		if oldPol, err = d.readPolicy(); err != nil {
 			return err
@@ -115,143 +166,169 @@ func (d *Datapath) commit(next *state, pairs map[[2]Identity]bool) error {
 	}
 	newPol := compileVerdicts(next.verdicts, pairs)
 
+	var pol writeSet[bpf.DatapathPolicyKey, bpf.DatapathPolicyValue]
 	added := 0
-	for k := range newPol {
-		if _, ok := oldPol[k]; !ok {
+	for k, v := range newPol {
+		nv := bpf.DatapathPolicyValue{RuleId: v.RuleID, Action: uint8(v.Action)}
+		ov, ok := oldPol[k]
+		switch {
+		case !ok:
 			added++
+			pol.add(encodePolicyKey(k), nv, nil)
+		case ov != v:
+			pol.add(encodePolicyKey(k), nv, &bpf.DatapathPolicyValue{RuleId: ov.RuleID, Action: uint8(ov.Action)})
 		}
 	}
 	if need := d.policyCount + added; need > int(d.cfg.PolicyMaxEntries) {
 		return fmt.Errorf("%w: policy map needs %d port prefixes while the change is applied, capacity %d; previous policy kept", ErrMapFull, need, d.cfg.PolicyMaxEntries)
 	}
+	var ids writeSet[bpf.DatapathLpmKey, uint32]
+	for p, id := range next.endpoints {
+		oid, ok := d.st.endpoints[p]
+		switch {
+		case !ok:
+			ids.add(lpmKey(p), uint32(id), nil)
+		case oid != id:
+			o := uint32(oid)
+			ids.add(lpmKey(p), uint32(id), &o)
+		}
+	}
+	if need := len(d.st.endpoints) + len(ids.keys); need > int(d.cfg.IdentityMaxEntries) {
+		return fmt.Errorf("%w: identity map needs %d prefixes while the change is applied, capacity %d; previous policy kept", ErrMapFull, need, d.cfg.IdentityMaxEntries)
+	}
+	var modes writeSet[uint32, bpf.DatapathModeValue]
+	for id, m := range next.modes {
+		om, ok := d.st.modes[id]
+		switch {
+		case !ok:
+			modes.add(uint32(id), bpf.DatapathModeValue{Mode: uint32(m)}, nil)
+		case om != m:
+			modes.add(uint32(id), bpf.DatapathModeValue{Mode: uint32(m)}, &bpf.DatapathModeValue{Mode: uint32(om)})
+		}
+	}
+	var recs writeSet[verdictRecordKey, verdictRecordValue]
+	for vid, v := range next.verdicts {
+		ov, ok := d.st.verdicts[vid]
+		if ok && ov == v {
+			continue
+		}
+		k, val := encodeVerdictRecord(v)
+		if ok {
+			_, o := encodeVerdictRecord(ov)
+			recs.add(k, val, &o)
+		} else {
+			recs.add(k, val, nil)
+		}
+	}
 	if n := len(next.verdicts); n > int(d.cfg.VerdictMaxEntries) {
 		return fmt.Errorf("%w: %d verdict entries, capacity %d; previous policy kept", ErrMapFull, n, d.cfg.VerdictMaxEntries)
 	}
-	if n := len(next.endpoints) + len(d.st.endpoints); n > int(d.cfg.IdentityMaxEntries) {
-		// Worst case while old and new entries coexist.
-		newOnly := 0
-		for p := range next.endpoints {
-			if _, ok := d.st.endpoints[p]; !ok {
-				newOnly++
-			}
-		}
-		if need := len(d.st.endpoints) + newOnly; need > int(d.cfg.IdentityMaxEntries) {
-			return fmt.Errorf("%w: identity map needs %d prefixes, capacity %d; previous policy kept", ErrMapFull, need, d.cfg.IdentityMaxEntries)
-		}
-	}
 
-	var undo undoLog
-	fail := func(what string, err error) error {
-		if uerr := undo.run(); uerr != nil {
-			d.log.Error("datapath rollback incomplete", "err", uerr)
-			return fmt.Errorf("%s: %w (rollback incomplete: %v)", what, err, uerr)
-		}
-		return fmt.Errorf("%s: %w; previous policy kept", what, err)
+	if err := d.objs.Config.Put(uint32(0), bpf.DatapathDpConfig{Generation: d.gen, Pad: configDirty}); err != nil {
+		return fmt.Errorf("mark change in progress: %w", err)
 	}
+	d.dirty = true
 
 	// Phase 1: writes. Policy before identities and modes, so a newly
-	// identified address meets its policy.
-	for k, v := range newPol {
-		var old *bpf.DatapathPolicyValue
-		if ov, ok := oldPol[k]; ok {
-			if ov == v {
-				continue
-			}
-			old = &bpf.DatapathPolicyValue{RuleId: ov.RuleID, Action: uint8(ov.Action)}
-		}
-		nv := bpf.DatapathPolicyValue{RuleId: v.RuleID, Action: uint8(v.Action)}
-		if err := put(d.objs.Policy, &undo, encodePolicyKey(k), nv, old); err != nil {
-			return fail(fmt.Sprintf("write policy %d->%d proto %d port %d/%d", k.Src, k.Dst, k.Proto, k.Port, k.Bits), err)
-		}
+	// identified address meets its policy. On failure, undo in reverse.
+	type step struct {
+		what  string
+		apply func() (int, error)
+		undo  func(int) error
 	}
-	for p, id := range next.endpoints {
-		var old *uint32
-		if oid, ok := d.st.endpoints[p]; ok {
-			if oid == id {
-				continue
-			}
-			o := uint32(oid)
-			old = &o
-		}
-		if err := put(d.objs.Identities, &undo, lpmKey(p), uint32(id), old); err != nil {
-			return fail(fmt.Sprintf("write identity of %s", p), err)
-		}
+	steps := []step{
+		{"write policy", func() (int, error) { return pol.apply(d.objs.Policy) }, func(n int) error { return pol.undo(d.objs.Policy, n) }},
+		{"write identities", func() (int, error) { return ids.apply(d.objs.Identities) }, func(n int) error { return ids.undo(d.objs.Identities, n) }},
+		{"write modes", func() (int, error) { return modes.apply(d.objs.Modes) }, func(n int) error { return modes.undo(d.objs.Modes, n) }},
+		{"record verdicts", func() (int, error) { return recs.apply(d.verdicts) }, func(n int) error { return recs.undo(d.verdicts, n) }},
 	}
-	for id, m := range next.modes {
-		var old *bpf.DatapathModeValue
-		if om, ok := d.st.modes[id]; ok {
-			if om == m {
-				continue
-			}
-			old = &bpf.DatapathModeValue{Mode: uint32(om)}
+	written := make([]int, len(steps))
+	for i, s := range steps {
+		n, err := s.apply()
+		written[i] = n
+		if err == nil {
+			continue
 		}
-		if err := put(d.objs.Modes, &undo, uint32(id), bpf.DatapathModeValue{Mode: uint32(m)}, old); err != nil {
-			return fail(fmt.Sprintf("write mode of identity %d", id), err)
+		var uerrs []error
+		for j := i; j >= 0; j-- {
+			uerrs = append(uerrs, steps[j].undo(written[j]))
 		}
-	}
-	for vid, v := range next.verdicts {
-		var old *verdictRecordValue
-		if ov, ok := d.st.verdicts[vid]; ok {
-			if ov == v {
-				continue
-			}
-			_, o := encodeVerdictRecord(ov)
-			old = &o
+		if uerr := errors.Join(uerrs...); uerr != nil {
+			d.log.Error("datapath rollback incomplete", "err", uerr)
+			return fmt.Errorf("%s: %w (rollback incomplete: %v)", s.what, err, uerr)
 		}
-		k, val := encodeVerdictRecord(v)
-		if err := put(d.verdicts, &undo, k, val, old); err != nil {
-			return fail("record verdict entry", err)
-		}
+		d.clearDirty()
+		return fmt.Errorf("%s: %w; previous policy kept", s.what, err)
 	}
 
 	// Phase 2: deletes. Nothing left to undo: a failure here leaves extra
-	// entries, which the next full table removes.
+	// entries, and the dirty mark makes the next full table remove them.
 	var errs []error
-	deleted := 0
+	var stalePol []bpf.DatapathPolicyKey
 	for k := range oldPol {
-		if _, ok := newPol[k]; ok {
-			continue
+		if _, ok := newPol[k]; !ok {
+			stalePol = append(stalePol, encodePolicyKey(k))
 		}
-		if err := deleteIgnoreMissing(d.objs.Policy, encodePolicyKey(k)); err != nil {
-			errs = append(errs, fmt.Errorf("delete policy prefix: %w", err))
-			continue
-		}
-		deleted++
 	}
+	if err := batchDelete(d.objs.Policy, stalePol); err != nil {
+		errs = append(errs, fmt.Errorf("delete policy prefixes: %w", err))
+	}
+	var staleIDs []bpf.DatapathLpmKey
 	for p := range d.st.endpoints {
 		if _, ok := next.endpoints[p]; !ok {
-			if err := deleteIgnoreMissing(d.objs.Identities, lpmKey(p)); err != nil {
-				errs = append(errs, fmt.Errorf("delete identity of %s: %w", p, err))
-			}
+			staleIDs = append(staleIDs, lpmKey(p))
 		}
 	}
+	if err := batchDelete(d.objs.Identities, staleIDs); err != nil {
+		errs = append(errs, fmt.Errorf("delete identities: %w", err))
+	}
+	var staleModes []uint32
 	for id := range d.st.modes {
 		if _, ok := next.modes[id]; !ok {
-			if err := deleteIgnoreMissing(d.objs.Modes, uint32(id)); err != nil {
-				errs = append(errs, fmt.Errorf("delete mode of %d: %w", id, err))
-			}
+			staleModes = append(staleModes, uint32(id))
 		}
 	}
+	if err := batchDelete(d.objs.Modes, staleModes); err != nil {
+		errs = append(errs, fmt.Errorf("delete modes: %w", err))
+	}
+	var staleRecs []verdictRecordKey
 	for vid, v := range d.st.verdicts {
 		if _, ok := next.verdicts[vid]; !ok {
 			k, _ := encodeVerdictRecord(v)
-			if err := deleteIgnoreMissing(d.verdicts, k); err != nil {
-				errs = append(errs, fmt.Errorf("delete verdict record: %w", err))
-			}
+			staleRecs = append(staleRecs, k)
 		}
+	}
+	if err := batchDelete(d.verdicts, staleRecs); err != nil {
+		errs = append(errs, fmt.Errorf("delete verdict records: %w", err))
 	}
 
 	// Phase 3: established flows are decided again.
+	d.st = next
+	d.policyCount += added - len(stalePol)
 	gen := d.gen + 1
-	if err := d.objs.Config.Put(uint32(0), bpf.DatapathDpConfig{Generation: gen}); err != nil {
+	pad := uint32(0)
+	if len(errs) > 0 {
+		pad = configDirty
+	}
+	if err := d.objs.Config.Put(uint32(0), bpf.DatapathDpConfig{Generation: gen, Pad: pad}); err != nil {
 		errs = append(errs, fmt.Errorf("bump generation: %w", err))
 	} else {
-		d.gen = gen
+		d.gen, d.dirty = gen, pad != 0
 	}
-	d.st = next
-	d.policyCount += added - deleted
-	d.log.Debug("datapath policy applied", "generation", d.gen, "prefixes_added", added, "prefixes_deleted", deleted)
+	if d.dirty {
+		// Recount from the map: the deletes did not all happen.
+		if pol, err := d.readPolicy(); err == nil {
+			d.policyCount = len(pol)
+		}
+	}
+	d.log.Debug("datapath policy applied", "generation", d.gen, "prefixes_added", added, "prefixes_deleted", len(stalePol))
 	return errors.Join(errs...)
+}
+
+func (d *Datapath) clearDirty() {
+	if err := d.objs.Config.Put(uint32(0), bpf.DatapathDpConfig{Generation: d.gen}); err == nil {
+		d.dirty = false
+	}
 }
 
 // Counters are the per-verdict packet counters, summed over CPUs.

@@ -84,6 +84,9 @@ type Datapath struct {
 	st          *state
 	policyCount int
 	gen         uint32
+	// dirty is set while a change is being written (and stays set in the
+	// pinned config if the process dies meanwhile).
+	dirty bool
 }
 
 // verdictRecordKey and verdictRecordValue are the layout of the verdicts
@@ -461,15 +464,23 @@ func (d *Datapath) readState() error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("iterate verdicts: %w", err)
 	}
-	pol, err := d.readPolicy()
-	if err != nil {
-		return err
-	}
 	var cfg bpf.DatapathDpConfig
 	if err := d.objs.Config.Lookup(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("read generation: %w", err)
 	}
-	d.st, d.policyCount, d.gen = st, len(pol), cfg.Generation
+	d.st, d.gen, d.dirty = st, cfg.Generation, cfg.Pad&configDirty != 0
+	if d.dirty {
+		// A change was cut short: the policy map may hold prefixes the
+		// recorded verdicts do not explain. Count what is there; the
+		// next full table reconciles against it.
+		pol, err := d.readPolicy()
+		if err != nil {
+			return err
+		}
+		d.policyCount = len(pol)
+	} else {
+		d.policyCount = len(compileVerdicts(st.verdicts, nil))
+	}
 	return nil
 }
 

@@ -1,0 +1,231 @@
+//go:build linux
+
+package datapath
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// benchTable is the baseline table plus filler entries up to n verdicts:
+// filler sources 1000.. to B on distinct ports, each one port prefix.
+func benchTable(n int) Table {
+	t := baseTable(ModeProtect)
+	for i := 0; len(t.Verdicts) < n; i++ {
+		t.Verdicts = append(t.Verdicts, VerdictEntry{
+			SrcID: Identity(1000 + i/1000), DstID: idB, Proto: unix.IPPROTO_TCP,
+			PortLo: uint16(1 + i%1000), PortHi: uint16(1 + i%1000), Action: ActionAllow, RuleID: uint32(100 + i),
+		})
+	}
+	t.Verdicts = t.Verdicts[:n]
+	return t
+}
+
+// sinkServer discards everything it reads.
+func sinkServer(b *testing.B, ns, addr string) {
+	var l net.Listener
+	var err error
+	inNetns(b, ns, func() { l, err = net.Listen("tcp4", addr) })
+	if err != nil {
+		b.Fatalf("listen: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	b.Cleanup(func() { l.Close(); <-done })
+}
+
+func rssBytes() uint64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// mapMemory sums the kernel's memlock accounting of this process's BPF maps.
+func mapMemory() uint64 {
+	ents, _ := os.ReadDir("/proc/self/fdinfo")
+	var total uint64
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc/self/fdinfo", e.Name()))
+		if err != nil || !strings.Contains(string(b), "map_type:") {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "memlock:"); ok {
+				n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+// BenchmarkPrivilegedDatapath measures TCP between two namespaces with no
+// program, with the program and 10 rules, and with 100,000 rules (Protect),
+// and logs each figure as a ratio of the no-program one.
+//
+//	go test -run '^$' -bench BenchmarkPrivilegedDatapath -benchtime 3s ./agent/datapath/
+func BenchmarkPrivilegedDatapath(b *testing.B) {
+	skipUnlessRoot(b)
+	n := newTestNet(b)
+	run(b, "ip", "netns", "exec", n.a, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+	echoServer(b, n.b, "tcp4", "10.199.2.2:8080")
+	sinkServer(b, n.b, "10.199.2.2:7004")
+
+	cfg := DefaultConfig()
+	cfg.PinDir = filepath.Join("/sys/fs/bpf/palisade", fmt.Sprintf("bench-%d", os.Getpid()))
+	d, err := Open(cfg, quietLogger())
+	if err != nil {
+		b.Fatalf("open: %+v", err)
+	}
+	b.Cleanup(func() { d.Destroy() })
+
+	type result struct{ rr, crr, bulk []float64 }
+	results := map[string]*result{}
+	configs := []struct {
+		name  string
+		rules int // 0: no program attached
+	}{{"none", 0}, {"rules10", 10}, {"rules100k", 100000}}
+	const rounds = 5 // configurations alternate, so drift hits all alike
+	for round := 1; round <= rounds; round++ {
+		for _, c := range configs {
+			if c.rules == 0 {
+				inNetns(b, n.r, func() { d.DetachInterface(n.raIf); d.DetachInterface(n.rbIf) })
+			} else {
+				start := time.Now()
+				if err := d.ApplyTable(benchTable(c.rules)); err != nil {
+					b.Fatalf("apply %d rules: %v", c.rules, err)
+				}
+				if round == 1 {
+					b.Logf("%s: table applied in %s", c.name, time.Since(start).Round(time.Millisecond))
+				}
+				inNetns(b, n.r, func() {
+					if err := d.AttachInterface(n.raIf, idA); err != nil {
+						b.Fatalf("attach: %v", err)
+					}
+					if err := d.AttachInterface(n.rbIf, idB); err != nil {
+						b.Fatalf("attach: %v", err)
+					}
+				})
+			}
+			r := results[c.name]
+			if r == nil {
+				r = &result{}
+				results[c.name] = r
+			}
+			prefix := fmt.Sprintf("round%d/%s", round, c.name)
+			var last float64
+			b.Run(prefix+"/rr", func(b *testing.B) {
+				conn, err := dial(b, n.a, "tcp4", "10.199.2.2:8080")
+				if err != nil {
+					b.Fatalf("dial: %v", err)
+				}
+				defer conn.Close()
+				buf := []byte{1}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if _, err := conn.Write(buf); err != nil {
+						b.Fatalf("write: %v", err)
+					}
+					if _, err := io.ReadFull(conn, buf); err != nil {
+						b.Fatalf("read: %v", err)
+					}
+				}
+				v := float64(b.N) / b.Elapsed().Seconds()
+				last = v
+				b.ReportMetric(v, "trans/s")
+			})
+			r.rr = append(r.rr, last)
+			b.Run(prefix+"/crr", func(b *testing.B) {
+				buf := []byte{1}
+				for i := 0; i < b.N; i++ {
+					conn, err := dial(b, n.a, "tcp4", "10.199.2.2:8080")
+					if err != nil {
+						b.Fatalf("dial: %v", err)
+					}
+					conn.Write(buf)
+					io.ReadFull(conn, buf)
+					conn.Close()
+				}
+				v := float64(b.N) / b.Elapsed().Seconds()
+				last = v
+				b.ReportMetric(v, "conn/s")
+			})
+			r.crr = append(r.crr, last)
+			b.Run(prefix+"/bulk", func(b *testing.B) {
+				conn, err := dial(b, n.a, "tcp4", "10.199.2.2:7004")
+				if err != nil {
+					b.Fatalf("dial: %v", err)
+				}
+				defer conn.Close()
+				chunk := make([]byte, 128<<10)
+				b.SetBytes(int64(len(chunk)))
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if _, err := conn.Write(chunk); err != nil {
+						b.Fatalf("write: %v", err)
+					}
+				}
+				v := float64(b.N) * float64(len(chunk)) * 8 / b.Elapsed().Seconds() / 1e9
+				last = v
+				b.ReportMetric(v, "Gbit/s")
+			})
+			r.bulk = append(r.bulk, last)
+			if c.rules == 100000 && round == 1 {
+				runtime.GC()
+				b.Logf("at rest with %d verdicts (%d policy prefixes): process RSS %.1f MiB, BPF map memory %.1f MiB",
+					c.rules, d.policyCount, float64(rssBytes())/(1<<20), float64(mapMemory())/(1<<20))
+			}
+		}
+	}
+	median := func(v []float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		if len(s) == 0 {
+			return 0
+		}
+		return s[len(s)/2]
+	}
+	base := results["none"]
+	for _, c := range configs {
+		r := results[c.name]
+		if r == nil || median(base.rr) == 0 {
+			continue
+		}
+		b.Logf("%-9s median of %d: rr %.0f/s (%.1f%%)  crr %.0f/s (%.1f%%)  bulk %.2f Gbit/s (%.1f%%)", c.name, len(r.rr),
+			median(r.rr), 100*median(r.rr)/median(base.rr),
+			median(r.crr), 100*median(r.crr)/median(base.crr),
+			median(r.bulk), 100*median(r.bulk)/median(base.bulk))
+	}
+}
