@@ -10,15 +10,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -489,4 +496,67 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("bad filter pattern validated")
 	}
 	_ = fmt.Sprint(inventory.Deb)
+}
+
+type staticKeychain struct{ user, pass string }
+
+func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
+	return authn.FromConfig(authn.AuthConfig{Username: k.user, Password: k.pass}), nil
+}
+
+// TestRegistryAuth scans through a registry that demands basic auth, and
+// one that demands a bearer token from its token endpoint.
+func TestRegistryAuth(t *testing.T) {
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	img := imageOf(t, tarLayer(t, tf{name: "etc/os-release", body: "ID=debian\nVERSION_ID=12\n"}))
+	for _, mode := range []string{"basic", "bearer"} {
+		t.Run(mode, func(t *testing.T) {
+			var srv *httptest.Server
+			srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				u, p, ok := r.BasicAuth()
+				basicOK := ok && u == "scanner" && p == "s3cret"
+				if r.URL.Path == "/token" {
+					if !basicOK {
+						w.WriteHeader(http.StatusUnauthorized)
+						return
+					}
+					io.WriteString(w, `{"token":"tok-123"}`)
+					return
+				}
+				authed := basicOK
+				if mode == "bearer" {
+					authed = r.Header.Get("Authorization") == "Bearer tok-123"
+				}
+				if !authed {
+					if mode == "basic" {
+						w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+					} else {
+						w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s/token",service="test"`, srv.URL))
+					}
+					w.WriteHeader(http.StatusUnauthorized)
+					return
+				}
+				inner.ServeHTTP(w, r)
+			}))
+			defer srv.Close()
+			host := strings.TrimPrefix(srv.URL, "http://")
+			ref, _ := name.ParseReference(host+"/private/app:1", name.Insecure)
+			if err := remote.Write(ref, img, remote.WithAuthFromKeychain(staticKeychain{"scanner", "s3cret"})); err != nil {
+				t.Fatal(err)
+			}
+			cfg := DefaultConfig()
+			cfg.Insecure = true
+			if _, err := newScanner(t, cfg, nil).ScanImage(context.Background(), host+"/private/app:1"); err == nil {
+				t.Fatal("anonymous scan of a private registry: got nil error")
+			}
+			cfg.Keychain = staticKeychain{"scanner", "s3cret"}
+			reps, err := newScanner(t, cfg, nil).ScanImage(context.Background(), host+"/private/app:1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reps[0].OS == nil || reps[0].OS.ID != "debian" {
+				t.Errorf("report %+v", reps[0])
+			}
+		})
+	}
 }
