@@ -2,44 +2,40 @@ package policy
 
 import "strings"
 
-// applications are the L7 protocols the datapath detects, by canonical name.
-var applications = []string{
-	"AMQP", "Cassandra", "Couchbase", "DHCP", "DNS", "Elasticsearch", "etcd",
-	"gRPC", "HTTP", "Kafka", "Memcached", "MongoDB", "MySQL", "NATS", "NTP",
-	"PostgreSQL", "RabbitMQ", "Redis", "SSH", "TLS", "ZooKeeper",
-}
-
-// appAliases maps other spellings (lower case) to canonical names.
-func appAlias(lower string) string {
-	switch lower {
-	case "ssl", "https":
-		return "TLS"
-	case "grpc":
-		return "gRPC"
-	case "postgres":
-		return "PostgreSQL"
-	case "mongo":
-		return "MongoDB"
-	case "elastic":
-		return "Elasticsearch"
+// appNames lists the canonical names of the L7 protocols the datapath
+// detects.
+func appNames() []string {
+	return []string{
+		"AMQP", "Cassandra", "Couchbase", "DHCP", "DNS", "Elasticsearch", "etcd",
+		"gRPC", "HTTP", "Kafka", "Memcached", "MongoDB", "MySQL", "NATS", "NTP",
+		"PostgreSQL", "RabbitMQ", "Redis", "SSH", "TLS", "ZooKeeper",
 	}
-	return ""
 }
 
 // CanonicalApplication returns the canonical name of a detected L7
 // protocol, accepting any case and common aliases ("ssl" is TLS).
 func CanonicalApplication(name string) (string, bool) {
-	l := strings.ToLower(strings.TrimSpace(name))
-	if a := appAlias(l); a != "" {
-		return a, true
-	}
-	for _, a := range applications {
-		if strings.ToLower(a) == l {
-			return a, true
+	switch l := strings.ToLower(strings.TrimSpace(name)); l {
+	case "ssl", "https", "tls":
+		return "TLS", true
+	case "grpc":
+		return "gRPC", true
+	case "postgres", "postgresql":
+		return "PostgreSQL", true
+	case "mongo", "mongodb":
+		return "MongoDB", true
+	case "elastic", "elasticsearch":
+		return "Elasticsearch", true
+	case "amqp", "cassandra", "couchbase", "dhcp", "dns", "etcd", "http", "kafka",
+		"memcached", "mysql", "nats", "ntp", "rabbitmq", "redis", "ssh", "zookeeper":
+		for _, a := range appNames() {
+			if strings.ToLower(a) == l {
+				return a, true
+			}
 		}
 	}
 	return "", false
 }
 
 // Applications lists the canonical L7 protocol names.
-func Applications() []string { return append([]string(nil), applications...) }
+func Applications() []string { return appNames() }
