@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -111,13 +112,38 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 	}
 	b.Cleanup(func() { d.Destroy() })
 
-	type result struct{ rr, crr, bulk []float64 }
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		b.Fatalf("enable program stats: %v", err)
+	}
+	defer stats.Close()
+	// progCost returns the programs' total run time and run count.
+	progCost := func() (time.Duration, uint64) {
+		var t time.Duration
+		var n uint64
+		for _, p := range []*ebpf.Program{d.objs.PalisadeTcxIngress, d.objs.PalisadeTcxEgress} {
+			st, err := p.Stats()
+			if err != nil {
+				b.Fatalf("program stats: %v", err)
+			}
+			t += st.Runtime
+			n += st.RunCount
+		}
+		return t, n
+	}
+	type result struct {
+		rr, crr, bulk    []float64
+		rrNs, crrNs, bNs []float64 // program run time per packet in each phase
+	}
 	results := map[string]*result{}
 	configs := []struct {
 		name  string
 		rules int // 0: no program attached
 	}{{"none", 0}, {"rules10", 10}, {"rules100k", 100000}}
-	const rounds = 5 // configurations alternate, so drift hits all alike
+	rounds := 5
+	if v, err := strconv.Atoi(os.Getenv("PALISADE_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	} // configurations alternate, so drift hits all alike
 	for round := 1; round <= rounds; round++ {
 		for _, c := range configs {
 			if c.rules == 0 {
@@ -145,9 +171,17 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 				results[c.name] = r
 			}
 			prefix := fmt.Sprintf("round%d/%s", round, c.name)
+			var t0 time.Duration
+			var n0 uint64
+			cost := func(into *[]float64) {
+				if t1, n1 := progCost(); n1 > n0 {
+					*into = append(*into, float64(t1-t0)/float64(n1-n0))
+				}
+			}
 			var last float64
+			t0, n0 = progCost()
 			b.Run(prefix+"/rr", func(b *testing.B) {
-				conn, err := dial(b, n.a, "tcp4", "10.199.2.2:8080")
+				conn, err := benchDial(b, n.a, "10.199.2.2:8080")
 				if err != nil {
 					b.Fatalf("dial: %v", err)
 				}
@@ -167,10 +201,12 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 				b.ReportMetric(v, "trans/s")
 			})
 			r.rr = append(r.rr, last)
+			cost(&r.rrNs)
+			t0, n0 = progCost()
 			b.Run(prefix+"/crr", func(b *testing.B) {
 				buf := []byte{1}
 				for i := 0; i < b.N; i++ {
-					conn, err := dial(b, n.a, "tcp4", "10.199.2.2:8080")
+					conn, err := benchDial(b, n.a, "10.199.2.2:8080")
 					if err != nil {
 						b.Fatalf("dial: %v", err)
 					}
@@ -183,8 +219,10 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 				b.ReportMetric(v, "conn/s")
 			})
 			r.crr = append(r.crr, last)
+			cost(&r.crrNs)
+			t0, n0 = progCost()
 			b.Run(prefix+"/bulk", func(b *testing.B) {
-				conn, err := dial(b, n.a, "tcp4", "10.199.2.2:7004")
+				conn, err := benchDial(b, n.a, "10.199.2.2:7004")
 				if err != nil {
 					b.Fatalf("dial: %v", err)
 				}
@@ -202,6 +240,7 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 				b.ReportMetric(v, "Gbit/s")
 			})
 			r.bulk = append(r.bulk, last)
+			cost(&r.bNs)
 			if c.rules == 100000 && round == 1 {
 				runtime.GC()
 				b.Logf("at rest with %d verdicts (%d policy prefixes): process RSS %.1f MiB, BPF map memory %.1f MiB",
@@ -223,9 +262,23 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 		if r == nil || median(base.rr) == 0 {
 			continue
 		}
-		b.Logf("%-9s median of %d: rr %.0f/s (%.1f%%)  crr %.0f/s (%.1f%%)  bulk %.2f Gbit/s (%.1f%%)", c.name, len(r.rr),
+		b.Logf("%-9s median of %d: rr %.0f/s (%.1f%%)  crr %.0f/s (%.1f%%)  bulk %.2f Gbit/s (%.1f%%)  program ns/packet: rr %.0f crr %.0f bulk %.0f",
+			c.name, len(r.rr),
 			median(r.rr), 100*median(r.rr)/median(base.rr),
 			median(r.crr), 100*median(r.crr)/median(base.crr),
-			median(r.bulk), 100*median(r.bulk)/median(base.bulk))
+			median(r.bulk), 100*median(r.bulk)/median(base.bulk),
+			median(r.rrNs), median(r.crrNs), median(r.bNs))
 	}
+}
+
+// benchDial connects from ns with a timeout generous enough for a loaded
+// machine.
+func benchDial(b *testing.B, ns, addr string) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	inNetns(b, ns, func() {
+		d := net.Dialer{Timeout: 10 * time.Second}
+		c, err = d.Dial("tcp4", addr)
+	})
+	return c, err
 }
