@@ -137,6 +137,9 @@ func NewAnalyzer(cfg Config) (*Analyzer, error) {
 	return &Analyzer{cfg: cfg, secrets: secret.New()}, nil
 }
 
+// maxPathBytes bounds the file names one layer's inventory keeps.
+const maxPathBytes = 64 << 20
+
 // errSkip is returned by a parser for a file that is not what its name
 // suggested; it is not worth a note.
 var errSkip = errors.New("inventory: not applicable")
@@ -206,6 +209,7 @@ func (a *Analyzer) Layer(ctx context.Context, digest string, r io.Reader) (*Laye
 	out := &Layer{Digest: digest}
 	var buf bytes.Buffer
 	head := make([]byte, 4)
+	pathBytes := 0
 	err := layer.Walk(ctx, r, a.cfg.Limits, func(e *layer.Entry, content io.Reader) error {
 		switch e.Kind {
 		case layer.Whiteout:
@@ -219,6 +223,10 @@ func (a *Analyzer) Layer(ctx context.Context, digest string, r io.Reader) (*Laye
 		}
 		if e.Path == "" {
 			return nil
+		}
+		pathBytes += len(e.Path)
+		if pathBytes > maxPathBytes {
+			return fmt.Errorf("layer lists over %d bytes of file names", maxPathBytes)
 		}
 		out.Files = append(out.Files, e.Path)
 		if e.Kind != layer.File {

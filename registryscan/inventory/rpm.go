@@ -286,7 +286,7 @@ func bdbHashValues(data []byte) ([][]byte, error) {
 
 // bdbOverflow follows a chain of overflow pages holding total bytes.
 func bdbOverflow(bo binary.ByteOrder, page func(uint32) []byte, last, pg, total uint32) ([]byte, error) {
-	if total > rpmMaxData {
+	if total > rpmMaxData || uint64(total) > uint64(last+1)*uint64(len(page(0))) {
 		return nil, fmt.Errorf("overflow value of %d bytes over the limit", total)
 	}
 	out := make([]byte, 0, total)

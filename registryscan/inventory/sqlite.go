@@ -119,7 +119,7 @@ func (db *sqliteDB) cellPayload(p []byte, off int) ([]byte, error) {
 		return nil, fmt.Errorf("bad rowid")
 	}
 	off += n
-	if size > rpmMaxData {
+	if size > rpmMaxData || size > uint64(len(db.data)) {
 		return nil, fmt.Errorf("payload of %d bytes over the limit", size)
 	}
 	u := db.usable
