@@ -7,13 +7,14 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,8 @@ import (
 
 	"github.com/palisade-sec/palisade/remote/auth"
 	"github.com/palisade-sec/palisade/shared/apierr"
+	"github.com/palisade-sec/palisade/shared/clusterinfo"
+	"github.com/palisade-sec/palisade/shared/httpapi"
 	"github.com/palisade-sec/palisade/shared/logfields"
 	"github.com/palisade-sec/palisade/shared/store"
 )
@@ -37,13 +40,6 @@ type Store interface {
 	Get(key string) (store.KV, bool, uint64)
 }
 
-// ClusterInfo is the identity of the controller cluster.
-type ClusterInfo struct {
-	Name string `json:"name"`
-	// Role is standalone, primary or remote.
-	Role string `json:"role"`
-}
-
 // Config configures the API.
 type Config struct {
 	// Store is the replica's store.
@@ -51,13 +47,18 @@ type Config struct {
 	// Auth checks credentials and sessions.
 	Auth *auth.Authenticator
 	// Cluster returns the cluster's identity (from the replicated store).
-	Cluster func() ClusterInfo
+	Cluster func() clusterinfo.Info
 	// Logger receives request logs.
 	Logger *slog.Logger
 	// Registry receives the API's metrics and is served at /metrics.
 	Registry *prometheus.Registry
 	// Modules add routes.
-	Modules []Module
+	Modules []httpapi.Module
+	// LeaderURL returns the leader's API base URL ("" when unknown), for
+	// proxying leader-only routes from followers.
+	LeaderURL func() string
+	// LeaderTransport carries proxied requests (it trusts the cluster CA).
+	LeaderTransport http.RoundTripper
 	// MaxBodyBytes bounds request bodies.
 	MaxBodyBytes int64
 }
@@ -85,52 +86,34 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Module adds routes to the API.
-type Module interface {
-	Routes(r *Router)
-}
-
-// Access is who may call a route.
-type Access int
-
-// Access levels.
-const (
-	// Public routes need no session.
-	Public Access = iota
-	// Read routes need any session.
-	Read
-	// Write routes need a role that may change local objects.
-	Write
-	// FedRead routes need a federation role.
-	FedRead
-	// FedWrite routes need fedAdmin.
-	FedWrite
-)
-
-// Handler serves one route: it returns the response body (encoded as JSON
-// with 200, or with the status of a *Status) or an error.
-type Handler func(c *gin.Context) (any, error)
-
-// Status wraps a response body with a status other than 200.
-type Status struct {
-	Code int
-	Body any
-}
-
-// Router registers routes with an access level.
+// Router registers routes with an access level; it implements
+// httpapi.Routes.
 type Router struct {
 	s *Server
 	g *gin.RouterGroup
 }
 
 // Handle adds a route under /v1.
-func (r *Router) Handle(method, path string, access Access, h Handler) {
+func (r *Router) Handle(method, path string, access httpapi.Access, h httpapi.Handler) {
 	r.g.Handle(method, path, r.s.wrap(access, h))
+}
+
+// HandleLeader adds a route only the leader serves; a follower proxies the
+// request, with the caller's credentials, to the leader's API.
+func (r *Router) HandleLeader(method, path string, access httpapi.Access, h httpapi.Handler) {
+	direct := r.s.wrap(access, h)
+	r.g.Handle(method, path, func(c *gin.Context) {
+		if r.s.leader() {
+			direct(c)
+			return
+		}
+		r.s.proxyToLeader(c)
+	})
 }
 
 // Raw adds a route under /v1 whose handler writes its own response (for
 // streams and proxied requests), after the access check.
-func (r *Router) Raw(method, path string, access Access, h gin.HandlerFunc) {
+func (r *Router) Raw(method, path string, access httpapi.Access, h gin.HandlerFunc) {
 	r.g.Handle(method, path, r.s.authorize(access), h)
 }
 
@@ -142,9 +125,6 @@ type Server struct {
 	reqs    *prometheus.CounterVec
 	latency *prometheus.HistogramVec
 }
-
-// sessionKey is where the authenticated session is kept in a gin context.
-const sessionKey = "palisade.session"
 
 // SessionCookie is the browser session cookie's name.
 const SessionCookie = "palisade_session"
@@ -212,7 +192,7 @@ func (s *Server) observe(c *gin.Context) {
 		logfields.Status, c.Writer.Status(), logfields.Duration, d)
 }
 
-func (s *Server) wrap(access Access, h Handler) gin.HandlerFunc {
+func (s *Server) wrap(access httpapi.Access, h httpapi.Handler) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if !s.check(c, access) {
 			return
@@ -222,7 +202,7 @@ func (s *Server) wrap(access Access, h Handler) gin.HandlerFunc {
 			s.writeError(c, err)
 			return
 		}
-		if st, ok := body.(Status); ok {
+		if st, ok := body.(httpapi.Status); ok {
 			if st.Body == nil {
 				c.Status(st.Code)
 				return
@@ -234,7 +214,7 @@ func (s *Server) wrap(access Access, h Handler) gin.HandlerFunc {
 	}
 }
 
-func (s *Server) authorize(access Access) gin.HandlerFunc {
+func (s *Server) authorize(access httpapi.Access) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if !s.check(c, access) {
 			c.Abort()
@@ -244,8 +224,8 @@ func (s *Server) authorize(access Access) gin.HandlerFunc {
 
 // check authenticates the caller and enforces access; on failure it writes
 // the error response and returns false.
-func (s *Server) check(c *gin.Context, access Access) bool {
-	if access == Public {
+func (s *Server) check(c *gin.Context, access httpapi.Access) bool {
+	if access == httpapi.Public {
 		return true
 	}
 	sess, err := s.cfg.Auth.Authenticate(c.Request.Context(), requestToken(c))
@@ -253,16 +233,16 @@ func (s *Server) check(c *gin.Context, access Access) bool {
 		s.writeError(c, err)
 		return false
 	}
-	c.Set(sessionKey, sess)
+	httpapi.SetSession(c, httpapi.Session{User: sess.User, Role: string(sess.Role)})
 	var ok bool
 	switch access {
-	case Read:
+	case httpapi.Read:
 		ok = true
-	case Write:
+	case httpapi.Write:
 		ok = sess.Role.CanWrite()
-	case FedRead:
+	case httpapi.FedRead:
 		ok = sess.Role.CanReadFederated()
-	case FedWrite:
+	case httpapi.FedWrite:
 		ok = sess.Role.CanWriteFederated()
 	}
 	if !ok {
@@ -285,13 +265,6 @@ func requestToken(c *gin.Context) string {
 		return ck
 	}
 	return ""
-}
-
-// SessionOf returns the caller's session in an authenticated handler.
-func SessionOf(c *gin.Context) auth.Session {
-	v, _ := c.Get(sessionKey)
-	s, _ := v.(auth.Session)
-	return s
 }
 
 // writeError is the one place errors become HTTP responses.
@@ -333,39 +306,6 @@ func ToAPIError(err error) *apierr.Error {
 	return apierr.Internal("%s", err.Error())
 }
 
-// DecodeJSON reads a JSON request body into v strictly: unknown fields and
-// trailing data are errors, and type errors name the field.
-func DecodeJSON(c *gin.Context, v any) error {
-	dec := json.NewDecoder(c.Request.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		var mbe *http.MaxBytesError
-		switch {
-		case errors.As(err, &mbe):
-			return err
-		case errors.Is(err, io.EOF):
-			return apierr.BadRequest("body", "request body is empty, want a JSON object")
-		case errors.As(err, &se):
-			return apierr.BadRequest("body", "invalid JSON at offset %d: %v", se.Offset, se)
-		case errors.As(err, &te):
-			field := te.Field
-			if field == "" {
-				field = "body"
-			}
-			return apierr.BadRequest(field, "want %s, got JSON %s", te.Type, te.Value)
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return apierr.BadRequest(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), "unknown field")
-		}
-		return apierr.BadRequest("body", "%v", err)
-	}
-	if dec.More() {
-		return apierr.BadRequest("body", "unexpected data after the JSON object")
-	}
-	return nil
-}
-
 // ClientAddr is the caller's IP, used for login rate limits.
 func ClientAddr(c *gin.Context) string {
 	host, _, err := net.SplitHostPort(c.Request.RemoteAddr)
@@ -373,4 +313,40 @@ func ClientAddr(c *gin.Context) string {
 		return c.Request.RemoteAddr
 	}
 	return host
+}
+
+func (s *Server) leader() bool {
+	name, _ := s.cfg.Store.Leader()
+	return name == s.cfg.Store.Name()
+}
+
+// proxyToLeader forwards a request for a leader-only route to the leader's
+// API, which authenticates it again.
+func (s *Server) proxyToLeader(c *gin.Context) {
+	target := ""
+	if s.cfg.LeaderURL != nil {
+		target = s.cfg.LeaderURL()
+	}
+	u, err := url.Parse(target)
+	if target == "" || err != nil || s.cfg.LeaderTransport == nil {
+		s.writeError(c, apierr.Unavailable("this replica does not lead and the leader's API is unknown; retry"))
+		return
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.Host = u.Host
+			pr.Out.Header.Set("X-Palisade-Proxied-By", s.cfg.Store.Name())
+		},
+		Transport: s.cfg.LeaderTransport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			s.writeError(c, apierr.Unavailable("proxy to leader: %v", err))
+		},
+	}
+	if c.GetHeader("X-Palisade-Proxied-By") != "" {
+		// Leadership moved while the request was in flight.
+		s.writeError(c, apierr.Unavailable("leadership is changing; retry"))
+		return
+	}
+	rp.ServeHTTP(c.Writer, c.Request)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/palisade-sec/palisade/remote/auth"
 	"github.com/palisade-sec/palisade/shared/apierr"
+	"github.com/palisade-sec/palisade/shared/httpapi"
 	"github.com/palisade-sec/palisade/shared/store"
 )
 
@@ -55,14 +56,14 @@ type UserList struct {
 }
 
 func (s *Server) routes(r *Router) {
-	r.Handle(http.MethodGet, "/healthz", Public, s.health)
-	r.Handle(http.MethodPost, "/auth/login", Public, s.login)
-	r.Handle(http.MethodPost, "/auth/logout", Read, s.logout)
-	r.Handle(http.MethodGet, "/auth/whoami", Read, func(c *gin.Context) (any, error) { return SessionOf(c), nil })
-	r.Handle(http.MethodGet, "/cluster", Read, s.cluster)
-	r.Handle(http.MethodGet, "/users", Read, s.listUsers)
-	r.Handle(http.MethodPost, "/users", Write, s.createUser)
-	r.Handle(http.MethodDelete, "/users/:name", Write, s.deleteUser)
+	r.Handle(http.MethodGet, "/healthz", httpapi.Public, s.health)
+	r.Handle(http.MethodPost, "/auth/login", httpapi.Public, s.login)
+	r.Handle(http.MethodPost, "/auth/logout", httpapi.Read, s.logout)
+	r.Handle(http.MethodGet, "/auth/whoami", httpapi.Read, func(c *gin.Context) (any, error) { return httpapi.SessionOf(c), nil })
+	r.Handle(http.MethodGet, "/cluster", httpapi.Read, s.cluster)
+	r.Handle(http.MethodGet, "/users", httpapi.Read, s.listUsers)
+	r.Handle(http.MethodPost, "/users", httpapi.Write, s.createUser)
+	r.Handle(http.MethodDelete, "/users/:name", httpapi.Write, s.deleteUser)
 }
 
 func (s *Server) health(*gin.Context) (any, error) {
@@ -70,14 +71,14 @@ func (s *Server) health(*gin.Context) (any, error) {
 	h := Health{Status: "ok", Replica: s.cfg.Store.Name(), Leader: leader, Revision: s.cfg.Store.Revision()}
 	if leader == "" {
 		h.Status = "no leader"
-		return Status{Code: http.StatusServiceUnavailable, Body: h}, nil
+		return httpapi.Status{Code: http.StatusServiceUnavailable, Body: h}, nil
 	}
 	return h, nil
 }
 
 func (s *Server) login(c *gin.Context) (any, error) {
 	var req LoginRequest
-	if err := DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return nil, err
 	}
 	if req.Username == "" {
@@ -101,7 +102,7 @@ func (s *Server) logout(c *gin.Context) (any, error) {
 	}
 	c.SetSameSite(http.SameSiteStrictMode)
 	c.SetCookie(SessionCookie, "", -1, "/", "", true, true)
-	return Status{Code: http.StatusNoContent}, nil
+	return httpapi.Status{Code: http.StatusNoContent}, nil
 }
 
 func (s *Server) cluster(*gin.Context) (any, error) {
@@ -120,21 +121,21 @@ func (s *Server) listUsers(*gin.Context) (any, error) {
 
 func (s *Server) createUser(c *gin.Context) (any, error) {
 	var req CreateUserRequest
-	if err := DecodeJSON(c, &req); err != nil {
+	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return nil, err
 	}
-	if req.Role.CanWriteFederated() && !SessionOf(c).Role.CanWriteFederated() {
+	if req.Role.CanWriteFederated() && !auth.Role(httpapi.SessionOf(c).Role).CanWriteFederated() {
 		return nil, apierr.Forbidden("only fedAdmin may create fedAdmin users")
 	}
 	if err := s.cfg.Auth.CreateUser(c.Request.Context(), req.Name, req.Role, req.Password); err != nil {
 		return nil, err
 	}
-	return Status{Code: http.StatusCreated, Body: auth.User{Name: req.Name, Role: req.Role}}, nil
+	return httpapi.Status{Code: http.StatusCreated, Body: auth.User{Name: req.Name, Role: req.Role}}, nil
 }
 
 func (s *Server) deleteUser(c *gin.Context) (any, error) {
 	if err := s.cfg.Auth.DeleteUser(c.Request.Context(), c.Param("name")); err != nil {
 		return nil, err
 	}
-	return Status{Code: http.StatusNoContent}, nil
+	return httpapi.Status{Code: http.StatusNoContent}, nil
 }

@@ -25,16 +25,15 @@ import (
 
 	"github.com/palisade-sec/palisade/remote/api"
 	"github.com/palisade-sec/palisade/remote/auth"
+	"github.com/palisade-sec/palisade/shared/clusterinfo"
+	"github.com/palisade-sec/palisade/shared/httpapi"
 	"github.com/palisade-sec/palisade/shared/logfields"
 	"github.com/palisade-sec/palisade/shared/pki"
 	"github.com/palisade-sec/palisade/shared/store"
 )
 
-// Keys of the controller's own state in the replicated store.
-const (
-	KeyClusterInfo = "cluster/info"
-	KeyCA          = "pki/ca"
-)
+// KeyCA is where the cluster CA is kept in the replicated store.
+const KeyCA = "pki/ca"
 
 // Config configures one controller replica.
 type Config struct {
@@ -65,8 +64,13 @@ type Config struct {
 	ReapTimeout time.Duration
 	// Auth configures sessions and login limits.
 	Auth auth.Config
-	// Modules add API routes; they are built once the store is open.
-	Modules func(h *Handle) []api.Module
+	// Modules add API routes and background work; they are built once the
+	// store is open. Modules that implement httpapi.Runner are run for the
+	// replica's whole life.
+	Modules func(h *Handle) []httpapi.Module
+	// Meta is published to the other replicas (for example this replica's
+	// federation address).
+	Meta map[string]string
 	// Logger receives the controller's logs.
 	Logger *slog.Logger
 	// RaftLogOutput receives Raft and gossip logs (nil discards them).
@@ -120,7 +124,9 @@ type Handle struct {
 	// CA returns the cluster CA (available once Run has started serving).
 	CA func() *pki.CA
 	// Cluster returns the cluster's identity.
-	Cluster func() api.ClusterInfo
+	Cluster func() clusterinfo.Info
+	// Advertise turns a listen address into the address peers reach.
+	Advertise func(addr string) string
 }
 
 // Controller is one running replica.
@@ -170,6 +176,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	scfg.ReapTimeout = c.cfg.ReapTimeout
 	scfg.Logger = c.cfg.Logger
 	scfg.RaftLogOutput = c.cfg.RaftLogOutput
+	scfg.Meta = c.cfg.Meta
 	st, err := store.Open(scfg)
 	if err != nil {
 		return err
@@ -214,19 +221,33 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h := &Handle{Store: st, Auth: authn, Logger: c.cfg.Logger, Registry: reg, CA: c.currentCA, Cluster: func() api.ClusterInfo { return ClusterInfoOf(st) }}
+	h := &Handle{Store: st, Auth: authn, Logger: c.cfg.Logger, Registry: reg, CA: c.currentCA,
+		Cluster: func() clusterinfo.Info { return clusterinfo.Get(st) }, Advertise: c.advertise}
 	acfg := api.DefaultConfig()
 	acfg.Store = st
 	acfg.Auth = authn
 	acfg.Cluster = h.Cluster
 	acfg.Logger = c.cfg.Logger
 	acfg.Registry = reg
+	acfg.LeaderURL = func() string { return leaderURL(st) }
+	acfg.LeaderTransport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}}
 	if c.cfg.Modules != nil {
 		acfg.Modules = c.cfg.Modules(h)
 	}
 	srv, err := api.New(acfg)
 	if err != nil {
 		return err
+	}
+	for _, m := range acfg.Modules {
+		if r, ok := m.(httpapi.Runner); ok {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := r.Run(runCtx); err != nil && runCtx.Err() == nil {
+					c.log.Error("module stopped", logfields.Error, err)
+				}
+			}()
+		}
 	}
 	ln, err := net.Listen("tcp", c.cfg.APIAddr)
 	if err != nil {
@@ -267,13 +288,15 @@ func (c *Controller) currentCA() *pki.CA {
 	return c.ca
 }
 
-// ClusterInfoOf reads the cluster's identity from the store.
-func ClusterInfoOf(st *store.Store) api.ClusterInfo {
-	info := api.ClusterInfo{Role: "standalone"}
-	if kv, ok, _ := st.Get(KeyClusterInfo); ok {
-		json.Unmarshal(kv.Value, &info)
+// leaderURL is the leader's API base URL, from gossip, or "".
+func leaderURL(st *store.Store) string {
+	name, _ := st.Leader()
+	for _, r := range st.Replicas() {
+		if r.Name == name && r.APIAddress != "" {
+			return "https://" + r.APIAddress
+		}
 	}
-	return info
+	return ""
 }
 
 type storedCA struct {
@@ -286,7 +309,7 @@ type storedCA struct {
 func (c *Controller) waitForCA(ctx context.Context, st *store.Store) (*pki.CA, error) {
 	logged := false
 	for {
-		_, formed, _ := st.Get(KeyClusterInfo)
+		_, formed, _ := st.Get(clusterinfo.Key)
 		if kv, ok, _ := st.Get(KeyCA); ok && formed {
 			var s storedCA
 			if err := json.Unmarshal(kv.Value, &s); err != nil {
@@ -340,35 +363,39 @@ func (c *Controller) serverCertificate(ca *pki.CA) (tls.Certificate, error) {
 func (c *Controller) leaderLoop(ctx context.Context, st *store.Store, authn *auth.Authenticator) {
 	ch, unsub := st.SubscribeLeadership()
 	defer unsub()
-	var (
-		leadCancel context.CancelFunc
-		leadDone   chan struct{}
-	)
-	stopLeading := func() {
-		if leadCancel != nil {
-			leadCancel()
-			<-leadDone
-			leadCancel = nil
+	var stop func()
+	defer func() {
+		if stop != nil {
+			stop()
 		}
-	}
-	defer stopLeading()
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case isLeader := <-ch:
-			if isLeader && leadCancel == nil {
-				var lctx context.Context
-				lctx, leadCancel = context.WithCancel(ctx)
-				leadDone = make(chan struct{})
-				go func() {
-					defer close(leadDone)
-					c.lead(lctx, st, authn)
-				}()
-			} else if !isLeader {
-				stopLeading()
+			switch {
+			case isLeader && stop == nil:
+				stop = c.startLeading(ctx, st, authn)
+			case !isLeader && stop != nil:
+				stop()
+				stop = nil
 			}
 		}
+	}
+}
+
+// startLeading runs lead until the returned stop is called.
+func (c *Controller) startLeading(ctx context.Context, st *store.Store, authn *auth.Authenticator) (stop func()) {
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.lead(lctx, st, authn)
+	}()
+	return func() {
+		cancel()
+		<-done
 	}
 }
 
@@ -434,9 +461,9 @@ func (c *Controller) ensureClusterState(ctx context.Context, st *store.Store, au
 	}
 	// Written last: replicas wait for it, so once it exists the CA and the
 	// admin account do too.
-	if _, ok, _ := st.Get(KeyClusterInfo); !ok {
-		b, _ := json.Marshal(api.ClusterInfo{Name: c.cfg.ClusterName, Role: "standalone"})
-		if _, err := st.Create(wctx, KeyClusterInfo, b); err != nil && !errors.Is(err, store.ErrConflict) {
+	if _, ok, _ := st.Get(clusterinfo.Key); !ok {
+		b, _ := json.Marshal(clusterinfo.Info{Name: c.cfg.ClusterName, Role: clusterinfo.Standalone})
+		if _, err := st.Create(wctx, clusterinfo.Key, b); err != nil && !errors.Is(err, store.ErrConflict) {
 			return fmt.Errorf("store cluster info: %w", err)
 		}
 	}
