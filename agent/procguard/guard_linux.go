@@ -28,10 +28,14 @@ const (
 	ScopeFilesystem              // a whole filesystem
 )
 
-// Mark is one place whose executions the guard answers.
+// Mark is one place whose executions (and, with Files, file opens and
+// changes) the guard answers.
 type Mark struct {
 	Path  string
 	Scope Scope
+	// Files also watches opens (to enforce blocking file rules) and
+	// writes (to report changes) of files under the mark.
+	Files bool
 }
 
 // GuardConfig configures a Guard.
@@ -66,12 +70,23 @@ func (c GuardConfig) Validate() error {
 	return nil
 }
 
-// Decision is the guard's answer to one exec.
+// EventKind says what a Decision is about.
+type EventKind uint8
+
+// Event kinds.
+const (
+	EventExec       EventKind = iota + 1 // an exec
+	EventFileOpen                        // an open under a file rule
+	EventFileChange                      // a file under a file rule was written
+)
+
+// Decision is the guard's answer to one event.
 type Decision struct {
+	Kind     EventKind
 	Pid      int
 	CgroupID uint64
 	Path     string
-	Verdict  Verdict
+	Verdict  Verdict // for execs
 	Mode     Mode
 	Denied   bool
 }
@@ -108,6 +123,9 @@ func NewGuard(cfg GuardConfig, policy *Policy, log *slog.Logger) (*Guard, error)
 func (g *Guard) AddMark(m Mark) error {
 	flags := uint(unix.FAN_MARK_ADD)
 	mask := uint64(unix.FAN_OPEN_EXEC_PERM)
+	if m.Files {
+		mask |= unix.FAN_OPEN_PERM | unix.FAN_CLOSE_WRITE
+	}
 	switch m.Scope {
 	case ScopeDirectory:
 		mask |= unix.FAN_EVENT_ON_CHILD
@@ -125,8 +143,9 @@ func (g *Guard) AddMark(m Mark) error {
 // Close removes every mark; executions pending an answer are allowed.
 func (g *Guard) Close() error { return g.f.Close() }
 
-// Run answers exec permission events until ctx is done. report, if not nil,
-// is called for every denial after the answer is sent.
+// Run answers permission events until ctx is done. report, if not nil, is
+// called after the answer is sent for every denial, for every open a file
+// rule covers and for every change to a covered file.
 func (g *Guard) Run(ctx context.Context, report func(Decision)) error {
 	stop := make(chan struct{})
 	stopped := make(chan struct{})
@@ -170,8 +189,14 @@ func (g *Guard) handle(b []byte, report func(Decision)) {
 		if m.Vers != unix.FANOTIFY_METADATA_VERSION || m.Fd < 0 {
 			continue
 		}
-		d := g.decide(int(m.Fd), int(m.Pid))
-		if m.Mask&unix.FAN_OPEN_EXEC_PERM != 0 {
+		var d Decision
+		switch {
+		case m.Mask&unix.FAN_OPEN_EXEC_PERM != 0:
+			d = g.decide(int(m.Fd), int(m.Pid))
+		case m.Mask&(unix.FAN_OPEN_PERM|unix.FAN_CLOSE_WRITE) != 0:
+			d = g.decideFile(int(m.Fd), int(m.Pid), m.Mask&unix.FAN_CLOSE_WRITE != 0)
+		}
+		if m.Mask&(unix.FAN_OPEN_EXEC_PERM|unix.FAN_OPEN_PERM) != 0 {
 			resp := uint32(unix.FAN_ALLOW)
 			if d.Denied {
 				resp = unix.FAN_DENY
@@ -183,18 +208,54 @@ func (g *Guard) handle(b []byte, report func(Decision)) {
 		}
 		unix.Close(int(m.Fd))
 		if d.Denied {
-			g.log.Warn("exec denied", "pid", d.Pid, "path", d.Path, "cgroup", d.CgroupID)
-			if report != nil {
-				report(d)
-			}
+			g.log.Warn("access denied", "pid", d.Pid, "path", d.Path, "cgroup", d.CgroupID)
+		}
+		if report != nil && (d.Denied || d.Kind == EventFileOpen || d.Kind == EventFileChange) {
+			report(d)
 		}
 	}
+}
+
+// decideFile matches an open or a change against the file rules. A process
+// in no group, or an unreadable event, is allowed and not reported.
+func (g *Guard) decideFile(fd, pid int, change bool) Decision {
+	d := Decision{Pid: pid}
+	if pid == g.self {
+		return d
+	}
+	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return d
+	}
+	cg, err := CgroupOf(g.cfg.CgroupRoot, pid)
+	if err != nil {
+		if !change {
+			return d
+		}
+		// The writer is gone (the close came with its exit): attribute
+		// the change to the group whose rule covers the file.
+		var ok bool
+		if cg, ok = g.policy.FileOwner(path); !ok {
+			return d
+		}
+	}
+	matched, mode, deny := g.policy.CheckFile(cg, path)
+	if !matched {
+		return d
+	}
+	d.Path, d.CgroupID, d.Mode = path, cg, mode
+	if change {
+		d.Kind = EventFileChange
+		return d
+	}
+	d.Kind, d.Denied = EventFileOpen, deny
+	return d
 }
 
 // decide never fails closed on its own errors: a process whose cgroup or
 // path cannot be read is not guarded.
 func (g *Guard) decide(fd, pid int) Decision {
-	d := Decision{Pid: pid, Verdict: Unguarded}
+	d := Decision{Kind: EventExec, Pid: pid, Verdict: Unguarded}
 	if pid == g.self {
 		return d
 	}

@@ -2,7 +2,9 @@ package procguard
 
 import (
 	"fmt"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -36,6 +38,39 @@ type Group struct {
 	// Allowed holds the executable paths the group may run, as seen from
 	// the host.
 	Allowed []string
+	// Files are the group's file rules.
+	Files []FileRule
+}
+
+// FileRule watches a file or a directory for one group.
+type FileRule struct {
+	// Path is a file, or a directory whose files the rule covers.
+	Path string
+	// Recursive extends a directory rule to every level below it.
+	Recursive bool
+	// Block denies the group's processes any open under the rule; without
+	// it changes are only reported.
+	Block bool
+}
+
+// Validate reports the first problem of the rule.
+func (r FileRule) Validate() error {
+	if !filepath.IsAbs(r.Path) || filepath.Clean(r.Path) != r.Path {
+		return fmt.Errorf("procguard: file rule path %q is not absolute and clean", r.Path)
+	}
+	return nil
+}
+
+// covers reports whether path falls under the rule.
+func (r FileRule) covers(path string) bool {
+	if path == r.Path {
+		return true
+	}
+	rest, ok := strings.CutPrefix(path, strings.TrimSuffix(r.Path, "/")+"/")
+	if !ok {
+		return false
+	}
+	return r.Recursive || !strings.Contains(rest, "/")
 }
 
 // Verdict is the outcome of an exec against the policy.
@@ -53,6 +88,7 @@ type group struct {
 	name    string
 	mode    Mode
 	allowed map[string]bool
+	files   []FileRule
 }
 
 // Policy holds the groups. It is safe for concurrent use.
@@ -72,7 +108,12 @@ func (p *Policy) Set(g Group) error {
 	if g.Mode > ModeProtect {
 		return fmt.Errorf("procguard: group %q: unknown mode %d", g.Name, g.Mode)
 	}
-	ng := &group{name: g.Name, mode: g.Mode, allowed: map[string]bool{}}
+	for _, f := range g.Files {
+		if err := f.Validate(); err != nil {
+			return fmt.Errorf("group %q: %w", g.Name, err)
+		}
+	}
+	ng := &group{name: g.Name, mode: g.Mode, allowed: map[string]bool{}, files: append([]FileRule(nil), g.Files...)}
 	for _, a := range g.Allowed {
 		ng.allowed[a] = true
 	}
@@ -97,7 +138,7 @@ func (p *Policy) Group(cgroupID uint64) (Group, bool) {
 	if !ok {
 		return Group{}, false
 	}
-	out := Group{Name: g.name, CgroupID: cgroupID, Mode: g.mode}
+	out := Group{Name: g.name, CgroupID: cgroupID, Mode: g.mode, Files: append([]FileRule(nil), g.files...)}
 	for a := range g.allowed {
 		out.Allowed = append(out.Allowed, a)
 	}
@@ -131,4 +172,43 @@ func (p *Policy) Check(cgroupID uint64, path string) (v Verdict, mode Mode, deny
 		return Violation, mode, true
 	}
 	return Violation, mode, false
+}
+
+// CheckFile decides an open (write false) or a change (write true) of path
+// by a process in cgroupID. matched says a rule covers the path; deny is
+// true for an open under a blocking rule in Protect (in Discover and
+// Monitor the open is allowed and reported).
+func (p *Policy) CheckFile(cgroupID uint64, path string) (matched bool, mode Mode, deny bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	g, ok := p.groups[cgroupID]
+	if !ok {
+		return false, 0, false
+	}
+	for _, r := range g.files {
+		if r.covers(path) {
+			matched = true
+			if r.Block && g.mode == ModeProtect {
+				return true, g.mode, true
+			}
+		}
+	}
+	return matched, g.mode, false
+}
+
+// FileOwner returns a group with a file rule covering path (the one with
+// the lowest cgroup id when several do).
+func (p *Policy) FileOwner(path string) (uint64, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var best uint64
+	found := false
+	for id, g := range p.groups {
+		for _, r := range g.files {
+			if r.covers(path) && (!found || id < best) {
+				best, found = id, true
+			}
+		}
+	}
+	return best, found
 }

@@ -49,3 +49,41 @@ func TestPolicyCheck(t *testing.T) {
 		t.Errorf("removed group still guarded: %v", v)
 	}
 }
+
+func TestPolicyCheckFile(t *testing.T) {
+	p := NewPolicy()
+	rules := []FileRule{
+		{Path: "/etc/shadow", Block: true},
+		{Path: "/app/config", Recursive: false},
+		{Path: "/app/secrets", Recursive: true, Block: true},
+	}
+	if err := p.Set(Group{Name: "g", CgroupID: 1, Mode: ModeProtect, Files: rules}); err != nil {
+		t.Fatalf("set: %v", err)
+	}
+	if err := p.Set(Group{Name: "m", CgroupID: 2, Mode: ModeMonitor, Files: rules}); err != nil {
+		t.Fatalf("set: %v", err)
+	}
+	tests := []struct {
+		cg          uint64
+		path        string
+		match, deny bool
+	}{
+		{1, "/etc/shadow", true, true},
+		{1, "/etc/passwd", false, false},
+		{1, "/app/config/a.yaml", true, false},
+		{1, "/app/config/sub/a.yaml", false, false}, // not recursive
+		{1, "/app/configx", false, false},
+		{1, "/app/secrets/db/key", true, true},
+		{2, "/app/secrets/db/key", true, false}, // monitor reports only
+		{3, "/etc/shadow", false, false},
+	}
+	for _, tc := range tests {
+		m, _, d := p.CheckFile(tc.cg, tc.path)
+		if m != tc.match || d != tc.deny {
+			t.Errorf("CheckFile(%d, %s) = match %v deny %v, want %v %v", tc.cg, tc.path, m, d, tc.match, tc.deny)
+		}
+	}
+	if err := p.Set(Group{Name: "bad", CgroupID: 5, Files: []FileRule{{Path: "rel/path"}}}); err == nil {
+		t.Errorf("relative file rule accepted")
+	}
+}

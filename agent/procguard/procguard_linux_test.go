@@ -210,3 +210,98 @@ func TestPrivilegedObserverReportsExecs(t *testing.T) {
 		t.Fatalf("no exec event for the test cgroup")
 	}
 }
+
+func TestPrivilegedGuardFileRules(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: fanotify permission events and cgroups")
+	}
+	leakOpt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leakOpt) })
+	_, cgfd, cgid := testCgroup(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	watched := filepath.Join(dir, "watched")
+	for _, f := range []string{secret, watched} {
+		if err := os.WriteFile(f, []byte("data\n"), 0o644); err != nil {
+			t.Fatalf("write %s: %v", f, err)
+		}
+	}
+	policy := NewPolicy()
+	err := policy.Set(Group{Name: "web", CgroupID: cgid, Mode: ModeProtect, Files: []FileRule{
+		{Path: secret, Block: true},
+		{Path: watched},
+	}})
+	if err != nil {
+		t.Fatalf("set policy: %v", err)
+	}
+	cfg := DefaultGuardConfig()
+	cfg.Marks = []Mark{{Path: dir, Scope: ScopeDirectory, Files: true}}
+	g, err := NewGuard(cfg, policy, quiet())
+	if err != nil {
+		t.Fatalf("new guard: %v", err)
+	}
+	defer g.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var reports []Decision
+	done := make(chan error, 1)
+	go func() {
+		done <- g.Run(ctx, func(d Decision) {
+			mu.Lock()
+			reports = append(reports, d)
+			mu.Unlock()
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("guard run: %v", err)
+		}
+	}()
+
+	tests := []struct {
+		name    string
+		cgfd    int
+		script  string
+		wantErr bool
+	}{
+		{"blocked file unreadable in the group", cgfd, "cat " + secret, true},
+		{"blocked file readable outside the group", -1, "cat " + secret, false},
+		{"watched file writable in the group", cgfd, "echo more >> " + watched, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command("/bin/sh", "-c", tc.script)
+			if tc.cgfd >= 0 {
+				cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: tc.cgfd}
+			}
+			out, err := cmd.CombinedOutput()
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("%s: err %v (output %q), want error %v", tc.script, err, out, tc.wantErr)
+			}
+		})
+	}
+	// The change report follows the close of the written file.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		mu.Lock()
+		var denied, changed int
+		for _, d := range reports {
+			switch {
+			case d.Kind == EventFileOpen && d.Denied && d.Path == secret && d.CgroupID == cgid:
+				denied++
+			case d.Kind == EventFileChange && d.Path == watched && d.CgroupID == cgid:
+				changed++
+			}
+		}
+		got := fmt.Sprintf("%+v", reports)
+		mu.Unlock()
+		if denied >= 1 && changed >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reports %s: want a denied open of %s and a change of %s", got, secret, watched)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
