@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -167,6 +168,7 @@ func benchFleet(b *testing.B, n int) {
 
 	// Latency: one commit at a time, each acked by every remote.
 	var fleetLat []time.Duration
+	cpuBefore := cpuTime(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
@@ -192,12 +194,16 @@ func benchFleet(b *testing.B, n int) {
 	}
 	<-last
 	burstTime := time.Since(t0)
+	primaryCPU := cpuTime(b) - cpuBefore
 
 	f.mu.Lock()
 	lat := slices.Clone(f.lat)
 	f.mu.Unlock()
 	slices.Sort(lat)
 	slices.Sort(fleetLat)
+	if testing.Verbose() {
+		b.Logf("fleet latencies (sorted): %v", fleetLat)
+	}
 	b.ReportMetric(ms(pct(lat, 50)), "p50-ms")
 	b.ReportMetric(ms(pct(lat, 99)), "p99-ms")
 	b.ReportMetric(ms(pct(fleetLat, 99)), "fleet-p99-ms")
@@ -206,6 +212,7 @@ func benchFleet(b *testing.B, n int) {
 	b.ReportMetric(float64(rssAfter-rssBefore)/float64(n)/1024, "rss-KiB/remote")
 	b.ReportMetric(float64(heapAfter-heapBefore)/float64(n)/1024, "heap-KiB/remote")
 	b.ReportMetric(connectTime.Seconds(), "connect-s")
+	b.ReportMetric(float64(primaryCPU.Microseconds())/float64((b.N+burst)*n), "primary-cpu-us/delta")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -217,6 +224,15 @@ func pct(sorted []time.Duration, p int) time.Duration {
 	}
 	i := (len(sorted)*p + 99) / 100
 	return sorted[min(max(i-1, 0), len(sorted)-1)]
+}
+
+// cpuTime is the user and system CPU time of this process (the primary).
+func cpuTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func heapInuse() uint64 {

@@ -128,7 +128,7 @@ func NewDecoder(r io.Reader, maxFrame int) *Decoder {
 	if maxFrame <= 0 {
 		maxFrame = DefaultMaxFrame
 	}
-	return &Decoder{r: bufio.NewReaderSize(r, 16<<10), maxFrame: maxFrame}
+	return &Decoder{r: bufio.NewReaderSize(r, 4<<10), maxFrame: maxFrame}
 }
 
 // ReadFrame reads one frame. At a clean end of stream between frames it
