@@ -59,8 +59,10 @@ func (d *Datapath) Table() Table {
 	for p, id := range d.st.endpoints {
 		t.Endpoints = append(t.Endpoints, EndpointEntry{Prefix: p, Identity: id})
 	}
-	for _, v := range d.st.verdicts {
-		t.Verdicts = append(t.Verdicts, v)
+	for _, m := range d.st.verdicts {
+		for _, v := range m {
+			t.Verdicts = append(t.Verdicts, v)
+		}
 	}
 	for id, m := range d.st.modes {
 		t.Modes[id] = m
@@ -162,9 +164,10 @@ func (d *Datapath) commit(next *state, pairs map[[2]Identity]bool) error {
 			return err
 		}
 	} else {
-		oldPol = compileVerdicts(d.st.verdicts, pairs)
+		oldPol = compileVerdicts(d.st, pairs)
 	}
-	newPol := compileVerdicts(next.verdicts, pairs)
+	newPol := compileVerdicts(next, pairs)
+	touched := pairList(pairs, d.st, next)
 
 	var pol writeSet[bpf.DatapathPolicyKey, bpf.DatapathPolicyValue]
 	added := 0
@@ -207,20 +210,22 @@ func (d *Datapath) commit(next *state, pairs map[[2]Identity]bool) error {
 		}
 	}
 	var recs writeSet[verdictRecordKey, verdictRecordValue]
-	for vid, v := range next.verdicts {
-		ov, ok := d.st.verdicts[vid]
-		if ok && ov == v {
-			continue
-		}
-		k, val := encodeVerdictRecord(v)
-		if ok {
-			_, o := encodeVerdictRecord(ov)
-			recs.add(k, val, &o)
-		} else {
-			recs.add(k, val, nil)
+	for pair := range touched {
+		for vid, v := range next.verdicts[pair] {
+			ov, ok := d.st.verdict(vid)
+			if ok && ov == v {
+				continue
+			}
+			k, val := encodeVerdictRecord(v)
+			if ok {
+				_, o := encodeVerdictRecord(ov)
+				recs.add(k, val, &o)
+			} else {
+				recs.add(k, val, nil)
+			}
 		}
 	}
-	if n := len(next.verdicts); n > int(d.cfg.VerdictMaxEntries) {
+	if n := next.nverdicts; n > int(d.cfg.VerdictMaxEntries) {
 		return fmt.Errorf("%w: %d verdict entries, capacity %d; previous policy kept", ErrMapFull, n, d.cfg.VerdictMaxEntries)
 	}
 
@@ -292,10 +297,12 @@ func (d *Datapath) commit(next *state, pairs map[[2]Identity]bool) error {
 		errs = append(errs, fmt.Errorf("delete modes: %w", err))
 	}
 	var staleRecs []verdictRecordKey
-	for vid, v := range d.st.verdicts {
-		if _, ok := next.verdicts[vid]; !ok {
-			k, _ := encodeVerdictRecord(v)
-			staleRecs = append(staleRecs, k)
+	for pair := range touched {
+		for vid, v := range d.st.verdicts[pair] {
+			if _, ok := next.verdict(vid); !ok {
+				k, _ := encodeVerdictRecord(v)
+				staleRecs = append(staleRecs, k)
+			}
 		}
 	}
 	if err := batchDelete(d.verdicts, staleRecs); err != nil {

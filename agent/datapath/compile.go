@@ -20,8 +20,8 @@ type policyValue struct {
 	Action Action
 }
 
-// compileVerdicts turns verdict entries into policy map entries. Only the
-// (source, destination) pairs in pairs are compiled; nil means all.
+// compileVerdicts turns the verdict entries of st into policy map entries.
+// Only the (source, destination) pairs in pairs are compiled; nil means all.
 //
 // Port ranges become port prefixes, so the per-packet cost is at most two
 // longest-prefix lookups ((src, dst, proto, port), then (src, dst, any,
@@ -32,30 +32,21 @@ type policyValue struct {
 // longest-prefix match returns the winning entry. Entries for any protocol
 // are painted into every specific protocol of the same pair as well, so a
 // specific protocol's prefixes already account for them.
-func compileVerdicts(verdicts map[verdictID]VerdictEntry, pairs map[[2]Identity]bool) map[policyKey]policyValue {
+func compileVerdicts(st *state, pairs map[pairKey]bool) map[policyKey]policyValue {
 	type group struct {
 		specific map[uint8][]VerdictEntry
 		any      []VerdictEntry
 	}
-	groups := map[[2]Identity]*group{}
-	for _, v := range verdicts {
-		pair := [2]Identity{v.SrcID, v.DstID}
-		if pairs != nil && !pairs[pair] {
-			continue
-		}
-		g := groups[pair]
-		if g == nil {
-			g = &group{specific: map[uint8][]VerdictEntry{}}
-			groups[pair] = g
-		}
-		if v.Proto == 0 {
-			g.any = append(g.any, v)
-		} else {
-			g.specific[v.Proto] = append(g.specific[v.Proto], v)
-		}
-	}
 	out := map[policyKey]policyValue{}
-	for pair, g := range groups {
+	for pair := range pairList(pairs, st) {
+		g := &group{specific: map[uint8][]VerdictEntry{}}
+		for _, v := range st.verdicts[pair] {
+			if v.Proto == 0 {
+				g.any = append(g.any, v)
+			} else {
+				g.specific[v.Proto] = append(g.specific[v.Proto], v)
+			}
+		}
 		if len(g.any) > 0 {
 			paint(pair, 0, g.any, out)
 		}

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 )
 
@@ -115,7 +116,7 @@ func TestCompileVerdicts(t *testing.T) {
 			if err != nil {
 				t.Fatalf("stateFromTable: %v", err)
 			}
-			m := compileVerdicts(s.verdicts, nil)
+			m := compileVerdicts(s, nil)
 			for _, p := range tc.probes {
 				got, ok := lookup(m, 1, 2, p.proto, p.port)
 				if ok != p.ok || got != p.want {
@@ -149,7 +150,7 @@ func TestCompileVerdictsMatchesReference(t *testing.T) {
 		if err != nil {
 			t.Fatalf("stateFromTable: %v", err)
 		}
-		m := compileVerdicts(s.verdicts, nil)
+		m := compileVerdicts(s, nil)
 		for _, proto := range []uint8{1, 6, 17} {
 			for port := 0; port < 300; port++ {
 				got, gok := lookup(m, 1, 2, proto, uint16(port))
@@ -210,5 +211,35 @@ func TestValidateEntries(t *testing.T) {
 		if _, err := stateFromTable(tc.tab); err == nil {
 			t.Errorf("%s: no error", tc.name)
 		}
+	}
+}
+
+func TestStateApplyLeavesOriginal(t *testing.T) {
+	a := VerdictEntry{SrcID: 1, DstID: 2, Proto: 6, PortLo: 80, PortHi: 80, Action: ActionAllow, RuleID: 1}
+	b := VerdictEntry{SrcID: 1, DstID: 3, Proto: 6, PortLo: 80, PortHi: 80, Action: ActionAllow, RuleID: 2}
+	s, err := stateFromTable(Table{Verdicts: []VerdictEntry{a, b}})
+	if err != nil {
+		t.Fatalf("stateFromTable: %v", err)
+	}
+	c := a
+	c.PortLo, c.PortHi, c.RuleID = 443, 443, 3
+	n, pairs, err := s.apply(Diff{AddVerdicts: []VerdictEntry{c}, RemoveVerdicts: []VerdictEntry{b}})
+	if err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if s.nverdicts != 2 || len(s.verdicts[pairKey{1, 2}]) != 1 || len(s.verdicts[pairKey{1, 3}]) != 1 {
+		t.Errorf("original changed: %d verdicts %+v", s.nverdicts, s.verdicts)
+	}
+	if n.nverdicts != 2 || len(n.verdicts[pairKey{1, 2}]) != 2 || len(n.verdicts[pairKey{1, 3}]) != 0 {
+		t.Errorf("result: %d verdicts %+v", n.nverdicts, n.verdicts)
+	}
+	if !pairs[pairKey{1, 2}] || !pairs[pairKey{1, 3}] || len(pairs) != 2 {
+		t.Errorf("touched pairs %v", pairs)
+	}
+	if _, _, err := s.apply(Diff{AddVerdicts: []VerdictEntry{{SrcID: 1, DstID: 2, Action: 9}}}); err == nil {
+		t.Errorf("invalid verdict in diff accepted")
+	}
+	if _, _, err := s.apply(Diff{AddEndpoints: []EndpointEntry{{Prefix: netip.MustParsePrefix("10.0.0.1/8")}}}); err == nil {
+		t.Errorf("prefix with host bits accepted")
 	}
 }

@@ -157,7 +157,7 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 		d.Close()
 		return nil, err
 	}
-	log.Info("datapath open", "pin_dir", cfg.PinDir, "verdicts", len(d.st.verdicts),
+	log.Info("datapath open", "pin_dir", cfg.PinDir, "verdicts", d.st.nverdicts,
 		"endpoints", len(d.st.endpoints), "policy_prefixes", d.policyCount, "generation", d.gen)
 	return d, nil
 }
@@ -459,7 +459,7 @@ func (d *Datapath) readState() error {
 	it = d.verdicts.Iterate()
 	for it.Next(&vk, &vv) {
 		v := VerdictEntry{SrcID: vk.Src, DstID: vk.Dst, Proto: vk.Proto, PortLo: vk.Lo, PortHi: vk.Hi, Action: vv.Action, RuleID: vv.RuleID}
-		st.verdicts[v.id()] = v
+		st.putVerdict(v)
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("iterate verdicts: %w", err)
@@ -479,7 +479,7 @@ func (d *Datapath) readState() error {
 		}
 		d.policyCount = len(pol)
 	} else {
-		d.policyCount = len(compileVerdicts(st.verdicts, nil))
+		d.policyCount = len(compileVerdicts(st, nil))
 	}
 	return nil
 }

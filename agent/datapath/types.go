@@ -168,23 +168,40 @@ type Diff struct {
 
 func validMode(m Mode) bool { return m <= ModeProtect }
 
-// state is the policy held in the maps, in a form diffs apply to.
+// pairKey is a (source, destination) identity pair.
+type pairKey = [2]Identity
+
+// state is the policy held in the maps, in a form diffs apply to. Verdicts
+// are grouped by identity pair, so a diff costs in proportion to the pairs
+// it touches, not to the size of the table.
 type state struct {
 	endpoints map[netip.Prefix]Identity
-	verdicts  map[verdictID]VerdictEntry
+	verdicts  map[pairKey]map[verdictID]VerdictEntry
+	nverdicts int
 	modes     map[Identity]Mode
+	// owned lists the pairs whose inner map this state may modify; the
+	// others are shared with the state it was cloned from.
+	owned map[pairKey]bool
 }
 
 func newState() *state {
 	return &state{
 		endpoints: map[netip.Prefix]Identity{},
-		verdicts:  map[verdictID]VerdictEntry{},
+		verdicts:  map[pairKey]map[verdictID]VerdictEntry{},
 		modes:     map[Identity]Mode{},
+		owned:     map[pairKey]bool{},
 	}
 }
 
+// clone copies s; inner verdict maps are shared until written.
 func (s *state) clone() *state {
-	c := newState()
+	c := &state{
+		endpoints: make(map[netip.Prefix]Identity, len(s.endpoints)),
+		verdicts:  make(map[pairKey]map[verdictID]VerdictEntry, len(s.verdicts)),
+		nverdicts: s.nverdicts,
+		modes:     make(map[Identity]Mode, len(s.modes)),
+		owned:     map[pairKey]bool{},
+	}
 	for k, v := range s.endpoints {
 		c.endpoints[k] = v
 	}
@@ -195,6 +212,47 @@ func (s *state) clone() *state {
 		c.modes[k] = v
 	}
 	return c
+}
+
+// own makes the inner map of pair writable.
+func (s *state) own(pair pairKey) map[verdictID]VerdictEntry {
+	m := s.verdicts[pair]
+	if s.owned[pair] && m != nil {
+		return m
+	}
+	n := make(map[verdictID]VerdictEntry, len(m)+1)
+	for k, v := range m {
+		n[k] = v
+	}
+	s.verdicts[pair] = n
+	s.owned[pair] = true
+	return n
+}
+
+func (s *state) verdict(id verdictID) (VerdictEntry, bool) {
+	v, ok := s.verdicts[pairKey{id.SrcID, id.DstID}][id]
+	return v, ok
+}
+
+func (s *state) putVerdict(v VerdictEntry) {
+	m := s.own(pairKey{v.SrcID, v.DstID})
+	if _, ok := m[v.id()]; !ok {
+		s.nverdicts++
+	}
+	m[v.id()] = v
+}
+
+func (s *state) deleteVerdict(id verdictID) {
+	pair := pairKey{id.SrcID, id.DstID}
+	if _, ok := s.verdicts[pair][id]; !ok {
+		return
+	}
+	m := s.own(pair)
+	delete(m, id)
+	s.nverdicts--
+	if len(m) == 0 {
+		delete(s.verdicts, pair)
+	}
 }
 
 // stateFromTable validates t and builds its state.
@@ -213,10 +271,10 @@ func stateFromTable(t Table) (*state, error) {
 		if err := v.Validate(); err != nil {
 			return nil, err
 		}
-		if old, dup := s.verdicts[v.id()]; dup && old != v {
+		if old, dup := s.verdict(v.id()); dup && old != v {
 			return nil, fmt.Errorf("%w: verdict %d->%d proto %d ports %d-%d given twice (rules %d and %d)", ErrBadEntry, v.SrcID, v.DstID, v.Proto, v.PortLo, v.PortHi, old.RuleID, v.RuleID)
 		}
-		s.verdicts[v.id()] = v
+		s.putVerdict(v)
 	}
 	for id, m := range t.Modes {
 		if !validMode(m) {
@@ -227,11 +285,11 @@ func stateFromTable(t Table) (*state, error) {
 	return s, nil
 }
 
-// apply returns a copy of s with d applied, and the (source, destination)
-// identity pairs whose verdicts changed.
-func (s *state) apply(d Diff) (*state, map[[2]Identity]bool, error) {
+// apply returns a copy of s with d applied, and the identity pairs whose
+// verdicts changed.
+func (s *state) apply(d Diff) (*state, map[pairKey]bool, error) {
 	n := s.clone()
-	pairs := map[[2]Identity]bool{}
+	pairs := map[pairKey]bool{}
 	for _, p := range d.RemoveEndpoints {
 		delete(n.endpoints, p)
 	}
@@ -242,15 +300,15 @@ func (s *state) apply(d Diff) (*state, map[[2]Identity]bool, error) {
 		n.endpoints[e.Prefix] = e.Identity
 	}
 	for _, v := range d.RemoveVerdicts {
-		delete(n.verdicts, v.id())
-		pairs[[2]Identity{v.SrcID, v.DstID}] = true
+		n.deleteVerdict(v.id())
+		pairs[pairKey{v.SrcID, v.DstID}] = true
 	}
 	for _, v := range d.AddVerdicts {
 		if err := v.Validate(); err != nil {
 			return nil, nil, err
 		}
-		n.verdicts[v.id()] = v
-		pairs[[2]Identity{v.SrcID, v.DstID}] = true
+		n.putVerdict(v)
+		pairs[pairKey{v.SrcID, v.DstID}] = true
 	}
 	for _, id := range d.RemoveModes {
 		delete(n.modes, id)
@@ -262,4 +320,18 @@ func (s *state) apply(d Diff) (*state, map[[2]Identity]bool, error) {
 		n.modes[id] = m
 	}
 	return n, pairs, nil
+}
+
+// pairList returns the pairs to work on: only, or every pair of the states.
+func pairList(only map[pairKey]bool, states ...*state) map[pairKey]bool {
+	if only != nil {
+		return only
+	}
+	all := map[pairKey]bool{}
+	for _, s := range states {
+		for p := range s.verdicts {
+			all[p] = true
+		}
+	}
+	return all
 }
