@@ -315,6 +315,31 @@ func TestPrivilegedEnforcement(t *testing.T) {
 		if err := roundTrip(c, "before"); err != nil {
 			t.Fatalf("before restart: %v", err)
 		}
+		// Traffic keeps flowing on a second connection through the
+		// whole restart; any failed exchange is a dropped packet.
+		busy, err := dial(t, n.a, "tcp4", "10.199.2.2:8080")
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer busy.Close()
+		stopTraffic := make(chan struct{})
+		trafficErr := make(chan error, 1)
+		exchanges := 0
+		go func() {
+			for {
+				select {
+				case <-stopTraffic:
+					trafficErr <- nil
+					return
+				default:
+				}
+				if err := roundTrip(busy, "x"); err != nil {
+					trafficErr <- fmt.Errorf("exchange %d: %w", exchanges, err)
+					return
+				}
+				exchanges++
+			}
+		}()
 		if err := events.stop(); err != nil {
 			t.Fatalf("event reader: %v", err)
 		}
@@ -330,6 +355,17 @@ func TestPrivilegedEnforcement(t *testing.T) {
 		}
 		d = openDatapath(t, cfg)
 		events = startEvents(d)
+		// The restarted agent applies the same table again.
+		if err := d.ApplyTable(baseTable(ModeProtect)); err != nil {
+			t.Fatalf("apply after reopen: %v", err)
+		}
+		close(stopTraffic)
+		if err := <-trafficErr; err != nil {
+			t.Errorf("traffic during restart: %v", err)
+		}
+		if exchanges == 0 {
+			t.Errorf("no exchange happened during the restart")
+		}
 		if err := roundTrip(c, "after"); err != nil {
 			t.Errorf("established flow dropped after reopen: %v", err)
 		}
