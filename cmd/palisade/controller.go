@@ -5,10 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 
+	"github.com/palisade-sec/palisade/primary/hub"
 	"github.com/palisade-sec/palisade/remote/controller"
+	"github.com/palisade-sec/palisade/remote/federation"
+	"github.com/palisade-sec/palisade/shared/httpapi"
 )
 
 func runController(ctx context.Context, env *cliEnv, args []string) error {
@@ -27,6 +31,7 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 	pwFile := fs.String("admin-password-file", "", "file holding the first admin password (default: generate one and log it once)")
 	sans := fs.String("api-san", "", "comma-separated extra DNS names or IPs for the API certificate")
 	fs.DurationVar(&cfg.ReapTimeout, "reap-timeout", cfg.ReapTimeout, "how long an unreachable replica stays a member before it is removed")
+	fedAddr := fs.String("fed-addr", "0.0.0.0:11443", "federation listen address (UDP), served when this cluster is a primary")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -50,6 +55,32 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 	cfg.Logger = logger
 	if cfg.Name == "" || cfg.DataDir == "" {
 		return fmt.Errorf("%w: --name and --data-dir are required", errUsage)
+	}
+	if _, _, err := net.SplitHostPort(*fedAddr); err != nil {
+		return fmt.Errorf("%w: --fed-addr %q: %v", errUsage, *fedAddr, err)
+	}
+	fedAdvertise := controller.Advertise(*fedAddr, cfg.AdvertiseHost)
+	cfg.Meta = map[string]string{"fed": fedAdvertise}
+	cfg.Modules = func(h *controller.Handle) []httpapi.Module {
+		hcfg := hub.DefaultConfig()
+		hcfg.Store, hcfg.CA, hcfg.Logger = h.Store, h.CA, h.Logger
+		hcfg.FedAddr, hcfg.FedAdvertise = *fedAddr, fedAdvertise
+		fedHub, err := hub.New(hcfg)
+		if err != nil {
+			logger.Error("federation hub disabled", "err", err)
+		}
+		link, err := federation.New(federation.Config{Store: h.Store, Logger: h.Logger})
+		if err != nil {
+			logger.Error("federation link disabled", "err", err)
+		}
+		var mods []httpapi.Module
+		if fedHub != nil {
+			mods = append(mods, fedHub)
+		}
+		if link != nil {
+			mods = append(mods, link)
+		}
+		return mods
 	}
 	c, err := controller.New(cfg)
 	if err != nil {

@@ -33,6 +33,7 @@ func commands() []command {
 		{"user", "manage users (create, list, delete)", runUser},
 		{"scan", "scan an image for vulnerabilities and secrets (scan image REF|--tar FILE)", runScan},
 		{"policy", "check policy as code offline (policy validate -f FILE)", runPolicy},
+		{"fed", "federation: promote, tokens, join, status, rollout, rollback", runFed},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -124,8 +124,8 @@ func (s *Server) createUser(c *gin.Context) (any, error) {
 	if err := httpapi.DecodeJSON(c, &req); err != nil {
 		return nil, err
 	}
-	if req.Role.CanWriteFederated() && !auth.Role(httpapi.SessionOf(c).Role).CanWriteFederated() {
-		return nil, apierr.Forbidden("only fedAdmin may create fedAdmin users")
+	if req.Role == auth.RoleFedAdmin && !auth.Role(httpapi.SessionOf(c).Role).CanWriteFederated() {
+		return nil, apierr.Forbidden("only admin or fedAdmin may create fedAdmin users")
 	}
 	if err := s.cfg.Auth.CreateUser(c.Request.Context(), req.Name, req.Role, req.Password); err != nil {
 		return nil, err

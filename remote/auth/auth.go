@@ -26,8 +26,9 @@ import (
 // Role is what a user may do.
 type Role string
 
-// Roles. Federation roles act on federated objects on a primary; admin
-// and reader act on the local cluster.
+// Roles. admin may do everything, federation included; reader may read
+// the local cluster. fedAdmin and fedReader are for users who manage or
+// watch the federation from the primary.
 const (
 	RoleAdmin     Role = "admin"
 	RoleReader    Role = "reader"
@@ -51,11 +52,14 @@ func (r Role) Valid() bool {
 // CanWrite reports whether r may change local objects.
 func (r Role) CanWrite() bool { return r == RoleAdmin || r == RoleFedAdmin }
 
-// CanWriteFederated reports whether r may change federated objects.
-func (r Role) CanWriteFederated() bool { return r == RoleFedAdmin }
+// CanWriteFederated reports whether r may change the federation and
+// federated objects.
+func (r Role) CanWriteFederated() bool { return r == RoleAdmin || r == RoleFedAdmin }
 
-// CanReadFederated reports whether r may read federation state on a primary.
-func (r Role) CanReadFederated() bool { return r == RoleFedAdmin || r == RoleFedReader }
+// CanReadFederated reports whether r may read federation state.
+func (r Role) CanReadFederated() bool {
+	return r == RoleAdmin || r == RoleFedAdmin || r == RoleFedReader
+}
 
 // User is a stored account.
 type User struct {

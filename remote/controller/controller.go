@@ -150,15 +150,20 @@ func New(cfg Config) (*Controller, error) {
 }
 
 // advertise replaces an unspecified host in addr with the advertise host.
-func (c *Controller) advertise(addr string) string {
-	host, port, _ := net.SplitHostPort(addr)
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = c.cfg.AdvertiseHost
-		if host == "" {
-			host = defaultAdvertiseIP()
+func (c *Controller) advertise(addr string) string { return Advertise(addr, c.cfg.AdvertiseHost) }
+
+// Advertise returns the address peers use for a listen address: addr
+// itself, or, when it binds all interfaces, host (default: this machine's
+// first non-loopback IPv4 address) with addr's port.
+func Advertise(addr, host string) string {
+	h, port, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+		h = host
+		if h == "" {
+			h = defaultAdvertiseIP()
 		}
 	}
-	return net.JoinHostPort(host, port)
+	return net.JoinHostPort(h, port)
 }
 
 // Run runs the replica until ctx ends. It returns an error when the replica

@@ -424,3 +424,30 @@ func (w *Watcher) Next(ctx context.Context) (Event, error) {
 		}
 	}
 }
+
+// NextRevision blocks until the next revision with events under the
+// watcher's prefix and returns all of them: one transaction's changes are
+// never split across calls.
+func (w *Watcher) NextRevision(ctx context.Context) (uint64, []Event, error) {
+	first, err := w.Next(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	events := []Event{first}
+	// The rest of the revision was appended under the same lock as the
+	// first event, so it is already in the history.
+	w.f.mu.RLock()
+	defer w.f.mu.RUnlock()
+	h := &w.f.hist
+	for w.cursor+1 < h.next {
+		e := h.at(w.cursor + 1)
+		if e.Revision != first.Revision {
+			break
+		}
+		w.cursor++
+		if strings.HasPrefix(e.Key, w.prefix) {
+			events = append(events, e)
+		}
+	}
+	return first.Revision, events, nil
+}

@@ -284,3 +284,20 @@ func TestTxnValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestWatchNextRevisionKeepsTransactionsWhole(t *testing.T) {
+	f := newFSM(100)
+	mustApply(t, f, 1, Txn{Ops: []Op{put("p/a", "1"), put("q/x", "skip"), put("p/b", "2")}})
+	mustApply(t, f, 2, Txn{Ops: []Op{put("p/c", "3")}})
+	w, _ := f.watch("p/", 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	rev, evs, err := w.NextRevision(ctx)
+	if err != nil || rev != 1 || len(evs) != 2 || evs[0].Key != "p/a" || evs[1].Key != "p/b" {
+		t.Fatalf("first revision = %d %+v %v, want 1 with p/a and p/b", rev, evs, err)
+	}
+	rev, evs, err = w.NextRevision(ctx)
+	if err != nil || rev != 2 || len(evs) != 1 || evs[0].Key != "p/c" {
+		t.Fatalf("second revision = %d %+v %v", rev, evs, err)
+	}
+}
