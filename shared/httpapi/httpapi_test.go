@@ -46,4 +46,3 @@ func TestDecodeJSONNamesTheField(t *testing.T) {
 		t.Fatalf("valid body: %+v, %v", b, err)
 	}
 }
-
