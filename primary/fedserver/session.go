@@ -113,6 +113,11 @@ func (s *Server) serveSession(ctx context.Context, conn *quic.Conn, str *quic.St
 		s.log.Info("remote disconnected", logRemote, id.name, logErr, reason)
 	}()
 
+	// A remote that stops reading blocks our writes on flow control; once
+	// the session ends, give writes (a Dismiss) a bounded time.
+	unblock := context.AfterFunc(ctx, func() { _ = str.SetWriteDeadline(s.cfg.Now().Add(s.cfg.HandshakeTimeout)) })
+	defer unblock()
+
 	if err := enc.Encode(&fedproto.Welcome{Version: s.version, Primary: s.cfg.Primary}); err != nil {
 		endErr <- err
 		return
@@ -127,7 +132,6 @@ func (s *Server) serveSession(ctx context.Context, conn *quic.Conn, str *quic.St
 
 	err := s.stream(ctx, id.name, enc, hello.Applied)
 	if reason := ss.dismissed(); reason != "" {
-		_ = str.SetWriteDeadline(s.cfg.Now().Add(s.cfg.HandshakeTimeout))
 		_ = enc.Encode(&fedproto.Dismiss{Reason: reason})
 		_ = str.Close()
 		s.log.Info("remote dismissed", logRemote, id.name, "reason", string(reason))

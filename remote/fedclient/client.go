@@ -187,9 +187,13 @@ func (c *Client) Run(ctx context.Context) error {
 		if errors.Is(err, ErrDismissed) || errors.Is(err, ErrKicked) {
 			return err
 		}
-		if connected {
+		var aerr *applyError
+		switch {
+		case errors.As(err, &aerr):
+			failures++ // the same revision would fail again at once: back off
+		case connected:
 			failures = 0
-		} else {
+		default:
 			failures++
 			next++ // try the next primary replica
 		}
@@ -347,7 +351,7 @@ func (c *Client) receive(ctx context.Context, enc *fedproto.Encoder, dec *fedpro
 				return err
 			}
 			if applyErr != nil {
-				return fmt.Errorf("apply revision %d: %w", m.Revision, applyErr)
+				return &applyError{rev: m.Revision, err: applyErr}
 			}
 		case *fedproto.Snapshot:
 			if pending == nil {
@@ -372,7 +376,7 @@ func (c *Client) receive(ctx context.Context, enc *fedproto.Encoder, dec *fedpro
 				return err
 			}
 			if applyErr != nil {
-				return fmt.Errorf("apply snapshot %d: %w", rev, applyErr)
+				return &applyError{rev: rev, snapshot: true, err: applyErr}
 			}
 		case *fedproto.Ping:
 			if err := enc.Encode(&fedproto.Pong{Nonce: m.Nonce}); err != nil {
@@ -388,6 +392,24 @@ func (c *Client) receive(ctx context.Context, enc *fedproto.Encoder, dec *fedpro
 		}
 	}
 }
+
+// applyError ends a session when the Applier fails; the client reconnects
+// (with backoff) and the primary resends from the last applied revision.
+type applyError struct {
+	rev      uint64
+	snapshot bool
+	err      error
+}
+
+func (e *applyError) Error() string {
+	what := "revision"
+	if e.snapshot {
+		what = "snapshot"
+	}
+	return fmt.Sprintf("apply %s %d: %v", what, e.rev, e.err)
+}
+
+func (e *applyError) Unwrap() error { return e.err }
 
 // ack reports the last revision applied and health.
 func (c *Client) ack(enc *fedproto.Encoder, rev uint64, applyErr error) error {
