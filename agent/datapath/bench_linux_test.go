@@ -18,6 +18,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/palisade-sec/palisade/agent/bpf"
 )
 
 // benchTable is the baseline table plus filler entries up to n verdicts:
@@ -307,6 +309,66 @@ func BenchmarkPrivilegedApplyDiff(b *testing.B) {
 		old.DstID = Identity(5000 + (i+1)%2)
 		if err := d.ApplyDiff(Diff{AddVerdicts: []VerdictEntry{v}, RemoveVerdicts: []VerdictEntry{old}}); err != nil {
 			b.Fatalf("diff: %v", err)
+		}
+	}
+}
+
+// tcpPacket is an Ethernet frame with 10.199.1.2:40000 -> 10.199.2.2:dport.
+func tcpPacket(dport uint16, flags byte, payload int) []byte {
+	eth := make([]byte, 14)
+	eth[12], eth[13] = 0x08, 0x00
+	ipPayload := append(tcpHeader(40000, dport, 5), make([]byte, payload)...)
+	ipPayload[13] = flags
+	return append(eth, ipv4Packet(5, unix.IPPROTO_TCP, ipPayload)...)
+}
+
+// BenchmarkPrivilegedProgram runs the tcx program on synthetic packets with
+// BPF_PROG_TEST_RUN: the cost per packet of an established flow (one
+// conntrack lookup) and of a violation (identity and policy lookups, ring
+// buffer), at 10 and at 100,000 verdicts.
+//
+//	go test -run '^$' -bench BenchmarkPrivilegedProgram ./agent/datapath/
+func BenchmarkPrivilegedProgram(b *testing.B) {
+	skipUnlessRoot(b)
+	cfg := DefaultConfig()
+	cfg.PinDir = filepath.Join("/sys/fs/bpf/palisade", fmt.Sprintf("bench-prog-%d", os.Getpid()))
+	d, err := Open(cfg, quietLogger())
+	if err != nil {
+		b.Fatalf("open: %+v", err)
+	}
+	b.Cleanup(func() { d.Destroy() })
+	// Test runs see the loopback device (ifindex 1) as the interface.
+	if err := d.objs.Endpoints.Put(uint64(1), bpf.DatapathEndpoint{Identity: uint32(idA)}); err != nil {
+		b.Fatalf("endpoint: %v", err)
+	}
+	for _, rules := range []int{10, 100000} {
+		if err := d.ApplyTable(benchTable(rules)); err != nil {
+			b.Fatalf("apply: %v", err)
+		}
+		for _, c := range []struct {
+			name string
+			pkt  []byte
+			want uint32
+		}{
+			{"established", tcpPacket(8080, 0x10, 0), ^uint32(0)}, // TCX_NEXT
+			{"violation", tcpPacket(9090, 0x02, 0), 2},            // TCX_DROP
+		} {
+			b.Run(fmt.Sprintf("rules%d/%s", rules, c.name), func(b *testing.B) {
+				// The first run of the allowed packet creates its flow.
+				ret, _, err := d.objs.PalisadeTcxIngress.Benchmark(c.pkt, 1, nil)
+				if err != nil {
+					b.Fatalf("run: %v", err)
+				}
+				if ret != c.want {
+					b.Fatalf("program returned %d, want %d", int32(ret), int32(c.want))
+				}
+				b.ResetTimer()
+				_, per, err := d.objs.PalisadeTcxIngress.Benchmark(c.pkt, b.N, nil)
+				if err != nil {
+					b.Fatalf("run: %v", err)
+				}
+				b.ReportMetric(float64(per.Nanoseconds()), "ns/packet")
+			})
 		}
 	}
 }
