@@ -128,20 +128,8 @@ func (s *Store) Apply(ctx context.Context, objs []code.Object, opts ApplyOptions
 	for _, k := range order {
 		inObjs = append(inObjs, incoming[k])
 	}
-	inSet, err := code.ToSet(inObjs, policy.SourceCode)
-	if err != nil {
+	if _, err := code.ToSet(inObjs, policy.SourceCode); err != nil {
 		return nil, &InvalidError{Field: "body", Problem: err.Error()}
-	}
-	fedObjs := map[objKey]bool{}
-	forEachObject(v.fedSet, func(k objKey, _ *policy.Meta) { fedObjs[k] = true })
-	var ro error
-	forEachObject(inSet, func(k objKey, _ *policy.Meta) {
-		if ro == nil && fedObjs[k] {
-			ro = &ReadOnlyError{Object: k.String()}
-		}
-	})
-	if ro != nil {
-		return nil, ro
 	}
 
 	// The new local documents, and what happens to each stored one.
@@ -213,6 +201,15 @@ func (s *Store) Apply(ctx context.Context, objs []code.Object, opts ApplyOptions
 		return nil, &InvalidError{Field: "body", Problem: err.Error()}
 	}
 	res.Plan = plan(v.localSet, newLocal)
+	// A local object that a federated one shadows may stay as it is or
+	// go, but not be created or changed.
+	fedObjs := map[objKey]bool{}
+	forEachObject(v.fedSet, func(k objKey, _ *policy.Meta) { fedObjs[k] = true })
+	for _, c := range res.Plan.Changes {
+		if (c.Op == code.OpCreate || c.Op == code.OpUpdate) && fedObjs[objKey{c.Kind, c.Name}] {
+			return nil, &ReadOnlyError{Object: objKey{c.Kind, c.Name}.String()}
+		}
+	}
 	newSet, _ := compose(v.fedSet, newLocal, v.learnedSet, v.defaults, newOverrides)
 	if err := newProblems(v.Set, newSet); err != nil {
 		return nil, err
