@@ -21,9 +21,9 @@ const maxProxyBody = 8 << 20
 // Do carries an API request to a remote over its federation connection and
 // returns the remote's response.
 func (s *Server) Do(ctx context.Context, remote string, req *fedproto.Request) (*fedproto.Response, error) {
-	s.mu.Lock()
+	s.mu.RLock()
 	sess := s.sessions[remote]
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if sess == nil {
 		return nil, fmt.Errorf("%w: %s", ErrNotConnected, remote)
 	}

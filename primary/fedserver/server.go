@@ -25,6 +25,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -88,15 +89,28 @@ type Server struct {
 	tr      *quic.Transport
 	ln      *quic.Listener
 
-	mu       sync.Mutex
-	status   map[string]*RemoteStatus
+	// mu guards the status and sessions maps (a remote's status has its
+	// own lock, always taken after mu) and serialises rollout changes.
+	mu       sync.RWMutex
+	status   map[string]*remoteState
 	sessions map[string]*session
-	roll     *rollout.State
-	rollCh   chan struct{} // closed and replaced on every rollout change
+	// gate is the rollout in force, read on every streamed revision
+	// without locking; replaced (under mu) on every change.
+	gate atomic.Pointer[gateState]
 
 	// reportMu orders OnRolloutChange calls; each reports the latest state,
 	// so the last call always carries the state in force.
 	reportMu sync.Mutex
+}
+
+type remoteState struct {
+	mu sync.Mutex
+	st RemoteStatus
+}
+
+type gateState struct {
+	roll    *rollout.State // nil: no rollout
+	changed chan struct{}  // closed when this state is replaced
 }
 
 // New validates cfg and binds the listener; Run serves it and releases it.
@@ -157,17 +171,18 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		version:  cfg.Version,
 		ln:       ln,
-		status:   map[string]*RemoteStatus{},
+		status:   map[string]*remoteState{},
 		sessions: map[string]*session{},
-		rollCh:   make(chan struct{}),
 	}
 	if s.version == (fedproto.Version{}) {
 		s.version = fedproto.Current()
 	}
+	g := &gateState{changed: make(chan struct{})}
 	if cfg.Rollout != nil {
 		r := *cfg.Rollout
-		s.roll = &r
+		g.roll = &r
 	}
+	s.gate.Store(g)
 	return s, nil
 }
 
@@ -277,12 +292,13 @@ func (s *Server) refuseStream(str *quic.Stream, enc *fedproto.Encoder, code fedp
 
 // Status returns every remote seen since the server started, by name.
 func (s *Server) Status() []RemoteStatus {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	out := make([]RemoteStatus, 0, len(s.status))
-	for _, st := range s.status {
-		c := *st
-		out = append(out, c)
+	for _, rs := range s.status {
+		rs.mu.Lock()
+		out = append(out, rs.st)
+		rs.mu.Unlock()
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -302,9 +318,9 @@ func (s *Server) Kick(ctx context.Context, name string) error {
 // reports whether the remote was connected here. A primary replica calls it
 // when it learns of a kick made on another replica.
 func (s *Server) Dismiss(name string, reason fedproto.DismissReason) bool {
-	s.mu.Lock()
+	s.mu.RLock()
 	sess := s.sessions[name]
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if sess == nil {
 		return false
 	}
@@ -314,12 +330,12 @@ func (s *Server) Dismiss(name string, reason fedproto.DismissReason) bool {
 
 // DismissAll dismisses every connected remote (the primary was demoted).
 func (s *Server) DismissAll(reason fedproto.DismissReason) {
-	s.mu.Lock()
+	s.mu.RLock()
 	all := make([]*session, 0, len(s.sessions))
 	for _, sess := range s.sessions {
 		all = append(all, sess)
 	}
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	for _, sess := range all {
 		sess.dismiss(reason)
 	}
@@ -327,27 +343,26 @@ func (s *Server) DismissAll(reason fedproto.DismissReason) {
 
 // Rollout returns a copy of the rollout in force, if any.
 func (s *Server) Rollout() (rollout.State, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.roll == nil {
+	g := s.gate.Load()
+	if g.roll == nil {
 		return rollout.State{}, false
 	}
-	return *s.roll, true
+	return *g.roll, true
 }
 
 // SetRollout replaces the rollout in force (nil: none), for example when a
 // replica learns of a change made elsewhere. It does not call
-// OnRolloutChange.
+// OnRolloutChange. Each replica advances a rollout from the acks of the
+// remotes connected to it; the caller shares the result through its store.
 func (s *Server) SetRollout(r *rollout.State) {
 	s.mu.Lock()
-	if r == nil {
-		s.roll = nil
-	} else {
-		c := *r
-		s.roll = &c
+	defer s.mu.Unlock()
+	var c *rollout.State
+	if r != nil {
+		cp := *r
+		c = &cp
 	}
-	s.notifyRolloutLocked()
-	s.mu.Unlock()
+	s.setGateLocked(c)
 }
 
 // UpdateRollout applies fn (for example (*rollout.State).Pause) to the
@@ -355,22 +370,28 @@ func (s *Server) SetRollout(r *rollout.State) {
 // reports the result to OnRolloutChange.
 func (s *Server) UpdateRollout(fn func(*rollout.State) error) (rollout.State, error) {
 	s.mu.Lock()
-	if s.roll == nil {
+	cur := s.gate.Load().roll
+	if cur == nil {
 		s.mu.Unlock()
 		return rollout.State{}, errors.New("fedserver: no rollout in force")
 	}
-	next := *s.roll
+	next := *cur
 	if err := fn(&next); err != nil {
 		s.mu.Unlock()
-		return *s.roll, err
+		return *cur, err
 	}
 	next.Advance(s.rolloutRemotesLocked(), s.cfg.Now())
-	s.roll = &next
-	s.notifyRolloutLocked()
-	out := next
+	s.setGateLocked(&next)
 	s.mu.Unlock()
 	s.reportRollout()
-	return out, nil
+	return next, nil
+}
+
+// setGateLocked installs a rollout state and wakes the sessions waiting on
+// the previous one. s.mu must be held.
+func (s *Server) setGateLocked(r *rollout.State) {
+	old := s.gate.Swap(&gateState{roll: r, changed: make(chan struct{})})
+	close(old.changed)
 }
 
 // reportRollout hands the rollout in force to OnRolloutChange.
@@ -380,81 +401,75 @@ func (s *Server) reportRollout() {
 	}
 	s.reportMu.Lock()
 	defer s.reportMu.Unlock()
-	s.mu.Lock()
-	var cur rollout.State
-	ok := s.roll != nil
-	if ok {
-		cur = *s.roll
-	}
-	s.mu.Unlock()
-	if ok {
-		s.cfg.OnRolloutChange(cur)
+	if cur := s.gate.Load().roll; cur != nil {
+		s.cfg.OnRolloutChange(*cur)
 	}
 }
 
-func (s *Server) notifyRolloutLocked() {
-	close(s.rollCh)
-	s.rollCh = make(chan struct{})
-}
-
+// rolloutRemotesLocked gathers what Advance needs; s.mu must be held.
 func (s *Server) rolloutRemotesLocked() []rollout.Remote {
 	out := make([]rollout.Remote, 0, len(s.status))
-	for _, st := range s.status {
+	for _, rs := range s.status {
+		rs.mu.Lock()
+		st := &rs.st
 		out = append(out, rollout.Remote{Name: st.Name, Connected: st.Connected, Acked: st.AckedRevision, Healthy: st.Healthy, Error: st.LastError})
+		rs.mu.Unlock()
 	}
 	return out
 }
 
-// gate returns the highest revision name may receive now, whether it is
+// gateFor returns the highest revision name may receive now, whether it is
 // limited, and a channel closed when that may change.
-func (s *Server) gate(name string) (uint64, bool, <-chan struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	limit, limited := s.roll.Limit(name)
-	return limit, limited, s.rollCh
+func (s *Server) gateFor(name string) (uint64, bool, <-chan struct{}) {
+	g := s.gate.Load()
+	limit, limited := g.roll.Limit(name)
+	return limit, limited, g.changed
 }
 
 func (s *Server) resync(name string, sent, rev uint64) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.roll.Resync(name, sent, rev)
+	return s.gate.Load().roll.Resync(name, sent, rev)
 }
 
 // noteAck records an ack and moves the rollout forward.
 func (s *Server) noteAck(name string, a *fedproto.Ack) {
 	now := s.cfg.Now()
-	var changed *rollout.State
-	s.mu.Lock()
-	if st := s.status[name]; st != nil {
+	s.updateStatus(name, func(st *RemoteStatus) {
 		st.LastContact = now
 		if a.Revision >= st.AckedRevision {
 			st.AckedRevision, st.AckedAt = a.Revision, now
 		}
 		st.Healthy, st.LastError = a.Healthy, a.Error
-	}
-	if s.roll != nil && (s.roll.Phase == rollout.PhaseCanary || s.roll.Phase == rollout.PhaseRest) {
-		next := *s.roll
-		if next.Advance(s.rolloutRemotesLocked(), now) {
-			s.roll = &next
-			s.notifyRolloutLocked()
-			changed = &next
+	})
+	if r := s.gate.Load().roll; r != nil && (r.Phase == rollout.PhaseCanary || r.Phase == rollout.PhaseRest) {
+		s.mu.Lock()
+		changed := false
+		if cur := s.gate.Load().roll; cur != nil {
+			next := *cur
+			if next.Advance(s.rolloutRemotesLocked(), now) {
+				s.setGateLocked(&next)
+				changed = true
+				s.log.Info("rollout advanced", "rollout", next.ID, "phase", next.Phase, "message", next.Message)
+			}
 		}
-	}
-	s.mu.Unlock()
-	if changed != nil {
-		s.log.Info("rollout advanced", "rollout", changed.ID, "phase", changed.Phase, "message", changed.Message)
-		s.reportRollout()
+		s.mu.Unlock()
+		if changed {
+			s.reportRollout()
+		}
 	}
 	if s.cfg.OnAck != nil {
 		s.cfg.OnAck(name, a.Revision)
 	}
 }
 
+// updateStatus changes one remote's status under its own lock.
 func (s *Server) updateStatus(name string, fn func(*RemoteStatus)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st := s.status[name]; st != nil {
-		fn(st)
+	s.mu.RLock()
+	rs := s.status[name]
+	s.mu.RUnlock()
+	if rs != nil {
+		rs.mu.Lock()
+		fn(&rs.st)
+		rs.mu.Unlock()
 	}
 }
 

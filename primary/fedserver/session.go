@@ -58,11 +58,11 @@ func (s *Server) serveSession(ctx context.Context, conn *quic.Conn, str *quic.St
 		s.log.Warn("remote refused", logRemote, id.name, logErr, err)
 		s.refuseStream(str, enc, fedproto.RefuseVersion, err.Error())
 		s.mu.Lock()
-		if s.status[id.name] == nil {
-			s.status[id.name] = &RemoteStatus{Name: id.name, Labels: member.Labels}
-		}
-		s.status[id.name].LinkError, s.status[id.name].Version = err.Error(), hello.Version
+		rs := s.remoteLocked(id.name, member)
 		s.mu.Unlock()
+		rs.mu.Lock()
+		rs.st.LinkError, rs.st.Version = err.Error(), hello.Version
+		rs.mu.Unlock()
 		return
 	}
 
@@ -75,17 +75,16 @@ func (s *Server) serveSession(ctx context.Context, conn *quic.Conn, str *quic.St
 		old.cancel() // the newest connection of a remote wins
 	}
 	s.sessions[id.name] = ss
-	st := s.status[id.name]
-	if st == nil {
-		st = &RemoteStatus{Name: id.name, Healthy: true}
-		s.status[id.name] = st
-	}
+	rs := s.remoteLocked(id.name, member)
+	rs.mu.Lock()
+	st := &rs.st
 	st.Labels, st.Connected, st.Addr, st.Version = member.Labels, true, id.addr, hello.Version
 	st.ConnectedSince, st.LastContact, st.HeldAt = now, now, 0
 	st.Sessions++
 	if hello.Applied > st.AckedRevision {
 		st.AckedRevision = hello.Applied
 	}
+	rs.mu.Unlock()
 	s.mu.Unlock()
 	s.log.Info("remote connected", logRemote, id.name, logAddr, id.addr, logRevision, hello.Applied, "version", hello.Version.String())
 
@@ -104,10 +103,12 @@ func (s *Server) serveSession(ctx context.Context, conn *quic.Conn, str *quic.St
 		s.mu.Lock()
 		if s.sessions[id.name] == ss {
 			delete(s.sessions, id.name)
+			rs.mu.Lock()
 			st.Connected, st.HeldAt = false, 0
 			if reason != "" {
 				st.LinkError = reason
 			}
+			rs.mu.Unlock()
 		}
 		s.mu.Unlock()
 		s.log.Info("remote disconnected", logRemote, id.name, logErr, reason)
@@ -149,6 +150,17 @@ func (s *Server) serveSession(ctx context.Context, conn *quic.Conn, str *quic.St
 		endErr <- err
 	}
 	_ = str.Close()
+}
+
+// remoteLocked returns the status record of a remote, creating it; s.mu
+// must be held.
+func (s *Server) remoteLocked(name string, m Member) *remoteState {
+	rs := s.status[name]
+	if rs == nil {
+		rs = &remoteState{st: RemoteStatus{Name: name, Labels: m.Labels, Healthy: true}}
+		s.status[name] = rs
+	}
+	return rs
 }
 
 // readAcks consumes what the remote sends on its stream.
@@ -247,12 +259,16 @@ func (s *Server) stream(ctx context.Context, name string, enc *fedproto.Encoder,
 
 // waitGate blocks while the rollout holds name below rev.
 func (s *Server) waitGate(ctx context.Context, name string, rev uint64) error {
+	held := false
 	for {
-		limit, limited, changed := s.gate(name)
+		limit, limited, changed := s.gateFor(name)
 		if !limited || rev <= limit {
-			s.updateStatus(name, func(st *RemoteStatus) { st.HeldAt = 0 })
+			if held {
+				s.updateStatus(name, func(st *RemoteStatus) { st.HeldAt = 0 })
+			}
 			return nil
 		}
+		held = true
 		s.updateStatus(name, func(st *RemoteStatus) { st.HeldAt = limit })
 		select {
 		case <-ctx.Done():
