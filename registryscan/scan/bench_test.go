@@ -19,8 +19,9 @@ import (
 // through the loopback registry with an empty cache each time: pull,
 // gunzip, walk, parse, secret scan, merge. It reports the peak heap.
 func BenchmarkColdInventoryDebian(b *testing.B) {
-	img, _ := debianImageOf(b)
+	img, _ := debianImageOf(b, true)
 	reg := newTestRegistry(b)
+	reg.seed(b, img)
 	reg.push(b, "debian/minbase:bookworm", img)
 	ref := reg.host() + "/debian/minbase:bookworm"
 	cfg := DefaultConfig()
@@ -64,8 +65,9 @@ func BenchmarkColdInventoryDebian(b *testing.B) {
 // BenchmarkRescanUnchangedDigest re-scans an image whose digest is cached:
 // one manifest request, no layer bytes.
 func BenchmarkRescanUnchangedDigest(b *testing.B) {
-	img, _ := debianImageOf(b)
+	img, _ := debianImageOf(b, true)
 	reg := newTestRegistry(b)
+	reg.seed(b, img)
 	reg.push(b, "debian/minbase:bookworm", img)
 	ref := reg.host() + "/debian/minbase:bookworm"
 	cfg := DefaultConfig()

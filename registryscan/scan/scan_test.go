@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -48,15 +49,28 @@ func vulndata(t testing.TB) string {
 	return dir
 }
 
+var (
+	feedMu    sync.Mutex
+	feedCache = map[string]*vulndb.DB{}
+)
+
+// feed loads parts of the shared feed, once per test binary.
 func feed(t testing.TB, subdirs ...string) *vulndb.DB {
 	t.Helper()
+	key := strings.Join(subdirs, ",")
+	feedMu.Lock()
+	defer feedMu.Unlock()
+	if db, ok := feedCache[key]; ok {
+		return db
+	}
 	var b vulndb.Builder
 	for _, s := range subdirs {
 		if err := b.AddDir(context.Background(), filepath.Join(vulndata(t), s)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return b.Build()
+	feedCache[key] = b.Build()
+	return feedCache[key]
 }
 
 type tf struct {
@@ -260,7 +274,7 @@ func withAuditableSection(t testing.TB, elf []byte, js string) []byte {
 func gzipBomb(t testing.TB, size int64) v1.Layer {
 	t.Helper()
 	var b bytes.Buffer
-	gz, _ := gzip.NewWriterLevel(&b, gzip.BestCompression)
+	gz, _ := gzip.NewWriterLevel(&b, gzip.BestSpeed)
 	tw := tar.NewWriter(gz)
 	tw.WriteHeader(&tar.Header{Name: "zeros", Typeflag: tar.TypeReg, Size: size, Mode: 0o644})
 	buf := make([]byte, 1<<20)
@@ -289,14 +303,14 @@ func TestRegistryScanHostileImages(t *testing.T) {
 	reg.push(t, "apps/absolute:1", imageOf(t, tarLayer(t, tf{name: "/tmp/palisade-pwned", body: "x"})))
 	reg.push(t, "apps/symlink:1", imageOf(t, tarLayer(t, tf{name: "etc/evil", typeflag: tar.TypeSymlink, link: "../../../../root"})))
 	reg.push(t, "apps/hardlink:1", imageOf(t, tarLayer(t, tf{name: "etc/evil", typeflag: tar.TypeLink, link: "../../etc/shadow"})))
-	reg.push(t, "apps/bomb:1", imageOf(t, gzipBomb(t, 64<<20)))
+	reg.push(t, "apps/bomb:1", imageOf(t, gzipBomb(t, 24<<20)))
 	reg.push(t, "apps/sparse:1", imageOf(t, rawLayer(t, layertest.SparseTar("var/lib/dpkg/status", 10<<30))))
 	reg.push(t, "apps/baddb:1", imageOf(t, tarLayer(t, tf{name: "var/lib/dpkg/status", body: "Package: x\nStatus: install ok installed\nSource: (\n"})))
 	reg.push(t, "other/skipped:1", good)
 
 	cfg := DefaultConfig()
 	cfg.Insecure = true
-	cfg.Inventory.Limits.MaxBytes = 16 << 20
+	cfg.Inventory.Limits.MaxBytes = 8 << 20
 	s := newScanner(t, cfg, feed(t, "alpine-secdb"))
 	res, err := s.ScanRegistry(context.Background(), reg.host(), Filter{Repository: "apps/*", Tag: "1"})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/palisade-sec/palisade/registryscan/inventory"
@@ -26,16 +27,30 @@ func vulndataDir(t testing.TB) string {
 	return dir
 }
 
+var (
+	sharedOnce sync.Once
+	sharedDB   *DB
+	sharedErr  error
+)
+
+// loadShared loads the whole shared feed once per test binary.
 func loadShared(t testing.TB) *DB {
 	t.Helper()
 	dir := vulndataDir(t)
-	var b Builder
-	for _, sub := range []string{"go", "rust", "pypi", "alpine-secdb"} {
-		if err := b.AddDir(context.Background(), filepath.Join(dir, sub)); err != nil {
-			t.Fatal(err)
+	sharedOnce.Do(func() {
+		var b Builder
+		for _, sub := range []string{"go", "rust", "pypi", "alpine-secdb"} {
+			if err := b.AddDir(context.Background(), filepath.Join(dir, sub)); err != nil {
+				sharedErr = err
+				return
+			}
 		}
+		sharedDB = b.Build()
+	})
+	if sharedErr != nil {
+		t.Fatal(sharedErr)
 	}
-	return b.Build()
+	return sharedDB
 }
 
 func TestLoadSharedFeed(t *testing.T) {
