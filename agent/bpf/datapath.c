@@ -482,6 +482,10 @@ static __always_inline int parse(struct __sk_buff *skb, __u32 l3off, struct pkt 
 		return parse_ipv4(skb, l3off, p);
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
 		return parse_ipv6(skb, l3off, p);
+	/* A tagged frame could carry IP past the parser: refuse it. */
+	if (skb->protocol == bpf_htons(ETH_P_8021Q) || skb->protocol == bpf_htons(ETH_P_8021AD) ||
+	    skb->vlan_present)
+		return PARSE_MALFORMED;
 	return PARSE_NON_IP;
 }
 
