@@ -158,3 +158,21 @@ func DecodeExecEvent(raw []byte) (ExecEvent, error) {
 		Filename:     cstr(name),
 	}, nil
 }
+
+// Watch runs the observer and applies every exec to policy: in Discover
+// the executable joins its group's profile (Learned), in Monitor and
+// Protect one outside the profile is a Violation (in Protect the Guard
+// denies what it marks before it runs, so what arrives here ran outside its
+// marks). report, if not nil, gets every Learned and Violation exec.
+func (o *Observer) Watch(ctx context.Context, policy *Policy, report func(ExecEvent, Verdict, Mode)) error {
+	return o.Run(ctx, func(e ExecEvent) {
+		path := e.Path
+		if path == "" {
+			path = e.Filename
+		}
+		v, mode, _ := policy.Check(e.CgroupID, path)
+		if report != nil && (v == Learned || v == Violation) {
+			report(e, v, mode)
+		}
+	})
+}

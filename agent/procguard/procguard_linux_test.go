@@ -201,13 +201,85 @@ func TestPrivilegedObserverReportsExecs(t *testing.T) {
 		if e.Path != bin {
 			t.Errorf("event path %q, want %q", e.Path, bin)
 		}
-		policy := NewPolicy()
-		policy.Set(Group{Name: "learn", CgroupID: cgid, Mode: ModeDiscover})
-		if v, _, _ := policy.Check(e.CgroupID, e.Path); v != Learned {
-			t.Errorf("discover verdict %v, want learned", v)
-		}
 	case <-time.After(5 * time.Second):
 		t.Fatalf("no exec event for the test cgroup")
+	}
+}
+
+func TestPrivilegedWatchLearnsAndReports(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads eBPF programs")
+	}
+	leakOpt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leakOpt) })
+	_, cgfd, cgid := testCgroup(t)
+	bin := filepath.Join(t.TempDir(), "tool")
+	copyFile(t, "/bin/sleep", bin, 0o755)
+	o, err := NewObserver(quiet())
+	if err != nil {
+		t.Fatalf("new observer: %+v", err)
+	}
+	defer o.Close()
+	policy := NewPolicy()
+	if err := policy.Set(Group{Name: "app", CgroupID: cgid, Mode: ModeDiscover}); err != nil {
+		t.Fatalf("set: %v", err)
+	}
+	type report struct {
+		v    Verdict
+		mode Mode
+		path string
+	}
+	reports := make(chan report, 64)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- o.Watch(ctx, policy, func(e ExecEvent, v Verdict, m Mode) {
+			if e.CgroupID == cgid {
+				reports <- report{v, m, e.Path}
+			}
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("watch: %v", err)
+		}
+	}()
+	next := func() report {
+		t.Helper()
+		select {
+		case r := <-reports:
+			return r
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no report")
+		}
+		return report{}
+	}
+	if err := runIn(cgfd, bin, "0.2"); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if r := next(); r.v != Learned || r.path != bin {
+		t.Errorf("discover: %+v, want learned %s", r, bin)
+	}
+	g, _ := policy.Group(cgid)
+	if len(g.Allowed) != 1 || g.Allowed[0] != bin {
+		t.Errorf("profile %v, want [%s]", g.Allowed, bin)
+	}
+	// Monitor: the learned binary is fine, another one is a violation.
+	g.Mode = ModeMonitor
+	if err := policy.Set(g); err != nil {
+		t.Fatalf("set: %v", err)
+	}
+	if err := runIn(cgfd, bin, "0.2"); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	other := filepath.Join(filepath.Dir(bin), "other")
+	copyFile(t, "/bin/sleep", other, 0o755)
+	if err := runIn(cgfd, other, "0.2"); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if r := next(); r.v != Violation || r.mode != ModeMonitor || r.path != other {
+		t.Errorf("monitor: %+v, want violation of %s", r, other)
 	}
 }
 
