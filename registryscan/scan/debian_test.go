@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -459,13 +458,4 @@ func TestDebianImageThroughRegistry(t *testing.T) {
 	if st := s.Stats(); st.LayersPulled != 1 || st.LayerCacheHits != 1 {
 		t.Errorf("shared layer: stats %+v, want 1 layer pulled and 1 layer cache hit", st)
 	}
-}
-
-func sortedNames(pkgs []inventory.Package) []string {
-	var out []string
-	for _, p := range pkgs {
-		out = append(out, p.Name+" "+p.Version)
-	}
-	sort.Strings(out)
-	return out
 }

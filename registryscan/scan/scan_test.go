@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -572,5 +573,28 @@ func TestRegistryAuth(t *testing.T) {
 				t.Errorf("report %+v", reps[0])
 			}
 		})
+	}
+}
+
+func TestUpdaterRunStopsWithContext(t *testing.T) {
+	s := newScanner(t, DefaultConfig(), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "GO-1.json"), []byte(`{"id":"GO-1","affected":[{"package":{"ecosystem":"Go","name":"m"}}]}`), 0o644)
+	updates := 0
+	u, err := NewUpdater(UpdaterConfig{Source: vulndb.DirSource{Dir: dir}, Interval: 5 * time.Millisecond,
+		OnUpdate: func(context.Context, Update) { updates++; cancel() }}, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+	if updates != 1 || s.DB() == nil || s.DB().Len() != 1 {
+		t.Errorf("updates %d, feed %v", updates, s.DB())
+	}
+	if _, err := NewUpdater(UpdaterConfig{Interval: time.Second}, s, nil); err == nil {
+		t.Error("updater without a source: got nil error")
 	}
 }
