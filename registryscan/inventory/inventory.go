@@ -166,9 +166,9 @@ func classify(p string, mode int64) fileKind {
 	base := path.Base(p)
 	dir := path.Dir(p)
 	switch {
-	case p == "var/lib/dpkg/status" || dir == "var/lib/dpkg/status.d":
+	case p == "var/lib/dpkg/status" || (dir == "var/lib/dpkg/status.d" && !strings.HasSuffix(base, ".md5sums")):
 		return kindDpkg
-	case p == "lib/apk/db/installed":
+	case p == "lib/apk/db/installed" || p == "usr/lib/apk/db/installed":
 		return kindAPK
 	case (dir == "var/lib/rpm" || dir == "usr/lib/sysimage/rpm") && base == "rpmdb.sqlite":
 		return kindRPMSQLite

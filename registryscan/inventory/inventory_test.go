@@ -275,6 +275,7 @@ func TestLayerNotesMalformedDatabases(t *testing.T) {
 	l := analyze(t, "sha256:3", layerTar(t,
 		file{name: "var/lib/dpkg/status", body: "Package: a\nStatus: install ok installed\n"},
 		file{name: "var/lib/dpkg/status.d/b", body: "Package: b\nVersion: 1.0\n"},
+		file{name: "var/lib/dpkg/status.d/b.md5sums", body: "d41d8cd98f00b204e9800998ecf8427e  usr/bin/b\n"},
 		file{name: "app/node_modules/x/package.json", body: "{not json"},
 		file{name: "var/lib/rpm/rpmdb.sqlite", body: "SQLite format 3\x00"},
 	))

@@ -2,6 +2,7 @@ package report
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/url"
 	"strings"
@@ -126,7 +127,7 @@ func cdxDocument(r *Report) cdxBOM {
 		}
 		bomRef := ref + "#" + p.Path
 		if ref == "" {
-			bomRef = "pkg-" + string(rune('a'+i%26))
+			bomRef = fmt.Sprintf("pkg-%d", i)
 		}
 		refs[key] = bomRef
 		props := []cdxProperty{{Name: "palisade:package:type", Value: string(p.Type)}, {Name: "palisade:path", Value: p.Path}}
