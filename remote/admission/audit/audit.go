@@ -1,0 +1,311 @@
+// Package audit records admission decisions: who asked to run what, which
+// rule decided, whether it was allowed, and how long the decision took.
+// Recording never blocks the webhook: events are buffered in memory and
+// written to the replicated store in batches (one key per batch under
+// admission/events/<replica>/), keeping the newest batches of each replica.
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/palisade-sec/palisade/shared/logfields"
+	"github.com/palisade-sec/palisade/shared/store"
+)
+
+// logKey is the log field naming a store key.
+const logKey = "key"
+
+// Prefix is where event batches are stored.
+const Prefix = "admission/events/"
+
+// Outcome says how a decision was reached.
+type Outcome string
+
+// Outcomes.
+const (
+	// Decided: the rules decided.
+	Decided Outcome = "decided"
+	// Skipped: admission does not check this request (kind, operation).
+	Skipped Outcome = "skipped"
+	// Deadline: no decision in time; the failure policy answered.
+	Deadline Outcome = "deadline"
+	// Invalid: the request could not be read; the failure policy answered
+	// (or the review itself was rejected).
+	Invalid Outcome = "invalid"
+	// NotReady: the rules were not loaded yet; the failure policy answered.
+	NotReady Outcome = "notReady"
+)
+
+// Event is one admission decision.
+type Event struct {
+	Time      time.Time `json:"time"`
+	Replica   string    `json:"replica"`
+	UID       string    `json:"uid,omitempty"`
+	User      string    `json:"user,omitempty"`
+	Operation string    `json:"operation,omitempty"`
+	Kind      string    `json:"kind,omitempty"`
+	Namespace string    `json:"namespace,omitempty"`
+	Name      string    `json:"name,omitempty"`
+	Images    []string  `json:"images,omitempty"`
+	// Rule is the admission rule that decided; empty when none did.
+	Rule    string `json:"rule,omitempty"`
+	Allowed bool   `json:"allowed"`
+	// WouldDeny marks a denial that monitor mode let through.
+	WouldDeny bool    `json:"wouldDeny,omitempty"`
+	Mode      string  `json:"mode,omitempty"`
+	Outcome   Outcome `json:"outcome"`
+	Message   string  `json:"message"`
+	DryRun    bool    `json:"dryRun,omitempty"`
+	// LatencyMicros is how long the webhook took, from reading the request
+	// to the answer.
+	LatencyMicros int64 `json:"latencyMicros"`
+}
+
+// Store is the part of the replicated store the log writes to.
+type Store interface {
+	Txn(ctx context.Context, txn store.Txn) (uint64, error)
+	List(prefix string) ([]store.KV, uint64)
+}
+
+// Config configures a Log.
+type Config struct {
+	// Replica names this replica; its batches are stored under its name.
+	Replica string
+	// Store receives the batches; nil keeps events in memory only.
+	Store Store
+	// FlushInterval is how often buffered events are written.
+	FlushInterval time.Duration
+	// MaxPending bounds the events buffered between flushes; beyond it the
+	// oldest are dropped (and counted).
+	MaxPending int
+	// MaxBatches is how many batches of this replica are kept in the store.
+	MaxBatches int
+	// Logger receives flush errors.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults: a flush a second, at most 10,000
+// events waiting, the newest 600 batches kept (ten minutes at full rate,
+// more when quieter).
+func DefaultConfig() Config {
+	return Config{FlushInterval: time.Second, MaxPending: 10000, MaxBatches: 600}
+}
+
+// Validate reports the first problem with the configuration.
+func (c *Config) Validate() error {
+	switch {
+	case c.Replica == "" || strings.Contains(c.Replica, "/"):
+		return fmt.Errorf("audit: config: replica name %q must be non-empty without '/'", c.Replica)
+	case c.FlushInterval <= 0:
+		return fmt.Errorf("audit: config: flush interval %v must be positive", c.FlushInterval)
+	case c.MaxPending < 1:
+		return fmt.Errorf("audit: config: max pending %d must be at least 1", c.MaxPending)
+	case c.MaxBatches < 1:
+		return fmt.Errorf("audit: config: max batches %d must be at least 1", c.MaxBatches)
+	}
+	return nil
+}
+
+// Log buffers and stores events.
+type Log struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	pending []Event
+	dropped uint64
+	batches []string // this replica's stored batch keys, oldest first
+	seq     int64
+}
+
+// New builds a Log; with a store, it picks up the batches this replica
+// stored before a restart so retention keeps counting them.
+func New(cfg Config) (*Log, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	l := &Log{cfg: cfg, log: cfg.Logger}
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
+	l.log = l.log.With(logfields.Component, "admission-audit")
+	if cfg.Store != nil {
+		kvs, _ := cfg.Store.List(l.ownPrefix())
+		for _, kv := range kvs {
+			l.batches = append(l.batches, kv.Key)
+		}
+	}
+	return l, nil
+}
+
+func (l *Log) ownPrefix() string { return Prefix + l.cfg.Replica + "/" }
+
+// Record adds an event; it never blocks on the store.
+func (l *Log) Record(e Event) {
+	e.Replica = l.cfg.Replica
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.pending) >= l.cfg.MaxPending {
+		n := len(l.pending) - l.cfg.MaxPending + 1
+		l.pending = slices.Delete(l.pending, 0, n)
+		l.dropped += uint64(n)
+	}
+	l.pending = append(l.pending, e)
+}
+
+// Dropped is how many events were dropped because the store could not keep
+// up.
+func (l *Log) Dropped() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dropped
+}
+
+// Run flushes every FlushInterval until ctx ends, then flushes once more
+// with a short grace period.
+func (l *Log) Run(ctx context.Context) error {
+	if l.cfg.Store == nil {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(l.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			err := l.Flush(fctx)
+			cancel()
+			return err
+		case <-t.C:
+			if err := l.Flush(ctx); err != nil && ctx.Err() == nil {
+				l.log.Warn("store admission events", logfields.Error, err)
+			}
+		}
+	}
+}
+
+// Flush writes the buffered events as one batch, deleting this replica's
+// oldest batches beyond MaxBatches in the same transaction. On failure the
+// events go back to the buffer.
+func (l *Log) Flush(ctx context.Context) error {
+	if l.cfg.Store == nil {
+		return nil
+	}
+	l.mu.Lock()
+	events := l.pending
+	l.pending = nil
+	l.seq++
+	key := fmt.Sprintf("%s%020d-%06d", l.ownPrefix(), time.Now().UnixNano(), l.seq%1000000)
+	var drop []string
+	if over := len(l.batches) + 1 - l.cfg.MaxBatches; over > 0 {
+		drop = slices.Clone(l.batches[:over])
+	}
+	l.mu.Unlock()
+	if len(events) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(events)
+	if err != nil {
+		return fmt.Errorf("encode events: %w", err)
+	}
+	txn := store.Txn{Ops: []store.Op{{Type: store.OpPut, Key: key, Value: b}}}
+	for _, k := range drop {
+		txn.Ops = append(txn.Ops, store.Op{Type: store.OpDelete, Key: k})
+	}
+	if _, err := l.cfg.Store.Txn(ctx, txn); err != nil {
+		l.mu.Lock()
+		l.pending = append(events, l.pending...)
+		if over := len(l.pending) - l.cfg.MaxPending; over > 0 {
+			l.pending = slices.Delete(l.pending, 0, over)
+			l.dropped += uint64(over)
+		}
+		l.mu.Unlock()
+		return fmt.Errorf("write %d events: %w", len(events), err)
+	}
+	l.mu.Lock()
+	l.batches = append(l.batches[len(drop):], key)
+	l.mu.Unlock()
+	return nil
+}
+
+// Filter selects events.
+type Filter struct {
+	// Limit is the most events returned (newest first); 0 is 100.
+	Limit int
+	// Denied keeps denials and monitor-mode would-be denials only.
+	Denied bool
+	// Namespace keeps one namespace.
+	Namespace string
+	// Rule keeps the decisions of one rule.
+	Rule string
+	// Since keeps events at or after this time.
+	Since time.Time
+}
+
+// MaxLimit bounds Filter.Limit.
+const MaxLimit = 10000
+
+// ErrBadFilter is returned by List for a filter it cannot apply.
+var ErrBadFilter = errors.New("audit: bad filter")
+
+func (f *Filter) keep(e *Event) bool {
+	switch {
+	case f.Denied && e.Allowed && !e.WouldDeny:
+		return false
+	case f.Namespace != "" && e.Namespace != f.Namespace:
+		return false
+	case f.Rule != "" && e.Rule != f.Rule:
+		return false
+	case !f.Since.IsZero() && e.Time.Before(f.Since):
+		return false
+	}
+	return true
+}
+
+// List returns the events of every replica that match f, newest first:
+// those in the store and those this replica has not written yet.
+func (l *Log) List(f Filter) ([]Event, error) {
+	switch {
+	case f.Limit < 0 || f.Limit > MaxLimit:
+		return nil, fmt.Errorf("%w: limit %d (want 0..%d)", ErrBadFilter, f.Limit, MaxLimit)
+	case f.Limit == 0:
+		f.Limit = 100
+	}
+	var out []Event
+	l.mu.Lock()
+	for i := range l.pending {
+		if f.keep(&l.pending[i]) {
+			out = append(out, l.pending[i])
+		}
+	}
+	l.mu.Unlock()
+	if l.cfg.Store != nil {
+		kvs, _ := l.cfg.Store.List(Prefix)
+		for _, kv := range kvs {
+			var batch []Event
+			if err := json.Unmarshal(kv.Value, &batch); err != nil {
+				l.log.Warn("skip unreadable admission event batch", logKey, kv.Key, logfields.Error, err)
+				continue
+			}
+			for i := range batch {
+				if f.keep(&batch[i]) {
+					out = append(out, batch[i])
+				}
+			}
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Event) int { return b.Time.Compare(a.Time) })
+	if len(out) > f.Limit {
+		out = out[:f.Limit]
+	}
+	return out, nil
+}
