@@ -80,6 +80,11 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 		if link != nil {
 			mods = append(mods, link)
 		}
+		if pm, err := policyModule(h); err != nil {
+			logger.Error("policy API disabled", "err", err)
+		} else {
+			mods = append(mods, pm)
+		}
 		return mods
 	}
 	c, err := controller.New(cfg)

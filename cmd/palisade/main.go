@@ -32,7 +32,10 @@ func commands() []command {
 		{"cluster", "show the controller cluster (status)", runCluster},
 		{"user", "manage users (create, list, delete)", runUser},
 		{"scan", "scan an image for vulnerabilities and secrets (scan image REF|--tar FILE)", runScan},
-		{"policy", "check policy as code offline (policy validate -f FILE)", runPolicy},
+		{"policy", "policy as code: validate offline, apply, export, import-neuvector", runPolicy},
+		{"group", "list the cluster's groups with their modes (group list)", runGroup},
+		{"rule", "list the cluster's network rules in precedence order (rule list)", runRule},
+		{"mode", "set group modes (mode set GROUP|--all MODE [--process])", runMode},
 		{"fed", "federation: promote, tokens, join, status, rollout, rollback", runFed},
 		{"version", "print the version", runVersion},
 	}

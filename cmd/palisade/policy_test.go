@@ -38,7 +38,15 @@ spec:
 		{[]string{"policy", "validate", "-f", broken}, 1, "", []string{`unknown kind "Nope"`}},
 		{[]string{"policy", "validate", "-f", filepath.Join(dir, "missing.yaml")}, 1, "", []string{"no such file"}},
 		{[]string{"policy", "validate"}, 2, "", []string{"policy validate -f FILE"}},
-		{[]string{"policy", "apply"}, 2, "", []string{`unknown policy subcommand "apply" (want validate)`}},
+		{[]string{"policy", "frobnicate"}, 2, "", []string{`unknown policy subcommand "frobnicate"`}},
+		{[]string{"policy", "apply"}, 2, "", []string{"-f FILE is required"}},
+		{[]string{"policy", "import-neuvector", "--dry-run"}, 2, "", []string{"-f FILE is required"}},
+		{[]string{"policy", "export", "-o", "json"}, 2, "", []string{"export writes yaml"}},
+		{[]string{"mode", "set", "web"}, 2, "", []string{"mode set GROUP|--all"}},
+		{[]string{"mode", "set", "--all", "web", "protect"}, 2, "", []string{"mode set GROUP|--all"}},
+		{[]string{"mode", "set", "web", "protect", "--bogus"}, 2, "", []string{"flag provided but not defined"}},
+		{[]string{"group"}, 2, "", []string{"group list"}},
+		{[]string{"rule", "list", "extra"}, 2, "", []string{"unexpected arguments"}},
 	}
 	for _, tt := range tests {
 		var out, errb bytes.Buffer

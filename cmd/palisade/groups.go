@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/palisade-sec/palisade/remote/policyapi"
+	"github.com/palisade-sec/palisade/remote/policystore"
+	"github.com/palisade-sec/palisade/shared/apiclient"
+)
+
+// listPage is how many items the list verbs fetch per request.
+const listPage = 1000
+
+// positionals parses flags that may come before, between or after
+// positional arguments, and returns the positional ones.
+func positionals(fs *flag.FlagSet, env *cliEnv, args []string) ([]string, error) {
+	fs.SetOutput(env.stderr)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return pos, nil
+}
+
+// fetchAll pages through a listing until it has every item.
+func fetchAll[T any](ctx context.Context, c *apiclient.Client, path string, q url.Values, items func(*T) (int, int)) ([]*T, error) {
+	var pages []*T
+	for offset := 0; ; {
+		q.Set("limit", strconv.Itoa(listPage))
+		q.Set("offset", strconv.Itoa(offset))
+		var p T
+		if err := c.Do(ctx, "GET", path+"?"+q.Encode(), nil, &p); err != nil {
+			return nil, err
+		}
+		pages = append(pages, &p)
+		n, total := items(&p)
+		offset += n
+		if n == 0 || offset >= total {
+			return pages, nil
+		}
+	}
+}
+
+func runGroup(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) == 0 || args[0] != "list" {
+		return fmt.Errorf("%w: palisade group list [--source S] [-o json]", errUsage)
+	}
+	fs := flag.NewFlagSet("group list", flag.ContinueOnError)
+	o := addAPIFlags(fs)
+	source := fs.String("source", "", "only groups of this source: federated, code, user or learned")
+	pos, err := positionals(fs, env, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if *source != "" {
+		q.Set("source", *source)
+	}
+	pages, err := fetchAll(ctx, c, "/v1/groups", q, func(p *policyapi.GroupList) (int, int) { return len(p.Items), p.Total })
+	if err != nil {
+		return err
+	}
+	all := policyapi.GroupList{Items: []policystore.GroupInfo{}}
+	for _, p := range pages {
+		all.Items = append(all.Items, p.Items...)
+		all.Total, all.Revision = p.Total, p.Revision
+	}
+	all.Limit = len(all.Items)
+	if o.json() {
+		return writeJSON(env.stdout, all)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSOURCE\tNETWORK\tPROCESS\tMEMBERS\tCRITERIA")
+	for _, g := range all.Items {
+		members := "-"
+		if g.Members != nil {
+			members = strconv.Itoa(*g.Members)
+		}
+		nm := string(g.NetworkMode)
+		if g.ModeSet {
+			nm += "*"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.Name, g.Source, nm, g.ProcessMode, members, strings.Join(g.Criteria, "; "))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(all.Items) == 0 {
+		fmt.Fprintln(env.stdout, "(no groups)")
+	}
+	return nil
+}
+
+func runRule(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) == 0 || args[0] != "list" {
+		return fmt.Errorf("%w: palisade rule list [--learned] [--group G] [--source S] [-o json]", errUsage)
+	}
+	fs := flag.NewFlagSet("rule list", flag.ContinueOnError)
+	o := addAPIFlags(fs)
+	learned := fs.Bool("learned", false, "include rules learned in Discover mode")
+	group := fs.String("group", "", "only rules from or to this group")
+	source := fs.String("source", "", "only rules of this source: federated, code, user or learned")
+	pos, err := positionals(fs, env, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if *learned {
+		q.Set("learned", "true")
+	}
+	if *group != "" {
+		q.Set("group", *group)
+	}
+	if *source != "" {
+		q.Set("source", *source)
+	}
+	pages, err := fetchAll(ctx, c, "/v1/rules", q, func(p *policyapi.RuleList) (int, int) { return len(p.Items), p.Total })
+	if err != nil {
+		return err
+	}
+	all := policyapi.RuleList{Items: []policystore.RuleInfo{}}
+	for _, p := range pages {
+		all.Items = append(all.Items, p.Items...)
+		all.Total, all.Revision = p.Total, p.Revision
+	}
+	all.Limit = len(all.Items)
+	if o.json() {
+		return writeJSON(env.stdout, all)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tNAME\tSOURCE\tFROM\tTO\tPORTS\tAPPLICATIONS\tACTION")
+	for _, r := range all.Items {
+		apps := strings.Join(r.Applications, ",")
+		if apps == "" {
+			apps = "any"
+		}
+		action := string(r.Action)
+		if r.Disabled {
+			action += " (disabled)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Order, r.Name, r.Source, r.From, r.To, r.Ports, apps, action)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(all.Items) == 0 {
+		fmt.Fprintln(env.stdout, "(no rules)")
+	}
+	return nil
+}
+
+const modeUsage = "palisade mode set GROUP|--all discover|monitor|protect [--process]"
+
+func runMode(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) == 0 || args[0] != "set" {
+		return fmt.Errorf("%w: %s", errUsage, modeUsage)
+	}
+	fs := flag.NewFlagSet("mode set", flag.ContinueOnError)
+	o := addAPIFlags(fs)
+	all := fs.Bool("all", false, "set the mode of every group (federated ones excepted) and the default")
+	process := fs.Bool("process", false, "set the process and file mode instead of the network mode")
+	pos, err := positionals(fs, env, args[1:])
+	if err != nil {
+		return err
+	}
+	req := policystore.ModeRequest{All: *all, Process: *process}
+	switch {
+	case *all && len(pos) == 1:
+		req.Mode = pos[0]
+	case !*all && len(pos) == 2:
+		req.Group, req.Mode = pos[0], pos[1]
+	default:
+		return fmt.Errorf("%w: %s", errUsage, modeUsage)
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	var res policystore.ModeResult
+	if err := c.Do(ctx, "PUT", "/v1/modes", req, &res); err != nil {
+		return err
+	}
+	if o.json() {
+		return writeJSON(env.stdout, res)
+	}
+	what := "network mode"
+	if res.Process {
+		what = "process and file mode"
+	}
+	target := "group " + strings.Join(res.Groups, ", ")
+	if res.Default {
+		target = fmt.Sprintf("%d groups and the default", len(res.Groups))
+	}
+	fmt.Fprintf(env.stdout, "Set the %s of %s to %s (revision %d)\n", what, target, res.Mode, res.Revision)
+	if len(res.Skipped) > 0 {
+		fmt.Fprintf(env.stdout, "Left federated groups alone: %s\n", strings.Join(res.Skipped, ", "))
+	}
+	return nil
+}
