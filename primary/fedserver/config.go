@@ -35,6 +35,11 @@ type Log interface {
 	Snapshot(ctx context.Context) (rev uint64, objs []fedproto.Object, err error)
 }
 
+// A Log may also implement Revision() uint64 (its latest revision): a
+// remote claiming a revision above it (the primary's store was restored
+// from an older backup) then gets a snapshot instead of waiting for
+// revisions it already has under other contents.
+
 // Watcher yields committed changes.
 type Watcher interface {
 	// Next blocks for the next revision and returns every change of that

@@ -375,3 +375,68 @@ func TestPingKeepsContact(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestStalledRemoteDoesNotHoldOthers(t *testing.T) {
+	p := startPrimary(t, func(c *fedserver.Config) { c.HandshakeTimeout = 300 * time.Millisecond })
+	good := open(t, p.dial(t, p.member(t, "good", nil)))
+	good.send(t, hello("good", 0))
+	stalled := open(t, p.dial(t, p.member(t, "stalled", nil)))
+	stalled.send(t, hello("stalled", 0))
+	if _, ok := good.recv(t).(*fedproto.Welcome); !ok {
+		t.Fatal("no welcome")
+	}
+	// The stalled remote never reads again: its flow-control window fills
+	// and the server's writes to it block.
+	value := strings.Repeat("v", 64<<10)
+	var rev uint64
+	for i := range 64 {
+		rev = p.log.Put(fmt.Sprintf("k%d", i%8), []byte(value))
+		d, ok := good.recv(t).(*fedproto.Delta)
+		if !ok || d.Revision != rev {
+			t.Fatalf("good remote got %+v, want delta %d", d, rev)
+		}
+		good.send(t, &fedproto.Ack{Revision: rev, Healthy: true})
+	}
+	// Kicking the stalled remote ends its session even though the Dismiss
+	// cannot be delivered.
+	if err := p.srv.Kick(context.Background(), "stalled"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var st fedserver.RemoteStatus
+		for _, s := range p.srv.Status() {
+			if s.Name == "stalled" {
+				st = s
+			}
+		}
+		if !st.Connected {
+			if st.SentRevision >= rev {
+				t.Fatalf("stalled remote was sent revision %d; its window should have filled first", st.SentRevision)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("stalled remote still connected after its kick")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRemoteAheadOfLogGetsSnapshot(t *testing.T) {
+	p := startPrimary(t, nil)
+	p.log.Put("k", []byte("restored"))
+	s := open(t, p.dial(t, p.member(t, "east", nil)))
+	s.send(t, hello("east", 500)) // applied more than the log ever had
+	if _, ok := s.recv(t).(*fedproto.Welcome); !ok {
+		t.Fatal("no welcome")
+	}
+	snap, ok := s.recv(t).(*fedproto.Snapshot)
+	if !ok || snap.Revision != 1 || !snap.Last || len(snap.Objects) != 1 || string(snap.Objects[0].Value) != "restored" {
+		t.Fatalf("got %+v, want the snapshot at revision 1", snap)
+	}
+	rev := p.log.Put("k", []byte("next"))
+	if d, ok := s.recv(t).(*fedproto.Delta); !ok || d.Revision != rev {
+		t.Fatalf("got %+v, want delta %d after the snapshot", d, rev)
+	}
+}

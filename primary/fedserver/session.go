@@ -201,6 +201,16 @@ func (s *Server) ping(ctx context.Context, enc *fedproto.Encoder) {
 // stream sends the remote everything after applied, then every new
 // revision as it commits.
 func (s *Server) stream(ctx context.Context, name string, enc *fedproto.Encoder, applied uint64) error {
+	// A remote ahead of the log (the primary's store was restored from an
+	// older backup) holds revisions the log never had: resync it.
+	if rl, ok := s.cfg.Log.(interface{ Revision() uint64 }); ok && applied > rl.Revision() {
+		w, sent, err := s.resyncSnapshot(ctx, name, enc)
+		if err != nil {
+			return err
+		}
+		w.Close()
+		applied = sent
+	}
 	w, err := s.cfg.Log.Watch(ctx, applied)
 	if err != nil && !s.cfg.IsCompacted(err) {
 		return fmt.Errorf("watch after %d: %w", applied, err)
