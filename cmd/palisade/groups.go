@@ -84,22 +84,30 @@ func runGroup(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSOURCE\tNETWORK\tPROCESS\tMEMBERS\tCRITERIA")
+	starred := false
 	for _, g := range all.Items {
 		members := "-"
 		if g.Members != nil {
 			members = strconv.Itoa(*g.Members)
 		}
-		nm := string(g.NetworkMode)
-		if g.ModeSet {
+		nm, pm := string(g.NetworkMode), string(g.ProcessMode)
+		if g.NetworkModeSet {
 			nm += "*"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.Name, g.Source, nm, g.ProcessMode, members, strings.Join(g.Criteria, "; "))
+		if g.ProcessModeSet {
+			pm += "*"
+		}
+		starred = starred || g.NetworkModeSet || g.ProcessModeSet
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.Name, g.Source, nm, pm, members, strings.Join(g.Criteria, "; "))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(all.Items) == 0 {
+	switch {
+	case len(all.Items) == 0:
 		fmt.Fprintln(env.stdout, "(no groups)")
+	case starred:
+		fmt.Fprintln(env.stdout, "* set with palisade mode set")
 	}
 	return nil
 }

@@ -17,9 +17,10 @@ type GroupInfo struct {
 	NetworkMode policy.Mode   `json:"networkMode"`
 	ProcessMode policy.Mode   `json:"processMode"`
 	Baseline    string        `json:"baseline,omitempty"`
-	// ModeSet is true when a mode setting (not a document) decides one of
-	// the group's modes.
-	ModeSet bool `json:"modeSet,omitempty"`
+	// NetworkModeSet and ProcessModeSet are true when a mode setting
+	// (palisade mode set), not a document, decides that mode.
+	NetworkModeSet bool `json:"networkModeSet,omitempty"`
+	ProcessModeSet bool `json:"processModeSet,omitempty"`
 	// Members is how many workloads the group selects, when known.
 	Members *int `json:"members,omitempty"`
 }
@@ -66,8 +67,8 @@ func (v *View) Groups(f Filter) []GroupInfo {
 		for _, c := range g.Criteria {
 			gi.Criteria = append(gi.Criteria, c.String())
 		}
-		if ov, ok := v.overrides[g.Name]; ok && g.Source != policy.SourceFederated && ov != (Override{}) {
-			gi.ModeSet = true
+		if ov, ok := v.overrides[g.Name]; ok && g.Source != policy.SourceFederated {
+			gi.NetworkModeSet, gi.ProcessModeSet = ov.NetworkMode != "", ov.ProcessMode != ""
 		}
 		out = append(out, gi)
 	}

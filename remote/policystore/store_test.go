@@ -434,7 +434,7 @@ spec:
 			t.Fatal(err)
 		}
 		gs := mustView(t, s).Groups(Filter{Group: "web"})
-		if len(gs) != 1 || gs[0].NetworkMode != policy.ModeMonitor || gs[0].ProcessMode != policy.ModeProtect || !gs[0].ModeSet {
+		if len(gs) != 1 || gs[0].NetworkMode != policy.ModeMonitor || gs[0].ProcessMode != policy.ModeProtect || !gs[0].ProcessModeSet || gs[0].NetworkModeSet {
 			t.Fatalf("web after process mode set: %+v", gs)
 		}
 		// Writing a new process mode in code replaces the setting.
@@ -447,7 +447,7 @@ spec:
 			t.Errorf("modes reset = %v, want [web]", res.ModesReset)
 		}
 		v := mustView(t, s)
-		if gs := v.Groups(Filter{Group: "web"}); gs[0].ProcessMode != policy.ModeDiscover || gs[0].ModeSet {
+		if gs := v.Groups(Filter{Group: "web"}); gs[0].ProcessMode != policy.ModeDiscover || gs[0].ProcessModeSet {
 			t.Errorf("web after apply: %+v", gs[0])
 		}
 		if gs := v.Groups(Filter{Group: "db"}); gs[0].NetworkMode != policy.ModeProtect {
