@@ -72,6 +72,8 @@ type Members interface {
 	Add(ctx context.Context, m Member) error
 	// Kick marks a member kicked.
 	Kick(ctx context.Context, name string) error
+	// Remove forgets a member that left.
+	Remove(ctx context.Context, name string) error
 }
 
 // TargetFunc reports whether a federated object is meant for remote. A put

@@ -129,3 +129,31 @@ func tokenRefuseCode(err error) fedproto.RefuseCode {
 	}
 	return fedproto.RefuseInternal
 }
+
+// serveLeave ends a member's membership at its own request.
+func (s *Server) serveLeave(ctx context.Context, str *quic.Stream, enc *fedproto.Encoder, id peer, m *fedproto.Leave) {
+	member, ok := s.cfg.Members.Get(id.name)
+	switch {
+	case !ok:
+		s.refuseStream(str, enc, fedproto.RefuseNotMember, fmt.Sprintf("cluster %s is not a member of this federation", id.name))
+		return
+	case member.Kicked:
+		s.refuseStream(str, enc, fedproto.RefuseKicked, fmt.Sprintf("cluster %s was kicked from the federation", id.name))
+		return
+	case member.CertFingerprint != id.fingerprint:
+		s.refuseStream(str, enc, fedproto.RefuseUnauthorized, fmt.Sprintf("certificate of %s is not the one issued at its join", id.name))
+		return
+	case m.Cluster != id.name:
+		s.refuseStream(str, enc, fedproto.RefuseBadRequest, fmt.Sprintf("leave names cluster %q, certificate names %q", m.Cluster, id.name))
+		return
+	}
+	if err := s.cfg.Members.Remove(ctx, id.name); err != nil {
+		s.refuseStream(str, enc, fedproto.RefuseInternal, fmt.Sprintf("remove member %s: %v", id.name, err))
+		return
+	}
+	s.Dismiss(id.name, fedproto.DismissLeft)
+	_ = str.SetWriteDeadline(s.cfg.Now().Add(s.cfg.HandshakeTimeout))
+	_ = enc.Encode(&fedproto.Dismiss{Reason: fedproto.DismissLeft})
+	_ = str.Close()
+	s.log.Info("remote left", logRemote, id.name)
+}

@@ -275,6 +275,8 @@ func (s *Server) serveStream(ctx context.Context, conn *quic.Conn, str *quic.Str
 	switch m := m.(type) {
 	case *fedproto.Hello:
 		s.serveSession(ctx, conn, str, enc, dec, id, m)
+	case *fedproto.Leave:
+		s.serveLeave(ctx, str, enc, id, m)
 	case *fedproto.JoinRequest:
 		s.refuseStream(str, enc, fedproto.RefuseBadRequest, "already joined: a peer with a client certificate cannot join again")
 	default:

@@ -493,3 +493,25 @@ func TestPrimaryRestartResumes(t *testing.T) {
 		t.Fatalf("snapshots %d sessions %d, want 0 and 2", a.snapshotCount(), r.c.Status().Sessions)
 	}
 }
+
+func TestLeave(t *testing.T) {
+	f := newFixture(t, nil)
+	id := f.join(t, "east", nil)
+	r := startRemote(t, id, nil, nil)
+	waitFor(t, "connected", func() bool { return r.c.Status().Connected })
+	if err := fedclient.Leave(context.Background(), id, 5*time.Second); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	if _, ok := f.members.Get("east"); ok {
+		t.Fatal("member still recorded after leaving")
+	}
+	if reason := <-r.dismiss; reason != fedproto.DismissLeft {
+		t.Fatalf("running client dismissed with %q, want left", reason)
+	}
+	// Leaving twice: no longer a member.
+	if err := fedclient.Leave(context.Background(), id, 5*time.Second); !errors.Is(err, fedclient.ErrNotMember) {
+		t.Fatalf("second leave: got %v, want ErrNotMember", err)
+	}
+	// The name is free again.
+	f.join(t, "east", nil)
+}

@@ -3,6 +3,7 @@ package fedclient
 import (
 	"context"
 	"crypto"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -201,4 +202,75 @@ func checkJoinResponse(resp *fedproto.JoinResponse, tok jointoken.Token, name st
 		return fmt.Errorf("fedclient: certificate issued for %q, asked for %q", cert.Subject.CommonName, name)
 	}
 	return nil
+}
+
+// Leave ends this remote's membership: it tells the primary (trying each
+// address in turn), which forgets the member and confirms. The caller then
+// stops its Client and discards the identity.
+func Leave(ctx context.Context, id *Identity, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	tc, err := memberTLS(id)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, addr := range id.Addrs {
+		err := leaveAt(ctx, addr, tc, id.Name, timeout)
+		if err == nil {
+			return nil
+		}
+		var refused *RefusedError
+		if errors.As(err, &refused) || ctx.Err() != nil {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("leave: no primary address answered: %w", errors.Join(errs...))
+}
+
+func leaveAt(ctx context.Context, addr string, tc *tls.Config, name string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", addr, err)
+	}
+	udp, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return fmt.Errorf("open udp socket: %w", err)
+	}
+	defer udp.Close()
+	tr := &quic.Transport{Conn: udp}
+	defer tr.Close()
+	conn, err := tr.Dial(ctx, raddr, tc, &quic.Config{HandshakeIdleTimeout: timeout})
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer conn.CloseWithError(0, "leave done")
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return fmt.Errorf("open stream to %s: %w", addr, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = str.SetDeadline(dl)
+	}
+	if err := fedproto.NewEncoder(str).Encode(&fedproto.Leave{Cluster: name}); err != nil {
+		return err
+	}
+	m, err := fedproto.NewDecoder(str, 0).ReadMessage()
+	if err != nil {
+		return fmt.Errorf("read leave answer from %s: %w", addr, err)
+	}
+	switch m := m.(type) {
+	case *fedproto.Dismiss:
+		if m.Reason == fedproto.DismissLeft {
+			return nil
+		}
+		return fmt.Errorf("%w: %s", ErrDismissed, m.Reason)
+	case *fedproto.Refuse:
+		return &RefusedError{Code: m.Code, Reason: m.Reason}
+	}
+	return fmt.Errorf("primary answered leave with %s", m.Type())
 }

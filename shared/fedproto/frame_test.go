@@ -24,6 +24,7 @@ func allMessages() []Message {
 		&Pong{Nonce: 3},
 		&Request{Method: "GET", Path: "/v1/rules", Header: map[string][]string{"Accept": {"application/json"}}},
 		&Response{Status: 200, Body: []byte("[]")},
+		&Leave{Cluster: "east"},
 	}
 }
 

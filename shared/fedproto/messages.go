@@ -25,6 +25,7 @@ const (
 	TypePong         Type = 11
 	TypeRequest      Type = 12
 	TypeResponse     Type = 13
+	TypeLeave        Type = 14
 )
 
 // Known reports whether t is a message type of this protocol version.
@@ -58,6 +59,8 @@ func (t Type) name() string {
 		return "request"
 	case TypeResponse:
 		return "response"
+	case TypeLeave:
+		return "leave"
 	}
 	return ""
 }
@@ -195,11 +198,19 @@ type DismissReason string
 const (
 	DismissKicked  DismissReason = "kicked"
 	DismissDemoted DismissReason = "demoted"
+	// DismissLeft confirms a Leave.
+	DismissLeft DismissReason = "left"
 )
 
 // Dismiss ends a remote's membership; the remote stops reconnecting.
 type Dismiss struct {
 	Reason DismissReason `json:"reason"`
+}
+
+// Leave, the first message of a stream from a joined remote, ends its
+// membership; the primary confirms with Dismiss{left}.
+type Leave struct {
+	Cluster string `json:"cluster"`
 }
 
 // Ping asks for a Pong with the same Nonce.
@@ -242,6 +253,7 @@ func (*Ping) Type() Type         { return TypePing }
 func (*Pong) Type() Type         { return TypePong }
 func (*Request) Type() Type      { return TypeRequest }
 func (*Response) Type() Type     { return TypeResponse }
+func (*Leave) Type() Type        { return TypeLeave }
 
 // ErrMalformed is wrapped by errors for payloads that do not decode into
 // their message type or fail its checks.
@@ -276,6 +288,8 @@ func newMessage(t Type) Message {
 		return &Request{}
 	case TypeResponse:
 		return &Response{}
+	case TypeLeave:
+		return &Leave{}
 	}
 	return nil
 }
@@ -329,8 +343,8 @@ func check(m Message) error {
 			}
 		}
 	case *Dismiss:
-		if m.Reason != DismissKicked && m.Reason != DismissDemoted {
-			return fmt.Errorf("reason %q is not kicked or demoted", m.Reason)
+		if m.Reason != DismissKicked && m.Reason != DismissDemoted && m.Reason != DismissLeft {
+			return fmt.Errorf("reason %q is not kicked, demoted or left", m.Reason)
 		}
 	case *Request:
 		if m.Method == "" || len(m.Path) == 0 || m.Path[0] != '/' {

@@ -14,7 +14,7 @@ import (
 //   - 1.0 (2026-11-23): first version. Frames are a type byte, a 4-byte
 //     big-endian payload length and a JSON payload. Messages: Hello, Welcome,
 //     Refuse, JoinRequest, JoinResponse, Delta, Snapshot (chunked), Ack,
-//     Dismiss, Ping, Pong, Request, Response.
+//     Dismiss, Ping, Pong, Request, Response, Leave.
 const (
 	ProtocolMajor = 1
 	ProtocolMinor = 0

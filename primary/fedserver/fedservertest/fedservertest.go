@@ -186,6 +186,17 @@ func (ms *Members) Kick(_ context.Context, name string) error {
 	return nil
 }
 
+// Remove implements fedserver.Members.
+func (ms *Members) Remove(_ context.Context, name string) error {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if _, ok := ms.m[name]; !ok {
+		return fmt.Errorf("fedservertest: no member %s", name)
+	}
+	delete(ms.m, name)
+	return nil
+}
+
 // SetLabels changes a member's labels.
 func (ms *Members) SetLabels(name string, labels map[string]string) {
 	ms.mu.Lock()
