@@ -190,8 +190,7 @@ func (rv *Review) AdmitRequest() (*admit.Request, Subject, string, error) {
 	default:
 		return nil, Skipped, "operation " + r.Operation + " is not checked", nil
 	}
-	path, ok := supported[[2]string{r.Kind.Group, r.Kind.Kind}]
-	if !ok {
+	if _, ok := supported[[2]string{r.Kind.Group, r.Kind.Kind}]; !ok {
 		return nil, Skipped, "kind " + r.Kind.String() + " is not checked", nil
 	}
 	switch {
@@ -203,9 +202,45 @@ func (rv *Review) AdmitRequest() (*admit.Request, Subject, string, error) {
 	if len(r.Object) == 0 || string(r.Object) == "null" {
 		return nil, Checked, "", fmt.Errorf("%w: request.object is missing", ErrObject)
 	}
+	req, err := fromObject(r.Kind.Group, r.Kind.Kind, r.Object)
+	if err != nil {
+		return nil, Checked, "", err
+	}
+	req.Name = firstNonEmpty(req.Name, r.Name)
+	req.Namespace = firstNonEmpty(r.Namespace, req.Namespace)
+	return req, Checked, "", nil
+}
+
+// FromObject reads a Kubernetes object (JSON, as kubectl would send it) of
+// a checked kind into an admission request, for dry runs without an API
+// server. Objects of other kinds are Skipped with a reason.
+func FromObject(data []byte) (*admit.Request, Subject, string, error) {
+	var tm struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+	}
+	if err := json.Unmarshal(data, &tm); err != nil {
+		return nil, Checked, "", fmt.Errorf("%w: %s", ErrObject, jsonProblem(err))
+	}
+	if tm.APIVersion == "" || tm.Kind == "" {
+		return nil, Checked, "", fmt.Errorf("%w: apiVersion and kind are required", ErrObject)
+	}
+	group, _, ok := strings.Cut(tm.APIVersion, "/")
+	if !ok {
+		group = ""
+	}
+	if _, ok := supported[[2]string{group, tm.Kind}]; !ok {
+		return nil, Skipped, "kind " + tm.APIVersion + " " + tm.Kind + " is not checked", nil
+	}
+	req, err := fromObject(group, tm.Kind, data)
+	return req, Checked, "", err
+}
+
+func fromObject(group, kind string, data []byte) (*admit.Request, error) {
+	path := supported[[2]string{group, kind}]
 	var obj object
-	if err := json.Unmarshal(r.Object, &obj); err != nil {
-		return nil, Checked, "", fmt.Errorf("%w: %s %s", ErrObject, r.Kind.Kind, jsonProblem(err))
+	if err := json.Unmarshal(data, &obj); err != nil {
+		return nil, fmt.Errorf("%w: %s %s", ErrObject, kind, jsonProblem(err))
 	}
 	var tmpl *podTemplate
 	switch path {
@@ -219,15 +254,15 @@ func (rv *Review) AdmitRequest() (*admit.Request, Subject, string, error) {
 		}
 	}
 	if tmpl == nil {
-		return nil, Checked, "", fmt.Errorf("%w: %s has no %s", ErrObject, r.Kind.Kind, path)
+		return nil, fmt.Errorf("%w: %s has no %s", ErrObject, kind, path)
 	}
 	req, err := tmpl.admitRequest()
 	if err != nil {
-		return nil, Checked, "", fmt.Errorf("%w: %s: %w", ErrObject, r.Kind.Kind, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrObject, kind, err)
 	}
-	req.Kind = r.Kind.Kind
-	req.Name = firstNonEmpty(obj.Metadata.Name, r.Name, obj.Metadata.GenerateName)
-	req.Namespace = firstNonEmpty(r.Namespace, obj.Metadata.Namespace)
+	req.Kind = kind
+	req.Name = firstNonEmpty(obj.Metadata.Name, obj.Metadata.GenerateName)
+	req.Namespace = obj.Metadata.Namespace
 	if path != "" {
 		// Rules on labels and annotations look at the pods the controller
 		// will create; fall back to the controller's own when the
@@ -239,7 +274,7 @@ func (rv *Review) AdmitRequest() (*admit.Request, Subject, string, error) {
 			req.Annotations = obj.Metadata.Annotations
 		}
 	}
-	return req, Checked, "", nil
+	return req, nil
 }
 
 func firstNonEmpty(s ...string) string {

@@ -297,3 +297,33 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestFromObject(t *testing.T) {
+	tests := []struct {
+		name, in string
+		subj     Subject
+		want     string // image of the first container, or error text
+	}{
+		{"pod", `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"n"},"spec":{"containers":[{"image":"a"}]}}`, Checked, "a"},
+		{"job", `{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"p"},"spec":{"template":{"spec":{"containers":[{"image":"b"}]}}}}`, Checked, "b"},
+		{"service", `{"apiVersion":"v1","kind":"Service","metadata":{"name":"p"}}`, Skipped, ""},
+		{"deployment in wrong group", `{"apiVersion":"extensions/v1beta1","kind":"Deployment"}`, Skipped, ""},
+		{"no kind", `{"apiVersion":"v1"}`, Checked, "apiVersion and kind are required"},
+		{"not an object", `[1]`, Checked, "array"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, subj, reason, err := FromObject([]byte(tt.in))
+			switch {
+			case subj != tt.subj:
+				t.Errorf("subject %v, want %v", subj, tt.subj)
+			case subj == Skipped && (reason == "" || req != nil):
+				t.Errorf("skipped with reason %q, request %v", reason, req)
+			case subj == Checked && err == nil && (req.Containers[0].Image != tt.want || req.Name != "p"):
+				t.Errorf("request %+v", req)
+			case subj == Checked && err != nil && (!errors.Is(err, ErrObject) || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("err %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
