@@ -281,6 +281,7 @@ type Controller struct {
 	API     string // https://127.0.0.1:PORT
 	Raft    string
 	Gossip  string
+	Fed     string // federation address (UDP)
 }
 
 // CAFile is the cluster CA the replica wrote.
@@ -320,11 +321,12 @@ func StartCluster(t testing.TB, bin, dir string, ports *Ports, spec ClusterSpec)
 		c.API = "https://" + ports.Next(t)
 		c.Raft = ports.Next(t)
 		c.Gossip = ports.Next(t)
+		c.Fed = ports.Next(t)
 		cs = append(cs, c)
 	}
 	for _, c := range cs {
 		args := []string{"controller", "--name", c.Name, "--data-dir", c.DataDir,
-			"--api-addr", strings.TrimPrefix(c.API, "https://"), "--raft-addr", c.Raft, "--gossip-addr", c.Gossip,
+			"--api-addr", strings.TrimPrefix(c.API, "https://"), "--raft-addr", c.Raft, "--gossip-addr", c.Gossip, "--fed-addr", c.Fed,
 			"--bootstrap-expect", fmt.Sprint(spec.Replicas), "--cluster-name", spec.Prefix}
 		if spec.Replicas > 1 {
 			args = append(args, "--join", cs[0].Gossip)

@@ -82,7 +82,11 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{FedAddr: "0.0.0.0:11443", Server: fedserver.DefaultConfig()}
+	srv := fedserver.DefaultConfig()
+	// Remotes keep their links alive every 2 s; a remote silent for 10 s
+	// is shown disconnected.
+	srv.IdleTimeout = 10 * time.Second
+	return Config{FedAddr: "0.0.0.0:11443", Server: srv}
 }
 
 // Validate reports the first problem with the configuration.

@@ -185,16 +185,24 @@ func (h *Hub) fedAddrs() []string {
 	if len(cfg.FedAddrs) > 0 {
 		return cfg.FedAddrs
 	}
-	var out []string
+	// The leader, which serves federation, comes first; remotes try the
+	// others when it changes.
+	leader, _ := h.st.Leader()
+	var first, rest []string
 	for _, r := range h.st.Replicas() {
 		if a := r.Meta["fed"]; a != "" {
-			out = append(out, a)
+			if r.Name == leader {
+				first = append(first, a)
+			} else {
+				rest = append(rest, a)
+			}
 		}
 	}
+	sort.Strings(rest)
+	out := append(first, rest...)
 	if len(out) == 0 {
 		out = []string{h.cfg.FedAdvertise}
 	}
-	sort.Strings(out)
 	return out
 }
 

@@ -77,6 +77,12 @@ func New(cfg Config) (*Module, error) {
 	}
 	if cfg.Client.MaxBackoff == 0 {
 		cfg.Client = fedclient.DefaultConfig()
+		// Only the primary's leader answers; a replica that does not
+		// should cost little before the next address is tried.
+		cfg.Client.DialTimeout = 2 * time.Second
+		// A primary replica that dies sends no close: notice it within
+		// seconds (keep-alives go every IdleTimeout/3).
+		cfg.Client.IdleTimeout = 6 * time.Second
 	}
 	return &Module{cfg: cfg, st: cfg.Store, log: cfg.Logger.With(logfields.Component, "fedlink")}, nil
 }
@@ -150,9 +156,9 @@ func (m *Module) join(c *gin.Context) (any, error) {
 			return nil, apierr.BadRequest("labels", "label %q=%q must have a key and both at most 63 characters", k, v)
 		}
 	}
-	ctx, cancel := context.WithTimeout(c.Request.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 25*time.Second)
 	defer cancel()
-	id, err := fedclient.Join(ctx, fedclient.JoinConfig{Token: req.Token, Name: req.Name, Labels: req.Labels, Timeout: 5 * time.Second, Logger: m.cfg.Logger})
+	id, err := fedclient.Join(ctx, fedclient.JoinConfig{Token: req.Token, Name: req.Name, Labels: req.Labels, Timeout: 2 * time.Second, Logger: m.cfg.Logger})
 	if err != nil {
 		return nil, joinError(err)
 	}
