@@ -98,6 +98,8 @@ type Server struct {
 	// without locking; replaced (under mu) on every change.
 	gate atomic.Pointer[gateState]
 
+	frames frameCache
+
 	// reportMu orders OnRolloutChange calls; each reports the latest state,
 	// so the last call always carries the state in force.
 	reportMu sync.Mutex

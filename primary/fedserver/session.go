@@ -258,8 +258,17 @@ func (s *Server) stream(ctx context.Context, name string, enc *fedproto.Encoder,
 		if !ok || member.Kicked {
 			return fmt.Errorf("cluster %s is no longer a member", name)
 		}
-		out := fedproto.Delta{Revision: d.Revision, Ops: s.target(member, d.Ops)}
-		if err := enc.Encode(&out); err != nil {
+		ops, filtered := s.target(member, d.Ops)
+		var frame fedproto.Frame
+		if filtered {
+			frame, err = fedproto.Marshal(&fedproto.Delta{Revision: d.Revision, Ops: ops})
+		} else {
+			frame, err = s.frames.get(d)
+		}
+		if err != nil {
+			return err
+		}
+		if err := enc.WriteFrame(frame); err != nil {
 			return err
 		}
 		sent = d.Revision
@@ -337,17 +346,53 @@ func (s *Server) sendSnapshot(enc *fedproto.Encoder, m Member, rev uint64, objs 
 }
 
 // target filters a revision's ops for one remote: puts the remote should
-// not have become deletes, so a retargeted object disappears there.
-func (s *Server) target(m Member, ops []fedproto.Op) []fedproto.Op {
+// not have become deletes, so a retargeted object disappears there. It
+// reports whether anything changed.
+func (s *Server) target(m Member, ops []fedproto.Op) ([]fedproto.Op, bool) {
 	if s.cfg.Target == nil {
-		return ops
+		return ops, false
 	}
-	out := make([]fedproto.Op, len(ops))
+	var out []fedproto.Op
 	for i, op := range ops {
-		if op.Kind == fedproto.OpPut && !s.cfg.Target(m, op.Key, op.Value) {
-			op = fedproto.Op{Kind: fedproto.OpDelete, Key: op.Key}
+		if op.Kind != fedproto.OpPut || s.cfg.Target(m, op.Key, op.Value) {
+			continue
 		}
-		out[i] = op
+		if out == nil {
+			out = append(make([]fedproto.Op, 0, len(ops)), ops...)
+		}
+		out[i] = fedproto.Op{Kind: fedproto.OpDelete, Key: op.Key}
 	}
-	return out
+	if out == nil {
+		return ops, false
+	}
+	return out, true
+}
+
+// frameCache holds the encodings of the latest unfiltered deltas, so a
+// revision streamed to a thousand remotes is marshalled once.
+type frameCache struct {
+	mu     sync.Mutex
+	frames [16]struct {
+		rev   uint64
+		frame fedproto.Frame
+	}
+}
+
+func (c *frameCache) get(d fedproto.Delta) (fedproto.Frame, error) {
+	slot := &c.frames[d.Revision%uint64(len(c.frames))]
+	c.mu.Lock()
+	if slot.rev == d.Revision {
+		f := slot.frame
+		c.mu.Unlock()
+		return f, nil
+	}
+	c.mu.Unlock()
+	f, err := fedproto.Marshal(&d)
+	if err != nil {
+		return fedproto.Frame{}, err
+	}
+	c.mu.Lock()
+	slot.rev, slot.frame = d.Revision, f
+	c.mu.Unlock()
+	return f, nil
 }
