@@ -348,6 +348,11 @@ func (m members) Kick(ctx context.Context, name string) error {
 	return err
 }
 
+func (m members) Remove(ctx context.Context, name string) error {
+	_, err := m.st.Delete(ctx, PrefixMembers+name)
+	return err
+}
+
 func (m members) list() []fedserver.Member {
 	kvs, _ := m.st.List(PrefixMembers)
 	var out []fedserver.Member

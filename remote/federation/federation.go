@@ -195,6 +195,18 @@ func joinError(err error) error {
 }
 
 func (m *Module) leave(c *gin.Context) (any, error) {
+	if info := clusterinfo.Get(m.st); info.Role != clusterinfo.Remote {
+		return nil, apierr.Conflict("cluster %q is %s, not a remote", info.Name, info.Role)
+	}
+	// Tell the primary first, so it forgets the member; a primary that
+	// cannot be reached does not keep the cluster in the federation.
+	var warning string
+	if id, ok := m.identity(); ok {
+		if err := fedclient.Leave(c.Request.Context(), id, 3*time.Second); err != nil {
+			warning = fmt.Sprintf("the primary was not told (%v); kick this cluster there to remove it", err)
+			m.log.Warn("leave: primary not told", logfields.Error, err)
+		}
+	}
 	_, rev, err := clusterinfo.Transition(c.Request.Context(), m.st, []string{clusterinfo.Remote}, func(i *clusterinfo.Info) {
 		i.Role, i.Primary = clusterinfo.Standalone, ""
 	}, store.Op{Type: store.OpDeletePrefix, Key: PrefixLink}, store.Op{Type: store.OpDeletePrefix, Key: PrefixFederated})
@@ -204,7 +216,7 @@ func (m *Module) leave(c *gin.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return gin.H{"role": clusterinfo.Standalone, "revision": rev}, nil
+	return gin.H{"role": clusterinfo.Standalone, "revision": rev, "warning": warning}, nil
 }
 
 func (m *Module) link(*gin.Context) (any, error) {
