@@ -33,4 +33,7 @@
 // View.Shadowed), so federated objects always win and are never changed
 // locally. Apply and SetMode refuse any write that would create, change or
 // delete an object colliding with a federated one ([ReadOnlyError]).
+//
+// A built View is kept and handed out again while the keys it was built
+// from are unchanged, so reads cost a listing, not a rebuild.
 package policystore

@@ -1,6 +1,7 @@
 package policystore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/palisade-sec/palisade/policy/code"
@@ -79,6 +81,10 @@ type Store struct {
 	learner *learn.Learner
 	cfg     Config
 	log     *slog.Logger
+
+	mu     sync.Mutex
+	cached *View // the last view built, reused while its keys are unchanged
+	sum    viewSum
 }
 
 // New builds a Store.
@@ -128,16 +134,36 @@ func docTitle(o code.Object) string {
 	return fmt.Sprintf("%s %s", o.GetKind(), o.GetName())
 }
 
-// decodeDoc reads one stored document.
+// decodeDoc reads one stored document: JSON of a palisade.dev/v1 kind,
+// strictly (an unknown field is an error).
 func decodeDoc(b []byte) (code.Object, error) {
-	objs, err := code.Decode(b)
-	if err != nil {
-		return nil, err
+	var head code.TypeMeta
+	if err := json.Unmarshal(b, &head); err != nil {
+		return nil, fmt.Errorf("%w: %v", code.ErrDecode, err)
 	}
-	if len(objs) != 1 {
-		return nil, fmt.Errorf("%w: %d documents in one value", code.ErrDecode, len(objs))
+	if head.APIVersion != code.APIVersion {
+		return nil, fmt.Errorf("%w: apiVersion %q is not %s", code.ErrDecode, head.APIVersion, code.APIVersion)
 	}
-	return objs[0], nil
+	var obj code.Object
+	switch head.Kind {
+	case code.KindSecurityRule, code.KindClusterSecurityRule:
+		obj = &code.SecurityRule{}
+	case code.KindAdmissionRule:
+		obj = &code.AdmissionRule{}
+	case code.KindGroupDefinition:
+		obj = &code.GroupDefinition{}
+	default:
+		return nil, fmt.Errorf("%w: unknown kind %q", code.ErrDecode, head.Kind)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(obj); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", code.ErrDecode, head.Kind, err)
+	}
+	if obj.GetName() == "" {
+		return nil, fmt.Errorf("%w: %s: metadata.name is missing", code.ErrDecode, head.Kind)
+	}
+	return obj, nil
 }
 
 func annotations(o code.Object) map[string]string {

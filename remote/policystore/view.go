@@ -11,6 +11,7 @@ import (
 
 	"github.com/palisade-sec/palisade/policy"
 	"github.com/palisade-sec/palisade/policy/code"
+	"github.com/palisade-sec/palisade/shared/store"
 )
 
 // Override is a group's mode setting, kept apart from the documents.
@@ -58,10 +59,40 @@ type objKey struct {
 
 func (k objKey) String() string { return fmt.Sprintf("%s %q", k.kind.Title(), k.name) }
 
-// View reads the cluster's policy.
+// viewSum identifies the contents of the listed keys: a write adds a
+// key or raises the newest ModRevision, a delete lowers the count.
+type viewSum struct {
+	fedN, polN     int
+	fedMax, polMax uint64
+}
+
+func sumOf(kvs []store.KV) (int, uint64) {
+	var m uint64
+	for _, kv := range kvs {
+		m = max(m, kv.ModRevision)
+	}
+	return len(kvs), m
+}
+
+// View reads the cluster's policy. The view is shared with other callers
+// until the policy changes: it must not be modified.
 func (s *Store) View() (*View, error) {
 	fedKVs, _ := s.kv.List(PrefixFederated)
 	polKVs, rev := s.kv.List(prefixPolicy)
+	var sum viewSum
+	sum.fedN, sum.fedMax = sumOf(fedKVs)
+	sum.polN, sum.polMax = sumOf(polKVs)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cached != nil && s.sum == sum {
+		return s.cached, nil
+	}
+	v := buildView(fedKVs, polKVs, rev)
+	s.cached, s.sum = v, sum
+	return v, nil
+}
+
+func buildView(fedKVs, polKVs []store.KV, rev uint64) *View {
 	v := &View{Revision: rev, fedDocs: map[string]storedDoc{}, localDocs: map[string]storedDoc{},
 		learnedSet: &policy.Set{}, overrides: map[string]Override{}}
 	for _, kv := range fedKVs {
@@ -115,7 +146,7 @@ func (s *Store) View() (*View, error) {
 	v.learnedSet.Normalize()
 	v.Set, v.Shadowed = compose(v.fedSet, v.localSet, v.learnedSet, v.defaults, v.overrides)
 	v.Problems = append(v.Problems, validationLines(v.Set.Validate())...)
-	return v, nil
+	return v
 }
 
 // sortedDocs returns the documents in key order.
