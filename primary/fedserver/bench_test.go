@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -52,49 +53,61 @@ func BenchmarkCommitToAck(b *testing.B) {
 	}
 }
 
-// fleet is a primary with n simulated remotes connected.
+// fleet is a primary with n simulated remotes connected. Ack accounting is
+// lock-free so that it does not queue the server's ack readers behind one
+// mutex.
 type fleet struct {
-	p *primary
-
-	mu    sync.Mutex
-	acks  map[uint64]int       // revision -> remotes that acked it
-	first map[uint64]time.Time // revision -> commit time
-	lat   []time.Duration      // per remote, commit -> ack
-	all   map[uint64]chan struct{}
+	p     *primary
 	n     int
-	burst bool // latencies of a burst measure queueing, not delivery
+	index map[string]int // remote name -> slot, read-only once running
+
+	commitAt []atomic.Int64 // revision -> commit time (unix ns)
+	acks     []atomic.Int32 // revision -> remotes that acked it
+	done     []chan struct{}
+	lat      [][]time.Duration // per remote, appended by its own ack reader
+	burst    atomic.Bool       // latencies of a burst measure queueing
 }
 
-func (f *fleet) onAck(_ string, rev uint64) {
-	now := time.Now()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	t0, ok := f.first[rev]
-	if !ok {
+func newFleet(n, maxRev int) *fleet {
+	f := &fleet{n: n, index: map[string]int{}, commitAt: make([]atomic.Int64, maxRev+1),
+		acks: make([]atomic.Int32, maxRev+1), done: make([]chan struct{}, maxRev+1), lat: make([][]time.Duration, n)}
+	for i := range f.done {
+		f.done[i] = make(chan struct{})
+	}
+	return f
+}
+
+func (f *fleet) onAck(name string, rev uint64) {
+	now := time.Now().UnixNano()
+	if rev >= uint64(len(f.commitAt)) {
 		return
 	}
-	if !f.burst {
-		f.lat = append(f.lat, now.Sub(t0))
+	t0 := f.commitAt[rev].Load()
+	if t0 == 0 {
+		return
 	}
-	f.acks[rev]++
-	if f.acks[rev] == f.n {
-		close(f.all[rev])
+	if i, ok := f.index[name]; ok && !f.burst.Load() {
+		f.lat[i] = append(f.lat[i], time.Duration(now-t0))
+	}
+	if f.acks[rev].Add(1) == int32(f.n) {
+		close(f.done[rev])
 	}
 }
 
-func (f *fleet) commit(i int) (uint64, <-chan struct{}) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	// Committing under the lock orders registration before any ack.
-	rev := f.p.log.Put(fmt.Sprintf("fed/rules/r%d", i%50), []byte(strings.Repeat("x", 200)+strconv.Itoa(i)))
-	f.first[rev] = time.Now()
-	ch := make(chan struct{})
-	f.all[rev] = ch
-	return rev, ch
+// commit writes one revision (this benchmark is the log's only writer, so
+// the revision is known before the commit).
+func (f *fleet) commit(b *testing.B, i int) <-chan struct{} {
+	rev := f.p.log.Revision() + 1
+	f.commitAt[rev].Store(time.Now().UnixNano())
+	if got := f.p.log.Put(fmt.Sprintf("fed/rules/r%d", i%50), []byte(strings.Repeat("x", 200)+strconv.Itoa(i))); got != rev {
+		b.Fatalf("committed revision %d, expected %d", got, rev)
+	}
+	return f.done[rev]
 }
 
 func benchFleet(b *testing.B, n int) {
-	f := &fleet{acks: map[uint64]int{}, first: map[uint64]time.Time{}, all: map[uint64]chan struct{}{}, n: n}
+	const burst = 200
+	f := newFleet(n, b.N+burst+2)
 	f.p = startPrimary(b, func(c *fedserver.Config) {
 		c.OnAck = f.onAck
 		c.PingInterval = time.Minute
@@ -116,6 +129,7 @@ func benchFleet(b *testing.B, n int) {
 			b.Fatal(err)
 		}
 		ids[i] = benchID{Name: name, CertPEM: leaf.CertPEM, KeyPEM: keyPEM, CAPEM: f.p.ca.CertPEM}
+		f.index[name] = i
 	}
 	idFile := filepath.Join(b.TempDir(), "ids.json")
 	raw, _ := json.Marshal(ids)
@@ -172,7 +186,7 @@ func benchFleet(b *testing.B, n int) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
-		_, done := f.commit(i)
+		done := f.commit(b, i)
 		select {
 		case <-done:
 		case <-time.After(time.Minute):
@@ -183,22 +197,20 @@ func benchFleet(b *testing.B, n int) {
 	b.StopTimer()
 
 	// Throughput: a burst of commits, until every remote acked the last.
-	const burst = 200
-	f.mu.Lock()
-	f.burst = true
-	f.mu.Unlock()
+	f.burst.Store(true)
 	t0 := time.Now()
 	var last <-chan struct{}
 	for i := range burst {
-		_, last = f.commit(b.N + i)
+		last = f.commit(b, b.N+i)
 	}
 	<-last
 	burstTime := time.Since(t0)
 	primaryCPU := cpuTime(b) - cpuBefore
 
-	f.mu.Lock()
-	lat := slices.Clone(f.lat)
-	f.mu.Unlock()
+	var lat []time.Duration
+	for _, l := range f.lat {
+		lat = append(lat, l...)
+	}
 	slices.Sort(lat)
 	slices.Sort(fleetLat)
 	if testing.Verbose() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -129,7 +130,7 @@ func (s *Server) serveSession(ctx context.Context, conn *quic.Conn, str *quic.St
 		}
 		cancel()
 	})
-	wg.Go(func() { s.ping(ctx, enc) })
+	wg.Go(func() { s.ping(ctx, enc, ss) })
 
 	err := s.stream(ctx, id.name, enc, hello.Applied)
 	if reason := ss.dismissed(); reason != "" {
@@ -181,7 +182,9 @@ func (s *Server) readAcks(name string, dec *fedproto.Decoder) error {
 	}
 }
 
-func (s *Server) ping(ctx context.Context, enc *fedproto.Encoder) {
+// ping pings the remote and checks that it is still a member (a kick or a
+// leave recorded by another primary replica ends the session here too).
+func (s *Server) ping(ctx context.Context, enc *fedproto.Encoder, ss *session) {
 	t := time.NewTicker(s.cfg.PingInterval)
 	defer t.Stop()
 	var n uint64
@@ -190,6 +193,13 @@ func (s *Server) ping(ctx context.Context, enc *fedproto.Encoder) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if m, ok := s.cfg.Members.Get(ss.name); !ok {
+				ss.dismiss(fedproto.DismissLeft)
+				return
+			} else if m.Kicked {
+				ss.dismiss(fedproto.DismissKicked)
+				return
+			}
 			n++
 			if err := enc.Encode(&fedproto.Ping{Nonce: n}); err != nil {
 				return
@@ -254,11 +264,18 @@ func (s *Server) stream(ctx context.Context, name string, enc *fedproto.Encoder,
 			}
 			continue
 		}
-		member, ok := s.cfg.Members.Get(name)
-		if !ok || member.Kicked {
-			return fmt.Errorf("cluster %s is no longer a member", name)
+		var ops []fedproto.Op
+		filtered := false
+		if s.cfg.Target == nil {
+			ops = d.Ops
+		} else {
+			// Labels may have changed: targeting reads the member afresh.
+			member, ok := s.cfg.Members.Get(name)
+			if !ok || member.Kicked {
+				return fmt.Errorf("cluster %s is no longer a member", name)
+			}
+			ops, filtered = s.target(member, d.Ops)
 		}
-		ops, filtered := s.target(member, d.Ops)
 		var frame fedproto.Frame
 		if filtered {
 			frame, err = fedproto.Marshal(&fedproto.Delta{Revision: d.Revision, Ops: ops})
@@ -369,30 +386,26 @@ func (s *Server) target(m Member, ops []fedproto.Op) ([]fedproto.Op, bool) {
 }
 
 // frameCache holds the encodings of the latest unfiltered deltas, so a
-// revision streamed to a thousand remotes is marshalled once.
+// revision streamed to a thousand remotes is marshalled once. A revision
+// always carries the same changes, so an entry never goes stale.
 type frameCache struct {
-	mu     sync.Mutex
-	frames [16]struct {
-		rev   uint64
-		frame fedproto.Frame
-	}
+	slots [16]atomic.Pointer[cachedFrame]
+}
+
+type cachedFrame struct {
+	rev   uint64
+	frame fedproto.Frame
 }
 
 func (c *frameCache) get(d fedproto.Delta) (fedproto.Frame, error) {
-	slot := &c.frames[d.Revision%uint64(len(c.frames))]
-	c.mu.Lock()
-	if slot.rev == d.Revision {
-		f := slot.frame
-		c.mu.Unlock()
-		return f, nil
+	slot := &c.slots[d.Revision%uint64(len(c.slots))]
+	if cf := slot.Load(); cf != nil && cf.rev == d.Revision {
+		return cf.frame, nil
 	}
-	c.mu.Unlock()
 	f, err := fedproto.Marshal(&d)
 	if err != nil {
 		return fedproto.Frame{}, err
 	}
-	c.mu.Lock()
-	slot.rev, slot.frame = d.Revision, f
-	c.mu.Unlock()
+	slot.Store(&cachedFrame{rev: d.Revision, frame: f})
 	return f, nil
 }

@@ -21,7 +21,7 @@ import (
 // Log is an in-memory federation keyspace with a revision history that can
 // be compacted.
 type Log struct {
-	mu        sync.Mutex
+	mu        sync.RWMutex
 	rev       uint64
 	compacted uint64 // history is kept for revisions above this
 	deltas    []fedproto.Delta
@@ -118,20 +118,20 @@ type watcher struct {
 
 func (w *watcher) Next(ctx context.Context) (fedproto.Delta, error) {
 	for {
-		w.l.mu.Lock()
+		w.l.mu.RLock()
 		if w.after < w.l.compacted {
-			w.l.mu.Unlock()
+			w.l.mu.RUnlock()
 			return fedproto.Delta{}, fedserver.ErrCompacted
 		}
 		i := sort.Search(len(w.l.deltas), func(i int) bool { return w.l.deltas[i].Revision > w.after })
 		if i < len(w.l.deltas) {
 			d := w.l.deltas[i]
-			w.l.mu.Unlock()
+			w.l.mu.RUnlock()
 			w.after = d.Revision
 			return d, nil
 		}
 		ch := w.l.changed
-		w.l.mu.Unlock()
+		w.l.mu.RUnlock()
 		select {
 		case <-ctx.Done():
 			return fedproto.Delta{}, ctx.Err()
@@ -144,7 +144,7 @@ func (w *watcher) Close() {}
 
 // Members is an in-memory membership record.
 type Members struct {
-	mu sync.Mutex
+	mu sync.RWMutex
 	m  map[string]fedserver.Member
 }
 
@@ -156,8 +156,8 @@ var ErrExists = errors.New("fedservertest: member exists")
 
 // Get implements fedserver.Members.
 func (ms *Members) Get(name string) (fedserver.Member, bool) {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
+	ms.mu.RLock()
+	defer ms.mu.RUnlock()
 	m, ok := ms.m[name]
 	return m, ok
 }
