@@ -170,7 +170,9 @@ func TestCacheBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.head = func(ctx context.Context, ref name.Reference) (string, error) { return "sha256:" + strings.Repeat("1", 64), nil }
+	r.head = func(ctx context.Context, ref name.Reference) (string, error) {
+		return "sha256:" + strings.Repeat("1", 64), nil
+	}
 	for i := range 10 {
 		if _, err := r.Resolve(context.Background(), "reg.example/app:"+string(rune('a'+i))); err != nil {
 			t.Fatal(err)

@@ -241,6 +241,14 @@ func (x *Index) remove(key string) {
 	drop(x.byRef, old.Ref)
 }
 
+// Get returns the verdict stored at key.
+func (x *Index) Get(key string) (Verdict, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	v, ok := x.byKey[key]
+	return v, ok
+}
+
 // Len is the number of verdicts held.
 func (x *Index) Len() int {
 	x.mu.RLock()
