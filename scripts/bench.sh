@@ -47,4 +47,24 @@ section "Replicated store: leader loss" \
   "Time from closing the leader of a 3-replica cluster to the first successful write through a survivor (goal: <= 3 s)." \
   go test -run '^$' -bench 'LeaderFailover' -benchtime 5x ./shared/store/
 
+section "Policy engine: compile, incremental recompile, admission" \
+  "10,000 rules over 5,000 workloads. Goals: incremental recompile < 10 ms, admission evaluation < 50 us (policy/BENCH.md)." \
+  go test -run '^$' -bench 'CompileFull|Incremental|Evaluate' -benchtime 5x ./policy/compile/ ./policy/admit/
+
+section "Cluster policy store: effective policy reads" \
+  "1,000 documents, 1,000 groups, 2,000 rules (remote/policystore/BENCH.md)." \
+  go test -run '^$' -bench . -benchtime 30x ./remote/policystore/
+
+section "Federation fan-out: commit on the primary -> acked by every remote" \
+  "Real QUIC + mutual TLS on loopback; simulated remotes in a child process. Goal: p99 <= 1 s to 1,000 remotes (primary/BENCH.md)." \
+  go test -run '^$' -bench CommitToAck -benchtime=100x -timeout 20m ./primary/fedserver/
+
+section "Registry scanning" \
+  "Cold inventory of the Debian minbase image, re-scan of an unchanged digest, matching against the feed (registryscan/BENCH.md)." \
+  go test -run '^$' -bench . -benchtime 5x -benchmem ./registryscan/scan/
+
+section "Agent datapath: per-packet program cost and traffic ratios" \
+  "Program run time per packet at 10 and 100,000 rules (flat is the goal), and TCP request/response and bulk throughput with no program, 10 rules and 100,000 rules, as ratios to the no-program baseline of the same run (agent/BENCH.md). Needs root." \
+  go test -run '^$' -bench BenchmarkPrivileged -benchtime 1s ./agent/datapath/
+
 echo "wrote $out" >&2
