@@ -176,7 +176,8 @@ func (c *Client) update(fn func(*Status)) {
 // connection time).
 func (c *Client) Run(ctx context.Context) error {
 	addrs := c.cfg.Identity.Addrs
-	next := rand.IntN(len(addrs))
+	// The primary lists its serving replica (its Raft leader) first.
+	next := 0
 	failures := 0
 	for {
 		addr := addrs[next%len(addrs)]
