@@ -33,6 +33,7 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 	fs.DurationVar(&cfg.ReapTimeout, "reap-timeout", cfg.ReapTimeout, "how long an unreachable replica stays a member before it is removed")
 	fedAddr := fs.String("fed-addr", "0.0.0.0:11443", "federation listen address (UDP), served when this cluster is a primary")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	adm := addAdmissionFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -55,6 +56,9 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 	cfg.Logger = logger
 	if cfg.Name == "" || cfg.DataDir == "" {
 		return fmt.Errorf("%w: --name and --data-dir are required", errUsage)
+	}
+	if err := adm.check(); err != nil {
+		return err
 	}
 	if _, _, err := net.SplitHostPort(*fedAddr); err != nil {
 		return fmt.Errorf("%w: --fed-addr %q: %v", errUsage, *fedAddr, err)
@@ -84,6 +88,11 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 			logger.Error("policy API disabled", "err", err)
 		} else {
 			mods = append(mods, pm)
+		}
+		if am, err := adm.module(h, cfg.Name); err != nil {
+			logger.Error("admission webhook disabled", "err", err)
+		} else if am != nil {
+			mods = append(mods, am)
 		}
 		return mods
 	}

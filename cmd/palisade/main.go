@@ -36,6 +36,7 @@ func commands() []command {
 		{"group", "list the cluster's groups with their modes (group list)", runGroup},
 		{"rule", "list the cluster's network rules in precedence order (rule list)", runRule},
 		{"mode", "set group modes (mode set GROUP|--all MODE [--process])", runMode},
+		{"admission", "admission control: dry-run a manifest (test -f), list decisions (events), status", runAdmission},
 		{"fed", "federation: promote, tokens, join, status, rollout, rollback", runFed},
 		{"version", "print the version", runVersion},
 	}

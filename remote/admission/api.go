@@ -172,6 +172,16 @@ func Test(ctx context.Context, rules *Rules, src VerdictSource, object []byte) T
 	return res
 }
 
+// ObjectImages lists the distinct images of a Kubernetes object's
+// containers (none for kinds admission does not check or cannot read).
+func ObjectImages(object []byte) []string {
+	req, subj, _, err := review.FromObject(object)
+	if err != nil || subj != review.Checked {
+		return nil
+	}
+	return images(req)
+}
+
 func (w *Webhook) digestParam(c *gin.Context) (string, error) {
 	d := c.Param("digest")
 	if !verdict.ValidDigest(d) {
