@@ -61,7 +61,7 @@ spec:
 
 // env is a webhook serving over TLS on loopback with a real store.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	st     *store.Store
 	w      *Webhook
 	url    string
@@ -69,7 +69,7 @@ type env struct {
 	ca     *pki.CA
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -80,6 +80,11 @@ func freeAddr(t *testing.T) string {
 }
 
 func start(t *testing.T, mod func(*Config)) *env {
+	t.Helper()
+	return startTB(t, mod)
+}
+
+func startTB(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
 	st := teststore.Open(t, "r1")
 	ca, err := pki.NewCA("test", time.Hour)

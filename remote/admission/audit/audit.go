@@ -120,7 +120,7 @@ type Log struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	pending []Event
+	pending ring
 	dropped uint64
 	batches []string // this replica's stored batch keys, oldest first
 	seq     int64
@@ -153,12 +153,54 @@ func (l *Log) Record(e Event) {
 	e.Replica = l.cfg.Replica
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.pending) >= l.cfg.MaxPending {
-		n := len(l.pending) - l.cfg.MaxPending + 1
-		l.pending = slices.Delete(l.pending, 0, n)
-		l.dropped += uint64(n)
+	if l.pending.push(e, l.cfg.MaxPending) {
+		l.dropped++
 	}
-	l.pending = append(l.pending, e)
+}
+
+// ring is a bounded FIFO of events that overwrites the oldest when full.
+type ring struct {
+	buf  []Event
+	head int // index of the oldest event
+	n    int
+}
+
+// push appends e and reports whether the oldest event was overwritten.
+func (r *ring) push(e Event, limit int) bool {
+	if r.n < len(r.buf) {
+		r.buf[(r.head+r.n)%len(r.buf)] = e
+		r.n++
+		return false
+	}
+	if len(r.buf) < limit {
+		// Grow, keeping the order.
+		nb := make([]Event, min(max(2*len(r.buf), 64), limit))
+		copy(nb, r.items())
+		r.buf, r.head = nb, 0
+		r.buf[r.n] = e
+		r.n++
+		return false
+	}
+	r.buf[r.head] = e
+	r.head = (r.head + 1) % len(r.buf)
+	return true
+}
+
+// items returns the events, oldest first, as a new slice.
+func (r *ring) items() []Event {
+	out := make([]Event, 0, r.n)
+	for i := range r.n {
+		out = append(out, r.buf[(r.head+i)%len(r.buf)])
+	}
+	return out
+}
+
+// take returns the events and empties the ring, keeping its buffer.
+func (r *ring) take() []Event {
+	out := r.items()
+	clear(r.buf)
+	r.head, r.n = 0, 0
+	return out
 }
 
 // Dropped is how many events were dropped because the store could not keep
@@ -201,8 +243,7 @@ func (l *Log) Flush(ctx context.Context) error {
 		return nil
 	}
 	l.mu.Lock()
-	events := l.pending
-	l.pending = nil
+	events := l.pending.take()
 	l.seq++
 	key := fmt.Sprintf("%s%020d-%06d", l.ownPrefix(), time.Now().UnixNano(), l.seq%1000000)
 	var drop []string
@@ -223,10 +264,11 @@ func (l *Log) Flush(ctx context.Context) error {
 	}
 	if _, err := l.cfg.Store.Txn(ctx, txn); err != nil {
 		l.mu.Lock()
-		l.pending = append(events, l.pending...)
-		if over := len(l.pending) - l.cfg.MaxPending; over > 0 {
-			l.pending = slices.Delete(l.pending, 0, over)
-			l.dropped += uint64(over)
+		newer := l.pending.take()
+		for _, e := range append(events, newer...) {
+			if l.pending.push(e, l.cfg.MaxPending) {
+				l.dropped++
+			}
 		}
 		l.mu.Unlock()
 		return fmt.Errorf("write %d events: %w", len(events), err)
@@ -282,12 +324,13 @@ func (l *Log) List(f Filter) ([]Event, error) {
 	}
 	var out []Event
 	l.mu.Lock()
-	for i := range l.pending {
-		if f.keep(&l.pending[i]) {
-			out = append(out, l.pending[i])
+	pending := l.pending.items()
+	l.mu.Unlock()
+	for i := range pending {
+		if f.keep(&pending[i]) {
+			out = append(out, pending[i])
 		}
 	}
-	l.mu.Unlock()
 	if l.cfg.Store != nil {
 		kvs, _ := l.cfg.Store.List(Prefix)
 		for _, kv := range kvs {

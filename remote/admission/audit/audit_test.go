@@ -137,3 +137,22 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestRing(t *testing.T) {
+	var r ring
+	dropped := 0
+	for i := range 200 {
+		if r.push(Event{UID: fmt.Sprint(i)}, 100) {
+			dropped++
+		}
+		if i == 150 {
+			if got := r.take(); len(got) != 100 || got[0].UID != "51" || got[99].UID != "150" {
+				t.Fatalf("take after 151 pushes: %d events, first %s last %s", len(got), got[0].UID, got[len(got)-1].UID)
+			}
+		}
+	}
+	got := r.items()
+	if len(got) != 49 || got[0].UID != "151" || got[48].UID != "199" || dropped != 51 {
+		t.Errorf("items: %d, first %s, last %s, dropped %d", len(got), got[0].UID, got[len(got)-1].UID, dropped)
+	}
+}
