@@ -32,6 +32,7 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 	sans := fs.String("api-san", "", "comma-separated extra DNS names or IPs for the API certificate")
 	fs.DurationVar(&cfg.ReapTimeout, "reap-timeout", cfg.ReapTimeout, "how long an unreachable replica stays a member before it is removed")
 	fedAddr := fs.String("fed-addr", "0.0.0.0:11443", "federation listen address (UDP), served when this cluster is a primary")
+	agentAddr := fs.String("agent-addr", "0.0.0.0:18400", "agent listen address (UDP)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	adm := addAdmissionFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -83,6 +84,11 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		if link != nil {
 			mods = append(mods, link)
+		}
+		if am, err := agentsModule(h, *agentAddr, append([]string{cfg.AdvertiseHost}, cfg.APISANs...)); err != nil {
+			logger.Error("agent listener disabled", "err", err)
+		} else {
+			mods = append(mods, am)
 		}
 		if pm, err := policyModule(h); err != nil {
 			logger.Error("policy API disabled", "err", err)

@@ -38,6 +38,9 @@ func commands() []command {
 		{"mode", "set group modes (mode set GROUP|--all MODE [--process])", runMode},
 		{"admission", "admission control: dry-run a manifest (test -f), list decisions (events), status", runAdmission},
 		{"fed", "federation: promote, tokens, join, status, rollout, rollback", runFed},
+		{"agent", "run a node agent, or make an agent token (agent token create)", runAgent},
+		{"flow", "list the flows agents reported (flow list [--group G])", runFlow},
+		{"event", "list security events (event list)", runEvent},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/palisade-sec/palisade/agent/node"
+	"github.com/palisade-sec/palisade/remote/agents"
+	"github.com/palisade-sec/palisade/remote/controller"
+	"github.com/palisade-sec/palisade/remote/policystore"
+	"github.com/palisade-sec/palisade/shared/httpapi"
+)
+
+// runAgent runs a node agent, or with "token create" makes an agent token.
+func runAgent(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) > 0 && args[0] == "token" {
+		return runAgentToken(ctx, env, args[1:])
+	}
+	cfg := node.DefaultConfig()
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	ctl := fs.String("controller", "", "comma-separated controller agent addresses HOST:PORT (UDP) (required)")
+	token := fs.String("token", "", "agent token from `palisade agent token create` (needed until enrolled)")
+	tokenFile := fs.String("token-file", "", "file holding the agent token")
+	fs.StringVar(&cfg.Node, "node", "", "this node's name (required)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the agent's identity and last policy (required)")
+	fs.StringVar(&cfg.Workloads.File, "workloads", cfg.Workloads.File, "workloads YAML file (network-namespace workloads)")
+	fs.StringVar(&cfg.Workloads.NetnsDir, "netns-dir", cfg.Workloads.NetnsDir, "directory of named network namespaces")
+	hostNetns := fs.String("host-netns", "", "named network namespace holding the host side of the workloads' veths (default: the agent's)")
+	pinDir := fs.String("pin-dir", "", "bpffs directory for pinned maps (default /sys/fs/bpf/palisade/NODE)")
+	addrs := fs.String("address", "", "comma-separated addresses of this node")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parseFlags(fs, env, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	cfg.Controllers = splitList(*ctl)
+	if len(cfg.Controllers) == 0 || cfg.Node == "" || cfg.DataDir == "" {
+		return fmt.Errorf("%w: --controller, --node and --data-dir are required", errUsage)
+	}
+	cfg.Token = *token
+	if *tokenFile != "" {
+		t, err := readSecretFile(*tokenFile)
+		if err != nil {
+			return err
+		}
+		cfg.Token = t
+	}
+	if *hostNetns != "" {
+		cfg.Workloads.HostNetns = *hostNetns
+		if !filepath.IsAbs(*hostNetns) {
+			cfg.Workloads.HostNetns = filepath.Join(cfg.Workloads.NetnsDir, *hostNetns)
+		}
+	}
+	cfg.Datapath.PinDir = *pinDir
+	if cfg.Datapath.PinDir == "" {
+		cfg.Datapath.PinDir = filepath.Join("/sys/fs/bpf/palisade", cfg.Node)
+	}
+	cfg.Datapath.MountBPFFS = true
+	for _, s := range splitList(*addrs) {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("%w: --address %q: %v", errUsage, s, err)
+		}
+		cfg.Addresses = append(cfg.Addresses, a)
+	}
+	logger, err := newLogger(env, *logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	a, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+func runAgentToken(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) == 0 || args[0] != "create" {
+		return fmt.Errorf("%w: palisade agent token create [--ttl 1h] [-o json]", errUsage)
+	}
+	fs := flag.NewFlagSet("agent token create", flag.ContinueOnError)
+	o := addAPIFlags(fs)
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	if err := parseFlags(fs, env, args[1:]); err != nil {
+		return err
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	var out agents.CreatedToken
+	if err := c.Do(ctx, "POST", "/v1/agents/tokens", agents.TokenRequest{TTL: ttl.String()}, &out); err != nil {
+		return err
+	}
+	if o.json() {
+		return writeJSON(env.stdout, out)
+	}
+	fmt.Fprintln(env.stdout, out.Token)
+	return nil
+}
+
+func runFlow(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) == 0 || args[0] != "list" {
+		return fmt.Errorf("%w: palisade flow list [--group G] [-o json]", errUsage)
+	}
+	fs := flag.NewFlagSet("flow list", flag.ContinueOnError)
+	o := addAPIFlags(fs)
+	group := fs.String("group", "", "only flows with an end in this group")
+	pos, err := positionals(fs, env, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if *group != "" {
+		q.Set("group", *group)
+	}
+	pages, err := fetchAll(ctx, c, "/v1/flows", q, func(p *agents.FlowList) (int, int) { return len(p.Items), p.Total })
+	if err != nil {
+		return err
+	}
+	all := agents.FlowList{Items: []agents.FlowRecord{}}
+	for _, p := range pages {
+		all.Items = append(all.Items, p.Items...)
+		all.Total = p.Total
+	}
+	all.Limit = len(all.Items)
+	if o.json() {
+		return writeJSON(env.stdout, all)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLIENT\tSERVER\tPORT\tAPP\tMODE\tFLOWS\tVIOLATIONS\tLAST SEEN")
+	for _, f := range all.Items {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.Client, f.Server, protoPort(f.Proto, f.Port), orDash(f.App), f.Mode,
+			f.Flows, f.Violations, f.LastSeen.Format(time.RFC3339))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(all.Items) == 0 {
+		fmt.Fprintln(env.stdout, "(no flows)")
+	}
+	return nil
+}
+
+func runEvent(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) == 0 || args[0] != "list" {
+		return fmt.Errorf("%w: palisade event list [-o json]", errUsage)
+	}
+	fs := flag.NewFlagSet("event list", flag.ContinueOnError)
+	o := addAPIFlags(fs)
+	pos, err := positionals(fs, env, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	pages, err := fetchAll(ctx, c, "/v1/events", url.Values{}, func(p *agents.EventList) (int, int) { return len(p.Items), p.Total })
+	if err != nil {
+		return err
+	}
+	all := agents.EventList{Items: []agents.EventRecord{}}
+	for _, p := range pages {
+		all.Items = append(all.Items, p.Items...)
+		all.Total = p.Total
+	}
+	all.Limit = len(all.Items)
+	if o.json() {
+		return writeJSON(env.stdout, all)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tNODE\tKIND\tACTION\tMODE\tCLIENT\tSERVER\tPORT\tDETAIL")
+	for _, e := range all.Items {
+		detail := strings.TrimSpace(e.Path + " " + e.Message)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Node, e.Kind, e.Action, e.Mode,
+			orDash(e.Client), orDash(e.Server), protoPort(e.Proto, e.Port), orDash(detail))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(all.Items) == 0 {
+		fmt.Fprintln(env.stdout, "(no events)")
+	}
+	return nil
+}
+
+func protoPort(proto uint8, port uint16) string {
+	switch proto {
+	case 0:
+		return "-"
+	case 6:
+		return "tcp/" + strconv.Itoa(int(port))
+	case 17:
+		return "udp/" + strconv.Itoa(int(port))
+	}
+	return fmt.Sprintf("%d/%d", proto, port)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// agentsModule builds the agent side of a controller replica.
+func agentsModule(h *controller.Handle, addr string, names []string) (httpapi.Module, error) {
+	scfg := policystore.DefaultConfig()
+	scfg.KV, scfg.Logger = h.Store, h.Logger
+	ps, err := policystore.New(scfg)
+	if err != nil {
+		return nil, err
+	}
+	cfg := agents.DefaultConfig()
+	cfg.Store, cfg.Policy, cfg.CA, cfg.Logger = h.Store, ps, h.CA, h.Logger
+	cfg.Addr, cfg.ServerNames = addr, names
+	return agents.New(cfg)
+}
