@@ -7,6 +7,9 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -61,6 +64,9 @@ type Config struct {
 	LeaderTransport http.RoundTripper
 	// MaxBodyBytes bounds request bodies.
 	MaxBodyBytes int64
+	// UI serves GET and HEAD requests for paths outside /v1 and /metrics
+	// (the web console); nil answers them 404.
+	UI http.Handler
 }
 
 // DefaultConfig returns the defaults; Store, Auth, Cluster and Registry
@@ -160,6 +166,12 @@ func New(cfg Config) (*Server, error) {
 		s.writeError(c, apierr.Internal("internal error"))
 	}))
 	e.NoRoute(func(c *gin.Context) {
+		if s.cfg.UI != nil && isUIRequest(c.Request) {
+			// gin presets 404 for unmatched routes; the UI decides.
+			c.Status(http.StatusOK)
+			s.cfg.UI.ServeHTTP(c.Writer, c.Request)
+			return
+		}
 		s.writeError(c, apierr.NotFound("no route %s %s", c.Request.Method, c.Request.URL.Path))
 	})
 	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})))
@@ -228,8 +240,13 @@ func (s *Server) check(c *gin.Context, access httpapi.Access) bool {
 	if access == httpapi.Public {
 		return true
 	}
-	sess, err := s.cfg.Auth.Authenticate(c.Request.Context(), requestToken(c))
+	token := requestToken(c)
+	sess, err := s.cfg.Auth.Authenticate(c.Request.Context(), token)
 	if err != nil {
+		s.writeError(c, err)
+		return false
+	}
+	if err := checkCSRF(c, token); err != nil {
 		s.writeError(c, err)
 		return false
 	}
@@ -265,6 +282,54 @@ func requestToken(c *gin.Context) string {
 		return ck
 	}
 	return ""
+}
+
+// CSRFCookie is the browser's anti-forgery cookie; unlike the session
+// cookie, scripts of the console may read it.
+const CSRFCookie = "palisade_csrf"
+
+// CSRFHeader carries the anti-forgery token on a browser's state-changing
+// requests.
+const CSRFHeader = "X-Palisade-CSRF"
+
+// CSRFToken is the anti-forgery token bound to a session token: only a
+// page that can read the CSRF cookie (the console's own origin) can send
+// it back, and it is worthless with another session.
+func CSRFToken(session string) string {
+	h := sha256.Sum256([]byte("palisade-csrf\x00" + session))
+	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+// checkCSRF refuses a state-changing request authenticated by the session
+// cookie unless it carries the session's CSRF token in CSRFHeader.
+// Requests with an Authorization header cannot be forged by another site
+// and are not checked.
+func checkCSRF(c *gin.Context, token string) error {
+	switch c.Request.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return nil
+	}
+	if c.GetHeader("Authorization") != "" {
+		return nil
+	}
+	got := c.GetHeader(CSRFHeader)
+	if got == "" {
+		return apierr.Forbidden("a browser request that changes state needs the %s header", CSRFHeader)
+	}
+	if subtle.ConstantTimeCompare([]byte(got), []byte(CSRFToken(token))) != 1 {
+		return apierr.Forbidden("the %s header does not match this session", CSRFHeader)
+	}
+	return nil
+}
+
+// isUIRequest reports whether the web console serves r: a read of a path
+// outside the API.
+func isUIRequest(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	p := r.URL.Path
+	return p != "/v1" && !strings.HasPrefix(p, "/v1/") && p != "/metrics"
 }
 
 // writeError is the one place errors become HTTP responses.

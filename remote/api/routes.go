@@ -92,7 +92,9 @@ func (s *Server) login(c *gin.Context) (any, error) {
 		return nil, err
 	}
 	c.SetSameSite(http.SameSiteStrictMode)
-	c.SetCookie(SessionCookie, token, int(time.Until(sess.ExpiresAt).Seconds()), "/", "", true, true)
+	maxAge := int(time.Until(sess.ExpiresAt).Seconds())
+	c.SetCookie(SessionCookie, token, maxAge, "/", "", true, true)
+	c.SetCookie(CSRFCookie, CSRFToken(token), maxAge, "/", "", true, false)
 	return LoginResponse{Token: token, User: sess.User, Role: sess.Role, ExpiresAt: sess.ExpiresAt}, nil
 }
 
@@ -102,6 +104,7 @@ func (s *Server) logout(c *gin.Context) (any, error) {
 	}
 	c.SetSameSite(http.SameSiteStrictMode)
 	c.SetCookie(SessionCookie, "", -1, "/", "", true, true)
+	c.SetCookie(CSRFCookie, "", -1, "/", "", true, false)
 	return httpapi.Status{Code: http.StatusNoContent}, nil
 }
 

@@ -68,6 +68,9 @@ type Config struct {
 	// store is open. Modules that implement httpapi.Runner are run for the
 	// replica's whole life.
 	Modules func(h *Handle) []httpapi.Module
+	// UI serves the web console at paths outside /v1 (see api.Config.UI);
+	// nil serves none.
+	UI http.Handler
 	// Meta is published to the other replicas (for example this replica's
 	// federation address).
 	Meta map[string]string
@@ -235,6 +238,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	acfg.Logger = c.cfg.Logger
 	acfg.Registry = reg
 	acfg.LeaderURL = func() string { return leaderURL(st) }
+	acfg.UI = c.cfg.UI
 	acfg.LeaderTransport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}}
 	if c.cfg.Modules != nil {
 		acfg.Modules = c.cfg.Modules(h)
