@@ -1,0 +1,358 @@
+package scanning
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/palisade-sec/palisade/registryscan/scan"
+	"github.com/palisade-sec/palisade/registryscan/vulndb"
+	"github.com/palisade-sec/palisade/remote/admission/verdict"
+	"github.com/palisade-sec/palisade/remote/scanning/scanningtest"
+	"github.com/palisade-sec/palisade/shared/store"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// The in-process registry's and raft's pooled connections.
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*NetworkTransport).listen"),
+		goleak.IgnoreAnyFunction("github.com/hashicorp/raft-boltdb/v2.(*BoltStore).runMetrics"),
+		goleak.IgnoreAnyFunction("github.com/hashicorp/go-metrics.(*InmemSink).run"),
+	)
+}
+
+func vulndata(t testing.TB) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "..", "..", "shared", "vulndata"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("shared vulndata missing: %v", err)
+	}
+	return dir
+}
+
+// openStore starts a real single-replica store on loopback.
+func openStore(t testing.TB) *store.Store {
+	t.Helper()
+	cfg := store.DefaultConfig()
+	cfg.Name = "s1"
+	cfg.DataDir = t.TempDir()
+	cfg.RaftAddr = freePort(t)
+	cfg.GossipAddr = freePort(t)
+	cfg.APIAddr = "127.0.0.1:1"
+	cfg.BootstrapExpect = 1
+	st, err := store.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	waitFor(t, 20*time.Second, "store leads", func() error {
+		if !st.IsLeader() {
+			return fmt.Errorf("not leader")
+		}
+		return nil
+	})
+	return st
+}
+
+func freePort(t testing.TB) string {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		u, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		return addr
+	}
+	t.Fatal("no loopback port free for TCP and UDP")
+	return ""
+}
+
+func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s: %v", what, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func testConfig(t testing.TB, st *store.Store, cacheDir string) Config {
+	cfg := DefaultConfig()
+	cfg.Store = st
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.CacheDir = cacheDir
+	cfg.Feed = vulndb.DirSource{Dir: filepath.Join(vulndata(t), "alpine-secdb")}
+	cfg.Tick = 20 * time.Millisecond
+	cfg.MinInterval = time.Second
+	cfg.RetryBase = 20 * time.Millisecond
+	cfg.RetryMax = 100 * time.Millisecond
+	return cfg
+}
+
+// runModule runs a module until the test ends.
+func runModule(t testing.TB, cfg Config) *Module {
+	t.Helper()
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	return m
+}
+
+func putRegistry(t testing.TB, st *store.Store, reg Registry) {
+	t.Helper()
+	b, err := json.Marshal(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(context.Background(), PrefixRegistries+reg.Name, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func getJSON(t testing.TB, st *store.Store, key string, v any) bool {
+	t.Helper()
+	kv, ok, _ := st.Get(key)
+	if !ok {
+		return false
+	}
+	if err := json.Unmarshal(kv.Value, v); err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	return true
+}
+
+func waitStatus(t testing.TB, st *store.Store, name string, done func(Status) bool) Status {
+	t.Helper()
+	var got Status
+	waitFor(t, 30*time.Second, "registry "+name+" scanned", func() error {
+		if !getJSON(t, st, PrefixStatus+name, &got) || got.Finished.IsZero() || !done(got) {
+			return fmt.Errorf("status %+v", got)
+		}
+		return nil
+	})
+	return got
+}
+
+// TestScheduleScanIndexAndNoSecondPull scans a registry on the leader: the
+// result is stored as admission's verdict with the feed's CVEs, the ref
+// index points at it, a second scan pulls nothing, and a restarted replica
+// with a fresh store but the same cache dir pulls no layer either.
+func TestScheduleScanIndexAndNoSecondPull(t *testing.T) {
+	reg := scanningtest.NewRegistry(t)
+	img := scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "one")
+	digest := reg.Push(t, "apps/web:1.0", img)
+	reg.Push(t, "other/db:1", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.3-r0", "two"))
+	layers := scanningtest.LayerDigests(t, img)
+
+	st := openStore(t)
+	cacheDir := t.TempDir()
+	cfg := testConfig(t, st, cacheDir)
+	runModule(t, cfg)
+	putRegistry(t, st, Registry{Name: "local", URL: "http://" + reg.Host, Filter: filter(t, "apps/*"), Interval: Duration(time.Hour)})
+
+	s := waitStatus(t, st, "local", func(s Status) bool { return s.Scanned+s.Skipped+s.Failed == s.Images })
+	if s.Images != 1 || s.Scanned != 1 || s.Error != "" {
+		t.Fatalf("status %+v, want 1 image scanned", s)
+	}
+	kv, ok, _ := st.Get(PrefixResults + digest)
+	if !ok {
+		t.Fatalf("no result at %s", PrefixResults+digest)
+	}
+	v, err := verdict.Decode(kv.Value)
+	if err != nil {
+		t.Fatalf("admission cannot read the stored result: %v", err)
+	}
+	for _, cve := range []string{"CVE-2019-14904", "CVE-2019-14905"} {
+		if !slices.Contains(v.CVEs, cve) {
+			t.Errorf("verdict CVEs %v, want %s", v.CVEs, cve)
+		}
+	}
+	var e RefEntry
+	if !getJSON(t, st, PrefixRefs+reg.Host+"/apps/web:1.0", &e) || e.Digest != digest || e.Registry != "local" {
+		t.Fatalf("ref index entry %+v, want digest %s", e, digest)
+	}
+	for _, l := range layers {
+		if n := reg.BlobGets(l); n != 1 {
+			t.Errorf("layer %s pulled %d times, want 1", l, n)
+		}
+	}
+
+	// Scan now: the digest has a result, nothing is pulled.
+	before := reg.TotalBlobGets()
+	if _, err := st.Put(context.Background(), PrefixRequests+"local", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, st, "local", func(s2 Status) bool { return s2.Started.After(s.Started) && s2.Skipped == 1 })
+	if got := reg.TotalBlobGets(); got != before {
+		t.Errorf("a second scan downloaded %d blobs", got-before)
+	}
+
+	// A replica with a fresh store but the same cache dir pulls no layer.
+	st2 := openStore(t)
+	runModule(t, testConfig(t, st2, cacheDir))
+	putRegistry(t, st2, Registry{Name: "local", URL: reg.Host, Insecure: true, Filter: filter(t, "apps/*"), Interval: Duration(time.Hour)})
+	waitStatus(t, st2, "local", func(s Status) bool { return s.Scanned == 1 })
+	for _, l := range layers {
+		if n := reg.BlobGets(l); n != 1 {
+			t.Errorf("after a restart layer %s pulled %d times, want 1", l, n)
+		}
+	}
+	if _, ok, _ := st2.Get(PrefixResults + digest); !ok {
+		t.Fatal("restarted replica stored no result")
+	}
+}
+
+func filter(t testing.TB, s string) scan.Filter {
+	t.Helper()
+	f, err := ParseFilter(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestSkipFederatedDigests: a digest the primary already sent is never
+// scanned here, and the ref index still resolves the tag.
+func TestSkipFederatedDigests(t *testing.T) {
+	reg := scanningtest.NewRegistry(t)
+	digest := reg.Push(t, "apps/web:1.0", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "fed"))
+	st := openStore(t)
+	fedVerdict, _ := json.Marshal(verdict.Verdict{Digest: digest, Ref: "elsewhere/web:1.0", High: 2, ScannedAt: time.Now().UTC()})
+	if _, err := st.Put(context.Background(), PrefixFederated+digest, fedVerdict); err != nil {
+		t.Fatal(err)
+	}
+	m := runModule(t, testConfig(t, st, t.TempDir()))
+	putRegistry(t, st, Registry{Name: "local", URL: reg.Host, Insecure: true, Interval: Duration(time.Hour)})
+	s := waitStatus(t, st, "local", func(s Status) bool { return s.Images == 1 })
+	if s.Skipped != 1 || s.Scanned != 0 {
+		t.Fatalf("status %+v, want the image skipped", s)
+	}
+	if n := reg.TotalBlobGets(); n != 0 {
+		t.Fatalf("%d blobs downloaded for a federated digest", n)
+	}
+	if _, ok, _ := st.Get(PrefixResults + digest); ok {
+		t.Fatal("a local result was written for a federated digest")
+	}
+	if d, ok := m.ResolveRef(reg.Host + "/apps/web:1.0"); !ok || d != digest {
+		t.Fatalf("ResolveRef = %q, %v; want %s", d, ok, digest)
+	}
+	rs := m.Results()
+	if len(rs) != 1 || rs[0].Source != SourceFederated || rs[0].High != 2 {
+		t.Fatalf("results %+v, want the federated verdict", rs)
+	}
+}
+
+// TestRetryWithBackoff: an image whose manifest fails twice is retried,
+// its failure recorded meanwhile, and scanned on the third attempt; an
+// image that always fails is given up after MaxAttempts.
+func TestRetryWithBackoff(t *testing.T) {
+	reg := scanningtest.NewRegistry(t)
+	flaky := reg.Push(t, "apps/flaky:1", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "flaky"))
+	reg.Push(t, "apps/broken:1", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "broken"))
+	// HEAD and GET both count: the flaky image's first three manifest
+	// requests fail, so only a retry scans it.
+	reg.FailManifests("apps/flaky", 3)
+	reg.FailManifests("apps/broken", 1000)
+	st := openStore(t)
+	cfg := testConfig(t, st, t.TempDir())
+	cfg.MaxAttempts = 3
+	runModule(t, cfg)
+	putRegistry(t, st, Registry{Name: "r", URL: reg.Host, Insecure: true, Interval: Duration(time.Hour)})
+	s := waitStatus(t, st, "r", func(s Status) bool { return s.Scanned+s.Failed == 2 })
+	if s.Scanned != 1 || s.Failed != 1 {
+		t.Fatalf("status %+v, want 1 scanned and 1 failed", s)
+	}
+	if _, ok, _ := st.Get(PrefixResults + flaky); !ok {
+		t.Fatal("the flaky image has no result")
+	}
+	var f Failure
+	if getJSON(t, st, PrefixFailures+reg.Host+"/apps/flaky:1", &f) {
+		t.Errorf("failure of the flaky image still recorded after success: %+v", f)
+	}
+	if !getJSON(t, st, PrefixFailures+reg.Host+"/apps/broken:1", &f) {
+		t.Fatal("no failure recorded for the broken image")
+	}
+	if f.Attempts != 3 || !f.RetryAt.IsZero() || !strings.Contains(f.Error, "403") {
+		t.Fatalf("failure %+v, want 3 attempts, no retry, the server's error", f)
+	}
+}
+
+// TestFederatedRegistryNeedsPrimary: on a standalone cluster a federated
+// registry is not scanned and says why.
+func TestFederatedRegistryNeedsPrimary(t *testing.T) {
+	reg := scanningtest.NewRegistry(t)
+	reg.Push(t, "apps/web:1", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "x"))
+	st := openStore(t)
+	runModule(t, testConfig(t, st, t.TempDir()))
+	putRegistry(t, st, Registry{Name: "f", URL: reg.Host, Insecure: true, Federated: true, Interval: Duration(time.Hour)})
+	s := waitStatus(t, st, "f", func(Status) bool { return true })
+	if !strings.Contains(s.Error, "primary") || reg.ManifestGets() != 0 {
+		t.Fatalf("status %+v (manifest GETs %d), want a primary-only error and no traffic", s, reg.ManifestGets())
+	}
+}
+
+func TestDispatchLeastLoaded(t *testing.T) {
+	s := &scheduler{load: []int{2, 0, 1}, queues: []*queue{newQueue(), newQueue(), newQueue()}}
+	var got []int
+	for range 5 {
+		tk := &task{}
+		s.dispatch(tk)
+		got = append(got, tk.worker)
+	}
+	// Loads 2,0,1 -> 2,1,1 -> 2,2,1 -> 2,2,2 -> 3,2,2: ties go to the
+	// lowest index.
+	want := []int{1, 1, 2, 0, 1}
+	if !slices.Equal(got, want) {
+		t.Fatalf("workers %v, want %v (loads now %v)", got, want, s.load)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	c := Config{RetryBase: time.Second, RetryMax: 10 * time.Second}
+	for _, tc := range []struct {
+		n    int
+		want time.Duration
+	}{{1, time.Second}, {2, 2 * time.Second}, {3, 4 * time.Second}, {4, 8 * time.Second}, {5, 10 * time.Second}, {50, 10 * time.Second}} {
+		if got := c.backoff(tc.n); got != tc.want {
+			t.Errorf("backoff(%d) = %s, want %s", tc.n, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,513 @@
+package scanning
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/palisade-sec/palisade/remote/admission/verdict"
+	"github.com/palisade-sec/palisade/shared/clusterinfo"
+	"github.com/palisade-sec/palisade/shared/logfields"
+	"github.com/palisade-sec/palisade/shared/store"
+)
+
+// errNeedsPrimary is the status of a federated registry on a cluster that
+// is not a primary.
+var errNeedsPrimary = errors.New("scanning: a federated registry is scanned only on a primary cluster")
+
+type taskKind int
+
+const (
+	taskList taskKind = iota
+	taskImage
+)
+
+// task is one unit of work for a worker: listing a registry, or scanning
+// one image of it.
+type task struct {
+	kind    taskKind
+	pass    *pass
+	ref     string // normalized repository:tag (taskImage)
+	attempt int    // 1 for the first try
+	due     time.Time
+	worker  int
+}
+
+type outcome int
+
+const (
+	outScanned outcome = iota
+	outSkipped
+	outFailed
+)
+
+type taskResult struct {
+	t    *task
+	refs []string // taskList
+	out  outcome
+	err  error
+}
+
+// pass is one scan of one registry.
+type pass struct {
+	reg         Registry
+	host        string
+	insecure    bool
+	status      Status
+	outstanding int
+	// known maps digests (and index digests) that already have a result
+	// to the image digest of that result; filled by the list task, read
+	// by image tasks.
+	known map[string]string
+}
+
+type regState struct {
+	reg    Registry
+	rev    uint64
+	next   time.Time
+	reqRev uint64
+	pass   *pass
+	// listAttempts counts consecutive failures to list the registry.
+	listAttempts int
+}
+
+// scheduler runs on the leader for one term of leadership; one goroutine
+// (run) owns its state, workers report back on done.
+type scheduler struct {
+	m       *Module
+	regs    map[string]*regState
+	queues  []*queue
+	load    []int
+	retries []*task
+	done    chan taskResult
+}
+
+func newScheduler(m *Module) *scheduler {
+	s := &scheduler{m: m, regs: map[string]*regState{}, done: make(chan taskResult)}
+	for range m.cfg.Workers {
+		s.queues = append(s.queues, newQueue())
+		s.load = append(s.load, 0)
+	}
+	return s
+}
+
+func (s *scheduler) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for i, q := range s.queues {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.work(ctx, i, q)
+		}()
+	}
+	defer wg.Wait()
+	t := time.NewTicker(s.m.cfg.Tick)
+	defer t.Stop()
+	s.reconcile(ctx, time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-s.done:
+			s.finished(ctx, r, time.Now())
+		case now := <-t.C:
+			s.reconcile(ctx, now)
+		}
+	}
+}
+
+// dispatch gives t to the least-loaded worker (queued plus running).
+func (s *scheduler) dispatch(t *task) {
+	best := 0
+	for i, l := range s.load {
+		if l < s.load[best] {
+			best = i
+		}
+	}
+	t.worker = best
+	s.load[best]++
+	s.queues[best].push(t)
+}
+
+// reconcile reads the registries and requests, starts the passes that are
+// due and re-dispatches the retries that are due.
+func (s *scheduler) reconcile(ctx context.Context, now time.Time) {
+	kvs, _ := s.m.st.List(PrefixRegistries)
+	seen := map[string]bool{}
+	for _, kv := range kvs {
+		var reg Registry
+		if err := json.Unmarshal(kv.Value, &reg); err != nil {
+			continue
+		}
+		seen[reg.Name] = true
+		rs, ok := s.regs[reg.Name]
+		if !ok {
+			rs = &regState{next: now}
+			// A new leader resumes the schedule of the previous one.
+			if sk, ok, _ := s.m.st.Get(PrefixStatus + reg.Name); ok && kv.ModRevision < sk.ModRevision {
+				var st Status
+				if json.Unmarshal(sk.Value, &st) == nil && !st.Started.IsZero() {
+					rs.next = st.Started.Add(time.Duration(reg.Interval))
+				}
+			}
+			if rk, ok, _ := s.m.st.Get(PrefixRequests + reg.Name); ok && rk.ModRevision < kv.ModRevision {
+				rs.reqRev = rk.ModRevision
+			}
+			s.regs[reg.Name] = rs
+		} else if rs.rev != kv.ModRevision {
+			// An edited registry is scanned again at once.
+			rs.next = now
+		}
+		rs.reg, rs.rev = reg, kv.ModRevision
+	}
+	for n := range s.regs {
+		if !seen[n] {
+			delete(s.regs, n)
+		}
+	}
+	reqs, _ := s.m.st.List(PrefixRequests)
+	for _, kv := range reqs {
+		if rs, ok := s.regs[kv.Key[len(PrefixRequests):]]; ok && kv.ModRevision > rs.reqRev {
+			rs.reqRev = kv.ModRevision
+			rs.next = now
+		}
+	}
+	names := make([]string, 0, len(s.regs))
+	for n := range s.regs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		rs := s.regs[n]
+		if rs.pass == nil && !now.Before(rs.next) {
+			s.startPass(ctx, rs, now)
+		}
+	}
+	kept := s.retries[:0]
+	for _, t := range s.retries {
+		if now.Before(t.due) {
+			kept = append(kept, t)
+			continue
+		}
+		s.dispatch(t)
+	}
+	s.retries = kept
+}
+
+func (s *scheduler) startPass(ctx context.Context, rs *regState, now time.Time) {
+	rs.next = now.Add(time.Duration(rs.reg.Interval))
+	p := &pass{reg: rs.reg, status: Status{Started: now.UTC(), Replica: s.m.st.Name()}}
+	host, plain, err := rs.reg.Host()
+	if err == nil && rs.reg.Federated && clusterinfo.Get(s.m.st).Role != clusterinfo.Primary {
+		err = errNeedsPrimary
+	}
+	if err != nil {
+		p.status.Error, p.status.Finished = err.Error(), now.UTC()
+		s.writeStatus(ctx, rs.reg.Name, p.status)
+		return
+	}
+	p.host, p.insecure = host, plain || rs.reg.Insecure
+	rs.pass = p
+	p.outstanding = 1
+	s.dispatch(&task{kind: taskList, pass: p, attempt: 1})
+}
+
+// finished accounts for a task's result.
+func (s *scheduler) finished(ctx context.Context, r taskResult, now time.Time) {
+	t, p := r.t, r.t.pass
+	s.load[t.worker]--
+	rs := s.regs[p.reg.Name]
+	if r.err != nil && t.attempt < s.m.cfg.MaxAttempts && ctx.Err() == nil {
+		retry := *t
+		retry.attempt++
+		retry.due = now.Add(s.m.cfg.backoff(t.attempt))
+		s.retries = append(s.retries, &retry)
+		return
+	}
+	p.outstanding--
+	switch t.kind {
+	case taskList:
+		if r.err != nil {
+			p.status.Error = r.err.Error()
+			if rs != nil {
+				rs.listAttempts++
+			}
+			break
+		}
+		if rs != nil {
+			rs.listAttempts = 0
+		}
+		p.status.Images = len(r.refs)
+		for _, ref := range r.refs {
+			p.outstanding++
+			s.dispatch(&task{kind: taskImage, pass: p, ref: ref, attempt: 1})
+		}
+	case taskImage:
+		switch {
+		case r.err != nil:
+			p.status.Failed++
+		case r.out == outSkipped:
+			p.status.Skipped++
+		default:
+			p.status.Scanned++
+		}
+	}
+	if p.outstanding == 0 {
+		p.status.Finished = now.UTC()
+		s.writeStatus(ctx, p.reg.Name, p.status)
+		if rs != nil && rs.pass == p {
+			rs.pass = nil
+		}
+		s.m.log.Info("registry scanned", logRegistry, p.reg.Name, "images", p.status.Images, "scanned", p.status.Scanned,
+			"skipped", p.status.Skipped, "failed", p.status.Failed, logfields.Duration, p.status.Finished.Sub(p.status.Started))
+	}
+}
+
+func (s *scheduler) writeStatus(ctx context.Context, name string, st Status) {
+	b, _ := json.Marshal(st)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.m.st.Put(ctx, PrefixStatus+name, b); err != nil && ctx.Err() == nil {
+		s.m.log.Warn("record registry status", logRegistry, name, logfields.Error, err)
+	}
+}
+
+func (s *scheduler) work(ctx context.Context, id int, q *queue) {
+	for {
+		t, ok := q.pop(ctx)
+		if !ok {
+			return
+		}
+		var r taskResult
+		switch t.kind {
+		case taskList:
+			r = s.list(ctx, t)
+		case taskImage:
+			r = s.image(ctx, t)
+		}
+		r.t = t
+		select {
+		case s.done <- r:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *scheduler) remoteOpts(ctx context.Context) []remote.Option {
+	opts := []remote.Option{remote.WithContext(ctx)}
+	if s.m.cfg.Scan.Keychain != nil {
+		opts = append(opts, remote.WithAuthFromKeychain(s.m.cfg.Scan.Keychain))
+	}
+	if s.m.cfg.Scan.Transport != nil {
+		opts = append(opts, remote.WithTransport(s.m.cfg.Scan.Transport))
+	}
+	return opts
+}
+
+func nameOpts(insecure bool) []name.Option {
+	if insecure {
+		return []name.Option{name.Insecure}
+	}
+	return nil
+}
+
+// list lists the registry's matching images and gathers the digests that
+// already have a result.
+func (s *scheduler) list(ctx context.Context, t *task) taskResult {
+	p := t.pass
+	if t.attempt == 1 {
+		if _, ok, _ := s.m.st.Get(PrefixRequests + p.reg.Name); ok {
+			s.m.st.Delete(ctx, PrefixRequests+p.reg.Name)
+		}
+		s.writeStatus(ctx, p.reg.Name, p.status)
+	}
+	reg, err := name.NewRegistry(p.host, nameOpts(p.insecure)...)
+	if err != nil {
+		return taskResult{err: fmt.Errorf("registry %s: %w", p.reg.Name, err)}
+	}
+	lctx, cancel := context.WithTimeout(ctx, s.m.cfg.Scan.ImageTimeout)
+	defer cancel()
+	repos, err := remote.Catalog(lctx, reg, s.remoteOpts(lctx)...)
+	if err != nil {
+		return taskResult{err: fmt.Errorf("registry %s: catalog: %w", p.reg.Name, err)}
+	}
+	sort.Strings(repos)
+	f := p.reg.Filter
+	var refs []string
+	for _, repo := range repos {
+		if ok, _ := path.Match(f.Repository, repo); f.Repository != "" && !ok {
+			continue
+		}
+		r, err := name.NewRepository(reg.Name()+"/"+repo, nameOpts(p.insecure)...)
+		if err != nil {
+			continue
+		}
+		tags, err := remote.List(r, s.remoteOpts(lctx)...)
+		if err != nil {
+			return taskResult{err: fmt.Errorf("registry %s: tags of %s: %w", p.reg.Name, repo, err)}
+		}
+		var picked []string
+		for _, tag := range tags {
+			if ok, _ := path.Match(f.Tag, tag); f.Tag == "" || ok {
+				picked = append(picked, tag)
+			}
+		}
+		if f.MaxTags > 0 && len(picked) > f.MaxTags {
+			picked = picked[len(picked)-f.MaxTags:]
+		}
+		for _, tag := range picked {
+			refs = append(refs, r.Tag(tag).Name())
+		}
+	}
+	// Results this pass need not redo: for a federated registry those
+	// already streamed; otherwise this cluster's and the primary's.
+	prefixes := []string{PrefixResults, PrefixFederated}
+	if p.reg.Federated {
+		prefixes = []string{PrefixFedStream}
+	}
+	known := map[string]string{}
+	for _, pre := range prefixes {
+		kvs, _ := s.m.st.List(pre)
+		for _, kv := range kvs {
+			d := kv.Key[len(pre):]
+			known[d] = d
+			var idx struct {
+				IndexDigest string `json:"indexDigest"`
+			}
+			if json.Unmarshal(kv.Value, &idx) == nil && idx.IndexDigest != "" {
+				known[idx.IndexDigest] = d
+			}
+		}
+	}
+	p.known = known
+	return taskResult{refs: refs}
+}
+
+// image scans one image unless its digest already has a result, and
+// records the result or the failure.
+func (s *scheduler) image(ctx context.Context, t *task) taskResult {
+	p := t.pass
+	log := s.m.log.With(logRegistry, p.reg.Name, logRef, t.ref)
+	ref, err := name.ParseReference(t.ref, nameOpts(p.insecure)...)
+	if err != nil {
+		return s.failed(ctx, t, "", err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, s.m.cfg.Scan.ImageTimeout)
+	defer cancel()
+	digest := ""
+	if desc, err := remote.Head(ref, s.remoteOpts(hctx)...); err == nil {
+		digest = desc.Digest.String()
+	}
+	if d, ok := p.known[digest]; ok && digest != "" {
+		if err := s.index(ctx, p, t.ref, d); err != nil {
+			return s.failed(ctx, t, digest, err)
+		}
+		return taskResult{out: outSkipped}
+	}
+	reps, err := s.m.scanner(p.insecure).ScanImage(ctx, t.ref)
+	if err != nil {
+		log.Warn("scan image", logAttempt, t.attempt, logfields.Error, err)
+		return s.failed(ctx, t, digest, err)
+	}
+	ops := []store.Op{{Type: store.OpDelete, Key: PrefixFailures + t.ref}}
+	for i, r := range reps {
+		b, err := json.Marshal(verdict.FromReport(r))
+		if err != nil {
+			return s.failed(ctx, t, digest, err)
+		}
+		ops = append(ops, store.Op{Type: store.OpPut, Key: PrefixResults + r.Digest, Value: b})
+		if p.reg.Federated {
+			ops = append(ops, store.Op{Type: store.OpPut, Key: PrefixFedStream + r.Digest, Value: b})
+		}
+		if i == 0 {
+			e, _ := json.Marshal(RefEntry{Digest: r.Digest, Registry: p.reg.Name, Federated: p.reg.Federated})
+			ops = append(ops, store.Op{Type: store.OpPut, Key: PrefixRefs + t.ref, Value: e})
+		}
+	}
+	if _, err := s.m.st.Txn(ctx, store.Txn{Ops: ops}); err != nil {
+		return s.failed(ctx, t, digest, fmt.Errorf("store result: %w", err))
+	}
+	for _, r := range reps {
+		log.Info("image scanned", logDigest, r.Digest, "vulnerabilities", len(r.Vulnerabilities))
+	}
+	return taskResult{out: outScanned}
+}
+
+// index points ref at digest in the ref index, if it does not already.
+func (s *scheduler) index(ctx context.Context, p *pass, ref, digest string) error {
+	want := RefEntry{Digest: digest, Registry: p.reg.Name, Federated: p.reg.Federated}
+	if kv, ok, _ := s.m.st.Get(PrefixRefs + ref); ok {
+		var got RefEntry
+		if json.Unmarshal(kv.Value, &got) == nil && got == want {
+			return nil
+		}
+	}
+	b, _ := json.Marshal(want)
+	_, err := s.m.st.Txn(ctx, store.Txn{Ops: []store.Op{
+		{Type: store.OpPut, Key: PrefixRefs + ref, Value: b},
+		{Type: store.OpDelete, Key: PrefixFailures + ref},
+	}})
+	return err
+}
+
+// failed records the failure of t and returns it as the task's result.
+func (s *scheduler) failed(ctx context.Context, t *task, digest string, err error) taskResult {
+	f := Failure{Registry: t.pass.reg.Name, Ref: t.ref, Digest: digest, Attempts: t.attempt, Error: err.Error(), At: time.Now().UTC()}
+	if t.attempt < s.m.cfg.MaxAttempts {
+		f.RetryAt = f.At.Add(s.m.cfg.backoff(t.attempt))
+	}
+	if ctx.Err() == nil && t.ref != "" {
+		b, _ := json.Marshal(f)
+		if _, perr := s.m.st.Put(ctx, PrefixFailures+t.ref, b); perr != nil {
+			s.m.log.Warn("record scan failure", logRef, t.ref, logfields.Error, perr)
+		}
+	}
+	return taskResult{out: outFailed, err: err}
+}
+
+// queue is one worker's unbounded task queue.
+type queue struct {
+	mu     sync.Mutex
+	items  []*task
+	signal chan struct{}
+}
+
+func newQueue() *queue { return &queue{signal: make(chan struct{}, 1)} }
+
+func (q *queue) push(t *task) {
+	q.mu.Lock()
+	q.items = append(q.items, t)
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (q *queue) pop(ctx context.Context) (*task, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.items) > 0 {
+			t := q.items[0]
+			q.items[0] = nil
+			q.items = q.items[1:]
+			q.mu.Unlock()
+			return t, true
+		}
+		q.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-q.signal:
+		}
+	}
+}
