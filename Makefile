@@ -29,8 +29,15 @@ test: deps ## run every test: unit tests with -race, then the end-to-end suite
 unit: ## unit and privileged tests (race detector on)
 	$(GO) test -race -count=1 -timeout 15m $(UNIT_PKGS)
 
-e2e: build ## end-to-end tests with real palisade processes
-	PALISADE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m ./e2e/...
+e2e: build kube-apiserver ## end-to-end tests with real palisade processes
+	PALISADE_BIN=$(CURDIR)/$(BIN) PALISADE_KUBE_APISERVER=$(KUBE_APISERVER) $(GO) test -count=1 -timeout 20m ./e2e/...
+
+# kube-apiserver for the admission e2e test, built from the Go module proxy.
+KUBE_VERSION   ?= v1.37.2
+KUBE_APISERVER := $(CACHE_DIR)/kube-apiserver-$(KUBE_VERSION)
+.PHONY: kube-apiserver
+kube-apiserver: ## build kube-apiserver once into CACHE_DIR (10-15 min cold, instant when cached)
+	@KUBE_VERSION=$(KUBE_VERSION) GO=$(GO) bash scripts/kube-apiserver.sh $(CACHE_DIR) >/dev/null
 
 bench: deps build ## run the benchmarks and write bench/results.md
 	bash scripts/bench.sh

@@ -17,6 +17,7 @@ check libbpf-dev 'test -f /usr/include/bpf/bpf_helpers.h'
 check debootstrap 'have debootstrap'
 check rpm 'have rpmbuild'
 check db-util 'have db_load'
+check etcd-server 'have etcd'
 check redis-server 'have redis-server'
 
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

@@ -425,6 +425,7 @@ func addAdmissionFlags(fs *flag.FlagSet) *admissionFlags {
 	fs.StringVar(&a.sans, "admission-san", "", "comma-separated extra DNS names or IPs for the webhook certificate")
 	fs.StringVar(&a.exclude, "admission-exclude-namespaces", strings.Join(a.cfg.Registration.ExcludeNamespaces, ","), "comma-separated namespaces never sent to the webhook")
 	fs.BoolVar(&a.cfg.Resolver.Insecure, "admission-insecure-registry", false, "resolve image tags over plain HTTP too (test registries)")
+	fs.DurationVar(&a.cfg.Registration.Interval, "admission-resync", a.cfg.Registration.Interval, "how often the webhook registration is checked and repaired")
 	fs.StringVar(&a.kubeconfig, "kubeconfig", "", "kubeconfig to register the admission webhook with (default: the pod's service account when in a cluster; none otherwise)")
 	return a
 }
