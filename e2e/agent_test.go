@@ -1,0 +1,321 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/palisade-sec/palisade/e2e/harness"
+	"github.com/palisade-sec/palisade/remote/agents"
+	"github.com/palisade-sec/palisade/remote/policyapi"
+)
+
+// shopNet is the coffee shop in network namespaces: a node namespace
+// holding the host side of every veth and routing between them, four
+// workloads and an external client.
+type shopNet struct {
+	node string
+	ns   map[string]string // role -> namespace
+	ip   map[string]string // role -> address
+}
+
+func sh(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func newShopNet(t *testing.T) *shopNet {
+	t.Helper()
+	n := &shopNet{node: "pal-e2e-node", ns: map[string]string{}, ip: map[string]string{}}
+	add := func(ns string) {
+		exec.Command("ip", "netns", "del", ns).Run() // left over from a killed run
+		sh(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	add(n.node)
+	sh(t, "ip", "netns", "exec", n.node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	for i, role := range []string{"orders", "payments", "inventory", "redis", "client"} {
+		ns := "pal-e2e-" + role
+		add(ns)
+		host := fmt.Sprintf("pe%d", i+1)
+		sub := fmt.Sprintf("10.231.%d", i+1)
+		sh(t, "ip", "-n", n.node, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns)
+		sh(t, "ip", "-n", ns, "addr", "add", sub+".2/24", "dev", "eth0")
+		sh(t, "ip", "-n", ns, "link", "set", "eth0", "up")
+		sh(t, "ip", "-n", ns, "route", "add", "default", "via", sub+".1")
+		sh(t, "ip", "-n", n.node, "addr", "add", sub+".1/24", "dev", host)
+		sh(t, "ip", "-n", n.node, "link", "set", host, "up")
+		n.ns[role], n.ip[role] = ns, sub+".2"
+	}
+	return n
+}
+
+// inNetns runs fn on an OS thread inside namespace ns; sockets fn creates
+// stay there.
+func inNetns(ns string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open("/var/run/netns/" + ns)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		ferr := fn()
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+func dialFrom(ns, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := inNetns(ns, func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", addr, 700*time.Millisecond)
+		return err
+	})
+	return c, err
+}
+
+// httpServe serves HTTP in ns on addr:8080 until the test ends.
+func httpServe(t *testing.T, ns, addr, name string) {
+	t.Helper()
+	var l net.Listener
+	if err := inNetns(ns, func() error {
+		var err error
+		l, err = net.Listen("tcp", addr+":8080")
+		return err
+	}); err != nil {
+		t.Fatalf("listen in %s: %v", ns, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) }),
+		ReadHeaderTimeout: 2 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+}
+
+// httpGet makes one request from ns (a new connection each time).
+func httpGet(fromNS, addr string) (string, error) {
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(_ context.Context, _, a string) (net.Conn, error) { return dialFrom(fromNS, a) }}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + addr + ":8080/")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// redisPing sends PING from ns to the Redis server.
+func redisPing(fromNS, addr string) error {
+	c, err := dialFrom(fromNS, addr+":6379")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.WriteString(c, "*1\r\n$4\r\nPING\r\n"); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "+PONG\r\n" {
+		return fmt.Errorf("redis answered %q", line)
+	}
+	return nil
+}
+
+// TestAgentCoffeeShop runs a real controller and a real agent enforcing in
+// network namespaces: in Discover the controller learns the shop's flows
+// with their applications; in Protect those flows still work, payments ->
+// orders is dropped and reported, and a restarted agent keeps enforcing.
+func TestAgentCoffeeShop(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces and eBPF")
+	}
+	redisBin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not installed (scripts/deps.sh)")
+	}
+	dir := t.TempDir()
+	n := newShopNet(t)
+	for _, role := range []string{"orders", "payments", "inventory"} {
+		httpServe(t, n.ns[role], n.ip[role], role)
+	}
+	redis := exec.Command("ip", "netns", "exec", n.ns["redis"], redisBin, "--port", "6379", "--bind", n.ip["redis"],
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no")
+	redisLog, _ := os.Create(filepath.Join(dir, "redis.log"))
+	redis.Stdout, redis.Stderr = redisLog, redisLog
+	if err := redis.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { redis.Process.Kill(); redis.Wait(); redisLog.Close() })
+	harness.Eventually(t, 10*time.Second, "redis answers", func() error { return redisPing(n.ns["inventory"], n.ip["redis"]) })
+
+	pw := writeFile(t, dir, "admin.pw", "admin-password-1")
+	agentAddr := ports.Next(t)
+	cs := harness.StartCluster(t, bin, dir, &ports, harness.ClusterSpec{Prefix: "agt", Replicas: 1, PasswordFile: pw,
+		Extra: []string{"--agent-addr", agentAddr}})
+	c := cs[0]
+	env := []string{"PALISADE_SESSION_FILE=" + filepath.Join(dir, "session.json")}
+	mustCLI := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := harness.CLI(t, bin, env, args...)
+		if code != 0 {
+			t.Fatalf("palisade %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+		}
+		return out
+	}
+	mustCLI("login", "--api", c.API, "--ca-file", c.CAFile(), "--password-file", pw)
+	token := strings.TrimSpace(mustCLI("agent", "token", "create", "--ttl", "10m"))
+
+	var wl strings.Builder
+	for _, role := range []string{"orders", "payments", "inventory", "redis"} {
+		fmt.Fprintf(&wl, "- {name: %s, namespace: shop, netns: %s, labels: {app: %s}}\n", role, n.ns[role], role)
+	}
+	wlFile := writeFile(t, dir, "workloads.yaml", wl.String())
+	pinDir := fmt.Sprintf("/sys/fs/bpf/pal-e2e-%d", os.Getpid())
+	t.Cleanup(func() { os.RemoveAll(pinDir) })
+	agent := harness.Start(t, bin, dir, "agent", "agent", "--controller", agentAddr, "--token", token, "--node", "node1",
+		"--data-dir", filepath.Join(dir, "agent"), "--workloads", wlFile, "--host-netns", n.node, "--pin-dir", pinDir, "--log-level", "debug")
+	ready := regexp.MustCompile(`msg="agent ready"`)
+	agent.WaitLog(ready, 1, 20*time.Second)
+	agent.WaitLog(regexp.MustCompile(`msg="workload attached"`), 4, 20*time.Second)
+
+	// Discover: the shop's traffic is learned.
+	traffic := func() error {
+		if _, err := httpGet(n.ns["orders"], n.ip["payments"]); err != nil {
+			return fmt.Errorf("orders -> payments: %w", err)
+		}
+		if _, err := httpGet(n.ns["orders"], n.ip["inventory"]); err != nil {
+			return fmt.Errorf("orders -> inventory: %w", err)
+		}
+		if err := redisPing(n.ns["inventory"], n.ip["redis"]); err != nil {
+			return fmt.Errorf("inventory -> redis: %w", err)
+		}
+		if _, err := httpGet(n.ns["client"], n.ip["orders"]); err != nil {
+			return fmt.Errorf("client -> orders: %w", err)
+		}
+		return nil
+	}
+	want := map[string]string{
+		"learned.orders.shop->learned.payments.shop":  "http",
+		"learned.orders.shop->learned.inventory.shop": "http",
+		"learned.inventory.shop->learned.redis.shop":  "redis",
+		"external->learned.orders.shop":               "http",
+	}
+	harness.Eventually(t, 30*time.Second, "learned rules", func() error {
+		if err := traffic(); err != nil {
+			return err
+		}
+		var rules policyapi.RuleList
+		if err := json.Unmarshal([]byte(mustCLI("rule", "list", "--learned", "-o", "json")), &rules); err != nil {
+			return err
+		}
+		got := map[string]string{}
+		for _, r := range rules.Items {
+			got[r.From+"->"+r.To] = r.Ports + " " + strings.Join(r.Applications, ",")
+		}
+		for pair, app := range want {
+			if g, ok := got[pair]; !ok || !strings.Contains(strings.ToLower(g), app) {
+				return fmt.Errorf("rule %s: got %q, want app %s (all: %v)", pair, g, app, got)
+			}
+		}
+		if len(got) != len(want) {
+			return fmt.Errorf("learned %d rules, want %d: %v", len(got), len(want), got)
+		}
+		return nil
+	})
+	var flows agents.FlowList
+	if err := json.Unmarshal([]byte(mustCLI("flow", "list", "--group", "learned.orders.shop", "-o", "json")), &flows); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	for _, f := range flows.Items {
+		seen = append(seen, fmt.Sprintf("%s->%s/%d/%s", f.Client, f.Server, f.Port, f.App))
+	}
+	for _, w := range []string{"shop/orders->shop/payments/8080/http", "shop/orders->shop/inventory/8080/http", n.ip["client"] + "->shop/orders/8080/http"} {
+		if !slices.Contains(seen, w) {
+			t.Errorf("flow list --group learned.orders.shop lacks %s: %v", w, seen)
+		}
+	}
+
+	// Protect: learned flows pass, payments -> orders is dropped and reported.
+	mustCLI("mode", "set", "--all", "protect")
+	blocked := func() error {
+		if _, err := httpGet(n.ns["payments"], n.ip["orders"]); err == nil {
+			return fmt.Errorf("payments -> orders still passes")
+		}
+		return nil
+	}
+	harness.Eventually(t, 20*time.Second, "payments -> orders dropped", blocked)
+	if err := traffic(); err != nil {
+		t.Fatalf("learned flows in Protect: %v", err)
+	}
+	harness.Eventually(t, 10*time.Second, "violation event", func() error {
+		var evs agents.EventList
+		if err := json.Unmarshal([]byte(mustCLI("event", "list", "-o", "json")), &evs); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Kind == "network-violation" && e.Action == "deny" && e.Client == "shop/payments" && e.Server == "shop/orders" && e.Port == 8080 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no deny event for payments -> orders in %d events", len(evs.Items))
+	})
+
+	// The agent is gone: enforcement stays; back again: still enforced.
+	agent.Stop()
+	if err := blocked(); err != nil {
+		t.Fatalf("agent stopped: %v", err)
+	}
+	if err := traffic(); err != nil {
+		t.Fatalf("agent stopped, learned flows: %v", err)
+	}
+	agent.Restart()
+	agent.WaitLog(ready, 2, 20*time.Second)
+	if err := blocked(); err != nil {
+		t.Fatalf("agent restarted: %v", err)
+	}
+	if err := traffic(); err != nil {
+		t.Fatalf("agent restarted, learned flows: %v", err)
+	}
+}
