@@ -34,6 +34,7 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 	fedAddr := fs.String("fed-addr", "0.0.0.0:11443", "federation listen address (UDP), served when this cluster is a primary")
 	agentAddr := fs.String("agent-addr", "0.0.0.0:18400", "agent listen address (UDP)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	vulnDir := fs.String("vulndb", "", "directory of OSV and Alpine secdb files for registry scans, reloaded hourly (default: no feed)")
 	adm := addAdmissionFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -99,6 +100,11 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 			logger.Error("admission webhook disabled", "err", err)
 		} else if am != nil {
 			mods = append(mods, am)
+		}
+		if sm, err := scanningModule(h, cfg.DataDir, *vulnDir); err != nil {
+			logger.Error("registry scanning disabled", "err", err)
+		} else {
+			mods = append(mods, sm)
 		}
 		return mods
 	}

@@ -32,6 +32,7 @@ func commands() []command {
 		{"cluster", "show the controller cluster (status)", runCluster},
 		{"user", "manage users (create, list, delete)", runUser},
 		{"scan", "scan an image for vulnerabilities and secrets (scan image REF|--tar FILE)", runScan},
+		{"registry", "registry scanning: add, list, delete, scan now (results: scan result REF)", runRegistry},
 		{"policy", "policy as code: validate offline, apply, export, import-neuvector", runPolicy},
 		{"group", "list the cluster's groups with their modes (group list)", runGroup},
 		{"rule", "list the cluster's network rules in precedence order (rule list)", runRule},

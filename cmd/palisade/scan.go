@@ -24,6 +24,7 @@ const (
 )
 
 const scanUsage = `Usage: palisade scan image REF|--tar FILE [flags]
+       palisade scan result DIGEST|REF [-o json]   (a controller's stored result)
 
 Scans one image for vulnerable packages and secrets, with no controller.
 Exit status: 0 pass, 1 a finding at or above --fail-on, 2 could not scan.
@@ -44,8 +45,10 @@ func runScan(ctx context.Context, env *cliEnv, args []string) error {
 	switch args[0] {
 	case "image":
 		return runScanImage(ctx, env, args[1:])
+	case "result":
+		return runScanResult(ctx, env, args[1:])
 	}
-	return fmt.Errorf("%w: unknown scan subcommand %q (want image)", errUsage, args[0])
+	return fmt.Errorf("%w: unknown scan subcommand %q (want image or result)", errUsage, args[0])
 }
 
 type scanOptions struct {

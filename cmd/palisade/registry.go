@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/palisade-sec/palisade/registryscan/vulndb"
+	"github.com/palisade-sec/palisade/remote/controller"
+	"github.com/palisade-sec/palisade/remote/scanning"
+)
+
+// scanningModule builds the controller's registry scanning module, caching
+// layers under the replica's data dir.
+func scanningModule(h *controller.Handle, dataDir, vulnDir string) (*scanning.Module, error) {
+	cfg := scanning.DefaultConfig()
+	cfg.Store, cfg.Logger = h.Store, h.Logger
+	cfg.CacheDir = filepath.Join(dataDir, "scancache")
+	if vulnDir != "" {
+		cfg.Feed = vulndb.DirSource{Dir: vulnDir}
+	}
+	return scanning.New(cfg)
+}
+
+const registryUsage = `Usage: palisade registry SUBCOMMAND [flags]
+
+Subcommands:
+  add NAME URL [--filter REPO[:TAG]] [--interval 1h] [--fed] [--insecure]
+                     scan a registry on a schedule; --fed (on a primary)
+                     scans it once for the whole federation
+  list               list registries with their last scan
+  delete NAME        stop scanning a registry
+  scan NAME          scan a registry now
+
+`
+
+func runRegistry(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(env.stdout, registryUsage)
+		if len(args) == 0 {
+			return fmt.Errorf("%w: missing subcommand (want add, list, delete or scan)", errUsage)
+		}
+		return nil
+	}
+	switch args[0] {
+	case "add":
+		return runRegistryAdd(ctx, env, args[1:])
+	case "list":
+		return runRegistryList(ctx, env, args[1:])
+	case "delete":
+		return runRegistryNamed(ctx, env, "delete", args[1:])
+	case "scan":
+		return runRegistryNamed(ctx, env, "scan", args[1:])
+	}
+	return fmt.Errorf("%w: unknown registry subcommand %q (want add, list, delete or scan)", errUsage, args[0])
+}
+
+func runRegistryAdd(ctx context.Context, env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("registry add", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	o := addAPIFlags(fs)
+	filter := fs.String("filter", "", "repositories and tags to scan, REPO[:TAG] glob patterns (team/*, app:v1.*)")
+	interval := fs.Duration("interval", time.Hour, "time between scans")
+	fed := fs.Bool("fed", false, "scan for the whole federation (primary only): results go to every remote")
+	insecure := fs.Bool("insecure", false, "allow plain HTTP and self-signed certificates")
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if len(pos) != 2 {
+		return fmt.Errorf("%w: want NAME URL, got %d arguments", errUsage, len(pos))
+	}
+	f, err := scanning.ParseFilter(*filter)
+	if err != nil {
+		return fmt.Errorf("%w: --filter: %v", errUsage, err)
+	}
+	reg := scanning.Registry{Name: pos[0], URL: pos[1], Filter: f, Interval: scanning.Duration(*interval), Federated: *fed, Insecure: *insecure}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	var out scanning.RegistryInfo
+	if err := c.Do(ctx, "POST", "/v1/registries", reg, &out); err != nil {
+		return err
+	}
+	if o.json() {
+		return writeJSON(env.stdout, out)
+	}
+	scope := "this cluster"
+	if out.Federated {
+		scope = "the federation"
+	}
+	fmt.Fprintf(env.stdout, "registry %s added: %s every %s for %s\n", out.Name, out.URL, time.Duration(out.Interval), scope)
+	return nil
+}
+
+func runRegistryList(ctx context.Context, env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("registry list", flag.ContinueOnError)
+	o := addAPIFlags(fs)
+	if err := parseFlags(fs, env, args); err != nil {
+		return err
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	var out scanning.RegistryList
+	if err := c.Do(ctx, "GET", "/v1/registries", nil, &out); err != nil {
+		return err
+	}
+	if o.json() {
+		return writeJSON(env.stdout, out)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tURL\tFILTER\tINTERVAL\tSCOPE\tLAST SCAN\tIMAGES\tSCANNED\tSKIPPED\tFAILED\tERROR")
+	for _, r := range out.Items {
+		scope, last := "local", "never"
+		if r.Federated {
+			scope = "federated"
+		}
+		var imgs, scanned, skipped, failed int
+		errText := ""
+		if st := r.Status; st != nil {
+			last = st.Started.Local().Format(time.DateTime)
+			if st.Finished.IsZero() {
+				last += " (running)"
+			}
+			imgs, scanned, skipped, failed, errText = st.Images, st.Scanned, st.Skipped, st.Failed, st.Error
+		}
+		filter := r.Filter.Repository
+		if r.Filter.Tag != "" {
+			filter += ":" + r.Filter.Tag
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", r.Name, r.URL, regDash(filter), time.Duration(r.Interval), scope, last,
+			imgs, scanned, skipped, failed, regDash(errText))
+	}
+	return tw.Flush()
+}
+
+func runRegistryNamed(ctx context.Context, env *cliEnv, verb string, args []string) error {
+	fs := flag.NewFlagSet("registry "+verb, flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	o := addAPIFlags(fs)
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want one registry NAME", errUsage)
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	p := "/v1/registries/" + url.PathEscape(pos[0])
+	switch verb {
+	case "delete":
+		if err := c.Do(ctx, "DELETE", p, nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "registry %s deleted\n", pos[0])
+	case "scan":
+		if err := c.Do(ctx, "POST", p+"/scan", nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "scan of registry %s requested\n", pos[0])
+	}
+	return nil
+}
+
+// runScanResult shows the stored scan result of an image by digest or
+// by reference (resolved through the cluster's index).
+func runScanResult(ctx context.Context, env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("scan result", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	o := addAPIFlags(fs)
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want one image DIGEST or REF", errUsage)
+	}
+	q := url.Values{}
+	if strings.HasPrefix(pos[0], "sha256:") {
+		q.Set("digest", pos[0])
+	} else {
+		q.Set("ref", pos[0])
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	var out scanning.ResultList
+	if err := c.Do(ctx, "GET", "/v1/scan/results?"+q.Encode(), nil, &out); err != nil {
+		return err
+	}
+	if len(out.Items) == 0 {
+		return fmt.Errorf("no scan result for %s", pos[0])
+	}
+	r := out.Items[0]
+	if o.json() {
+		return writeJSON(env.stdout, r)
+	}
+	fmt.Fprintf(env.stdout, "Digest:     %s\n", r.Digest)
+	if r.IndexDigest != "" {
+		fmt.Fprintf(env.stdout, "Index:      %s\n", r.IndexDigest)
+	}
+	fmt.Fprintf(env.stdout, "Ref:        %s\n", regDash(r.Ref))
+	fmt.Fprintf(env.stdout, "Source:     %s\n", r.Source)
+	fmt.Fprintf(env.stdout, "Scanned at: %s\n", r.ScannedAt.Local().Format(time.RFC3339))
+	fmt.Fprintf(env.stdout, "Critical %d (%d fixable), High %d (%d fixable), Medium %d (%d fixable), Low %d\n",
+		r.Critical, r.CriticalWithFix, r.High, r.HighWithFix, r.Medium, r.MediumWithFix, r.Low)
+	if len(r.CVEs) > 0 {
+		fmt.Fprintf(env.stdout, "Advisories: %s\n", strings.Join(r.CVEs, ", "))
+	}
+	return nil
+}
+
+func regDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
