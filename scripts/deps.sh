@@ -18,6 +18,7 @@ check debootstrap 'have debootstrap'
 check rpm 'have rpmbuild'
 check db-util 'have db_load'
 check etcd-server 'have etcd'
+check openssl 'have openssl'
 check redis-server 'have redis-server'
 
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
