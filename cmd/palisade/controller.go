@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/palisade-sec/palisade/primary/hub"
+	"github.com/palisade-sec/palisade/remote/console"
 	"github.com/palisade-sec/palisade/remote/controller"
 	"github.com/palisade-sec/palisade/remote/federation"
 	"github.com/palisade-sec/palisade/shared/httpapi"
@@ -67,6 +68,11 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	fedAdvertise := controller.Advertise(*fedAddr, cfg.AdvertiseHost)
 	cfg.Meta = map[string]string{"fed": fedAdvertise}
+	ui, err := console.New(console.DefaultConfig())
+	if err != nil {
+		return err
+	}
+	cfg.UI = ui
 	cfg.Modules = func(h *controller.Handle) []httpapi.Module {
 		hcfg := hub.DefaultConfig()
 		hcfg.Store, hcfg.CA, hcfg.Logger = h.Store, h.CA, h.Logger
