@@ -435,6 +435,9 @@ func TestBadInput(t *testing.T) {
 			if err := json.Unmarshal(raw, &r); err != nil || r.Response == nil {
 				t.Fatalf("status %d: body %q is not a review reply", resp.StatusCode, raw)
 			}
+			if tt.wantCode != 200 && r.Response.Status.Code != tt.wantCode {
+				t.Errorf("status.code %d, want %d", r.Response.Status.Code, tt.wantCode)
+			}
 			if resp.StatusCode != tt.wantCode || r.Response.Allowed != tt.wantAllowed || r.Response.UID != tt.wantUID ||
 				r.Response.Status == nil || !strings.Contains(r.Response.Status.Message, tt.wantIn) {
 				t.Errorf("status %d reply %s; want %d allowed=%v uid=%q with %q", resp.StatusCode, raw, tt.wantCode, tt.wantAllowed, tt.wantUID, tt.wantIn)

@@ -48,6 +48,9 @@ func (w *Webhook) serveReview(rw http.ResponseWriter, r *http.Request) {
 	finish := func(code int, rv *review.Review, allowed bool, msg string, warnings []string) {
 		out := review.NewReply(rv, allowed, msg)
 		out.Response.Warnings = warnings
+		if code != http.StatusOK && out.Response.Status != nil {
+			out.Response.Status.Code, out.Response.Status.Reason = code, strings.ReplaceAll(http.StatusText(code), " ", "")
+		}
 		reply(rw, code, out)
 		ev.Allowed = allowed
 		if ev.Message == "" {
