@@ -99,7 +99,7 @@ type Agent struct {
 	table     *compile.Table
 	endpoints map[string]workload.Endpoint // by workload ID
 	attached  map[int]datapath.Identity    // host ifindex -> identity
-	wlChanged chan struct{}                 // signalled when endpoints change
+	wlChanged chan struct{}                // signalled when endpoints change
 	agg       *aggregator
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -94,39 +95,53 @@ func (m *Module) ingestFlows(ctx context.Context, node string, flows []agentprot
 	if len(recs) == 0 {
 		return nil
 	}
-	var txn store.Txn
-	existing, _ := m.st.List(PrefixFlows)
-	fresh := 0
-	for k := range recs {
-		if !slices.ContainsFunc(existing, func(kv store.KV) bool { return kv.Key == k }) {
-			fresh++
-		}
+	// Keep the MaxFlows most recently seen conversations.
+	type aged struct {
+		key  string
+		last time.Time
 	}
-	if over := len(existing) + fresh - m.cfg.MaxFlows; over > 0 {
-		type aged struct {
-			key  string
-			last time.Time
-		}
-		var old []aged
-		for _, kv := range existing {
-			if _, mine := recs[kv.Key]; mine {
-				continue
-			}
-			var r FlowRecord
-			_ = json.Unmarshal(kv.Value, &r)
-			old = append(old, aged{kv.Key, r.LastSeen})
-		}
-		slices.SortFunc(old, func(a, b aged) int { return a.last.Compare(b.last) })
-		for i := 0; i < over && i < len(old); i++ {
-			txn.Ops = append(txn.Ops, store.Op{Type: store.OpDelete, Key: old[i].key})
-		}
-	}
+	all := make([]aged, 0, len(recs))
 	for k, r := range recs {
-		b, err := json.Marshal(r)
-		if err != nil {
-			return err
+		all = append(all, aged{k, r.LastSeen})
+	}
+	existing, _ := m.st.List(PrefixFlows)
+	for _, kv := range existing {
+		if _, mine := recs[kv.Key]; mine {
+			continue
 		}
-		txn.Ops = append(txn.Ops, store.Op{Type: store.OpPut, Key: k, Value: b})
+		var r FlowRecord
+		_ = json.Unmarshal(kv.Value, &r)
+		all = append(all, aged{kv.Key, r.LastSeen})
+	}
+	slices.SortFunc(all, func(a, b aged) int {
+		if c := a.last.Compare(b.last); c != 0 {
+			return c
+		}
+		return strings.Compare(a.key, b.key)
+	})
+	var txn store.Txn
+	over := max(0, len(all)-m.cfg.MaxFlows)
+	for i, e := range all {
+		r, fresh := recs[e.key]
+		switch {
+		case i < over && !fresh:
+			txn.Ops = append(txn.Ops, store.Op{Type: store.OpDelete, Key: e.key})
+		case i < over && fresh:
+			if _, stored, _ := m.st.Get(e.key); stored {
+				txn.Ops = append(txn.Ops, store.Op{Type: store.OpDelete, Key: e.key})
+			}
+		default:
+			if fresh {
+				b, err := json.Marshal(r)
+				if err != nil {
+					return err
+				}
+				txn.Ops = append(txn.Ops, store.Op{Type: store.OpPut, Key: e.key, Value: b})
+			}
+		}
+	}
+	if len(txn.Ops) == 0 {
+		return nil
 	}
 	if _, err := m.st.Txn(ctx, txn); err != nil {
 		return fmt.Errorf("store flows: %w", err)
@@ -142,7 +157,8 @@ func (m *Module) ingestEvents(ctx context.Context, node string, evs []agentproto
 	if len(evs) == 0 {
 		return nil
 	}
-	var txn store.Txn
+	puts := map[string][]byte{}
+	var keys []string
 	for _, e := range evs {
 		n := m.events.n.Add(1)
 		id := fmt.Sprintf("%020d-%s-%d", e.Time.UnixNano(), node, n)
@@ -157,13 +173,28 @@ func (m *Module) ingestEvents(ctx context.Context, node string, evs []agentproto
 		if err != nil {
 			return err
 		}
-		txn.Ops = append(txn.Ops, store.Op{Type: store.OpPut, Key: PrefixEvents + id, Value: b})
+		puts[PrefixEvents+id] = b
+		keys = append(keys, PrefixEvents+id)
 	}
 	existing, _ := m.st.List(PrefixEvents)
-	if over := len(existing) + len(evs) - m.cfg.MaxEvents; over > 0 {
-		for i := 0; i < over && i < len(existing); i++ {
-			txn.Ops = append(txn.Ops, store.Op{Type: store.OpDelete, Key: existing[i].Key})
+	for _, kv := range existing {
+		keys = append(keys, kv.Key)
+	}
+	// Keys sort by time: keep the newest MaxEvents.
+	slices.Sort(keys)
+	var txn store.Txn
+	over := max(0, len(keys)-m.cfg.MaxEvents)
+	for i, k := range keys {
+		b, fresh := puts[k]
+		switch {
+		case i < over && !fresh:
+			txn.Ops = append(txn.Ops, store.Op{Type: store.OpDelete, Key: k})
+		case i >= over && fresh:
+			txn.Ops = append(txn.Ops, store.Op{Type: store.OpPut, Key: k, Value: b})
 		}
+	}
+	if len(txn.Ops) == 0 {
+		return nil
 	}
 	if _, err := m.st.Txn(ctx, txn); err != nil {
 		return fmt.Errorf("store events: %w", err)

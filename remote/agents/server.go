@@ -108,10 +108,24 @@ func (m *Module) serve(ctx context.Context, l *listener, wg *sync.WaitGroup) err
 	}
 }
 
-func refuse(str *quic.Stream, enc *agentproto.Encoder, code agentproto.RefuseCode, reason string) {
+// refuse tells the agent why and gives it a moment to read the answer
+// before the connection closes.
+func refuse(conn *quic.Conn, str *quic.Stream, enc *agentproto.Encoder, code agentproto.RefuseCode, reason string) {
 	_ = str.SetWriteDeadline(time.Now().Add(handshakeTimeout))
 	_ = enc.Encode(&agentproto.Refuse{Code: code, Reason: reason})
 	_ = str.Close()
+	lingerFor(conn)
+}
+
+// lingerFor waits until the peer closes the connection, for two seconds at
+// most, so that the last frames sent reach it.
+func lingerFor(conn *quic.Conn) {
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case <-conn.Context().Done():
+	case <-t.C:
+	}
 }
 
 // serveConn handles one agent connection: one stream, starting with
@@ -130,29 +144,29 @@ func (m *Module) serveConn(ctx context.Context, conn *quic.Conn) {
 	msg, err := dec.Decode()
 	_ = str.SetReadDeadline(time.Time{})
 	if err != nil {
-		refuse(str, enc, agentproto.RefuseProtocol, fmt.Sprintf("read first message: %v", err))
+		refuse(conn, str, enc, agentproto.RefuseProtocol, fmt.Sprintf("read first message: %v", err))
 		return
 	}
 	certs := conn.ConnectionState().TLS.PeerCertificates
 	switch msg := msg.(type) {
 	case *agentproto.Enroll:
-		m.enroll(ctx, str, enc, msg)
+		m.enroll(conn, str, enc, msg)
 	case *agentproto.Hello:
 		if len(certs) == 0 {
-			refuse(str, enc, agentproto.RefuseIdentity, "hello needs a client certificate: enroll first")
+			refuse(conn, str, enc, agentproto.RefuseIdentity, "hello needs a client certificate: enroll first")
 			return
 		}
 		leaf := certs[0]
 		if len(leaf.Subject.Organization) != 1 || leaf.Subject.Organization[0] != OrgAgent {
-			refuse(str, enc, agentproto.RefuseIdentity, "client certificate is not an agent's")
+			refuse(conn, str, enc, agentproto.RefuseIdentity, "client certificate is not an agent's")
 			return
 		}
 		if leaf.Subject.CommonName != msg.Node {
-			refuse(str, enc, agentproto.RefuseIdentity, fmt.Sprintf("certificate is for node %q, hello says %q", leaf.Subject.CommonName, msg.Node))
+			refuse(conn, str, enc, agentproto.RefuseIdentity, fmt.Sprintf("certificate is for node %q, hello says %q", leaf.Subject.CommonName, msg.Node))
 			return
 		}
 		if msg.Version != agentproto.Version {
-			refuse(str, enc, agentproto.RefuseVersion, fmt.Sprintf("agent speaks version %d, controller %d", msg.Version, agentproto.Version))
+			refuse(conn, str, enc, agentproto.RefuseVersion, fmt.Sprintf("agent speaks version %d, controller %d", msg.Version, agentproto.Version))
 			return
 		}
 		s := &session{m: m, node: msg.Node, addrs: msg.Addresses, str: str, enc: enc, dec: dec}
@@ -166,27 +180,27 @@ func (m *Module) serveConn(ctx context.Context, conn *quic.Conn) {
 		m.sessMu.Unlock()
 		m.log.Info("agent disconnected", logNode, s.node, logErr, err)
 	default:
-		refuse(str, enc, agentproto.RefuseProtocol, fmt.Sprintf("stream must start with Enroll or Hello, got %s", msg.Type()))
+		refuse(conn, str, enc, agentproto.RefuseProtocol, fmt.Sprintf("stream must start with Enroll or Hello, got %s", msg.Type()))
 	}
 }
 
 // enroll checks the token and issues the agent's client certificate.
-func (m *Module) enroll(ctx context.Context, str *quic.Stream, enc *agentproto.Encoder, msg *agentproto.Enroll) {
+func (m *Module) enroll(conn *quic.Conn, str *quic.Stream, enc *agentproto.Encoder, msg *agentproto.Enroll) {
 	if err := m.checkToken(msg.Token, time.Now()); err != nil {
 		m.log.Warn("agent enrolment refused", logNode, msg.Node, logErr, err)
-		refuse(str, enc, agentproto.RefuseToken, err.Error())
+		refuse(conn, str, enc, agentproto.RefuseToken, err.Error())
 		return
 	}
 	pub, err := pki.ParsePublicKey(msg.PublicKeyPEM)
 	if err != nil {
-		refuse(str, enc, agentproto.RefuseProtocol, fmt.Sprintf("public key: %v", err))
+		refuse(conn, str, enc, agentproto.RefuseProtocol, fmt.Sprintf("public key: %v", err))
 		return
 	}
 	ca := m.cfg.CA()
 	leaf, err := ca.Issue(pki.LeafRequest{CommonName: msg.Node, Organization: OrgAgent, Client: true,
 		Validity: m.cfg.CertValidity, PublicKey: pub})
 	if err != nil {
-		refuse(str, enc, agentproto.RefuseInternal, fmt.Sprintf("issue certificate: %v", err))
+		refuse(conn, str, enc, agentproto.RefuseInternal, fmt.Sprintf("issue certificate: %v", err))
 		return
 	}
 	_ = str.SetWriteDeadline(time.Now().Add(handshakeTimeout))
@@ -195,8 +209,7 @@ func (m *Module) enroll(ctx context.Context, str *quic.Stream, enc *agentproto.E
 	}
 	m.log.Info("agent enrolled", logNode, msg.Node)
 	_ = str.Close()
-	// Wait for the agent to read the answer and close.
-	_, _ = agentproto.NewDecoder(str, 0).Decode()
+	lingerFor(conn)
 }
 
 // session is one enrolled agent's stream.

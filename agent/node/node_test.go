@@ -1,0 +1,113 @@
+package node
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/palisade-sec/palisade/agent/datapath"
+	"github.com/palisade-sec/palisade/policy"
+	"github.com/palisade-sec/palisade/policy/compile"
+)
+
+func TestToDatapath(t *testing.T) {
+	v := func(src, dst uint32, lo uint16, app string, a policy.Action) compile.Verdict {
+		return compile.Verdict{SrcID: src, DstID: dst, Proto: 6, PortLo: lo, PortHi: lo, App: app, Action: a, RuleID: src + dst}
+	}
+	tests := []struct {
+		name string
+		in   []compile.Verdict
+		want []datapath.VerdictEntry
+	}{
+		{"plain allow and deny", []compile.Verdict{v(256, 257, 80, "", policy.ActionAllow), v(256, 257, 22, "", policy.ActionDeny)},
+			[]datapath.VerdictEntry{{SrcID: 256, DstID: 257, Proto: 6, PortLo: 80, PortHi: 80, Action: datapath.ActionAllow, RuleID: 513},
+				{SrcID: 256, DstID: 257, Proto: 6, PortLo: 22, PortHi: 22, Action: datapath.ActionDeny, RuleID: 513}}},
+		{"application allow becomes its port", []compile.Verdict{v(256, 257, 8080, "HTTP", policy.ActionAllow)},
+			[]datapath.VerdictEntry{{SrcID: 256, DstID: 257, Proto: 6, PortLo: 8080, PortHi: 8080, Action: datapath.ActionAllow, RuleID: 513}}},
+		{"plain entry wins over application entry", []compile.Verdict{v(256, 257, 80, "", policy.ActionDeny), v(256, 257, 80, "HTTP", policy.ActionAllow)},
+			[]datapath.VerdictEntry{{SrcID: 256, DstID: 257, Proto: 6, PortLo: 80, PortHi: 80, Action: datapath.ActionDeny, RuleID: 513}}},
+		{"application deny is not enforced in the kernel", []compile.Verdict{v(256, 257, 80, "HTTP", policy.ActionDeny)}, nil},
+		{"two applications on one port give one entry", []compile.Verdict{v(256, 257, 80, "HTTP", policy.ActionAllow), v(256, 257, 80, "GRPC", policy.ActionAllow)},
+			[]datapath.VerdictEntry{{SrcID: 256, DstID: 257, Proto: 6, PortLo: 80, PortHi: 80, Action: datapath.ActionAllow, RuleID: 513}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := &compile.Table{
+				Endpoints: []compile.Endpoint{{Prefix: netip.MustParsePrefix("10.0.0.2/32"), ID: 256}},
+				Verdicts:  tc.in,
+				Profiles:  []compile.Profile{{ID: 256, NetworkMode: policy.ModeProtect}, {ID: 257}},
+			}
+			got, err := ToDatapath(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got.Verdicts) != len(tc.want) {
+				t.Fatalf("verdicts: got %+v, want %+v", got.Verdicts, tc.want)
+			}
+			for i := range tc.want {
+				if got.Verdicts[i] != tc.want[i] {
+					t.Errorf("verdict %d: got %+v, want %+v", i, got.Verdicts[i], tc.want[i])
+				}
+			}
+			if got.Modes[256] != datapath.ModeProtect || got.Modes[257] != datapath.ModeDiscover {
+				t.Errorf("modes: got %v, want 256 protect, 257 discover", got.Modes)
+			}
+			if len(got.Endpoints) != 1 || got.Endpoints[0].Identity != 256 {
+				t.Errorf("endpoints: got %+v", got.Endpoints)
+			}
+		})
+	}
+	if _, err := ToDatapath(&compile.Table{Verdicts: []compile.Verdict{v(1, 2, 3, "", "maybe")}}); err == nil {
+		t.Error("unknown action: got no error")
+	}
+}
+
+func TestAggregator(t *testing.T) {
+	cl, sv := netip.MustParseAddr("10.231.1.2"), netip.MustParseAddr("10.231.2.2")
+	t0 := time.Unix(1000, 0)
+	ev := func(kind datapath.EventKind, srcPort uint16, reply bool, payload string) datapath.FlowEvent {
+		e := datapath.FlowEvent{Kind: kind, SrcAddr: cl, DstAddr: sv, SrcPort: srcPort, DstPort: 8080, Proto: 6, Mode: datapath.ModeDiscover, Reply: reply}
+		if reply {
+			e.SrcAddr, e.DstAddr, e.SrcPort, e.DstPort = sv, cl, 8080, srcPort
+		}
+		if payload != "" {
+			e.Payload = []byte(payload)
+		}
+		return e
+	}
+	a := newAggregator(10, 10, 10)
+	// One flow seen at both ends, with samples both ways; a second flow.
+	a.add(ev(datapath.EventNewFlow, 40000, false, ""), t0)
+	a.add(ev(datapath.EventNewFlow, 40000, false, ""), t0)
+	a.add(ev(datapath.EventSample, 40000, false, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"), t0)
+	a.add(ev(datapath.EventSample, 40000, true, "HTTP/1.1 200 OK\r\n\r\n"), t0)
+	a.add(ev(datapath.EventNewFlow, 40001, false, ""), t0)
+	// A violation dropped twice (a retransmitted SYN) is one event.
+	drop := ev(datapath.EventViolation, 40002, false, "")
+	drop.Mode, drop.Dropped, drop.Violation = datapath.ModeProtect, true, true
+	a.add(drop, t0)
+	a.add(drop, t0.Add(time.Second))
+	flows, evs := a.drain(t0, time.Minute)
+	if len(flows) != 1 {
+		t.Fatalf("flows: got %+v, want one conversation", flows)
+	}
+	f := flows[0]
+	if f.Client != cl || f.Server != sv || f.Port != 8080 || f.Flows != 3 || f.App != "http" || f.Violations != 1 || f.Dropped != 2 {
+		t.Errorf("conversation: got %+v, want 3 flows, app http, 1 violation, 2 drops", f)
+	}
+	if len(evs) != 1 || evs[0].Action != "deny" || evs[0].Mode != "protect" || evs[0].Client != cl || evs[0].Port != 8080 {
+		t.Errorf("events: got %+v, want one deny event", evs)
+	}
+	if flows, evs := a.drain(t0, time.Minute); len(flows) != 0 || len(evs) != 0 {
+		t.Errorf("second drain: got %d flows and %d events, want none", len(flows), len(evs))
+	}
+	// Bounds: conversations beyond the limit are counted as lost.
+	small := newAggregator(1, 10, 10)
+	small.add(ev(datapath.EventNewFlow, 1, false, ""), t0)
+	other := ev(datapath.EventNewFlow, 2, false, "")
+	other.DstPort = 9090
+	small.add(other, t0)
+	if small.lost != 1 {
+		t.Errorf("lost: got %d, want 1", small.lost)
+	}
+}
