@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -85,12 +87,14 @@ func startKubeCluster(t *testing.T, apiserver, dir string) *kubeCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	saDER, _ := x509.MarshalPKCS8PrivateKey(saKey)
+	saDER, _ := x509.MarshalECPrivateKey(saKey)
+	saPub, _ := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
 	files := map[string][]byte{
 		"ca.crt":     ca.CertPEM,
 		"server.crt": leaf.CertPEM,
 		"server.key": leaf.KeyPEM,
-		"sa.key":     pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: saDER}),
+		"sa.key":     pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: saDER}),
+		"sa.pub":     pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPub}),
 		"tokens.csv": []byte("e2e-admin-token,e2e-admin,1,system:masters\n"),
 	}
 	for n, b := range files {
@@ -100,7 +104,7 @@ func startKubeCluster(t *testing.T, apiserver, dir string) *kubeCluster {
 	}
 	addr := ports.Next(t)
 	_, port, _ := net.SplitHostPort(addr)
-	harness.Start(t, apiserver, dir, "kube-apiserver",
+	proc := harness.Start(t, apiserver, dir, "kube-apiserver",
 		"--etcd-servers", "http://"+etcdClient,
 		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", port,
 		"--tls-cert-file", filepath.Join(dir, "server.crt"), "--tls-private-key-file", filepath.Join(dir, "server.key"),
@@ -108,10 +112,11 @@ func startKubeCluster(t *testing.T, apiserver, dir string) *kubeCluster {
 		"--token-auth-file", filepath.Join(dir, "tokens.csv"),
 		"--authorization-mode", "RBAC",
 		"--service-account-issuer", "https://kubernetes.default.svc",
-		"--service-account-key-file", filepath.Join(dir, "sa.key"),
+		"--service-account-key-file", filepath.Join(dir, "sa.pub"),
 		"--service-account-signing-key-file", filepath.Join(dir, "sa.key"),
 		"--service-cluster-ip-range", "10.96.0.0/16",
 		"--endpoint-reconciler-type", "none",
+		"--allow-privileged=true",
 		// No controller manager runs, so no service account tokens exist.
 		"--disable-admission-plugins", "ServiceAccount",
 		"--cert-dir", filepath.Join(dir, "kube-certs"))
@@ -135,6 +140,9 @@ contexts:
 		t.Fatal(err)
 	}
 	took := harness.Eventually(t, 90*time.Second, "kube-apiserver ready", func() error {
+		if exited, err := proc.Exited(); exited {
+			t.Fatalf("kube-apiserver exited: %v", err)
+		}
 		req, _ := http.NewRequest("GET", kc.server+"/readyz", nil)
 		req.Header.Set("Authorization", "Bearer "+kc.token)
 		resp, err := kc.client.Do(req)
@@ -232,7 +240,7 @@ func TestAdmissionWebhookWithKubeAPIServer(t *testing.T) {
 	kc := startKubeCluster(t, apiserver, dir)
 
 	// A registry with one image, pushed by tag.
-	regSrv := httptest.NewServer(registry.New())
+	regSrv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(regSrv.Close)
 	regHost := strings.TrimPrefix(regSrv.URL, "http://")
 	img, err := random.Image(256, 1)
