@@ -191,7 +191,7 @@ func TestConsole(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS("#policy-yaml"), evil),
 		chromedp.SetValue(chromedp.CSS("#policy-target"), "local"),
 		chromedp.Click(chromedp.CSS("#policy-apply")),
-		waitText("#main", hostile),
+		waitText("#policy-lists", hostile),
 	)
 	type markup struct {
 		Imgs int  `json:"imgs"`

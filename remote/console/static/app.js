@@ -95,21 +95,36 @@ function cellText(v) {
 }
 
 // table renders rows with columns [{h, f}] and, with filter, a box that
-// keeps the rows whose text contains what is typed.
+// keeps the rows whose text contains what is typed. The first rows are
+// built at once and the rest in chunks, so a long table shows at once.
+const FIRST_ROWS = 100, CHUNK_ROWS = 500;
+
 export function table(cols, rows, opts = {}) {
   const tbody = h('tbody');
-  const trs = rows.map((r) => h('tr', null, cols.map((c) => {
+  const trs = [];
+  let query = '';
+  const build = (r) => h('tr', null, cols.map((c) => {
     const v = c.f(r);
     return h('td', null, v instanceof Node || Array.isArray(v) ? v : cellText(v));
-  })));
-  tbody.append(...trs);
+  }));
   const t = h('table', { 'data-rows': rows.length }, h('thead', null, h('tr', null, cols.map((c) => h('th', null, c.h)))), tbody);
+  let next = 0;
+  const more = (n) => {
+    const chunk = rows.slice(next, next + n).map(build);
+    next += chunk.length;
+    for (const tr of chunk) tr.hidden = query !== '' && !tr.textContent.toLowerCase().includes(query);
+    trs.push(...chunk);
+    tbody.append(...chunk);
+    if (next < rows.length) setTimeout(() => more(CHUNK_ROWS), 0);
+    else { t.dataset.complete = 'true'; performance.mark('palisade-table-complete'); }
+  };
+  more(FIRST_ROWS);
   if (!rows.length) tbody.append(h('tr', null, h('td', { colspan: cols.length, class: 'muted' }, opts.empty || 'None.')));
   if (!opts.filter) return t;
   const box = h('input', { class: 'filter', type: 'search', placeholder: 'Filter…', 'aria-label': 'filter' });
   box.addEventListener('input', () => {
-    const q = box.value.toLowerCase();
-    for (const tr of trs) tr.hidden = q !== '' && !tr.textContent.toLowerCase().includes(q);
+    query = box.value.toLowerCase();
+    for (const tr of trs) tr.hidden = query !== '' && !tr.textContent.toLowerCase().includes(query);
   });
   return h('div', null, box, t);
 }
@@ -440,6 +455,7 @@ export async function route() {
   if (gen !== generation) return; // a newer navigation won
   main.replaceChildren(...kids.flat().filter(Boolean));
   main.dataset.page = name;
+  performance.mark('palisade-page-' + name);
 }
 
 window.addEventListener('hashchange', route);
