@@ -203,6 +203,15 @@ func TestConsole(t *testing.T) {
 	}
 	screenshot(t, ctx, "console-policy")
 
+	// Every other page renders from the live API (or says what is not
+	// available) without a script error.
+	for _, page := range []string{"dashboard", "rollouts", "network", "events", "registries"} {
+		run(t, ctx, page+" page", chromedp.Navigate(base+"/ui/#/"+page), chromedp.WaitVisible(chromedp.CSS(`#main[data-page="`+page+`"] h1`)))
+	}
+	run(t, ctx, "rollout history", chromedp.Navigate(base+"/ui/#/rollouts"), waitText("#main", "Roll back"))
+	run(t, ctx, "risk score", chromedp.Navigate(base+"/ui/#/dashboard"), chromedp.WaitVisible(chromedp.CSS("#risk-score")), waitText("#main", "discover mode"))
+	screenshot(t, ctx, "console-dashboard")
+
 	// A cookie-authenticated write without the CSRF header is refused, even
 	// for an admin.
 	noCSRF := get(t, ctx, "write without CSRF header", chromedp.Evaluate[int](`fetch("/v1/fed/rollout/pause", {method: "POST"}).then(r => r.status)`, chromedp.EvalAwaitPromise))
