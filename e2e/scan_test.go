@@ -1,18 +1,29 @@
 package e2e
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/palisade-sec/palisade/e2e/harness"
+	"github.com/palisade-sec/palisade/primary/fedserver"
+	"github.com/palisade-sec/palisade/primary/fedserver/fedservertest"
+	"github.com/palisade-sec/palisade/remote/admission/verdict"
+	"github.com/palisade-sec/palisade/remote/fedclient"
 	"github.com/palisade-sec/palisade/remote/scanning"
 	"github.com/palisade-sec/palisade/remote/scanning/scanningtest"
+	"github.com/palisade-sec/palisade/shared/fedproto"
+	"github.com/palisade-sec/palisade/shared/jointoken"
+	"github.com/palisade-sec/palisade/shared/pki"
 )
 
 // startScanCluster is startFedCluster with extra controller flags.
@@ -176,4 +187,237 @@ func TestFederatedRegistryScan(t *testing.T) {
 	if !strings.Contains(errOut, "no registry") {
 		t.Fatalf("scan of a deleted registry: %q", errOut)
 	}
+}
+
+// resultApplier is a simulated remote's applier: it decodes every
+// federated scan result as admission's index would and counts the digests
+// it holds, in memory (a real remote writes them to its Raft store). With
+// decode false it only counts keys, to tell the transport's cost from the
+// remotes' decoding.
+type resultApplier struct {
+	mu      sync.Mutex
+	applied uint64
+	have    map[string]bool
+	want    int
+	decode  bool
+	done    chan struct{}
+	bad     error
+}
+
+func newResultApplier(want int, decode bool) *resultApplier {
+	return &resultApplier{have: map[string]bool{}, want: want, decode: decode, done: make(chan struct{})}
+}
+
+func (a *resultApplier) put(key string, value []byte) {
+	if !strings.HasPrefix(key, "scan/") {
+		return
+	}
+	if a.decode {
+		if _, err := verdict.Decode(value); err != nil && a.bad == nil {
+			a.bad = fmt.Errorf("%s: %w", key, err)
+		}
+	}
+	a.have[key] = true
+	if len(a.have) == a.want {
+		close(a.done)
+	}
+}
+
+func (a *resultApplier) Apply(_ context.Context, d fedproto.Delta) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if d.Revision <= a.applied {
+		return nil
+	}
+	for _, op := range d.Ops {
+		if op.Kind == fedproto.OpPut && !a.have[op.Key] {
+			a.put(op.Key, op.Value)
+		}
+	}
+	a.applied = d.Revision
+	return nil
+}
+
+func (a *resultApplier) ApplySnapshot(_ context.Context, s fedproto.Snapshot) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, o := range s.Objects {
+		if !a.have[o.Key] {
+			a.put(o.Key, o.Value)
+		}
+	}
+	a.applied = s.Revision
+	return nil
+}
+
+func (a *resultApplier) Applied() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.applied
+}
+
+// benchVerdict is the stored result of a scanned image with a typical
+// handful of findings.
+func benchVerdict(i int) (string, []byte) {
+	sum := sha256.Sum256([]byte(fmt.Sprint("image ", i)))
+	d := "sha256:" + hex.EncodeToString(sum[:])
+	v := verdict.Verdict{Digest: d, Ref: fmt.Sprintf("registry.example.com/team%d/app:%d", i%50, i), High: 2, HighWithFix: 2, Medium: 3, Low: 1,
+		CVEs: []string{"CVE-2019-14904", "CVE-2019-14905", "CVE-2020-1733", "CVE-2020-1735", "CVE-2020-1739", "GHSA-xxxx-yyyy-zzzz"}, ScannedAt: time.Now().UTC()}
+	b, _ := json.Marshal(v)
+	return d, b
+}
+
+// BenchmarkScanResultsToRemotes measures the distribution of 10,000
+// federated scan results to 100 remotes: a real federation server (QUIC,
+// mutual TLS, in-memory log) and 100 real federation clients in this
+// process. The primary commits the results batch at a time: batch=75 is
+// what the scanning scheduler commits when results come faster than its
+// flush interval (ResultBatch 300 operations, four per federated image),
+// batch=1 one revision per image. The figure is the time from the first
+// commit until every remote holds every result.
+func BenchmarkScanResultsToRemotes(b *testing.B) {
+	for _, batch := range []int{1, 75} {
+		for _, decode := range []bool{true, false} {
+			b.Run(fmt.Sprintf("batch=%d/decode=%v", batch, decode), func(b *testing.B) { benchResultsToRemotes(b, batch, decode) })
+		}
+	}
+}
+
+func benchResultsToRemotes(b *testing.B, batch int, decode bool) {
+	const results, remotes = 10000, 100
+	ca, err := pki.NewCA("bench primary ca", time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, err := jointoken.NewKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	log, members := fedservertest.NewLog(), fedservertest.NewMembers()
+	scfg := fedserver.DefaultConfig()
+	scfg.Addr, scfg.CA, scfg.ServerNames = "127.0.0.1:0", ca, []string{"127.0.0.1"}
+	scfg.TokenKey, scfg.Tokens, scfg.Members, scfg.Log = key.Public(), fedservertest.NewTokens(), members, log
+	srv, err := fedserver.New(scfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() {
+		if err := srv.Run(ctx); err != nil {
+			b.Errorf("server: %v", err)
+		}
+	})
+	for srv.Addr() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Each iteration distributes a fresh set of results, so every remote
+	// needs a new applier per iteration; they are swapped in through one
+	// level of indirection.
+	appliers := make([]*resultApplier, remotes)
+	var swap sync.Mutex
+	for i := range remotes {
+		name := fmt.Sprintf("r%03d", i)
+		k, keyPEM, err := pki.NewKey()
+		if err != nil {
+			b.Fatal(err)
+		}
+		leaf, err := ca.Issue(pki.LeafRequest{CommonName: name, Organization: "remote", Client: true, Validity: time.Hour, PublicKey: k.Public()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := members.Add(ctx, fedserver.Member{Name: name, CertFingerprint: pki.Fingerprint(leaf.Cert)}); err != nil {
+			b.Fatal(err)
+		}
+		appliers[i] = newResultApplier(1, decode)
+		ccfg := fedclient.DefaultConfig()
+		ccfg.Identity = &fedclient.Identity{Name: name, CertPEM: leaf.CertPEM, KeyPEM: keyPEM, CAPEM: ca.CertPEM, Addrs: []string{srv.Addr().String()}}
+		ccfg.Applier = &swappable{mu: &swap, a: &appliers[i]}
+		c, err := fedclient.New(ccfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Go(func() { c.Run(ctx) })
+	}
+	// Every remote connected and holding the seed.
+	log.Put("scan/seed", mustJSON(verdict.Verdict{Digest: "sha256:" + strings.Repeat("0", 64)}))
+	waitAll(b, appliers, time.Minute)
+
+	var total time.Duration
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		b.StopTimer()
+		swap.Lock()
+		for i := range appliers {
+			old := appliers[i]
+			appliers[i] = newResultApplier(results, decode)
+			appliers[i].applied = old.Applied()
+		}
+		swap.Unlock()
+		ops := make([]fedproto.Op, results)
+		for i := range ops {
+			d, v := benchVerdict(n*results + i)
+			ops[i] = fedproto.Op{Kind: fedproto.OpPut, Key: "scan/" + d, Value: v}
+		}
+		b.StartTimer()
+		t0 := time.Now()
+		for i := 0; i < len(ops); i += batch {
+			log.Commit(ops[i:min(i+batch, len(ops))]...)
+		}
+		waitAll(b, appliers, 5*time.Minute)
+		total += time.Since(t0)
+	}
+	b.StopTimer()
+	for _, a := range appliers {
+		if a.bad != nil {
+			b.Fatalf("a remote could not decode a result: %v", a.bad)
+		}
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "s-to-all-remotes")
+	b.ReportMetric(float64(results*remotes)*float64(b.N)/total.Seconds(), "results/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// swappable lets the benchmark replace a client's applier between
+// iterations.
+type swappable struct {
+	mu *sync.Mutex
+	a  **resultApplier
+}
+
+func (s *swappable) cur() *resultApplier {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return *s.a
+}
+
+func (s *swappable) Apply(ctx context.Context, d fedproto.Delta) error { return s.cur().Apply(ctx, d) }
+func (s *swappable) ApplySnapshot(ctx context.Context, snap fedproto.Snapshot) error {
+	return s.cur().ApplySnapshot(ctx, snap)
+}
+func (s *swappable) Applied() uint64 { return s.cur().Applied() }
+
+func waitAll(b *testing.B, as []*resultApplier, timeout time.Duration) {
+	b.Helper()
+	deadline := time.After(timeout)
+	for i, a := range as {
+		select {
+		case <-a.done:
+		case <-deadline:
+			a.mu.Lock()
+			n := len(a.have)
+			a.mu.Unlock()
+			b.Fatalf("remote %d holds %d of %d results after %s", i, n, a.want, timeout)
+		}
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

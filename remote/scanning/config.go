@@ -44,6 +44,12 @@ type Config struct {
 	// further failure up to RetryMax.
 	RetryBase time.Duration
 	RetryMax  time.Duration
+	// ResultBatch is the most store operations written in one
+	// transaction; a result waits at most ResultFlush for its batch to
+	// fill. Fewer, larger revisions cost less in Raft and in the
+	// federation stream.
+	ResultBatch int
+	ResultFlush time.Duration
 }
 
 // DefaultConfig returns the defaults of `palisade controller`.
@@ -59,6 +65,8 @@ func DefaultConfig() Config {
 		MaxAttempts:     5,
 		RetryBase:       5 * time.Second,
 		RetryMax:        5 * time.Minute,
+		ResultBatch:     300,
+		ResultFlush:     100 * time.Millisecond,
 	}
 }
 
@@ -83,6 +91,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("scanning: config: max attempts %d must be at least 1", c.MaxAttempts)
 	case c.RetryBase <= 0 || c.RetryMax < c.RetryBase:
 		return fmt.Errorf("scanning: config: retry base %s and max %s must be positive, base <= max", c.RetryBase, c.RetryMax)
+	case c.ResultBatch < 3 || c.ResultBatch > store.MaxTxnOps:
+		return fmt.Errorf("scanning: config: result batch %d must be from 3 to %d", c.ResultBatch, store.MaxTxnOps)
+	case c.ResultFlush <= 0:
+		return fmt.Errorf("scanning: config: result flush %s must be positive", c.ResultFlush)
 	case c.Feed != nil && c.FeedInterval <= 0:
 		return fmt.Errorf("scanning: config: feed interval %s must be positive", c.FeedInterval)
 	}

@@ -356,3 +356,62 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestResultWriterBatches: results handed over together are written in as
+// few revisions as ResultBatch allows, and nothing handed over is lost when
+// the writer stops.
+func TestResultWriterBatches(t *testing.T) {
+	st := openStore(t)
+	for _, tc := range []struct {
+		name      string
+		batch     int
+		writes    int
+		wantRevs  int
+		flushWait time.Duration
+	}{
+		{"one batch", 300, 10, 1, time.Hour},
+		{"split by size", 4, 8, 4, time.Hour}, // 2 ops per write, 4 ops per txn
+		{"flushed by time", 300, 3, 1, 10 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t, st, t.TempDir())
+			cfg.ResultBatch, cfg.ResultFlush = tc.batch, tc.flushWait
+			m, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := newScheduler(m)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				s.writeResults(ctx)
+			}()
+			prefix := "test/" + strings.ReplaceAll(tc.name, " ", "-") + "/"
+			for i := range tc.writes {
+				s.writes <- write{ops: []store.Op{
+					{Type: store.OpPut, Key: fmt.Sprintf("%s%02d/a", prefix, i), Value: []byte("x")},
+					{Type: store.OpPut, Key: fmt.Sprintf("%s%02d/b", prefix, i), Value: []byte("x")},
+				}}
+			}
+			if tc.flushWait < time.Second {
+				waitFor(t, 10*time.Second, "flush by time", func() error {
+					if kvs, _ := st.List(prefix); len(kvs) != 2*tc.writes {
+						return fmt.Errorf("%d keys", len(kvs))
+					}
+					return nil
+				})
+			}
+			cancel()
+			<-done
+			kvs, _ := st.List(prefix)
+			revs := map[uint64]bool{}
+			for _, kv := range kvs {
+				revs[kv.ModRevision] = true
+			}
+			if len(kvs) != 2*tc.writes || len(revs) != tc.wantRevs {
+				t.Fatalf("%d keys in %d revisions, want %d in %d", len(kvs), len(revs), 2*tc.writes, tc.wantRevs)
+			}
+		})
+	}
+}

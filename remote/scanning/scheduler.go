@@ -88,10 +88,11 @@ type scheduler struct {
 	load    []int
 	retries []*task
 	done    chan taskResult
+	writes  chan write
 }
 
 func newScheduler(m *Module) *scheduler {
-	s := &scheduler{m: m, regs: map[string]*regState{}, done: make(chan taskResult)}
+	s := &scheduler{m: m, regs: map[string]*regState{}, done: make(chan taskResult), writes: make(chan write)}
 	for range m.cfg.Workers {
 		s.queues = append(s.queues, newQueue())
 		s.load = append(s.load, 0)
@@ -101,6 +102,16 @@ func newScheduler(m *Module) *scheduler {
 
 func (s *scheduler) run(ctx context.Context) {
 	var wg sync.WaitGroup
+	wctx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		s.writeResults(wctx)
+	}()
+	// The writer stops after the workers, so that what they handed it is
+	// still written.
+	defer func() { <-writerDone }()
+	defer stopWriter()
 	for i, q := range s.queues {
 		wg.Add(1)
 		go func() {
@@ -271,12 +282,13 @@ func (s *scheduler) finished(ctx context.Context, r taskResult, now time.Time) {
 	}
 }
 
+// writeStatus records a registry's status through the result writer, so
+// that it is stored with or after every result handed over before it.
 func (s *scheduler) writeStatus(ctx context.Context, name string, st Status) {
 	b, _ := json.Marshal(st)
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := s.m.st.Put(ctx, PrefixStatus+name, b); err != nil && ctx.Err() == nil {
-		s.m.log.Warn("record registry status", logRegistry, name, logfields.Error, err)
+	select {
+	case s.writes <- write{ops: []store.Op{{Type: store.OpPut, Key: PrefixStatus + name, Value: b}}}:
+	case <-ctx.Done():
 	}
 }
 
@@ -418,7 +430,8 @@ func (s *scheduler) image(ctx context.Context, t *task) taskResult {
 		log.Warn("scan image", logAttempt, t.attempt, logfields.Error, err)
 		return s.failed(ctx, t, digest, err)
 	}
-	ops := []store.Op{{Type: store.OpDelete, Key: PrefixFailures + t.ref}}
+	ops := make([]store.Op, 0, 3*len(reps)+1)
+	ops = append(ops, store.Op{Type: store.OpDelete, Key: PrefixFailures + t.ref})
 	for i, r := range reps {
 		b, err := json.Marshal(verdict.FromReport(r))
 		if err != nil {
@@ -433,8 +446,10 @@ func (s *scheduler) image(ctx context.Context, t *task) taskResult {
 			ops = append(ops, store.Op{Type: store.OpPut, Key: PrefixRefs + t.ref, Value: e})
 		}
 	}
-	if _, err := s.m.st.Txn(ctx, store.Txn{Ops: ops}); err != nil {
-		return s.failed(ctx, t, digest, fmt.Errorf("store result: %w", err))
+	select {
+	case s.writes <- write{ops: ops, failure: s.failure(t, digest, nil)}:
+	case <-ctx.Done():
+		return taskResult{out: outFailed, err: ctx.Err()}
 	}
 	for _, r := range reps {
 		log.Info("image scanned", logDigest, r.Digest, "vulnerabilities", len(r.Vulnerabilities))
@@ -459,12 +474,20 @@ func (s *scheduler) index(ctx context.Context, p *pass, ref, digest string) erro
 	return err
 }
 
+func (s *scheduler) failure(t *task, digest string, err error) Failure {
+	f := Failure{Registry: t.pass.reg.Name, Ref: t.ref, Digest: digest, Attempts: t.attempt, At: time.Now().UTC()}
+	if err != nil {
+		f.Error = err.Error()
+		if t.attempt < s.m.cfg.MaxAttempts {
+			f.RetryAt = f.At.Add(s.m.cfg.backoff(t.attempt))
+		}
+	}
+	return f
+}
+
 // failed records the failure of t and returns it as the task's result.
 func (s *scheduler) failed(ctx context.Context, t *task, digest string, err error) taskResult {
-	f := Failure{Registry: t.pass.reg.Name, Ref: t.ref, Digest: digest, Attempts: t.attempt, Error: err.Error(), At: time.Now().UTC()}
-	if t.attempt < s.m.cfg.MaxAttempts {
-		f.RetryAt = f.At.Add(s.m.cfg.backoff(t.attempt))
-	}
+	f := s.failure(t, digest, err)
 	if ctx.Err() == nil && t.ref != "" {
 		b, _ := json.Marshal(f)
 		if _, perr := s.m.st.Put(ctx, PrefixFailures+t.ref, b); perr != nil {
@@ -472,6 +495,79 @@ func (s *scheduler) failed(ctx context.Context, t *task, digest string, err erro
 		}
 	}
 	return taskResult{out: outFailed, err: err}
+}
+
+// write is one image's result, handed to the result writer.
+type write struct {
+	ops []store.Op
+	// failure is recorded (with the store's error) if the write fails.
+	failure Failure
+}
+
+// writeResults writes the results workers hand it in batches: up to
+// ResultBatch operations per transaction, waiting at most ResultFlush for
+// a batch to fill. It returns when ctx ends, after writing what it holds.
+func (s *scheduler) writeResults(ctx context.Context) {
+	var (
+		batch []write
+		n     int
+		timer *time.Timer
+		fire  <-chan time.Time
+	)
+	flush := func() {
+		if timer != nil {
+			timer.Stop()
+			timer, fire = nil, nil
+		}
+		if len(batch) == 0 {
+			return
+		}
+		ops := make([]store.Op, 0, n)
+		for _, w := range batch {
+			ops = append(ops, w.ops...)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if ctx.Err() != nil {
+			wctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		}
+		defer cancel()
+		if _, err := s.m.st.Txn(wctx, store.Txn{Ops: ops}); err != nil {
+			s.m.log.Warn("store scan results", logfields.Count, len(batch), logfields.Error, err)
+			var fops []store.Op
+			for _, w := range batch {
+				if w.failure.Ref == "" {
+					continue // a status
+				}
+				f := w.failure
+				f.Error = fmt.Sprintf("store result: %v", err)
+				b, _ := json.Marshal(f)
+				fops = append(fops, store.Op{Type: store.OpPut, Key: PrefixFailures + f.Ref, Value: b})
+			}
+			if len(fops) > 0 {
+				s.m.st.Txn(wctx, store.Txn{Ops: fops})
+			}
+		}
+		batch, n = batch[:0], 0
+	}
+	defer flush()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case w := <-s.writes:
+			if n+len(w.ops) > s.m.cfg.ResultBatch {
+				flush()
+			}
+			batch, n = append(batch, w), n+len(w.ops)
+			if timer == nil {
+				timer = time.NewTimer(s.m.cfg.ResultFlush)
+				fire = timer.C
+			}
+		case <-fire:
+			timer, fire = nil, nil
+			flush()
+		}
+	}
 }
 
 // queue is one worker's unbounded task queue.
