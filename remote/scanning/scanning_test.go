@@ -415,3 +415,46 @@ func TestResultWriterBatches(t *testing.T) {
 		})
 	}
 }
+
+// TestFeedUpdateRewritesResults: a feed that gains advisories re-matches
+// the stored inventory and rewrites the image's result, pulling nothing.
+func TestFeedUpdateRewritesResults(t *testing.T) {
+	reg := scanningtest.NewRegistry(t)
+	digest := reg.Push(t, "apps/web:1", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "feed"))
+	feedDir := t.TempDir()
+	// A first feed that says nothing about ansible.
+	if err := os.WriteFile(filepath.Join(feedDir, "main.yaml"), []byte("distroversion: v3.11\nreponame: main\npackages: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := openStore(t)
+	cfg := testConfig(t, st, t.TempDir())
+	cfg.Feed = vulndb.DirSource{Dir: feedDir}
+	m := runModule(t, cfg)
+	putRegistry(t, st, Registry{Name: "r", URL: reg.Host, Insecure: true, Interval: Duration(time.Hour)})
+	waitStatus(t, st, "r", func(s Status) bool { return s.Scanned == 1 })
+	var v verdict.Verdict
+	if !getJSON(t, st, PrefixResults+digest, &v) || len(v.CVEs) != 0 {
+		t.Fatalf("result before the update %+v, want no advisories", v)
+	}
+	pulled := reg.TotalBlobGets()
+	secdb, err := os.ReadFile(filepath.Join(vulndata(t), "alpine-secdb", "v3.11", "main.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(feedDir, "main.yaml"), secdb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	u, err := m.updater.Refresh(context.Background())
+	if err != nil || !u.Changed || len(u.Changes) != 1 {
+		t.Fatalf("refresh: %+v, %v; want one changed image", u, err)
+	}
+	waitFor(t, 10*time.Second, "result rewritten", func() error {
+		if !getJSON(t, st, PrefixResults+digest, &v) || !slices.Contains(v.CVEs, "CVE-2019-14904") {
+			return fmt.Errorf("result %+v", v)
+		}
+		return nil
+	})
+	if got := reg.TotalBlobGets(); got != pulled {
+		t.Fatalf("the feed update downloaded %d blobs", got-pulled)
+	}
+}
