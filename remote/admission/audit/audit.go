@@ -1,8 +1,9 @@
 // Package audit records admission decisions: who asked to run what, which
 // rule decided, whether it was allowed, and how long the decision took.
 // Recording never blocks the webhook: events are buffered in memory and
-// written to the replicated store in batches (one key per batch under
-// admission/events/<replica>/), keeping the newest batches of each replica.
+// written to the replicated store in batches (keys under
+// admission/events/<replica>/), keeping the newest events of each replica up
+// to a bound.
 package audit
 
 import (
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -86,17 +88,20 @@ type Config struct {
 	// MaxPending bounds the events buffered between flushes; beyond it the
 	// oldest are dropped (and counted).
 	MaxPending int
-	// MaxBatches is how many batches of this replica are kept in the store.
-	MaxBatches int
+	// MaxEvents is how many events of this replica are kept in the store;
+	// the oldest batches go first.
+	MaxEvents int
+	// MaxBatchEvents bounds the events of one stored batch (one key).
+	MaxBatchEvents int
 	// Logger receives flush errors.
 	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults: a flush a second, at most 10,000
-// events waiting, the newest 600 batches kept (ten minutes at full rate,
-// more when quieter).
+// events waiting, the newest 50,000 events of each replica kept (about
+// 15 MB of store), in batches of at most 1,000.
 func DefaultConfig() Config {
-	return Config{FlushInterval: time.Second, MaxPending: 10000, MaxBatches: 600}
+	return Config{FlushInterval: time.Second, MaxPending: 10000, MaxEvents: 50000, MaxBatchEvents: 1000}
 }
 
 // Validate reports the first problem with the configuration.
@@ -108,8 +113,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("audit: config: flush interval %v must be positive", c.FlushInterval)
 	case c.MaxPending < 1:
 		return fmt.Errorf("audit: config: max pending %d must be at least 1", c.MaxPending)
-	case c.MaxBatches < 1:
-		return fmt.Errorf("audit: config: max batches %d must be at least 1", c.MaxBatches)
+	case c.MaxBatchEvents < 1:
+		return fmt.Errorf("audit: config: max batch events %d must be at least 1", c.MaxBatchEvents)
+	case c.MaxEvents < c.MaxBatchEvents:
+		return fmt.Errorf("audit: config: max events %d must be at least max batch events %d", c.MaxEvents, c.MaxBatchEvents)
 	}
 	return nil
 }
@@ -122,8 +129,11 @@ type Log struct {
 	mu      sync.Mutex
 	pending ring
 	dropped uint64
-	batches []string // this replica's stored batch keys, oldest first
 	seq     int64
+
+	flushMu sync.Mutex
+	batches []batch // this replica's stored batches, oldest first
+	stored  int     // events in batches
 }
 
 // New builds a Log; with a store, it picks up the batches this replica
@@ -140,7 +150,14 @@ func New(cfg Config) (*Log, error) {
 	if cfg.Store != nil {
 		kvs, _ := cfg.Store.List(l.ownPrefix())
 		for _, kv := range kvs {
-			l.batches = append(l.batches, kv.Key)
+			b := batch{key: kv.Key, n: cfg.MaxBatchEvents}
+			if i := strings.LastIndexByte(kv.Key, '-'); i >= 0 {
+				if n, err := strconv.Atoi(kv.Key[i+1:]); err == nil && n >= 0 {
+					b.n = n
+				}
+			}
+			l.batches = append(l.batches, b)
+			l.stored += b.n
 		}
 	}
 	return l, nil
@@ -235,32 +252,53 @@ func (l *Log) Run(ctx context.Context) error {
 	}
 }
 
-// Flush writes the buffered events as one batch, deleting this replica's
-// oldest batches beyond MaxBatches in the same transaction. On failure the
-// events go back to the buffer.
+// batch is one stored key of events; its key ends in "-<count>".
+type batch struct {
+	key string
+	n   int
+}
+
+// Flush writes the buffered events in batches of at most MaxBatchEvents,
+// deleting this replica's oldest batches beyond MaxEvents in the same
+// transaction. On failure the events go back to the buffer.
 func (l *Log) Flush(ctx context.Context) error {
 	if l.cfg.Store == nil {
 		return nil
 	}
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
 	l.mu.Lock()
 	events := l.pending.take()
-	l.seq++
-	key := fmt.Sprintf("%s%020d-%06d", l.ownPrefix(), time.Now().UnixNano(), l.seq%1000000)
-	var drop []string
-	if over := len(l.batches) + 1 - l.cfg.MaxBatches; over > 0 {
-		drop = slices.Clone(l.batches[:over])
+	if over := len(events) - l.cfg.MaxEvents; over > 0 {
+		events = events[over:]
+		l.dropped += uint64(over)
 	}
 	l.mu.Unlock()
 	if len(events) == 0 {
 		return nil
 	}
-	b, err := json.Marshal(events)
-	if err != nil {
-		return fmt.Errorf("encode events: %w", err)
+	var (
+		txn     store.Txn
+		planned = slices.Clone(l.batches)
+		total   = l.stored
+		now     = time.Now().UnixNano()
+	)
+	for chunk := range slices.Chunk(events, l.cfg.MaxBatchEvents) {
+		b, err := json.Marshal(chunk)
+		if err != nil {
+			return fmt.Errorf("encode events: %w", err)
+		}
+		l.seq++
+		key := fmt.Sprintf("%s%020d-%06d-%d", l.ownPrefix(), now, l.seq%1000000, len(chunk))
+		txn.Ops = append(txn.Ops, store.Op{Type: store.OpPut, Key: key, Value: b})
+		planned = append(planned, batch{key: key, n: len(chunk)})
+		total += len(chunk)
 	}
-	txn := store.Txn{Ops: []store.Op{{Type: store.OpPut, Key: key, Value: b}}}
-	for _, k := range drop {
-		txn.Ops = append(txn.Ops, store.Op{Type: store.OpDelete, Key: k})
+	dropped := 0
+	for total > l.cfg.MaxEvents && dropped < len(l.batches) {
+		txn.Ops = append(txn.Ops, store.Op{Type: store.OpDelete, Key: planned[dropped].key})
+		total -= planned[dropped].n
+		dropped++
 	}
 	if _, err := l.cfg.Store.Txn(ctx, txn); err != nil {
 		l.mu.Lock()
@@ -273,9 +311,7 @@ func (l *Log) Flush(ctx context.Context) error {
 		l.mu.Unlock()
 		return fmt.Errorf("write %d events: %w", len(events), err)
 	}
-	l.mu.Lock()
-	l.batches = append(l.batches[len(drop):], key)
-	l.mu.Unlock()
+	l.batches, l.stored = planned[dropped:], total
 	return nil
 }
 

@@ -14,14 +14,14 @@ import (
 func TestLogStoresAndLists(t *testing.T) {
 	st := teststore.Open(t, "r1")
 	cfg := DefaultConfig()
-	cfg.Replica, cfg.Store, cfg.MaxBatches = "r1", st, 3
+	cfg.Replica, cfg.Store, cfg.MaxEvents, cfg.MaxBatchEvents = "r1", st, 6, 2
 	l, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	// Five batches of two events; only the newest three batches stay.
+	// Five batches of two events; only the newest six events stay.
 	for b := range 5 {
 		for i := range 2 {
 			n := b*2 + i
@@ -84,6 +84,38 @@ func TestLogStoresAndLists(t *testing.T) {
 	}
 }
 
+func TestFlushSplitsBatches(t *testing.T) {
+	st := teststore.Open(t, "r1")
+	cfg := DefaultConfig()
+	cfg.Replica, cfg.Store, cfg.MaxBatchEvents, cfg.MaxEvents = "r1", st, 2, 4
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		l.Record(Event{Time: time.Unix(int64(i), 0), UID: fmt.Sprint(i)})
+	}
+	if err := l.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The oldest event does not fit in four; the rest go in two batches.
+	kvs, _ := st.List(Prefix)
+	if len(kvs) != 2 || !strings.HasSuffix(kvs[0].Key, "-2") || !strings.HasSuffix(kvs[1].Key, "-2") {
+		t.Errorf("stored keys %q, %q", kvs[0].Key, kvs[len(kvs)-1].Key)
+	}
+	if got, _ := l.List(Filter{}); len(got) != 4 || got[0].UID != "4" || got[3].UID != "1" || l.Dropped() != 1 {
+		t.Errorf("listed %d events, dropped %d", len(got), l.Dropped())
+	}
+	// Two more events push out the oldest batch.
+	l.Record(Event{Time: time.Unix(10, 0), UID: "10"})
+	if err := l.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := l.List(Filter{}); len(got) != 3 || got[2].UID != "3" {
+		t.Errorf("after one more: listed %d events", len(got))
+	}
+}
+
 func TestRecordDropsOldestWhenFull(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Replica, cfg.MaxPending = "r1", 3
@@ -127,7 +159,8 @@ func TestConfigValidate(t *testing.T) {
 		func(c *Config) { c.Replica = "a/b" },
 		func(c *Config) { c.FlushInterval = 0 },
 		func(c *Config) { c.MaxPending = 0 },
-		func(c *Config) { c.MaxBatches = 0 },
+		func(c *Config) { c.MaxBatchEvents = 0 },
+		func(c *Config) { c.MaxEvents = c.MaxBatchEvents - 1 },
 	} {
 		c := DefaultConfig()
 		c.Replica = "r1"
