@@ -263,17 +263,6 @@ func fromObject(group, kind string, data []byte) (*admit.Request, error) {
 	req.Kind = kind
 	req.Name = firstNonEmpty(obj.Metadata.Name, obj.Metadata.GenerateName)
 	req.Namespace = obj.Metadata.Namespace
-	if path != "" {
-		// Rules on labels and annotations look at the pods the controller
-		// will create; fall back to the controller's own when the
-		// template has none.
-		if len(req.Labels) == 0 {
-			req.Labels = obj.Metadata.Labels
-		}
-		if len(req.Annotations) == 0 {
-			req.Annotations = obj.Metadata.Annotations
-		}
-	}
 	return req, nil
 }
 
