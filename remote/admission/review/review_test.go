@@ -282,7 +282,7 @@ func asFloat(v any) float64 {
 }
 
 func FuzzDecode(f *testing.F) {
-	for _, name := range []string{"pod.json", "cronjob.json", "deployment.json", "ephemeral.json"} {
+	for _, name := range []string{"pod.json", "cronjob.json", "deployment.json", "ephemeral.json", "apiserver-pod.json", "apiserver-cronjob.json", "apiserver-ephemeral.json"} {
 		f.Add(readTestdata(f, name))
 	}
 	for _, s := range []string{
