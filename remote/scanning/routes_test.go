@@ -13,6 +13,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/palisade-sec/palisade/remote/admission"
 	"github.com/palisade-sec/palisade/remote/admission/verdict"
 	"github.com/palisade-sec/palisade/shared/apierr"
 	"github.com/palisade-sec/palisade/shared/httpapi"
@@ -78,6 +79,9 @@ func TestRoutes(t *testing.T) {
 	}
 	e := gin.New()
 	m.Routes(testRouter{e})
+	// The admission module serves /v1/scan/results/:digest beside these
+	// routes in the same router; registering both must not clash.
+	(&admission.Webhook{}).Routes(testRouter{e})
 
 	ctx := context.Background()
 	d1, d2 := "sha256:"+strings.Repeat("1", 64), "sha256:"+strings.Repeat("2", 64)
