@@ -24,7 +24,10 @@ import (
 
 type tlogWriter struct{ t testing.TB }
 
-func (w tlogWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w tlogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
