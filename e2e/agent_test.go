@@ -302,6 +302,23 @@ func TestAgentCoffeeShop(t *testing.T) {
 		return fmt.Errorf("no deny event for payments -> orders in %d events", len(evs.Items))
 	})
 
+	// The controller is gone: the agent keeps enforcing, and reconnects
+	// when the controller is back.
+	connected := regexp.MustCompile(`msg="agent connected"`)
+	c.Stop()
+	if err := blocked(); err != nil {
+		t.Fatalf("controller stopped: %v", err)
+	}
+	if err := traffic(); err != nil {
+		t.Fatalf("controller stopped, learned flows: %v", err)
+	}
+	c.Restart()
+	c.WaitLog(harness.ReadyRE, 2, 30*time.Second)
+	c.WaitLog(connected, 2, 30*time.Second)
+	if err := blocked(); err != nil {
+		t.Fatalf("controller restarted: %v", err)
+	}
+
 	// The agent is gone: enforcement stays; back again: still enforced.
 	agent.Stop()
 	if err := blocked(); err != nil {
