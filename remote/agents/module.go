@@ -3,7 +3,6 @@ package agents
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -326,4 +325,3 @@ func workloadsEqual(a, b []agentproto.Workload) bool {
 	return err1 == nil && err2 == nil && string(ja) == string(jb)
 }
 
-var errClosed = errors.New("agents: session closed")
