@@ -324,4 +324,3 @@ func workloadsEqual(a, b []agentproto.Workload) bool {
 	jb, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && string(ja) == string(jb)
 }
-
