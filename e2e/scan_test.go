@@ -26,9 +26,13 @@ import (
 	"github.com/palisade-sec/palisade/shared/pki"
 )
 
-// startScanCluster is startFedCluster with extra controller flags.
+// startScanCluster is startFedCluster of one replica with extra
+// controller flags.
 func startScanCluster(t *testing.T, dir, name, pw string, extra ...string) *fedCluster {
 	t.Helper()
+	// Its own admission webhook port: the admission module serves results
+	// by digest from what it reads in the store.
+	extra = append(extra, "--admission-addr", ports.Next(t))
 	reps := harness.StartCluster(t, bin, dir, &ports, harness.ClusterSpec{Prefix: name, Replicas: 1, PasswordFile: pw, Extra: extra})
 	fc := &fedCluster{t: t, name: name, reps: reps, env: []string{"PALISADE_SESSION_FILE=" + filepath.Join(dir, name+".session")}}
 	fc.cli(0, "login", "--api", reps[0].API, "--ca-file", reps[0].CAFile(), "--password-file", pw)
@@ -128,10 +132,25 @@ func TestFederatedRegistryScan(t *testing.T) {
 				t.Errorf("%s: advisories %v, want %s", fc.name, got.CVEs, cve)
 			}
 		}
-		// By digest too.
+		// By digest too, through the CLI and GET /v1/scan/results/DIGEST.
 		if r, err := fc.scanResult(digest); err != nil || r.Digest != digest {
 			t.Errorf("%s: scan result by digest: %+v, %v", fc.name, r, err)
 		}
+		var v struct {
+			Digest string   `json:"digest"`
+			CVEs   []string `json:"cves"`
+		}
+		// The admission module serves it from its index, which follows
+		// the store.
+		harness.Eventually(t, 15*time.Second, fc.name+" serves the result by digest", func() error {
+			if err := fc.do("GET", "/v1/scan/results/"+digest, nil, &v); err != nil {
+				return err
+			}
+			if v.Digest != digest || !slices.Contains(v.CVEs, "CVE-2019-14904") {
+				return fmt.Errorf("got %+v", v)
+			}
+			return nil
+		})
 	}
 	st, err := hq.registryStatus("hub")
 	if err != nil {

@@ -102,12 +102,14 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 		} else {
 			mods = append(mods, pm)
 		}
+		admissionServed := false
 		if am, err := adm.module(h, cfg.Name); err != nil {
 			logger.Error("admission webhook disabled", "err", err)
 		} else if am != nil {
 			mods = append(mods, am)
+			admissionServed = true
 		}
-		if sm, err := scanningModule(h, cfg.DataDir, *vulnDir); err != nil {
+		if sm, err := scanningModule(h, cfg.DataDir, *vulnDir, !admissionServed); err != nil {
 			logger.Error("registry scanning disabled", "err", err)
 		} else {
 			mods = append(mods, sm)

@@ -17,10 +17,11 @@ import (
 )
 
 // scanningModule builds the controller's registry scanning module, caching
-// layers under the replica's data dir.
-func scanningModule(h *controller.Handle, dataDir, vulnDir string) (*scanning.Module, error) {
+// layers under the replica's data dir. byDigest serves results by digest,
+// for a controller without the admission module (which serves them).
+func scanningModule(h *controller.Handle, dataDir, vulnDir string, byDigest bool) (*scanning.Module, error) {
 	cfg := scanning.DefaultConfig()
-	cfg.Store, cfg.Logger = h.Store, h.Logger
+	cfg.Store, cfg.Logger, cfg.ServeResultByDigest = h.Store, h.Logger, byDigest
 	cfg.CacheDir = filepath.Join(dataDir, "scancache")
 	if vulnDir != "" {
 		cfg.Feed = vulndb.DirSource{Dir: vulnDir}

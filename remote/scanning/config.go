@@ -50,6 +50,10 @@ type Config struct {
 	// federation stream.
 	ResultBatch int
 	ResultFlush time.Duration
+	// ServeResultByDigest adds GET /v1/scan/results/:digest. The admission
+	// module serves that route (the same stored verdicts) when it runs;
+	// set this only when it does not.
+	ServeResultByDigest bool
 }
 
 // DefaultConfig returns the defaults of `palisade controller`.

@@ -58,8 +58,12 @@ type FailureList struct {
 
 // Routes adds the registry and scan-result routes. GET, PUT and DELETE of
 // /v1/scan/results/:digest belong to the admission module, which serves
-// the same stored verdicts.
+// the same stored verdicts; GET is added here only with
+// Config.ServeResultByDigest.
 func (m *Module) Routes(r httpapi.Routes) {
+	if m.cfg.ServeResultByDigest {
+		r.Handle(http.MethodGet, "/scan/results/:digest", httpapi.Read, m.getResult)
+	}
 	r.Handle(http.MethodGet, "/registries", httpapi.Read, m.listRegistries)
 	r.Handle(http.MethodPost, "/registries", httpapi.Write, m.addRegistry)
 	r.Handle(http.MethodGet, "/registries/:name", httpapi.Read, m.getRegistry)
@@ -274,6 +278,18 @@ func (m *Module) listResults(c *gin.Context) (any, error) {
 		out.Items = all[offset:min(len(all), offset+limit)]
 	}
 	return out, nil
+}
+
+func (m *Module) getResult(c *gin.Context) (any, error) {
+	d := c.Param("digest")
+	if !verdict.ValidDigest(d) {
+		return nil, apierr.BadRequest("digest", "digest %q is not sha256:<64 lower-case hex>", d)
+	}
+	rs := filterDigest(m.Results(), d)
+	if len(rs) == 0 {
+		return nil, apierr.NotFound("no scan result for %s", d)
+	}
+	return rs[0], nil
 }
 
 func filterDigest(rs []Result, d string) []Result {

@@ -143,6 +143,28 @@ func TestRoutes(t *testing.T) {
 			}
 		})
 	}
+	// Without the admission module, this module serves results by digest.
+	cfg.ServeResultByDigest = true
+	m2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2 := gin.New()
+	m2.Routes(testRouter{e2})
+	for _, tc := range []struct {
+		path string
+		code int
+		want string
+	}{
+		{"/v1/scan/results/" + d1, 200, `"source":"federated"`},
+		{"/v1/scan/results/" + d2, 200, `"source":"local"`},
+		{"/v1/scan/results/sha256:" + strings.Repeat("3", 64), 404, "no scan result"},
+		{"/v1/scan/results/latest", 400, "digest"},
+	} {
+		if code, body := call(t, e2, "GET", tc.path, "reader", ""); code != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("GET %s: %d %s, want %d with %s", tc.path, code, body, tc.code, tc.want)
+		}
+	}
 	// The order is newest scan first: d2, then d1.
 	_, body := call(t, e, "GET", "/v1/scan/results", "reader", "")
 	if strings.Index(body, d2) > strings.Index(body, d1) {
