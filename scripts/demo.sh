@@ -32,13 +32,14 @@ wait_log() { # FILE PATTERN TIMEOUT_S
 
 head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$work/admin.pw"
 
-# controller NAME CLUSTER N JOIN_PORT EXPECT: ports are BASE + N*10 + {1,2,3,4}
-# for API, Raft, gossip and federation.
+# controller NAME CLUSTER N JOIN_PORT EXPECT: ports are BASE + N*10 + {1..6}
+# for API, Raft, gossip, federation, the admission webhook and agents.
 controller() {
   local name=$1 cluster=$2 n=$3 join=$4 expect=$5 p=$((BASE + $3 * 10))
   "$BIN" controller --name "$name" --cluster-name "$cluster" --data-dir "$work/$name" \
     --api-addr "127.0.0.1:$((p + 1))" --raft-addr "127.0.0.1:$((p + 2))" \
     --gossip-addr "127.0.0.1:$((p + 3))" --fed-addr "127.0.0.1:$((p + 4))" \
+    --admission-addr "127.0.0.1:$((p + 5))" --agent-addr "127.0.0.1:$((p + 6))" \
     --join "127.0.0.1:$join" --bootstrap-expect "$expect" \
     --admin-password-file "$work/admin.pw" > "$work/$name.log" 2>&1 &
   pids+=($!)

@@ -331,6 +331,9 @@ func StartCluster(t testing.TB, bin, dir string, ports *Ports, spec ClusterSpec)
 		if spec.Replicas > 1 {
 			args = append(args, "--join", cs[0].Gossip)
 		}
+		// Every replica gets its own webhook and agent ports; a test's Extra
+		// flags come later and win.
+		args = append(args, "--admission-addr", ports.Next(t), "--agent-addr", ports.Next(t))
 		if spec.PasswordFile != "" {
 			args = append(args, "--admin-password-file", spec.PasswordFile)
 		}
