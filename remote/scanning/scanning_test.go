@@ -458,3 +458,42 @@ func TestFeedUpdateRewritesResults(t *testing.T) {
 		t.Fatalf("the feed update downloaded %d blobs", got-pulled)
 	}
 }
+
+// TestNewLeaderResumesSchedule: a replica that starts leading keeps the
+// previous leader's schedule: a registry scanned recently waits for its
+// interval, one whose pass was cut short is scanned at once.
+func TestNewLeaderResumesSchedule(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		finished bool
+		wantScan bool
+	}{
+		{"finished recently", true, false},
+		{"cut short", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := scanningtest.NewRegistry(t)
+			reg.Push(t, "apps/web:1", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", tc.name))
+			st := openStore(t)
+			putRegistry(t, st, Registry{Name: "r", URL: reg.Host, Insecure: true, Interval: Duration(time.Hour)})
+			prev := Status{Started: time.Now().UTC().Add(-time.Minute), Replica: "old-leader"}
+			if tc.finished {
+				prev.Finished = prev.Started.Add(time.Second)
+			}
+			b, _ := json.Marshal(prev)
+			if _, err := st.Put(context.Background(), PrefixStatus+"r", b); err != nil {
+				t.Fatal(err)
+			}
+			runModule(t, testConfig(t, st, t.TempDir()))
+			if tc.wantScan {
+				waitStatus(t, st, "r", func(s Status) bool { return s.Replica == "s1" && s.Scanned == 1 })
+				return
+			}
+			// Many scheduler ticks later, nothing was fetched.
+			time.Sleep(time.Second)
+			if n := reg.ManifestGets(); n != 0 {
+				t.Fatalf("a registry scanned a minute ago was fetched %d times", n)
+			}
+		})
+	}
+}

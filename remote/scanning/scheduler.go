@@ -162,10 +162,11 @@ func (s *scheduler) reconcile(ctx context.Context, now time.Time) {
 		rs, ok := s.regs[reg.Name]
 		if !ok {
 			rs = &regState{next: now}
-			// A new leader resumes the schedule of the previous one.
+			// A new leader resumes the schedule of the previous one; a
+			// pass it did not finish is run again at once.
 			if sk, ok, _ := s.m.st.Get(PrefixStatus + reg.Name); ok && kv.ModRevision < sk.ModRevision {
 				var st Status
-				if json.Unmarshal(sk.Value, &st) == nil && !st.Started.IsZero() {
+				if json.Unmarshal(sk.Value, &st) == nil && !st.Started.IsZero() && !st.Finished.IsZero() {
 					rs.next = st.Started.Add(time.Duration(reg.Interval))
 				}
 			}
@@ -273,8 +274,9 @@ func (s *scheduler) finished(ctx context.Context, r taskResult, now time.Time) {
 	}
 	if p.outstanding == 0 {
 		p.status.Finished = now.UTC()
-		s.writeStatus(ctx, p.reg.Name, p.status)
+		// A registry deleted while it was scanned keeps no status.
 		if rs != nil && rs.pass == p {
+			s.writeStatus(ctx, p.reg.Name, p.status)
 			rs.pass = nil
 		}
 		s.m.log.Info("registry scanned", logRegistry, p.reg.Name, "images", p.status.Images, "scanned", p.status.Scanned,
