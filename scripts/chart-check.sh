@@ -28,9 +28,17 @@ bin=$CACHE_DIR/bin
 mkdir -p "$bin"
 work=$(mktemp -d)
 pids=()
+# cleanup stops the API server before etcd (it may wait for etcd forever
+# otherwise), killing what has not exited within 10 seconds.
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  local i p
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    p=${pids[$i]}
+    kill "$p" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -115,7 +123,7 @@ echo "$token,admin,admin,system:masters" >"$work/tokens.csv"
   --cert-dir "$work/certs" --token-auth-file "$work/tokens.csv" --authorization-mode RBAC \
   --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$work/sa.key" \
   --service-account-signing-key-file "$work/sa.key" --service-cluster-ip-range 10.96.0.0/16 \
-  --endpoint-reconciler-type none --disable-admission-plugins ServiceAccount >"$work/apiserver.log" 2>&1 &
+  --endpoint-reconciler-type none --disable-admission-plugins ServiceAccount --allow-privileged=true >"$work/apiserver.log" 2>&1 &
 pids+=($!)
 kc=(kubectl --server "https://127.0.0.1:$api_port" --token "$token" --insecure-skip-tls-verify=true)
 for _ in $(seq 1 120); do
@@ -141,7 +149,7 @@ for f in "$root/policy/code/testdata/policy.yaml" "$root/policy/code/testdata/po
   for ns in $(sed -n 's/^  namespace: *\([a-z0-9-]*\)$/\1/p' "$f" | sort -u); do
     "${kc[@]}" get namespace "$ns" >/dev/null 2>&1 || "${kc[@]}" create namespace "$ns" >/dev/null
   done
-  if ! "${kc[@]}" apply --dry-run=server -n palisade -f "$f" >"$work/dry-policy.log" 2>&1; then
+  if ! "${kc[@]}" apply --dry-run=server -f "$f" >"$work/dry-policy.log" 2>&1; then
     echo "chart-check: server-side dry run of ${f#"$root"/} against the CRDs failed:" >&2; cat "$work/dry-policy.log" >&2; status=1
   fi
 done
