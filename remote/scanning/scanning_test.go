@@ -24,12 +24,15 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
-		// The in-process registry's and raft's pooled connections.
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		// Idle keep-alive connections of the registry clients.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*NetworkTransport).listen"),
-		goleak.IgnoreAnyFunction("github.com/hashicorp/raft-boltdb/v2.(*BoltStore).runMetrics"),
-		goleak.IgnoreAnyFunction("github.com/hashicorp/go-metrics.(*InmemSink).run"),
+		// memberlist lets a probe started before Shutdown wait out its
+		// timeout after a replica of the 3-replica test is closed.
+		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"),
+		// hashicorp/raft does not wait for the connection handlers of its
+		// TCP transport; they end when the peer's side closes.
+		goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*NetworkTransport).handleConn"),
 	)
 }
 
@@ -495,5 +498,73 @@ func TestNewLeaderResumesSchedule(t *testing.T) {
 				t.Fatalf("a registry scanned a minute ago was fetched %d times", n)
 			}
 		})
+	}
+}
+
+// TestOnlyTheLeaderScans runs the module on every replica of a 3-replica
+// store: only the leader scans; when it goes away, the new leader takes
+// over the schedule and scans what is new.
+func TestOnlyTheLeaderScans(t *testing.T) {
+	reg := scanningtest.NewRegistry(t)
+	reg.Push(t, "apps/a:1", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "a"))
+	base := t.TempDir()
+	var gossip0 string
+	stores := make([]*store.Store, 3)
+	for i := range stores {
+		cfg := store.DefaultConfig()
+		cfg.Name = fmt.Sprintf("s%d", i)
+		cfg.DataDir = filepath.Join(base, cfg.Name)
+		cfg.RaftAddr, cfg.GossipAddr, cfg.APIAddr = freePort(t), freePort(t), "127.0.0.1:1"
+		cfg.BootstrapExpect = 3
+		if i == 0 {
+			gossip0 = cfg.GossipAddr
+		} else {
+			cfg.Join = []string{gossip0}
+		}
+		st, err := store.Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stores[i] = st
+		t.Cleanup(func() { st.Close() })
+	}
+	leader := func(skip *store.Store) *store.Store {
+		var l *store.Store
+		waitFor(t, 30*time.Second, "a leader", func() error {
+			for _, st := range stores {
+				if st != skip && st.IsLeader() {
+					l = st
+					return nil
+				}
+			}
+			return fmt.Errorf("none")
+		})
+		return l
+	}
+	first := leader(nil)
+	mods := map[*store.Store]*Module{}
+	for _, st := range stores {
+		mods[st] = runModule(t, testConfig(t, st, filepath.Join(base, st.Name()+"-cache")))
+	}
+	putRegistry(t, first, Registry{Name: "r", URL: reg.Host, Insecure: true, Interval: Duration(time.Hour)})
+	s := waitStatus(t, first, "r", func(s Status) bool { return s.Scanned == 1 })
+	if s.Replica != first.Name() {
+		t.Fatalf("scanned by %s, want the leader %s", s.Replica, first.Name())
+	}
+	for st, m := range mods {
+		if got := m.Stats().LayersPulled; (st == first) != (got > 0) {
+			t.Errorf("replica %s pulled %d layers (leader %s)", st.Name(), got, first.Name())
+		}
+	}
+
+	first.Close()
+	next := leader(first)
+	reg.Push(t, "apps/b:1", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "b"))
+	if _, err := next.Put(context.Background(), PrefixRequests+"r", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	s2 := waitStatus(t, next, "r", func(s2 Status) bool { return s2.Started.After(s.Started) && s2.Images == 2 })
+	if s2.Replica != next.Name() || s2.Scanned != 1 || s2.Skipped != 1 {
+		t.Fatalf("after failover: status %+v, want %s to scan the new image and skip the old", s2, next.Name())
 	}
 }
