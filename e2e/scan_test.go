@@ -163,6 +163,15 @@ func TestFederatedRegistryScan(t *testing.T) {
 	if !strings.Contains(out, digest) || !strings.Contains(out, "CVE-2019-14904") {
 		t.Fatalf("primary's scan result:\n%s", out)
 	}
+	// The primary scanned it, so it has the full report; a remote has the
+	// verdict only.
+	out, _ = hq.cli(0, "scan", "result", ref, "--full")
+	if !strings.Contains(out, "ansible") || !strings.Contains(out, "2.9.3-r0") {
+		t.Fatalf("primary's full report:\n%s", out)
+	}
+	if _, errOut := east.cli(1, "scan", "result", ref, "--full"); !strings.Contains(errOut, "verdict only") {
+		t.Fatalf("full report on a remote: %q", errOut)
+	}
 	for _, l := range layers {
 		if n := reg.BlobGets(l); n != 1 {
 			t.Errorf("layer %s pulled %d times, want 1", l, n)

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/palisade-sec/palisade/registryscan/report"
 	"github.com/palisade-sec/palisade/registryscan/vulndb"
 	"github.com/palisade-sec/palisade/remote/controller"
 	"github.com/palisade-sec/palisade/remote/scanning"
@@ -187,6 +188,7 @@ func runScanResult(ctx context.Context, env *cliEnv, args []string) error {
 	fs := flag.NewFlagSet("scan result", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
 	o := addAPIFlags(fs)
+	full := fs.Bool("full", false, "show the full report (packages, fixed versions, secrets) of an image this cluster scanned")
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -215,6 +217,17 @@ func runScanResult(ctx context.Context, env *cliEnv, args []string) error {
 		return fmt.Errorf("no scan result for %s", pos[0])
 	}
 	r := out.Items[0]
+	if *full {
+		var rep report.Report
+		if err := c.Do(ctx, "GET", "/v1/scan/reports/"+r.Digest, nil, &rep); err != nil {
+			return err
+		}
+		f := report.Table
+		if o.json() {
+			f = report.JSON
+		}
+		return report.Write(env.stdout, f, &rep)
+	}
 	if o.json() {
 		return writeJSON(env.stdout, r)
 	}

@@ -71,6 +71,7 @@ func (m *Module) Routes(r httpapi.Routes) {
 	r.Handle(http.MethodPost, "/registries/:name/scan", httpapi.Write, m.requestScan)
 	r.Handle(http.MethodGet, "/scan/results", httpapi.Read, m.listResults)
 	r.Handle(http.MethodGet, "/scan/failures", httpapi.Read, m.listFailures)
+	r.HandleLeader(http.MethodGet, "/scan/reports/:digest", httpapi.Read, m.getReport)
 }
 
 func (m *Module) registryInfo(reg Registry) RegistryInfo {
@@ -290,6 +291,24 @@ func (m *Module) getResult(c *gin.Context) (any, error) {
 		return nil, apierr.NotFound("no scan result for %s", d)
 	}
 	return rs[0], nil
+}
+
+// getReport returns the full report (packages, findings with fixed
+// versions, secrets) of an image this cluster scanned, from the scanning
+// leader's cache. Results from the primary carry the verdict only.
+func (m *Module) getReport(c *gin.Context) (any, error) {
+	d := c.Param("digest")
+	if !verdict.ValidDigest(d) {
+		return nil, apierr.BadRequest("digest", "digest %q is not sha256:<64 lower-case hex>", d)
+	}
+	r, ok, err := m.cache.Report(c.Request.Context(), d)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, apierr.NotFound("no full report for %s on this cluster (results from the primary, or scanned by a previous leader, carry the verdict only)", d)
+	}
+	return r, nil
 }
 
 func filterDigest(rs []Result, d string) []Result {

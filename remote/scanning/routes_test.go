@@ -13,6 +13,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/palisade-sec/palisade/registryscan/report"
 	"github.com/palisade-sec/palisade/remote/admission"
 	"github.com/palisade-sec/palisade/remote/admission/verdict"
 	"github.com/palisade-sec/palisade/shared/apierr"
@@ -53,6 +54,10 @@ func (r testRouter) HandleLeader(method, path string, a httpapi.Access, h httpap
 
 func (r testRouter) Raw(method, path string, _ httpapi.Access, h gin.HandlerFunc) {
 	r.e.Handle(method, "/v1"+path, h)
+}
+
+func (r testRouter) RawLeader(method, path string, a httpapi.Access, h gin.HandlerFunc) {
+	r.Raw(method, path, a, h)
 }
 
 func call(t *testing.T, h http.Handler, method, path, role, body string) (int, string) {
@@ -99,6 +104,9 @@ func TestRoutes(t *testing.T) {
 	put(PrefixResults+d2, verdict.Verdict{Digest: d2, Ref: "r.example/b:2", ScannedAt: at.Add(time.Hour)})
 	put(PrefixRefs+"r.example/b:2", RefEntry{Digest: d2, Registry: "x"})
 	put(PrefixFailures+"r.example/c:3", Failure{Registry: "x", Ref: "r.example/c:3", Attempts: 2, Error: "boom"})
+	if err := m.cache.PutReport(ctx, &report.Report{Digest: d1, Ref: "r.example/a:1", Layers: []string{}}); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, tc := range []struct {
 		name, method, path, role, body string
@@ -128,6 +136,9 @@ func TestRoutes(t *testing.T) {
 		{"bad digest", "GET", "/v1/scan/results?digest=sha256:xyz", "reader", "", 400, []string{"digest"}},
 		{"bad ref", "GET", "/v1/scan/results?ref=UPPER::", "reader", "", 400, []string{"reference"}},
 		{"failures", "GET", "/v1/scan/failures", "reader", "", 200, []string{"boom", `"attempts":2`}},
+		{"report", "GET", "/v1/scan/reports/" + d1, "reader", "", 200, []string{`"packages"`, `"ref":"r.example/a:1"`}},
+		{"no report", "GET", "/v1/scan/reports/" + d2, "reader", "", 404, []string{"verdict only"}},
+		{"report bad digest", "GET", "/v1/scan/reports/x", "reader", "", 400, []string{"digest"}},
 		{"delete", "DELETE", "/v1/registries/hub", "admin", "", 204, nil},
 		{"deleted", "GET", "/v1/registries/hub", "reader", "", 404, nil},
 	} {
