@@ -276,6 +276,23 @@ func TestFederation(t *testing.T) {
 		t.Fatalf("local apply over a federated object on east: %v, want forbidden", err)
 	}
 
+	// Console drill-in: the primary reads a remote's API over the
+	// federation link, read-only.
+	var eastCluster api.Cluster
+	if err := primary.do("GET", "/v1/fed/clusters/east/api/v1/cluster", nil, &eastCluster); err != nil {
+		t.Fatalf("drill-in to east: %v", err)
+	}
+	if eastCluster.Name != "east" || eastCluster.Role != "remote" {
+		t.Fatalf("drill-in to east answered %+v", eastCluster)
+	}
+	var ae2 *apierr.Error
+	if err := primary.do("GET", "/v1/fed/clusters/nowhere/api/v1/cluster", nil, nil); !errors.As(err, &ae2) || ae2.Code != apierr.CodeNotFound {
+		t.Fatalf("drill-in to an unknown remote: %v, want not found", err)
+	}
+	if err := primary.do("POST", "/v1/fed/clusters/east/api/v1/users", api.CreateUserRequest{Name: "x", Role: "admin", Password: "password1"}, nil); err == nil {
+		t.Fatal("a write through drill-in succeeded")
+	}
+
 	// A canary wave: with the canary (east) down, west is held at the
 	// previous revision; pausing keeps it held after the canary applies;
 	// resuming releases it. East resumes from its revision, no snapshot.

@@ -81,7 +81,7 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			logger.Error("federation hub disabled", "err", err)
 		}
-		link, err := federation.New(federation.Config{Store: h.Store, Logger: h.Logger})
+		link, err := federation.New(federation.Config{Store: h.Store, Logger: h.Logger, API: h.API})
 		if err != nil {
 			logger.Error("federation link disabled", "err", err)
 		}

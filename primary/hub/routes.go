@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httputil"
 	"sort"
 	"strconv"
 	"strings"
@@ -118,6 +119,47 @@ func (h *Hub) Routes(r httpapi.Routes) {
 	r.HandleLeader(http.MethodGet, "/fed/rollout", httpapi.FedRead, h.getRollout)
 	r.HandleLeader(http.MethodPost, "/fed/rollout/pause", httpapi.FedWrite, h.pauseRollout)
 	r.HandleLeader(http.MethodPost, "/fed/rollout/resume", httpapi.FedWrite, h.resumeRollout)
+	r.RawLeader(http.MethodGet, "/fed/clusters/:name/api/*path", httpapi.FedRead, h.drillIn)
+}
+
+// drillIn carries a read-only API request to a remote over its federation
+// link: GET /v1/fed/clusters/NAME/api/v1/... answers what the remote's own
+// GET /v1/... answers. The remote serves it as role fedReader, acting for
+// the primary's user, so nothing can be changed this way.
+func (h *Hub) drillIn(c *gin.Context) {
+	srv := h.Server()
+	if srv == nil {
+		c.AbortWithStatusJSON(http.StatusServiceUnavailable, apierr.Unavailable("this cluster serves no federation now"))
+		return
+	}
+	name := c.Param("name")
+	if _, ok := (members{h.st}).Get(name); !ok {
+		c.AbortWithStatusJSON(http.StatusNotFound, apierr.NotFound("no remote named %q", name))
+		return
+	}
+	user := httpapi.SessionOf(c).User
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", name
+			pr.Out.URL.Path = c.Param("path")
+			pr.Out.URL.RawPath = ""
+			pr.Out.Header.Del("Authorization")
+			pr.Out.Header.Del("Cookie")
+			pr.Out.Header.Set("X-Palisade-Link-User", user)
+		},
+		Transport: srv.RoundTripper(name),
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			status, e := http.StatusBadGateway, apierr.Unavailable("remote %s: %v", name, err)
+			if errors.Is(err, fedserver.ErrNotConnected) {
+				e = apierr.Unavailable("remote %s is not connected", name)
+				status = http.StatusServiceUnavailable
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			json.NewEncoder(w).Encode(e)
+		},
+	}
+	rp.ServeHTTP(c.Writer, c.Request)
 }
 
 func (h *Hub) requirePrimary() (clusterinfo.Info, error) {

@@ -117,6 +117,21 @@ func (r *Router) HandleLeader(method, path string, access httpapi.Access, h http
 	})
 }
 
+// RawLeader adds a Raw route only the leader serves; followers proxy it.
+func (r *Router) RawLeader(method, path string, access httpapi.Access, h gin.HandlerFunc) {
+	authz := r.s.authorize(access)
+	r.g.Handle(method, path, func(c *gin.Context) {
+		if !r.s.leader() {
+			r.s.proxyToLeader(c)
+			return
+		}
+		authz(c)
+		if !c.IsAborted() {
+			h(c)
+		}
+	})
+}
+
 // Raw adds a route under /v1 whose handler writes its own response (for
 // streams and proxied requests), after the access check.
 func (r *Router) Raw(method, path string, access httpapi.Access, h gin.HandlerFunc) {
@@ -240,15 +255,22 @@ func (s *Server) check(c *gin.Context, access httpapi.Access) bool {
 	if access == httpapi.Public {
 		return true
 	}
-	token := requestToken(c)
-	sess, err := s.cfg.Auth.Authenticate(c.Request.Context(), token)
-	if err != nil {
-		s.writeError(c, err)
-		return false
-	}
-	if err := checkCSRF(c, token); err != nil {
-		s.writeError(c, err)
-		return false
+	var sess auth.Session
+	if ls, ok := httpapi.LinkSession(c.Request.Context()); ok {
+		// Carried over the federation link from the primary (mutual TLS),
+		// acting for one of its users with the role the link grants.
+		sess = auth.Session{User: ls.User, Role: auth.Role(ls.Role)}
+	} else {
+		token := requestToken(c)
+		var err error
+		if sess, err = s.cfg.Auth.Authenticate(c.Request.Context(), token); err != nil {
+			s.writeError(c, err)
+			return false
+		}
+		if err := checkCSRF(c, token); err != nil {
+			s.writeError(c, err)
+			return false
+		}
 	}
 	httpapi.SetSession(c, httpapi.Session{User: sess.User, Role: string(sess.Role)})
 	var ok bool

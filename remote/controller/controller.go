@@ -130,6 +130,9 @@ type Handle struct {
 	Cluster func() clusterinfo.Info
 	// Advertise turns a listen address into the address peers reach.
 	Advertise func(addr string) string
+	// API returns the replica's REST API handler once it is built (nil
+	// before), for requests that arrive by other ways than its listener.
+	API func() http.Handler
 }
 
 // Controller is one running replica.
@@ -137,8 +140,9 @@ type Controller struct {
 	cfg Config
 	log *slog.Logger
 
-	mu sync.Mutex
-	ca *pki.CA
+	mu  sync.Mutex
+	ca  *pki.CA
+	api http.Handler
 }
 
 // New checks the configuration.
@@ -230,7 +234,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 	h := &Handle{Store: st, Auth: authn, Logger: c.cfg.Logger, Registry: reg, CA: c.currentCA,
-		Cluster: func() clusterinfo.Info { return clusterinfo.Get(st) }, Advertise: c.advertise}
+		Cluster: func() clusterinfo.Info { return clusterinfo.Get(st) }, Advertise: c.advertise, API: c.currentAPI}
 	acfg := api.DefaultConfig()
 	acfg.Store = st
 	acfg.Auth = authn
@@ -247,6 +251,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
+	c.api = srv.Handler()
+	c.mu.Unlock()
 	for _, m := range acfg.Modules {
 		if r, ok := m.(httpapi.Runner); ok {
 			wg.Add(1)
@@ -289,6 +296,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	hs.Shutdown(shutCtx)
 	c.log.Info("controller stopping")
 	return nil
+}
+
+func (c *Controller) currentAPI() http.Handler {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.api
 }
 
 func (c *Controller) currentCA() *pki.CA {

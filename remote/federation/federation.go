@@ -53,9 +53,10 @@ type Config struct {
 	Store *store.Store
 	// Logger receives the module's logs.
 	Logger *slog.Logger
-	// Handler serves the primary's requests carried over the link (the
-	// cluster's own API); nil answers 404.
-	Handler http.Handler
+	// API returns the cluster's own REST API handler, which serves the
+	// primary's requests carried over the link (console drill-in) as the
+	// read-only fedReader role; nil or a nil handler answers 503.
+	API func() http.Handler
 	// Client tunes the federation client (backoff, timeouts).
 	Client fedclient.Config
 }
@@ -327,7 +328,7 @@ func (m *Module) newClient() (*fedclient.Client, error) {
 		json.Unmarshal(kv.Value, &cfg.Labels)
 	}
 	cfg.Applier = applier{m.st}
-	cfg.Handler = m.cfg.Handler
+	cfg.Handler = http.HandlerFunc(m.serveLink)
 	cfg.Logger = m.cfg.Logger
 	cfg.OnDismiss = func(reason fedproto.DismissReason) {
 		m.log.Warn("dismissed by the primary", "reason", reason)
@@ -386,4 +387,33 @@ func (a applier) ApplySnapshot(ctx context.Context, snap fedproto.Snapshot) erro
 	txn.Ops = append(txn.Ops, store.Op{Type: store.OpPut, Key: KeyApplied, Value: []byte(strconv.FormatUint(snap.Revision, 10))})
 	_, err := a.st.Txn(ctx, txn)
 	return err
+}
+
+// Headers the primary sets on requests it carries over the link.
+const (
+	HeaderLinkUser = "X-Palisade-Link-User"
+)
+
+// LinkRole is the role a request from the primary acts with here: it may
+// read everything and change nothing.
+const LinkRole = "fedReader"
+
+// serveLink serves an API request the primary carried over the link.
+func (m *Module) serveLink(w http.ResponseWriter, r *http.Request) {
+	var h http.Handler
+	if m.cfg.API != nil {
+		h = m.cfg.API()
+	}
+	if h == nil {
+		http.Error(w, `{"code":"unavailable","message":"API not ready"}`, http.StatusServiceUnavailable)
+		return
+	}
+	user := r.Header.Get(HeaderLinkUser)
+	if user == "" {
+		user = "unknown"
+	}
+	r.Header.Del("Authorization")
+	r.Header.Del("Cookie")
+	ctx := httpapi.WithLinkSession(r.Context(), httpapi.Session{User: "primary:" + user, Role: LinkRole})
+	h.ServeHTTP(w, r.WithContext(ctx))
 }

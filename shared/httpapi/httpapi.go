@@ -54,6 +54,9 @@ type Routes interface {
 	HandleLeader(method, path string, access Access, h Handler)
 	// Raw adds a route whose handler writes its own response.
 	Raw(method, path string, access Access, h gin.HandlerFunc)
+	// RawLeader adds a Raw route only the Raft leader serves; other
+	// replicas proxy the request to the leader's API.
+	RawLeader(method, path string, access Access, h gin.HandlerFunc)
 }
 
 // Module adds routes to a controller's API.
@@ -83,6 +86,22 @@ func SessionOf(c *gin.Context) Session {
 	v, _ := c.Get(sessionKey)
 	s, _ := v.(Session)
 	return s
+}
+
+type linkSessionKey struct{}
+
+// WithLinkSession marks a request as carried over the federation link from
+// the primary, acting for s. Only the remote's link handler sets it; the
+// router then authorizes the request as s without a local session.
+func WithLinkSession(ctx context.Context, s Session) context.Context {
+	return context.WithValue(ctx, linkSessionKey{}, s)
+}
+
+// LinkSession returns the session of a request carried over the
+// federation link, if it is one.
+func LinkSession(ctx context.Context) (Session, bool) {
+	s, ok := ctx.Value(linkSessionKey{}).(Session)
+	return s, ok
 }
 
 // DecodeJSON reads a JSON request body into v strictly: unknown fields and
