@@ -23,12 +23,12 @@ import (
 
 	"github.com/palisade-sec/palisade/policy"
 	"github.com/palisade-sec/palisade/remote/admission/audit"
-	"github.com/palisade-sec/palisade/remote/admission/internal/teststore"
 	"github.com/palisade-sec/palisade/remote/admission/review"
 	"github.com/palisade-sec/palisade/remote/admission/verdict"
 	"github.com/palisade-sec/palisade/remote/admission/webhookconfig"
 	"github.com/palisade-sec/palisade/shared/pki"
 	"github.com/palisade-sec/palisade/shared/store"
+	"github.com/palisade-sec/palisade/shared/store/storetest"
 )
 
 // Digests of the test images.
@@ -86,7 +86,7 @@ func start(t *testing.T, mod func(*Config)) *env {
 
 func startTB(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
-	st := teststore.Open(t, "r1")
+	st := storetest.Open(t, "r1")
 	ca, err := pki.NewCA("test", time.Hour)
 	if err != nil {
 		t.Fatal(err)

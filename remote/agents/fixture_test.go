@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/palisade-sec/palisade/shared/agentproto"
 	"github.com/palisade-sec/palisade/shared/pki"
 	"github.com/palisade-sec/palisade/shared/store"
+	"github.com/palisade-sec/palisade/shared/store/storetest"
 )
 
 type tlogWriter struct{ t testing.TB }
@@ -30,25 +30,6 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func freePort(t testing.TB) string {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err == nil {
-			u.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free port")
-	return ""
-}
 
 func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
 	t.Helper()
@@ -76,24 +57,7 @@ type fixture struct {
 
 func newFixture(t testing.TB, tune func(*Config)) *fixture {
 	t.Helper()
-	scfg := store.DefaultConfig()
-	scfg.Name = "s1"
-	scfg.DataDir = t.TempDir()
-	scfg.RaftAddr = freePort(t)
-	scfg.GossipAddr = freePort(t)
-	scfg.APIAddr = "127.0.0.1:1"
-	scfg.BootstrapExpect = 1
-	st, err := store.Open(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	waitFor(t, 20*time.Second, "store leads", func() error {
-		if !st.IsLeader() {
-			return fmt.Errorf("not leader")
-		}
-		return nil
-	})
+	st := storetest.Open(t, "s1")
 	pcfg := policystore.DefaultConfig()
 	pcfg.KV = st
 	pcfg.Learn = learn.DefaultConfig()
@@ -107,7 +71,7 @@ func newFixture(t testing.TB, tune func(*Config)) *fixture {
 	}
 	cfg := DefaultConfig()
 	cfg.Store, cfg.Policy, cfg.CA = st, ps, func() *pki.CA { return ca }
-	cfg.Addr = freePort(t)
+	cfg.Addr = storetest.FreeAddr(t)
 	cfg.LearnDelay = 50 * time.Millisecond
 	cfg.Logger = slog.New(slog.NewTextHandler(tlogWriter{t}, nil))
 	if tune != nil {

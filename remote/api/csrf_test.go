@@ -10,13 +10,12 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/palisade-sec/palisade/remote/auth"
 	"github.com/palisade-sec/palisade/shared/clusterinfo"
-	"github.com/palisade-sec/palisade/shared/store"
+	"github.com/palisade-sec/palisade/shared/store/storetest"
 )
 
 func freeAddr(t *testing.T) string {
@@ -42,23 +41,7 @@ func freeAddr(t *testing.T) string {
 // admin and a reader, and a UI handler that answers "ui <path>".
 func testServer(t *testing.T) *httptest.Server {
 	t.Helper()
-	cfg := store.DefaultConfig()
-	cfg.Name = "a1"
-	cfg.DataDir = t.TempDir()
-	cfg.RaftAddr = freeAddr(t)
-	cfg.GossipAddr = freeAddr(t)
-	cfg.APIAddr = "127.0.0.1:1"
-	cfg.BootstrapExpect = 1
-	st, err := store.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	for deadline := time.Now().Add(20 * time.Second); !st.IsLeader(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-	}
+	st := storetest.Open(t, "a1")
 	ctx := context.Background()
 	authn, err := auth.New(st, auth.DefaultConfig())
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,51 +23,15 @@ import (
 	"github.com/palisade-sec/palisade/shared/clusterinfo"
 	"github.com/palisade-sec/palisade/shared/httpapi"
 	"github.com/palisade-sec/palisade/shared/store"
+	"github.com/palisade-sec/palisade/shared/store/storetest"
 )
-
-func freePort(t testing.TB) string {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		u, uerr := net.ListenPacket("udp", addr)
-		l.Close()
-		if uerr == nil {
-			u.Close()
-			return addr
-		}
-	}
-	t.Fatal("no port free for TCP and UDP")
-	return ""
-}
 
 // server runs the real API router with the policy module over a real
 // single-replica store, and returns clients for an admin and a reader and
 // the store.
 func server(t *testing.T) (admin, reader *apiclient.Client, st *store.Store) {
 	t.Helper()
-	cfg := store.DefaultConfig()
-	cfg.Name = "p1"
-	cfg.DataDir = t.TempDir()
-	cfg.RaftAddr = freePort(t)
-	cfg.GossipAddr = freePort(t)
-	cfg.APIAddr = "127.0.0.1:1"
-	cfg.BootstrapExpect = 1
-	st, err := store.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	deadline := time.Now().Add(20 * time.Second)
-	for !st.IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	st = storetest.Open(t, "p1")
 	ctx := context.Background()
 	authn, err := auth.New(st, auth.DefaultConfig())
 	if err != nil {

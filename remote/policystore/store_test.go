@@ -4,39 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/palisade-sec/palisade/policy"
 	"github.com/palisade-sec/palisade/policy/code"
 	"github.com/palisade-sec/palisade/policy/learn"
 	"github.com/palisade-sec/palisade/shared/store"
+	"github.com/palisade-sec/palisade/shared/store/storetest"
 )
-
-func freePort(t testing.TB) string {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		u, uerr := net.ListenPacket("udp", addr)
-		l.Close()
-		if uerr == nil {
-			u.Close()
-			return addr
-		}
-	}
-	t.Fatal("no port free for TCP and UDP")
-	return ""
-}
 
 // openKV opens a real single-replica store on loopback and waits until it
 // leads.
@@ -44,25 +24,7 @@ func openKV(t *testing.T) *store.Store { return openKVB(t) }
 
 func openKVB(t testing.TB) *store.Store {
 	t.Helper()
-	cfg := store.DefaultConfig()
-	cfg.Name = "p1"
-	cfg.DataDir = t.TempDir()
-	cfg.RaftAddr = freePort(t)
-	cfg.GossipAddr = freePort(t)
-	cfg.APIAddr = "127.0.0.1:1"
-	cfg.BootstrapExpect = 1
-	st, err := store.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	deadline := time.Now().Add(20 * time.Second)
-	for !st.IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("single replica did not become leader")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	st := storetest.Open(t, "p1")
 	return st
 }
 

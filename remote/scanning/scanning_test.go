@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +19,7 @@ import (
 	"github.com/palisade-sec/palisade/remote/admission/verdict"
 	"github.com/palisade-sec/palisade/remote/scanning/scanningtest"
 	"github.com/palisade-sec/palisade/shared/store"
+	"github.com/palisade-sec/palisade/shared/store/storetest"
 )
 
 func TestMain(m *testing.M) {
@@ -51,45 +51,7 @@ func vulndata(t testing.TB) string {
 // openStore starts a real single-replica store on loopback.
 func openStore(t testing.TB) *store.Store {
 	t.Helper()
-	cfg := store.DefaultConfig()
-	cfg.Name = "s1"
-	cfg.DataDir = t.TempDir()
-	cfg.RaftAddr = freePort(t)
-	cfg.GossipAddr = freePort(t)
-	cfg.APIAddr = "127.0.0.1:1"
-	cfg.BootstrapExpect = 1
-	st, err := store.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	waitFor(t, 20*time.Second, "store leads", func() error {
-		if !st.IsLeader() {
-			return fmt.Errorf("not leader")
-		}
-		return nil
-	})
-	return st
-}
-
-func freePort(t testing.TB) string {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return addr
-	}
-	t.Fatal("no loopback port free for TCP and UDP")
-	return ""
+	return storetest.Open(t, "s1")
 }
 
 func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
@@ -514,7 +476,7 @@ func TestOnlyTheLeaderScans(t *testing.T) {
 		cfg := store.DefaultConfig()
 		cfg.Name = fmt.Sprintf("s%d", i)
 		cfg.DataDir = filepath.Join(base, cfg.Name)
-		cfg.RaftAddr, cfg.GossipAddr, cfg.APIAddr = freePort(t), freePort(t), "127.0.0.1:1"
+		cfg.RaftAddr, cfg.GossipAddr, cfg.APIAddr = storetest.FreeAddr(t), storetest.FreeAddr(t), "127.0.0.1:1"
 		cfg.BootstrapExpect = 3
 		if i == 0 {
 			gossip0 = cfg.GossipAddr

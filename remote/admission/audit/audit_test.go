@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/palisade-sec/palisade/remote/admission/internal/teststore"
+	"github.com/palisade-sec/palisade/shared/store/storetest"
 )
 
 func TestLogStoresAndLists(t *testing.T) {
-	st := teststore.Open(t, "r1")
+	st := storetest.Open(t, "r1")
 	cfg := DefaultConfig()
 	cfg.Replica, cfg.Store, cfg.MaxEvents, cfg.MaxBatchEvents = "r1", st, 6, 2
 	l, err := New(cfg)
@@ -85,7 +85,7 @@ func TestLogStoresAndLists(t *testing.T) {
 }
 
 func TestFlushSplitsBatches(t *testing.T) {
-	st := teststore.Open(t, "r1")
+	st := storetest.Open(t, "r1")
 	cfg := DefaultConfig()
 	cfg.Replica, cfg.Store, cfg.MaxBatchEvents, cfg.MaxEvents = "r1", st, 2, 4
 	l, err := New(cfg)
@@ -133,7 +133,7 @@ func TestRecordDropsOldestWhenFull(t *testing.T) {
 }
 
 func TestRunFlushesOnStop(t *testing.T) {
-	st := teststore.Open(t, "r1")
+	st := storetest.Open(t, "r1")
 	cfg := DefaultConfig()
 	cfg.Replica, cfg.Store, cfg.FlushInterval = "r1", st, time.Hour
 	l, err := New(cfg)

@@ -1,6 +1,6 @@
-// Package teststore opens a real single-replica store on loopback for the
-// admission packages' tests.
-package teststore
+// Package storetest opens real single-replica stores on loopback for the
+// tests of packages built on the replicated store.
+package storetest
 
 import (
 	"fmt"
@@ -18,8 +18,8 @@ func Open(t testing.TB, name string) *store.Store {
 	cfg := store.DefaultConfig()
 	cfg.Name = name
 	cfg.DataDir = t.TempDir()
-	cfg.RaftAddr = freePort(t)
-	cfg.GossipAddr = freePort(t)
+	cfg.RaftAddr = FreeAddr(t)
+	cfg.GossipAddr = FreeAddr(t)
 	cfg.APIAddr = "127.0.0.1:1"
 	cfg.BootstrapExpect = 1
 	st, err := store.Open(cfg)
@@ -37,8 +37,8 @@ func Open(t testing.TB, name string) *store.Store {
 	return st
 }
 
-// freePort returns a loopback address free for TCP and UDP.
-func freePort(t testing.TB) string {
+// FreeAddr returns a loopback address free for TCP and UDP.
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	for range 50 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
