@@ -2,8 +2,11 @@
 # make demo: a Palisade fleet on one machine. A primary cluster of three
 # controller replicas and two remote clusters start on loopback; the primary
 # is promoted, the remotes join with signed tokens, and a federated policy is
-# rolled out in waves (canary first) and shown arriving in both remotes. It
-# keeps running until Ctrl-C, then stops every process and removes its files.
+# rolled out in waves (canary first) and shown arriving in both remotes. A
+# coffee shop runs in network namespaces with a real agent of cluster east
+# enforcing in the kernel: its traffic is learned, then Protect blocks a
+# flow never seen before. It keeps running until Ctrl-C, then stops every
+# process and removes its namespaces, pinned eBPF objects and files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin/palisade
@@ -11,12 +14,28 @@ BASE=${PALISADE_DEMO_PORT_BASE:-17400}
 work=$(mktemp -d /tmp/palisade-demo.XXXXXX)
 pids=()
 
+NODE_NS=pal-demo-node
+ROLES=(orders payments inventory redis client)
+PIN_DIR=/sys/fs/bpf/palisade/pal-demo-node
+
+if [ "$(id -u)" != 0 ]; then
+  cat >&2 <<'MSG'
+make demo needs root: it creates network namespaces and veth pairs for the demo workloads,
+and the Palisade agent loads eBPF programs into the kernel to enforce policy on them.
+Run it as root (for example: sudo make demo). It removes everything it created on Ctrl-C.
+MSG
+  exit 1
+fi
+
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 cleanup() {
   trap - EXIT INT TERM
-  say "Stopping ${#pids[@]} processes and removing $work"
+  say "Stopping ${#pids[@]} processes, deleting the demo's network namespaces and pinned eBPF objects, removing $work"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  for r in "${ROLES[@]}"; do ip netns del "pal-demo-$r" 2>/dev/null || true; done
+  ip netns del "$NODE_NS" 2>/dev/null || true
+  rm -rf "$PIN_DIR"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -130,12 +149,82 @@ for c in east west; do
 done
 as hq fed status
 
+say "Starting the coffee shop in network namespaces: orders, payments, inventory (HTTP), redis, and an outside client"
+ip netns del "$NODE_NS" 2>/dev/null || true
+ip netns add "$NODE_NS"
+ip -n "$NODE_NS" link set lo up
+ip netns exec "$NODE_NS" sysctl -qw net.ipv4.ip_forward=1
+declare -A IP
+i=0
+for r in "${ROLES[@]}"; do
+  i=$((i + 1)); ns=pal-demo-$r; sub=10.232.$i
+  ip netns del "$ns" 2>/dev/null || true
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  ip -n "$NODE_NS" link add "pd$i" type veth peer name eth0 netns "$ns"
+  ip -n "$ns" addr add "$sub.2/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" route add default via "$sub.1"
+  ip -n "$NODE_NS" addr add "$sub.1/24" dev "pd$i"
+  ip -n "$NODE_NS" link set "pd$i" up
+  IP[$r]=$sub.2
+done
+for r in orders payments inventory; do
+  mkdir -p "$work/www-$r" && echo "$r" > "$work/www-$r/index.html"
+  ip netns exec "pal-demo-$r" python3 -m http.server 8080 --bind "${IP[$r]}" --directory "$work/www-$r" > "$work/$r.log" 2>&1 &
+  pids+=($!)
+done
+ip netns exec pal-demo-redis redis-server --port 6379 --bind "${IP[redis]}" --save '' --appendonly no --protected-mode no > "$work/redis.log" 2>&1 &
+pids+=($!)
+sleep 1
+
+http() { ip netns exec "pal-demo-$1" curl -s -m 2 -o /dev/null -w '%{http_code}' "http://${IP[$2]}:8080/" 2>/dev/null || true; }
+ping_redis() { ip netns exec "pal-demo-$1" timeout 2 bash -c "exec 3<>/dev/tcp/${IP[redis]}/6379; printf '*1\r\n\$4\r\nPING\r\n' >&3; head -c 7 <&3" 2>/dev/null | tr -d '\r\n' || true; }
+traffic() {
+  printf '  orders -> payments: %s   orders -> inventory: %s   inventory -> redis: %s   client -> orders: %s\n' \
+    "$(http orders payments)" "$(http orders inventory)" "$(ping_redis inventory)" "$(http client orders)"
+}
+
+say "Starting a Palisade agent on node-1 of cluster east (eBPF on each workload's veth)"
+agent_token=$(as east agent token create --ttl 30m 2>/dev/null)
+{
+  echo "- {name: orders, namespace: shop, netns: pal-demo-orders, labels: {app: orders}}"
+  echo "- {name: payments, namespace: shop, netns: pal-demo-payments, labels: {app: payments}}"
+  echo "- {name: inventory, namespace: shop, netns: pal-demo-inventory, labels: {app: inventory}}"
+  echo "- {name: redis, namespace: shop, netns: pal-demo-redis, labels: {app: redis}}"
+  echo "- {name: client, namespace: outside, netns: pal-demo-client, labels: {app: client}}"
+} > "$work/workloads.yaml"
+"$BIN" agent --controller "127.0.0.1:$((BASE + 46))" --token "$agent_token" --node node-1 \
+  --data-dir "$work/agent" --workloads "$work/workloads.yaml" --host-netns "$NODE_NS" --pin-dir "$PIN_DIR" > "$work/agent.log" 2>&1 &
+pids+=($!)
+sleep 3
+
+say "Discover mode: the shop's normal traffic flows, and east learns it (HTTP 200s and a Redis PONG)"
+deadline=$((SECONDS + 40))
+while :; do
+  traffic
+  n=$(as east rule list --learned -o json 2>/dev/null | grep -c '"name"' || true)
+  if [ "${n:-0}" -ge 4 ] || [ $SECONDS -ge $deadline ]; then break; fi
+  sleep 2
+done
+as east rule list --learned
+
+say "Switching every group to Protect: learned flows still work, anything else is dropped in the kernel"
+as east mode set --all protect
+sleep 2
+traffic
+printf '  payments -> orders (never seen before): %s\n' "$(http payments orders)"
+sleep 2
+say "The blocked connection, reported by the agent"
+as east event list | head -8
+
 cat <<MSG
 
   Primary API:    $(api 1)   (CA certificate: $work/hq-1/ca.crt)
   Admin password: $(cat "$work/admin.pw")   (user admin, on every cluster)
   Try:            PALISADE_SESSION_FILE=$work/hq.session $BIN fed status
                   PALISADE_SESSION_FILE=$work/hq.session $BIN fed history
+  Console:        $(api 1)/ui/
   Logs:           $work/*.log
 
 Running. Press Ctrl-C to stop and clean up.

@@ -21,6 +21,8 @@ check chromium 'have chromium'
 check etcd-server 'have etcd'
 check openssl 'have openssl'
 check redis-server 'have redis-server'
+check curl 'have curl'
+check python3 'have python3'
 
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
