@@ -18,7 +18,7 @@ func TestDemoSetUpAndTearDown(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the demo needs root for network namespaces and eBPF")
 	}
-	for _, tool := range []string{"redis-server", "curl", "python3", "ip"} {
+	for _, tool := range []string{"redis-server", "curl", "python3", "ip", "tar"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed (scripts/deps.sh installs it)", tool)
 		}
@@ -40,6 +40,7 @@ func TestDemoSetUpAndTearDown(t *testing.T) {
 		"Joined primary hq as east",
 		"Joined primary hq as west",
 		"phase done",
+		"Source:     federated",
 		"inventory -> redis: +PONG",
 		"learned.orders.shop     learned.payments.shop",
 		"payments -> orders (never seen before): 000",

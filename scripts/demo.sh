@@ -51,6 +51,17 @@ wait_log() { # FILE PATTERN TIMEOUT_S
 
 head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$work/admin.pw"
 
+# Advisory data for scanning (the project's shared test data when present).
+VULNDB=${PALISADE_VULNDB:-$(cd .. && pwd)/shared/vulndata/alpine-secdb}
+vulndb_flag=()
+if [ -d "$VULNDB" ]; then vulndb_flag=(--vulndb "$VULNDB"); fi
+# crane (go-containerregistry's CLI) serves the demo's registry and pushes to it.
+CRANE=${CRANE:-/var/cache/palisade-dev/bin/crane}
+if [ ! -x "$CRANE" ]; then
+  echo "Installing crane (go-containerregistry) into $(dirname "$CRANE")"
+  GOBIN=$(dirname "$CRANE") go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
+fi
+
 # controller NAME CLUSTER N JOIN_PORT EXPECT: ports are BASE + N*10 + {1..6}
 # for API, Raft, gossip, federation, the admission webhook and agents.
 controller() {
@@ -60,7 +71,7 @@ controller() {
     --gossip-addr "127.0.0.1:$((p + 3))" --fed-addr "127.0.0.1:$((p + 4))" \
     --admission-addr "127.0.0.1:$((p + 5))" --agent-addr "127.0.0.1:$((p + 6))" \
     --join "127.0.0.1:$join" --bootstrap-expect "$expect" \
-    --admin-password-file "$work/admin.pw" > "$work/$name.log" 2>&1 &
+    --admin-password-file "$work/admin.pw" "${vulndb_flag[@]}" > "$work/$name.log" 2>&1 &
   pids+=($!)
 }
 api() { echo "https://127.0.0.1:$((BASE + $1 * 10 + 1))"; }
@@ -148,6 +159,27 @@ for c in east west; do
   as "$c" fed status
 done
 as hq fed status
+
+REG=127.0.0.1:$((BASE + 90))
+say "Starting a local OCI registry ($REG) and pushing shop/orders:1.0, an Alpine image with ansible 2.9.2-r0"
+"$CRANE" registry serve --address "$REG" > "$work/registry.log" 2>&1 &
+pids+=($!)
+mkdir -p "$work/img/etc" "$work/img/lib/apk/db"
+printf 'ID=alpine\nVERSION_ID=3.11.6\n' > "$work/img/etc/os-release"
+printf 'P:ansible\nV:2.9.2-r0\no:ansible\n\n' > "$work/img/lib/apk/db/installed"
+tar -C "$work/img" -czf "$work/layer.tar.gz" etc lib
+for _ in $(seq 50); do "$CRANE" catalog --insecure "$REG" >/dev/null 2>&1 && break; sleep 0.1; done
+"$CRANE" append --insecure -f "$work/layer.tar.gz" -t "$REG/shop/orders:1.0" >/dev/null 2>&1
+
+say "The primary scans the registry once for the whole fleet; the results stream to east and west by digest"
+as hq registry add shop "http://$REG" --fed --insecure
+deadline=$((SECONDS + 60))
+until as west scan result "$REG/shop/orders:1.0" >/dev/null 2>&1 && as east scan result "$REG/shop/orders:1.0" >/dev/null 2>&1; do
+  if [ $SECONDS -ge $deadline ]; then echo "scan results did not reach the remotes"; break; fi
+  sleep 0.5
+done
+echo "-- west (never pulled the image):"
+as west scan result "$REG/shop/orders:1.0" | head -12
 
 say "Starting the coffee shop in network namespaces: orders, payments, inventory (HTTP), redis, and an outside client"
 ip netns del "$NODE_NS" 2>/dev/null || true
