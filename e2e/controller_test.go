@@ -302,3 +302,35 @@ func TestControllerRefusesBadInput(t *testing.T) {
 		t.Fatalf("startup error does not name the damaged file:\n%s", log[max(0, len(log)-1500):])
 	}
 }
+
+// TestControllerReplicaLeavesGracefully stops a replica started with
+// --leave-on-terminate: it is removed from the replica set, and the two
+// that remain keep a leader and accept writes.
+func TestControllerReplicaLeavesGracefully(t *testing.T) {
+	dir := t.TempDir()
+	pw := writeFile(t, dir, "admin.pw", "admin-password-1")
+	cs := harness.StartCluster(t, bin, dir, &ports, harness.ClusterSpec{Prefix: "g", Replicas: 3, PasswordFile: pw, Extra: []string{"--leave-on-terminate"}})
+	token := login(t, cs[0], "admin", "admin-password-1")
+	cs[2].Stop()
+	if exited, err := cs[2].Exited(); !exited || err != nil {
+		t.Fatalf("replica did not exit cleanly after SIGTERM: exited=%v err=%v", exited, err)
+	}
+	harness.Eventually(t, 20*time.Second, "the leaving replica is removed", func() error {
+		var cl api.Cluster
+		if err := cs[0].Client(t, token).Do(context.Background(), "GET", "/v1/cluster", nil, &cl); err != nil {
+			return err
+		}
+		if len(cl.Replicas) != 2 || cl.Leader == "" || cl.Leader == cs[2].Name {
+			return fmt.Errorf("replicas %+v, leader %q", cl.Replicas, cl.Leader)
+		}
+		for _, r := range cl.Replicas {
+			if r.Name == cs[2].Name {
+				return fmt.Errorf("%s still listed", r.Name)
+			}
+		}
+		return nil
+	})
+	harness.Eventually(t, 10*time.Second, "write after the leave", func() error {
+		return cs[1].Client(t, token).Do(context.Background(), "POST", "/v1/users", api.CreateUserRequest{Name: "after-leave", Role: "reader", Password: "reader-password"}, nil)
+	})
+}

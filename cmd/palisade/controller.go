@@ -32,6 +32,7 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 	pwFile := fs.String("admin-password-file", "", "file holding the first admin password (default: generate one and log it once)")
 	sans := fs.String("api-san", "", "comma-separated extra DNS names or IPs for the API certificate")
 	fs.DurationVar(&cfg.ReapTimeout, "reap-timeout", cfg.ReapTimeout, "how long an unreachable replica stays a member before it is removed")
+	fs.BoolVar(&cfg.LeaveOnStop, "leave-on-terminate", false, "on SIGTERM or Ctrl-C, leave the cluster (removed from the replica set) instead of stopping to restart")
 	fedAddr := fs.String("fed-addr", "0.0.0.0:11443", "federation listen address (UDP), served when this cluster is a primary")
 	agentAddr := fs.String("agent-addr", "0.0.0.0:18400", "agent listen address (UDP)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

@@ -62,6 +62,9 @@ type Config struct {
 	APISANs []string
 	// ReapTimeout is how long an unreachable replica stays a member.
 	ReapTimeout time.Duration
+	// LeaveOnStop makes a stopping replica leave the cluster (it is removed
+	// from the Raft configuration) instead of stopping to restart later.
+	LeaveOnStop bool
 	// Auth configures sessions and login limits.
 	Auth auth.Config
 	// Modules add API routes and background work; they are built once the
@@ -294,6 +297,14 @@ func (c *Controller) Run(ctx context.Context) error {
 	shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer shutCancel()
 	hs.Shutdown(shutCtx)
+	if c.cfg.LeaveOnStop {
+		c.log.Info("leaving the cluster")
+		leaveCtx, leaveCancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer leaveCancel()
+		if err := st.Leave(leaveCtx); err != nil {
+			c.log.Warn("leave the cluster", logfields.Error, err)
+		}
+	}
 	c.log.Info("controller stopping")
 	return nil
 }

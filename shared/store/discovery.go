@@ -47,6 +47,9 @@ type nodeMeta struct {
 	Ready bool `json:"ok,omitempty"`
 	// Meta is Config.Meta.
 	Meta map[string]string `json:"m,omitempty"`
+	// Leaving is published just before a graceful leave, so peers can
+	// tell it from a failure (memberlist's leave event does not say).
+	Leaving bool `json:"lv,omitempty"`
 }
 
 type memberInfo struct {
@@ -185,13 +188,13 @@ func (d *discovery) record(ev memberlist.NodeEvent) {
 		}
 	}
 	info := memberInfo{meta: meta, status: memberAlive, since: time.Now()}
+	d.mu.Lock()
 	if ev.Event == memberlist.NodeLeave {
 		info.status = memberFailed
-		if ev.Node.State == memberlist.StateLeft {
+		if old, ok := d.members[ev.Node.Name]; meta.Leaving || (ok && old.meta.Leaving) {
 			info.status = memberLeft
 		}
 	}
-	d.mu.Lock()
 	if old, ok := d.members[ev.Node.Name]; ok && old.status == info.status {
 		info.since = old.since
 	}
@@ -331,7 +334,15 @@ func (d *discovery) reconcile() {
 	}
 }
 
-func (d *discovery) leave(timeout time.Duration) error { return d.ml.Leave(timeout) }
+func (d *discovery) leave(timeout time.Duration) error {
+	d.mu.Lock()
+	d.local.Leaving = true
+	d.mu.Unlock()
+	if err := d.ml.UpdateNode(timeout); err != nil {
+		return fmt.Errorf("publish leaving: %w", err)
+	}
+	return d.ml.Leave(timeout)
+}
 
 func (d *discovery) shutdown() error {
 	select {

@@ -233,13 +233,17 @@ func (s *Store) Leave(ctx context.Context) error {
 		if err := s.disc.leave(2 * time.Second); err != nil {
 			s.log.Warn("gossip leave failed", logfields.Error, err)
 		}
-		// Wait until the leader has removed us from the configuration.
-		for ctx.Err() == nil && s.inConfiguration() && len(s.voters()) > 1 {
+		// The leader removes us when gossip says we left. A removed
+		// follower may never receive the configuration without it (the
+		// leader stops replicating to it), so wait only briefly for it.
+		wait, cancel := context.WithTimeout(ctx, 3*time.Second)
+		for wait.Err() == nil && s.inConfiguration() && len(s.voters()) > 1 {
 			select {
-			case <-ctx.Done():
+			case <-wait.Done():
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
+		cancel()
 	}
 	return s.Close()
 }
