@@ -45,7 +45,7 @@ bench: deps build ## run the benchmarks and write bench/results.md
 demo: deps build ## start a local fleet on loopback and keep it running until Ctrl-C
 	bash scripts/demo.sh
 
-lint: ## gofmt, go vet and the dependency-direction check
+lint: ## gofmt and go vet (the dependency-direction test runs in make test)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 
