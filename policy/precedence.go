@@ -14,82 +14,65 @@ func compareMeta(a, b *Meta) int {
 	return strings.Compare(a.Name, b.Name)
 }
 
-// CompareNetworkRules orders network rules by precedence: federated, code,
-// user, then learned; within one source a deny comes before an allow (so a
-// deny wins over an allow it overlaps); then by name. The order does not
-// depend on the order rules were written in.
-func CompareNetworkRules(a, b *NetworkRule) int {
+// compareRanked orders rules by source precedence, then the action first
+// before the other, then by name.
+func compareRanked(a, b *Meta, actA, actB, first Action) int {
 	if c := cmp.Compare(a.Source.Rank(), b.Source.Rank()); c != 0 {
 		return c
 	}
-	if a.Action != b.Action {
-		if a.Action == ActionDeny {
+	if actA != actB {
+		if actA == first {
 			return -1
 		}
-		if b.Action == ActionDeny {
+		if actB == first {
 			return 1
 		}
 	}
 	return strings.Compare(a.Name, b.Name)
 }
 
-// SortedNetworkRules returns pointers to the enabled rules of rs in
-// precedence order (see [CompareNetworkRules]).
-func SortedNetworkRules(rs []NetworkRule) []*NetworkRule {
-	out := make([]*NetworkRule, 0, len(rs))
+// sortedEnabled returns pointers to the elements of rs that are not
+// disabled, sorted by compare.
+func sortedEnabled[T any](rs []T, disabled func(*T) bool, compare func(a, b *T) int) []*T {
+	out := make([]*T, 0, len(rs))
 	for i := range rs {
-		if !rs[i].Disabled {
+		if !disabled(&rs[i]) {
 			out = append(out, &rs[i])
 		}
 	}
-	slices.SortFunc(out, CompareNetworkRules)
+	slices.SortFunc(out, compare)
 	return out
+}
+
+// CompareNetworkRules orders network rules by precedence: federated, code,
+// user, then learned; within one source a deny comes before an allow (so a
+// deny wins over an allow it overlaps); then by name. The order does not
+// depend on the order rules were written in.
+func CompareNetworkRules(a, b *NetworkRule) int {
+	return compareRanked(&a.Meta, &b.Meta, a.Action, b.Action, ActionDeny)
+}
+
+// SortedNetworkRules returns pointers to the enabled rules of rs in
+// precedence order (see [CompareNetworkRules]).
+func SortedNetworkRules(rs []NetworkRule) []*NetworkRule {
+	return sortedEnabled(rs, func(r *NetworkRule) bool { return r.Disabled }, CompareNetworkRules)
 }
 
 // CompareAdmissionRules orders admission rules for evaluation: federated
 // allow, federated deny, then code, user and learned the same way (allow
 // exceptions before deny rules within each source); then by name.
 func CompareAdmissionRules(a, b *AdmissionRule) int {
-	if c := cmp.Compare(a.Source.Rank(), b.Source.Rank()); c != 0 {
-		return c
-	}
-	if a.Action != b.Action {
-		if a.Action == ActionAllow {
-			return -1
-		}
-		if b.Action == ActionAllow {
-			return 1
-		}
-	}
-	return strings.Compare(a.Name, b.Name)
+	return compareRanked(&a.Meta, &b.Meta, a.Action, b.Action, ActionAllow)
 }
 
 // SortedAdmissionRules returns pointers to the enabled rules of rs in
 // evaluation order (see [CompareAdmissionRules]).
 func SortedAdmissionRules(rs []AdmissionRule) []*AdmissionRule {
-	out := make([]*AdmissionRule, 0, len(rs))
-	for i := range rs {
-		if !rs[i].Disabled {
-			out = append(out, &rs[i])
-		}
-	}
-	slices.SortFunc(out, CompareAdmissionRules)
-	return out
+	return sortedEnabled(rs, func(r *AdmissionRule) bool { return r.Disabled }, CompareAdmissionRules)
 }
 
 // CompareProcessRules orders process rules by source precedence, deny
 // before allow, then by name.
 func CompareProcessRules(a, b *ProcessRule) int {
-	if c := cmp.Compare(a.Source.Rank(), b.Source.Rank()); c != 0 {
-		return c
-	}
-	if a.Action != b.Action {
-		if a.Action == ActionDeny {
-			return -1
-		}
-		if b.Action == ActionDeny {
-			return 1
-		}
-	}
-	return strings.Compare(a.Name, b.Name)
+	return compareRanked(&a.Meta, &b.Meta, a.Action, b.Action, ActionDeny)
 }
