@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -264,18 +265,10 @@ func TestControllerRefusesBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mb strings.Builder
-	buf := make([]byte, 64<<10)
-	for {
-		n, rerr := mresp.Body.Read(buf)
-		mb.Write(buf[:n])
-		if rerr != nil {
-			break
-		}
-	}
+	metrics, _ := io.ReadAll(mresp.Body)
 	mresp.Body.Close()
-	if mresp.StatusCode != http.StatusOK || !strings.Contains(mb.String(), "palisade_store_leader 1") || !strings.Contains(mb.String(), `palisade_api_requests_total{method="POST",route="/v1/auth/login",status="429"}`) {
-		t.Fatalf("metrics lack the leader gauge or the 429 count:\n%.2000s", mb.String())
+	if mresp.StatusCode != http.StatusOK || !strings.Contains(string(metrics), "palisade_store_leader 1") || !strings.Contains(string(metrics), `palisade_api_requests_total{method="POST",route="/v1/auth/login",status="429"}`) {
+		t.Fatalf("metrics lack the leader gauge or the 429 count:\n%.2000s", metrics)
 	}
 
 	// A damaged data dir stops the replica with a message that names it.

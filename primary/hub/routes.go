@@ -359,28 +359,20 @@ func (h *Hub) kick(c *gin.Context) (any, error) {
 // objectKey is where a federated object lives.
 func objectKey(o code.Object) string {
 	name := o.GetName()
-	if ns := namespaceOf(o); ns != "" {
+	if ns := metaOf(o).Namespace; ns != "" {
 		name = ns + "." + name
 	}
 	return PrefixObjects + o.GetKind() + "/" + name
 }
 
-func namespaceOf(o code.Object) string {
+// metaOf returns an object's Kubernetes-style metadata.
+func metaOf(o code.Object) code.ObjectMeta {
 	b, _ := json.Marshal(o)
 	var m struct {
 		Metadata code.ObjectMeta `json:"metadata"`
 	}
 	json.Unmarshal(b, &m)
-	return m.Metadata.Namespace
-}
-
-func selectorOf(o code.Object) string {
-	b, _ := json.Marshal(o)
-	var m struct {
-		Metadata code.ObjectMeta `json:"metadata"`
-	}
-	json.Unmarshal(b, &m)
-	return m.Metadata.Annotations[ClusterSelectorAnnotation]
+	return m.Metadata
 }
 
 // currentObjects returns the federated objects by key.
@@ -450,7 +442,7 @@ func (h *Hub) applyPolicy(c *gin.Context) (any, error) {
 		}
 	}
 	for _, o := range objs {
-		if sel := selectorOf(o); sel != "" {
+		if sel := metaOf(o).Annotations[ClusterSelectorAnnotation]; sel != "" {
 			if err := ValidateSelector(sel); err != nil {
 				return nil, apierr.BadRequest("metadata.annotations."+ClusterSelectorAnnotation, "%s %q: %v", o.GetKind(), o.GetName(), err)
 			}
