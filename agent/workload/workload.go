@@ -1,6 +1,8 @@
 // Package workload discovers the workloads of a node from a plain network
-// namespace source: a YAML file listing {name, namespace, labels, netns},
-// where netns names a namespace under /var/run/netns. For each workload it
+// namespace source: a YAML file listing {name, namespace, labels, netns,
+// cgroup}, where netns names a namespace under /var/run/netns and the
+// optional cgroup is the workload's cgroup v2 path relative to the cgroup
+// root (for example /palisade/orders). For each workload it
 // finds the interfaces inside the namespace, their addresses and the
 // host-side veth peer the datapath attaches to, and reports workloads as
 // they appear, change and disappear.
@@ -11,6 +13,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"path"
 	"slices"
 	"strings"
 
@@ -27,6 +30,10 @@ type Workload struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 	// Netns is a name under the netns directory (/var/run/netns).
 	Netns string `json:"netns"`
+	// Cgroup is the workload's cgroup v2 path relative to the cgroup root,
+	// such as "/palisade/orders": absolute, clean, without "..". Empty when
+	// unknown.
+	Cgroup string `json:"cgroup,omitempty"`
 }
 
 // ID is namespace/name.
@@ -58,7 +65,7 @@ func (e Endpoint) Addrs() []netip.Prefix {
 }
 
 func (e Endpoint) equal(o Endpoint) bool {
-	if e.Name != o.Name || e.Namespace != o.Namespace || e.Netns != o.Netns || !maps.Equal(e.Labels, o.Labels) {
+	if e.Name != o.Name || e.Namespace != o.Namespace || e.Netns != o.Netns || e.Cgroup != o.Cgroup || !maps.Equal(e.Labels, o.Labels) {
 		return false
 	}
 	return slices.EqualFunc(e.Interfaces, o.Interfaces, func(a, b Interface) bool {
@@ -89,6 +96,9 @@ func Parse(data []byte) ([]Workload, error) {
 		case seen[w.ID()]:
 			return nil, fmt.Errorf("%w: %s: listed twice", ErrBadFile, where)
 		}
+		if err := ValidateCgroup(w.Cgroup); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrBadFile, where, err)
+		}
 		for k := range w.Labels {
 			if k == "" {
 				return nil, fmt.Errorf("%w: %s: label with empty key", ErrBadFile, where)
@@ -97,6 +107,24 @@ func Parse(data []byte) ([]Workload, error) {
 		seen[w.ID()] = true
 	}
 	return ws, nil
+}
+
+// ValidateCgroup accepts "" or an absolute, clean cgroup v2 path without
+// "..", such as "/palisade/orders".
+func ValidateCgroup(p string) error {
+	switch {
+	case p == "":
+		return nil
+	case !strings.HasPrefix(p, "/"):
+		return fmt.Errorf("cgroup %q is not absolute", p)
+	case strings.ContainsRune(p, 0):
+		return fmt.Errorf("cgroup %q holds a NUL byte", p)
+	case path.Clean(p) != p:
+		return fmt.Errorf("cgroup %q is not clean", p)
+	case slices.Contains(strings.Split(p, "/"), ".."):
+		return fmt.Errorf("cgroup %q holds \"..\"", p)
+	}
+	return nil
 }
 
 // ChangeKind says what happened to a workload.

@@ -15,12 +15,14 @@ func TestParse(t *testing.T) {
 - name: db
   namespace: shop
   netns: db-1
+  cgroup: /palisade/db
 `
 	ws, err := Parse([]byte(good))
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	if len(ws) != 2 || ws[0].ID() != "shop/web" || ws[0].Labels["tier"] != "front" || ws[1].Netns != "db-1" {
+	if len(ws) != 2 || ws[0].ID() != "shop/web" || ws[0].Labels["tier"] != "front" || ws[1].Netns != "db-1" ||
+		ws[1].Cgroup != "/palisade/db" || ws[0].Cgroup != "" {
 		t.Errorf("parsed %+v", ws)
 	}
 	bad := []struct{ name, in string }{
@@ -31,6 +33,10 @@ func TestParse(t *testing.T) {
 		{"netns dotdot", "- {name: a, namespace: b, netns: ..}"},
 		{"duplicate", "- {name: a, namespace: b, netns: x}\n- {name: a, namespace: b, netns: y}"},
 		{"unknown field", "- {name: a, namespace: b, netns: x, image: y}"},
+		{"cgroup relative", "- {name: a, namespace: b, netns: x, cgroup: palisade/a}"},
+		{"cgroup dotdot", "- {name: a, namespace: b, netns: x, cgroup: /palisade/../a}"},
+		{"cgroup unclean", "- {name: a, namespace: b, netns: x, cgroup: /palisade//a}"},
+		{"cgroup trailing slash", "- {name: a, namespace: b, netns: x, cgroup: /palisade/}"},
 		{"empty label key", "- {name: a, namespace: b, netns: x, labels: {'': v}}"},
 	}
 	for _, tc := range bad {
@@ -63,11 +69,17 @@ func TestDiff(t *testing.T) {
 	if len(diff(cur, cur)) != 0 {
 		t.Errorf("no-op diff reported changes")
 	}
+	moved := ep("a", "10.0.0.9/24")
+	moved.Cgroup = "/palisade/a"
+	if got := diff(cur, map[string]Endpoint{"n/a": moved, "n/c": cur["n/c"]}); len(got) != 1 || got[0].Kind != Updated {
+		t.Errorf("cgroup change: got %+v, want one Updated", got)
+	}
 }
 
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("- {name: a, namespace: b, netns: x, labels: {k: v}}"))
 	f.Add([]byte("[]"))
+	f.Add([]byte("- {name: a, namespace: b, netns: x, cgroup: /palisade/a}"))
 	f.Add([]byte("- name: a\n  namespace: b\n  netns: ../x\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ws, err := Parse(data)
@@ -75,9 +87,33 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		for _, w := range ws {
-			if w.Name == "" || w.Namespace == "" || w.Netns == "" {
+			if w.Name == "" || w.Namespace == "" || w.Netns == "" || ValidateCgroup(w.Cgroup) != nil {
 				t.Fatalf("accepted incomplete workload %+v", w)
 			}
 		}
 	})
+}
+
+func TestValidateCgroup(t *testing.T) {
+	tests := []struct {
+		in string
+		ok bool
+	}{
+		{"", true},
+		{"/", true},
+		{"/palisade/orders", true},
+		{"/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope", true},
+		{"palisade", false},
+		{"/a/../b", false},
+		{"/..", false},
+		{"/a/./b", false},
+		{"/a//b", false},
+		{"/a/", false},
+		{"/a\x00b", false},
+	}
+	for _, tc := range tests {
+		if err := ValidateCgroup(tc.in); (err == nil) != tc.ok {
+			t.Errorf("ValidateCgroup(%q) = %v, want ok=%v", tc.in, err, tc.ok)
+		}
+	}
 }
