@@ -11,10 +11,13 @@
 // for one with an agent token; answered by Enrolled or Refuse) or Hello (an
 // enrolled agent; answered by Table or Refuse). After Hello the controller
 // sends Table, then Diff for every change; the agent answers each with Ack,
-// and sends Workloads, Flows and Events whenever it has them.
+// and sends Workloads, Flows and Events whenever it has them, and (from
+// version 2, when the Table says the controller speaks it) Processes.
 //
 // Compiled tables and diffs travel as JSON of policy/compile's Table and
-// TableDiff; this package does not look inside them.
+// TableDiff; this package does not look inside them. Each profile of a table
+// carries its identity's process mode and process rules, which is how the
+// compiled process profiles reach the agents.
 package agentproto
 
 import (
@@ -24,6 +27,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"path"
+	"strings"
 	"sync"
 	"time"
 )
@@ -33,7 +38,18 @@ import (
 // Change list (append only):
 //   - 1 (2026-11-23): first version. Messages: Enroll, Enrolled, Refuse,
 //     Hello, Table, Diff, Ack, Workloads, Flows, Events.
-const Version = 1
+//   - 2 (2026-11-23): Processes (agent to controller: executables a
+//     workload ran in Discover); Table.Version says which version the
+//     controller speaks. A version 2 controller accepts version 1 agents,
+//     and an agent sends Processes only to a controller of version 2 or
+//     later, so both sides of an upgrade keep working.
+const Version = 2
+
+// MinVersion is the oldest agent version a controller accepts.
+const MinVersion = 1
+
+// MaxPathLen bounds an executable path in a Processes message.
+const MaxPathLen = 4096
 
 // HeaderSize is the size of a frame header: type byte and payload length.
 const HeaderSize = 5
@@ -64,6 +80,7 @@ const (
 	TypeWorkloads Type = 8
 	TypeFlows     Type = 9
 	TypeEvents    Type = 10
+	TypeProcesses Type = 11
 )
 
 func (t Type) String() string {
@@ -88,6 +105,8 @@ func (t Type) String() string {
 		return "Flows"
 	case TypeEvents:
 		return "Events"
+	case TypeProcesses:
+		return "Processes"
 	}
 	return fmt.Sprintf("Type(%d)", uint8(t))
 }
@@ -145,6 +164,9 @@ type Hello struct {
 type Table struct {
 	Seq   uint64          `json:"seq"`
 	Table json.RawMessage `json:"table"`
+	// Version is the protocol version the controller speaks; absent (0)
+	// from a version 1 controller.
+	Version int `json:"version,omitempty"`
 }
 
 // Diff changes the last table sent (JSON of policy/compile.TableDiff).
@@ -229,6 +251,24 @@ type Events struct {
 	Events []Event `json:"events"`
 }
 
+// Process is one executable a workload ran while its group's process mode
+// was Discover.
+type Process struct {
+	// Workload is the workload's ID.
+	Workload string `json:"workload"`
+	// Path is the executable's absolute path as the node sees it.
+	Path string `json:"path"`
+	// Name is the process name (the executable's base name).
+	Name string    `json:"name,omitempty"`
+	Time time.Time `json:"time"`
+}
+
+// Processes reports executables learned in Discover, each once per agent
+// run and workload.
+type Processes struct {
+	Processes []Process `json:"processes"`
+}
+
 // Type implementations.
 func (*Enroll) Type() Type    { return TypeEnroll }
 func (*Enrolled) Type() Type  { return TypeEnrolled }
@@ -240,6 +280,7 @@ func (*Ack) Type() Type       { return TypeAck }
 func (*Workloads) Type() Type { return TypeWorkloads }
 func (*Flows) Type() Type     { return TypeFlows }
 func (*Events) Type() Type    { return TypeEvents }
+func (*Processes) Type() Type { return TypeProcesses }
 
 func (m *Enroll) check() error {
 	if m.Token == "" || m.Node == "" || len(m.PublicKeyPEM) == 0 {
@@ -298,6 +339,20 @@ func (m *Events) check() error {
 	return nil
 }
 
+func (m *Processes) check() error {
+	for i, p := range m.Processes {
+		switch {
+		case p.Workload == "":
+			return fmt.Errorf("%w: process %d has no workload", ErrMalformed, i)
+		case len(p.Path) > MaxPathLen:
+			return fmt.Errorf("%w: process %d: path is %d bytes long (limit %d)", ErrMalformed, i, len(p.Path), MaxPathLen)
+		case !path.IsAbs(p.Path) || strings.ContainsRune(p.Path, 0):
+			return fmt.Errorf("%w: process %d: path %q is not absolute", ErrMalformed, i, p.Path)
+		}
+	}
+	return nil
+}
+
 func newMessage(t Type) (Message, error) {
 	switch t {
 	case TypeEnroll:
@@ -320,6 +375,8 @@ func newMessage(t Type) (Message, error) {
 		return &Flows{}, nil
 	case TypeEvents:
 		return &Events{}, nil
+	case TypeProcesses:
+		return &Processes{}, nil
 	}
 	return nil, fmt.Errorf("%w: %d", ErrUnknownType, uint8(t))
 }

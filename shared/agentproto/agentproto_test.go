@@ -2,11 +2,13 @@ package agentproto
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -18,12 +20,13 @@ func sampleMessages() []Message {
 		&Enrolled{CertPEM: []byte("c"), CAPEM: []byte("ca")},
 		&Refuse{Code: RefuseToken, Reason: "expired"},
 		&Hello{Version: Version, Node: "n1", Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.1")}},
-		&Table{Seq: 1, Table: json.RawMessage(`{"verdicts":[]}`)},
+		&Table{Seq: 1, Table: json.RawMessage(`{"verdicts":[]}`), Version: Version},
 		&Diff{Seq: 2, Diff: json.RawMessage(`{}`), Sent: 5},
 		&Ack{Seq: 2},
 		&Workloads{Workloads: []Workload{{ID: "shop/orders", Name: "orders", Namespace: "shop", Addresses: []netip.Addr{netip.MustParseAddr("10.231.1.2")}}}},
 		&Flows{Flows: []Flow{{Client: netip.MustParseAddr("10.231.1.2"), Server: netip.MustParseAddr("10.231.2.2"), Proto: 6, Port: 80, App: "http", Mode: "discover", Flows: 3, FirstSeen: t0, LastSeen: t0}}},
 		&Events{Events: []Event{{Time: t0, Kind: EventViolation, Action: "deny", Mode: "protect", Client: netip.MustParseAddr("10.231.2.2"), Server: netip.MustParseAddr("10.231.1.2"), Proto: 6, Port: 8080}}},
+		&Processes{Processes: []Process{{Workload: "shop/orders", Path: "/usr/bin/sleep", Name: "sleep", Time: t0}}},
 	}
 }
 
@@ -65,6 +68,10 @@ func TestDecodeErrors(t *testing.T) {
 		{"unknown type", append([]byte{99}, good[1:]...), 0, ErrUnknownType},
 		{"bad json", []byte{byte(TypeAck), 0, 0, 0, 1, '{'}, 0, ErrMalformed},
 		{"missing field", []byte{byte(TypeHello), 0, 0, 0, 2, '{', '}'}, 0, ErrMalformed},
+		{"process without workload", frame(TypeProcesses, `{"processes":[{"path":"/bin/sh"}]}`), 0, ErrMalformed},
+		{"relative process path", frame(TypeProcesses, `{"processes":[{"workload":"w","path":"sh"}]}`), 0, ErrMalformed},
+		{"process path with NUL", frame(TypeProcesses, `{"processes":[{"workload":"w","path":"/bin/s\u0000h"}]}`), 0, ErrMalformed},
+		{"long process path", frame(TypeProcesses, `{"processes":[{"workload":"w","path":"/`+strings.Repeat("a", MaxPathLen)+`"}]}`), 0, ErrMalformed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,6 +87,13 @@ func TestDecodeErrors(t *testing.T) {
 	}
 }
 
+// frame builds a frame of type t around a raw payload.
+func frame(t Type, payload string) []byte {
+	b := []byte{byte(t), 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(b[1:], uint32(len(payload)))
+	return append(b, payload...)
+}
+
 func FuzzDecode(f *testing.F) {
 	for _, m := range sampleMessages() {
 		b, err := Encode(m)
@@ -89,6 +103,9 @@ func FuzzDecode(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte{byte(TypeFlows), 0, 0, 0, 4, 'n', 'u', 'l', 'l'})
+	f.Add(frame(TypeProcesses, `{"processes":[{"workload":"w","path":"/bin/../sh"}]}`))
+	f.Add(frame(TypeProcesses, `{"processes":null}`))
+	f.Add(frame(TypeTable, `{"seq":1,"table":{},"version":-1}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, n, err := Decode(b, 1<<16)
 		if err != nil {
