@@ -66,6 +66,8 @@ type Flow struct {
 type Result struct {
 	Groups []policy.Group
 	Rules  []policy.NetworkRule
+	// ProcessRules are new learned process rules (LearnProcesses).
+	ProcessRules []policy.ProcessRule
 }
 
 // Learner learns rules from flows.
@@ -159,23 +161,13 @@ func (l *Learner) Learn(current *policy.Set, flows []Flow) (*Result, error) {
 			}
 			return policy.GroupExternal
 		}
-		w := e.Workload
-		svc := w.Service
-		crit := []policy.Criterion{{Key: policy.KeyService, Op: policy.OpEqual, Value: svc}, {Key: policy.KeyNamespace, Op: policy.OpEqual, Value: w.Namespace}}
-		if svc == "" {
-			svc = w.Name
-			if svc == "" {
-				svc = w.ID
-			}
-			crit[0] = policy.Criterion{Key: policy.KeyContainer, Op: policy.OpEqual, Value: firstContainer(w)}
-		}
-		name := fmt.Sprintf("%s.%s.%s", l.cfg.GroupPrefix, sanitize(svc), sanitize(w.Namespace))
-		if current.Group(name) == nil {
-			if _, ok := newGroups[name]; !ok {
-				newGroups[name] = policy.Group{Meta: policy.Meta{Name: name, Kind: policy.KindGroup, Source: policy.SourceLearned}, Criteria: crit}
+		g := l.workloadGroup(e.Workload)
+		if current.Group(g.Name) == nil {
+			if _, ok := newGroups[g.Name]; !ok {
+				newGroups[g.Name] = g
 			}
 		}
-		return name
+		return g.Name
 	}
 
 	pairs := map[[2]string]*pairRule{}
@@ -245,6 +237,22 @@ func (l *Learner) Learn(current *policy.Set, flows []Flow) (*Result, error) {
 	slices.SortFunc(out.Groups, func(a, b policy.Group) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(out.Rules, func(a, b policy.NetworkRule) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
+}
+
+// workloadGroup returns the learned group a workload is learned into: one
+// per service and namespace.
+func (l *Learner) workloadGroup(w *policy.Workload) policy.Group {
+	svc := w.Service
+	crit := []policy.Criterion{{Key: policy.KeyService, Op: policy.OpEqual, Value: svc}, {Key: policy.KeyNamespace, Op: policy.OpEqual, Value: w.Namespace}}
+	if svc == "" {
+		svc = w.Name
+		if svc == "" {
+			svc = w.ID
+		}
+		crit[0] = policy.Criterion{Key: policy.KeyContainer, Op: policy.OpEqual, Value: firstContainer(w)}
+	}
+	name := fmt.Sprintf("%s.%s.%s", l.cfg.GroupPrefix, sanitize(svc), sanitize(w.Namespace))
+	return policy.Group{Meta: policy.Meta{Name: name, Kind: policy.KindGroup, Source: policy.SourceLearned}, Criteria: crit}
 }
 
 func (l *Learner) ruleName(from, to string) string {
