@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/palisade-sec/palisade/policy"
+	"github.com/palisade-sec/palisade/policy/code"
 )
 
 // Exec is one executable a workload ran in Discover.
@@ -101,10 +102,15 @@ func (l *Learner) LearnProcesses(current *policy.Set, execs []Exec) (*Result, er
 	return out, nil
 }
 
-// processRuleName names the learned rule of an executable in a group: the
-// group, the process name and a digest of the path, so that names stay
-// short, printable and distinct for every path.
+// processRuleName names the learned rule of an executable in a group the
+// way a security rule's process rules are named (so it exports as one),
+// or, when the path would make that name too long or not printable, by the
+// group, the process name and a digest of the path.
 func (l *Learner) processRuleName(group, p string) string {
+	name := code.ProcessRuleName(group, ProcessName(p), p)
+	if policy.CheckName(name) == nil {
+		return name
+	}
 	h := sha256.Sum256([]byte(p))
-	return fmt.Sprintf("%s:proc:%s:%s", group, sanitize(ProcessName(p)), hex.EncodeToString(h[:4]))
+	return fmt.Sprintf("%s:%s:%s", group, sanitize(ProcessName(p)), hex.EncodeToString(h[:8]))
 }

@@ -12,6 +12,8 @@
 //	                                     naming; written by federation only
 //	policy/learned/groups/<name>         a learned group (JSON of policy.Group)
 //	policy/learned/rules/<name>          a learned rule (JSON of policy.NetworkRule)
+//	policy/learned/processes/<name>      a learned process rule (JSON of
+//	                                     policy.ProcessRule)
 //	policy/modes/<group>                 a group's mode setting (JSON of Override);
 //	                                     it wins over the mode a document gives
 //	policy/defaults                      the default modes (JSON of policy.Defaults)

@@ -72,6 +72,16 @@ func (v *View) Export() ([]byte, error) {
 		}
 		learned.NetworkRules = append(learned.NetworkRules, r)
 	}
+	for _, r := range v.Set.ProcessRules {
+		if r.Source != policy.SourceLearned {
+			continue
+		}
+		if !isLearned[r.Group] {
+			notes = append(notes, fmt.Sprintf("learned process rule %q (%s: %s) joins no learned group and is not exported", r.Name, r.Group, r.Path))
+			continue
+		}
+		learned.ProcessRules = append(learned.ProcessRules, r)
+	}
 	ldocs, err := code.FromSet(learned)
 	if err != nil {
 		return nil, fmt.Errorf("export learned policy: %w", err)

@@ -25,10 +25,14 @@ type GroupInfo struct {
 	Members *int `json:"members,omitempty"`
 }
 
-// RuleInfo is one network rule as the API lists it.
+// RuleInfo is one rule as the API lists it: a network rule, or (Kind
+// processRule) a process rule.
 type RuleInfo struct {
-	// Order is the rule's position in precedence order, from 1.
-	Order        int           `json:"order"`
+	// Order is the rule's position in precedence order among the rules of
+	// its kind, from 1.
+	Order int `json:"order"`
+	// Kind is empty for a network rule and processRule for a process rule.
+	Kind         policy.Kind   `json:"kind,omitempty"`
 	Name         string        `json:"name"`
 	Source       policy.Source `json:"source"`
 	Revision     uint64        `json:"revision,omitempty"`
@@ -39,6 +43,10 @@ type RuleInfo struct {
 	Action       policy.Action `json:"action"`
 	Disabled     bool          `json:"disabled,omitempty"`
 	Comment      string        `json:"comment,omitempty"`
+	// Group, Process and Path are a process rule's.
+	Group   string `json:"group,omitempty"`
+	Process string `json:"process,omitempty"`
+	Path    string `json:"path,omitempty"`
 }
 
 // Filter selects objects of a listing.
@@ -82,7 +90,8 @@ func (v *View) Groups(f Filter) []GroupInfo {
 }
 
 // Rules lists the effective network rules in precedence order (disabled
-// rules where they would be if enabled).
+// rules where they would be if enabled), then the process rules in
+// precedence order within each group.
 func (v *View) Rules(f Filter) []RuleInfo {
 	rs := make([]*policy.NetworkRule, 0, len(v.Set.NetworkRules))
 	for i := range v.Set.NetworkRules {
@@ -103,6 +112,31 @@ func (v *View) Rules(f Filter) []RuleInfo {
 		}
 		out = append(out, RuleInfo{Order: i + 1, Name: r.Name, Source: r.Source, Revision: r.Revision, From: r.From, To: r.To,
 			Ports: ports, Applications: r.Applications, Action: r.Action, Disabled: r.Disabled, Comment: r.Comment})
+	}
+	ps := make([]*policy.ProcessRule, 0, len(v.Set.ProcessRules))
+	for i := range v.Set.ProcessRules {
+		ps = append(ps, &v.Set.ProcessRules[i])
+	}
+	slices.SortStableFunc(ps, func(a, b *policy.ProcessRule) int {
+		if c := strings.Compare(a.Group, b.Group); c != 0 {
+			return c
+		}
+		return policy.CompareProcessRules(a, b)
+	})
+	order := 0
+	for i, r := range ps {
+		if i == 0 || ps[i-1].Group != r.Group {
+			order = 0
+		}
+		order++
+		if !f.Learned && f.Source != policy.SourceLearned && r.Source == policy.SourceLearned {
+			continue
+		}
+		if (f.Source != "" && r.Source != f.Source) || (f.Group != "" && r.Group != f.Group) {
+			continue
+		}
+		out = append(out, RuleInfo{Order: order, Kind: policy.KindProcessRule, Name: r.Name, Source: r.Source, Revision: r.Revision,
+			Group: r.Group, Process: r.Process, Path: r.Path, Action: r.Action, Comment: r.Comment})
 	}
 	return out
 }

@@ -21,18 +21,20 @@ import (
 
 // Key prefixes and keys; see the package documentation.
 const (
-	PrefixObjects        = "policy/objects/"
-	PrefixFederated      = "federated/objects/"
-	PrefixLearnedGroups  = "policy/learned/groups/"
-	PrefixLearnedRules   = "policy/learned/rules/"
-	PrefixModes          = "policy/modes/"
-	KeyDefaults          = "policy/defaults"
-	KeyRevision          = "policy/revision"
-	prefixPolicy         = "policy/"
-	AnnotationSource     = "palisade.dev/source"
-	AnnotationRevision   = "palisade.dev/revision"
-	annotationSourceFed  = "federated"
-	annotationSourceLrnd = "learned"
+	PrefixObjects       = "policy/objects/"
+	PrefixFederated     = "federated/objects/"
+	PrefixLearnedGroups = "policy/learned/groups/"
+	PrefixLearnedRules  = "policy/learned/rules/"
+	// PrefixLearnedProcesses holds learned process rules.
+	PrefixLearnedProcesses = "policy/learned/processes/"
+	PrefixModes            = "policy/modes/"
+	KeyDefaults            = "policy/defaults"
+	KeyRevision            = "policy/revision"
+	prefixPolicy           = "policy/"
+	AnnotationSource       = "palisade.dev/source"
+	AnnotationRevision     = "palisade.dev/revision"
+	annotationSourceFed    = "federated"
+	annotationSourceLrnd   = "learned"
 )
 
 // WatchPrefixes are the key prefixes whose changes change the effective

@@ -489,6 +489,56 @@ spec:
 		}
 	})
 
+	t.Run("LearnProcesses", func(t *testing.T) {
+		reset(t, kv)
+		s := newStore(t, kv)
+		web := &policy.Workload{ID: "shop/web-1", Name: "web-1", Namespace: "shop", Service: "web"}
+		execs := []learn.Exec{{Workload: web, Path: "/usr/sbin/nginx"}, {Workload: web, Path: "/bin/sleep"}}
+		res, err := s.LearnProcesses(ctx, execs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Groups) != 1 || len(res.ProcessRules) != 2 {
+			t.Fatalf("learned %d groups, %d process rules; want 1 and 2", len(res.Groups), len(res.ProcessRules))
+		}
+		v := mustView(t, s)
+		if len(v.Problems) != 0 {
+			t.Fatalf("view problems: %v", v.Problems)
+		}
+		if n := len(v.Rules(Filter{})); n != 0 {
+			t.Errorf("rules without learned = %d, want 0", n)
+		}
+		var got []string
+		for _, r := range v.Rules(Filter{Learned: true, Group: "learned.web.shop"}) {
+			if r.Kind != policy.KindProcessRule || r.Source != policy.SourceLearned || r.Action != policy.ActionAllow {
+				t.Errorf("listed rule %+v", r)
+			}
+			got = append(got, r.Process+" "+r.Path)
+		}
+		if want := []string{"nginx /usr/sbin/nginx", "sleep /bin/sleep"}; !slices.Equal(slices.Sorted(slices.Values(got)), want) {
+			t.Errorf("listed process rules %q, want %q", got, want)
+		}
+		if _, ok, _ := kv.Get(PrefixLearnedProcesses + res.ProcessRules[0].Name); !ok {
+			t.Fatalf("learned process rule %q not stored under %s", res.ProcessRules[0].Name, PrefixLearnedProcesses)
+		}
+		// Flows learn into the same group; nothing is duplicated.
+		fres, err := s.Learn(ctx, []learn.Flow{{Src: learn.Endpoint{Addr: netip.MustParseAddr("203.0.113.9")}, Dst: learn.Endpoint{Workload: web}, Proto: policy.ProtoTCP, Port: 80}})
+		if err != nil || len(fres.Groups) != 0 || len(fres.Rules) != 1 {
+			t.Fatalf("learn flows after processes: %+v, %v", fres, err)
+		}
+		again, err := s.LearnProcesses(ctx, execs)
+		if err != nil || len(again.Groups)+len(again.ProcessRules) != 0 {
+			t.Errorf("learning the same executables again: %+v, %v", again, err)
+		}
+		out, err := mustView(t, s).Export()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), "/usr/sbin/nginx") {
+			t.Errorf("export lacks the learned process rules:\n%s", out)
+		}
+	})
+
 	t.Run("ImportNeuVector", func(t *testing.T) {
 		reset(t, kv)
 		s := newStore(t, kv)

@@ -127,6 +127,12 @@ func buildView(fedKVs, polKVs []store.KV, rev uint64) *View {
 				r.Source, r.Revision = policy.SourceLearned, 0
 				v.learnedSet.NetworkRules = append(v.learnedSet.NetworkRules, r)
 			}
+		case strings.HasPrefix(k, PrefixLearnedProcesses):
+			var r policy.ProcessRule
+			if err = json.Unmarshal(kv.Value, &r); err == nil {
+				r.Source, r.Revision = policy.SourceLearned, 0
+				v.learnedSet.ProcessRules = append(v.learnedSet.ProcessRules, r)
+			}
 		case strings.HasPrefix(k, PrefixModes):
 			var o Override
 			if err = json.Unmarshal(kv.Value, &o); err == nil {
