@@ -102,7 +102,7 @@ func (s *Source) Run(ctx context.Context, fn func(Change)) error {
 			}
 			cur[w.ID()] = Endpoint{Workload: w, Interfaces: ifs}
 		}
-		for _, c := range diff(known, cur) {
+		for _, c := range Diff(known, cur) {
 			fn(c)
 		}
 		known = cur

@@ -49,10 +49,19 @@ type Interface struct {
 	HostIfN string         // its name
 }
 
-// Endpoint is a workload with what was found in its namespace.
+// Image is the image one container of a workload runs.
+type Image struct {
+	Container string // the container's name in its pod, or its ID
+	Name      string // image reference, such as registry.example/shop/orders:1.2
+	Digest    string // digest of the image's manifest or index; "" if unknown
+}
+
+// Endpoint is a workload with what was found in its namespace and, for a
+// container runtime source, the images its containers run.
 type Endpoint struct {
 	Workload
 	Interfaces []Interface
+	Images     []Image // by container; empty for the netns source
 }
 
 // Addrs returns every address of the endpoint.
@@ -66,6 +75,9 @@ func (e Endpoint) Addrs() []netip.Prefix {
 
 func (e Endpoint) equal(o Endpoint) bool {
 	if e.Name != o.Name || e.Namespace != o.Namespace || e.Netns != o.Netns || e.Cgroup != o.Cgroup || !maps.Equal(e.Labels, o.Labels) {
+		return false
+	}
+	if !slices.Equal(e.Images, o.Images) {
 		return false
 	}
 	return slices.EqualFunc(e.Interfaces, o.Interfaces, func(a, b Interface) bool {
@@ -155,8 +167,9 @@ type Change struct {
 	Endpoint Endpoint
 }
 
-// diff compares two snapshots keyed by workload ID, in ID order.
-func diff(old, cur map[string]Endpoint) []Change {
+// Diff compares two snapshots keyed by workload ID: additions and updates
+// in ID order, then removals in ID order.
+func Diff(old, cur map[string]Endpoint) []Change {
 	var out []Change
 	for _, id := range slices.Sorted(maps.Keys(cur)) {
 		e := cur[id]

@@ -53,7 +53,7 @@ func TestDiff(t *testing.T) {
 	}
 	old := map[string]Endpoint{"n/a": ep("a", "10.0.0.1/24"), "n/b": ep("b", "10.0.0.2/24")}
 	cur := map[string]Endpoint{"n/a": ep("a", "10.0.0.9/24"), "n/c": ep("c", "10.0.0.3/24")}
-	got := diff(old, cur)
+	got := Diff(old, cur)
 	want := []struct {
 		kind ChangeKind
 		name string
@@ -66,12 +66,12 @@ func TestDiff(t *testing.T) {
 			t.Errorf("change %d: %v %s, want %v %s", i, got[i].Kind, got[i].Endpoint.Name, w.kind, w.name)
 		}
 	}
-	if len(diff(cur, cur)) != 0 {
+	if len(Diff(cur, cur)) != 0 {
 		t.Errorf("no-op diff reported changes")
 	}
 	moved := ep("a", "10.0.0.9/24")
 	moved.Cgroup = "/palisade/a"
-	if got := diff(cur, map[string]Endpoint{"n/a": moved, "n/c": cur["n/c"]}); len(got) != 1 || got[0].Kind != Updated {
+	if got := Diff(cur, map[string]Endpoint{"n/a": moved, "n/c": cur["n/c"]}); len(got) != 1 || got[0].Kind != Updated {
 		t.Errorf("cgroup change: got %+v, want one Updated", got)
 	}
 }
