@@ -3,7 +3,9 @@
 // the cluster policy compiled with policy/compile and pushed to each node as
 // a table and then diffs, and the flows and security events agents report,
 // stored bounded and served under /v1. The Raft leader learns rules from the
-// flows reported in Discover mode.
+// flows reported in Discover mode; the executables agents report in Discover
+// become learned process rules, compiled into the profiles of the nodes'
+// tables.
 //
 // Every replica runs the listener and compiles the whole cluster's policy;
 // agents may connect to any replica. What a replica writes goes through the

@@ -182,6 +182,12 @@ func enroll(t testing.TB, addr, token, node string) (*testAgent, agentproto.Mess
 // connect opens a session and sends hello; it returns the first answer.
 func (a *testAgent) connect(t testing.TB, addr, node string) agentproto.Message {
 	t.Helper()
+	return a.hello(t, addr, node, agentproto.Version)
+}
+
+// hello connects and says Hello with a protocol version.
+func (a *testAgent) hello(t testing.TB, addr, node string, version int) agentproto.Message {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var certs []tls.Certificate
@@ -199,7 +205,7 @@ func (a *testAgent) connect(t testing.TB, addr, node string) agentproto.Message 
 	a.udp, a.tr, a.conn, a.str = udp, tr, conn, str
 	a.enc, a.dec = agentproto.NewEncoder(str), agentproto.NewDecoder(str, 0)
 	t.Cleanup(a.close)
-	if err := a.enc.Encode(&agentproto.Hello{Version: agentproto.Version, Node: node}); err != nil {
+	if err := a.enc.Encode(&agentproto.Hello{Version: version, Node: node}); err != nil {
 		t.Fatal(err)
 	}
 	msg, err := a.dec.Decode()

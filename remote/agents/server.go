@@ -165,8 +165,8 @@ func (m *Module) serveConn(ctx context.Context, conn *quic.Conn) {
 			refuse(conn, str, enc, agentproto.RefuseIdentity, fmt.Sprintf("certificate is for node %q, hello says %q", leaf.Subject.CommonName, msg.Node))
 			return
 		}
-		if msg.Version != agentproto.Version {
-			refuse(conn, str, enc, agentproto.RefuseVersion, fmt.Sprintf("agent speaks version %d, controller %d", msg.Version, agentproto.Version))
+		if msg.Version < agentproto.MinVersion || msg.Version > agentproto.Version {
+			refuse(conn, str, enc, agentproto.RefuseVersion, fmt.Sprintf("agent speaks version %d, controller %d..%d", msg.Version, agentproto.MinVersion, agentproto.Version))
 			return
 		}
 		s := &session{m: m, node: msg.Node, addrs: msg.Addresses, str: str, enc: enc, dec: dec}
@@ -260,7 +260,7 @@ func (s *session) writeLoop(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			msg = &agentproto.Table{Seq: seq, Table: b}
+			msg = &agentproto.Table{Seq: seq, Table: b, Version: agentproto.Version}
 		} else {
 			d := compile.Diff(last, t)
 			if d.Empty() {
@@ -314,6 +314,10 @@ func (s *session) readLoop(ctx context.Context) error {
 		case *agentproto.Events:
 			if err := s.m.ingestEvents(ctx, s.node, msg.Events); err != nil {
 				s.m.log.Warn("store events", logNode, s.node, logErr, err)
+			}
+		case *agentproto.Processes:
+			if err := s.m.learnProcesses(ctx, s.node, msg.Processes); err != nil && ctx.Err() == nil {
+				s.m.log.Warn("learn processes", logNode, s.node, logErr, err)
 			}
 		default:
 			return fmt.Errorf("agents: unexpected %s from agent", msg.Type())

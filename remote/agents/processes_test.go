@@ -1,0 +1,92 @@
+package agents
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/palisade-sec/palisade/policy"
+	"github.com/palisade-sec/palisade/policy/compile"
+	"github.com/palisade-sec/palisade/shared/agentproto"
+)
+
+// profileOf returns the profile of a workload's identity in tb.
+func profileOf(tb *compile.Table, workload string) (compile.Profile, bool) {
+	id, ok := tb.IdentityOf(workload)
+	if !ok {
+		return compile.Profile{}, false
+	}
+	for _, p := range tb.Profiles {
+		if p.ID == id {
+			return p, true
+		}
+	}
+	return compile.Profile{}, false
+}
+
+func TestSessionLearnsProcesses(t *testing.T) {
+	f := newFixture(t, nil)
+	addr := f.m.cfg.Addr
+	a, msg := enroll(t, addr, f.tok, "n1")
+	if msg.Type() != agentproto.TypeEnrolled {
+		t.Fatalf("enroll: got %+v", msg)
+	}
+	msg = a.connect(t, addr, "n1")
+	if tm, ok := msg.(*agentproto.Table); !ok || tm.Version != agentproto.Version {
+		t.Fatalf("hello: got %+v, want a Table saying version %d", msg, agentproto.Version)
+	}
+	if err := a.enc.Encode(&agentproto.Workloads{Workloads: []agentproto.Workload{
+		{ID: "shop/orders", Name: "orders", Namespace: "shop", Service: "orders"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	if err := a.enc.Encode(&agentproto.Processes{Processes: []agentproto.Process{
+		{Workload: "shop/orders", Path: "/usr/bin/sleep", Name: "sleep", Time: now},
+		{Workload: "shop/ghost", Path: "/bin/sh", Name: "sh", Time: now},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	// The learned rule reaches the node in the workload's profile.
+	a.until(t, "learned process in the profile", func(tb *compile.Table) bool {
+		p, ok := profileOf(tb, "shop/orders")
+		return ok && slices.ContainsFunc(p.Processes, func(e compile.ProcessEntry) bool {
+			return e.Path == "/usr/bin/sleep" && e.Process == "sleep" && e.Action == policy.ActionAllow
+		})
+	})
+	view, err := f.ps.View()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range view.Rules(policystoreLearned()) {
+		got = append(got, string(r.Kind)+" "+r.Group+" "+r.Path)
+	}
+	if want := []string{"processRule learned.orders.shop /usr/bin/sleep"}; !slices.Equal(got, want) {
+		t.Errorf("learned rules: got %q, want %q (the unknown workload's process is not learned)", got, want)
+	}
+}
+
+func TestHelloVersions(t *testing.T) {
+	f := newFixture(t, nil)
+	addr := f.m.cfg.Addr
+	a, msg := enroll(t, addr, f.tok, "n1")
+	if msg.Type() != agentproto.TypeEnrolled {
+		t.Fatalf("enroll: got %+v", msg)
+	}
+	tests := []struct {
+		version int
+		want    agentproto.Type
+	}{
+		{agentproto.MinVersion, agentproto.TypeTable},
+		{agentproto.Version, agentproto.TypeTable},
+		{agentproto.Version + 1, agentproto.TypeRefuse},
+		{0, agentproto.TypeRefuse},
+	}
+	for _, tc := range tests {
+		if got := a.hello(t, addr, "n1", tc.version); got.Type() != tc.want {
+			t.Errorf("hello version %d: got %+v, want %s", tc.version, got, tc.want)
+		}
+		a.close()
+	}
+}
