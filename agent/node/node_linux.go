@@ -20,6 +20,7 @@ import (
 
 	"github.com/palisade-sec/palisade/agent/datapath"
 	"github.com/palisade-sec/palisade/agent/workload"
+	"github.com/palisade-sec/palisade/agent/workload/containerd"
 	"github.com/palisade-sec/palisade/policy/compile"
 	"github.com/palisade-sec/palisade/shared/agentproto"
 )
@@ -36,6 +37,12 @@ type Config struct {
 	DataDir string
 	// Workloads configures the workload source.
 	Workloads workload.Config
+	// Source picks the workload source: SourceNetns (the Workloads file)
+	// or SourceContainerd.
+	Source string
+	// Containerd configures the containerd source; the host namespace is
+	// Workloads.HostNetns.
+	Containerd containerd.Config
 	// Datapath configures the datapath (its PinDir must be this node's).
 	Datapath datapath.Config
 	// Addresses are the node's own addresses, reported to the controller.
@@ -57,6 +64,8 @@ func DefaultConfig() Config {
 	dp := datapath.DefaultConfig()
 	return Config{
 		Workloads:      workload.DefaultConfig(),
+		Source:         SourceNetns,
+		Containerd:     containerd.DefaultConfig(),
 		Datapath:       dp,
 		ReportInterval: time.Second,
 		MinBackoff:     200 * time.Millisecond,
@@ -82,7 +91,7 @@ func (c *Config) Validate() error {
 	case c.DialTimeout <= 0 || c.IdleTimeout <= 0:
 		return errors.New("node: config: DialTimeout and IdleTimeout must be positive")
 	}
-	if err := c.Workloads.Validate(); err != nil {
+	if err := c.validateSource(); err != nil {
 		return err
 	}
 	return c.Datapath.Validate()
@@ -168,7 +177,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.mu.Unlock()
 		}
 	}
-	src, err := workload.New(a.cfg.Workloads, a.log)
+	src, err := a.newSource()
 	if err != nil {
 		return err
 	}

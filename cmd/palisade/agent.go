@@ -33,6 +33,9 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for the agent's identity and last policy (required)")
 	fs.StringVar(&cfg.Workloads.File, "workloads", cfg.Workloads.File, "workloads YAML file (network-namespace workloads)")
 	fs.StringVar(&cfg.Workloads.NetnsDir, "netns-dir", cfg.Workloads.NetnsDir, "directory of named network namespaces")
+	fs.StringVar(&cfg.Source, "source", cfg.Source, "workload source: netns (the --workloads file) or containerd (containerd's API)")
+	fs.StringVar(&cfg.Containerd.Socket, "containerd-socket", cfg.Containerd.Socket, "containerd's gRPC socket (--source containerd)")
+	fs.StringVar(&cfg.Containerd.Namespace, "containerd-namespace", cfg.Containerd.Namespace, "containerd namespace to watch (--source containerd)")
 	hostNetns := fs.String("host-netns", "", "named network namespace holding the host side of the workloads' veths (default: the agent's)")
 	pinDir := fs.String("pin-dir", "", "bpffs directory for pinned maps (default /sys/fs/bpf/palisade/NODE)")
 	addrs := fs.String("address", "", "comma-separated addresses of this node")
@@ -46,6 +49,15 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	cfg.Controllers = splitList(*ctl)
 	if len(cfg.Controllers) == 0 || cfg.Node == "" || cfg.DataDir == "" {
 		return fmt.Errorf("%w: --controller, --node and --data-dir are required", errUsage)
+	}
+	switch cfg.Source {
+	case node.SourceNetns:
+	case node.SourceContainerd:
+		if flagSet(fs, "workloads") || flagSet(fs, "netns-dir") {
+			return fmt.Errorf("%w: --workloads and --netns-dir are for --source netns", errUsage)
+		}
+	default:
+		return fmt.Errorf("%w: --source %q: want netns or containerd", errUsage, cfg.Source)
 	}
 	cfg.Token = *token
 	if *tokenFile != "" {
@@ -237,4 +249,11 @@ func agentsModule(h *controller.Handle, addr string, names []string) (httpapi.Mo
 	cfg.Store, cfg.Policy, cfg.CA, cfg.Logger = h.Store, ps, h.CA, h.Logger
 	cfg.Addr, cfg.ServerNames = addr, names
 	return agents.New(cfg)
+}
+
+// flagSet says whether the flag was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
 }
