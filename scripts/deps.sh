@@ -23,6 +23,7 @@ check openssl 'have openssl'
 check redis-server 'have redis-server'
 check curl 'have curl'
 check python3 'have python3'
+check containerd 'have containerd && have runc'
 
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
