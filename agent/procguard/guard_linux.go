@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -98,6 +99,10 @@ type Guard struct {
 	policy *Policy
 	f      *os.File
 	self   int
+	// execs remembers, by pid, when an exec was last allowed, so that the
+	// dynamic loader the same execve opens next is allowed with it. Only
+	// Run's goroutine uses it.
+	execs map[int]time.Time
 }
 
 // NewGuard opens a fanotify group and places the marks.
@@ -109,7 +114,7 @@ func NewGuard(cfg GuardConfig, policy *Policy, log *slog.Logger) (*Guard, error)
 	if err != nil {
 		return nil, fmt.Errorf("fanotify init: %w", err)
 	}
-	g := &Guard{cfg: cfg, log: log, policy: policy, f: os.NewFile(uintptr(fd), "fanotify"), self: os.Getpid()}
+	g := &Guard{cfg: cfg, log: log, policy: policy, f: os.NewFile(uintptr(fd), "fanotify"), self: os.Getpid(), execs: map[int]time.Time{}}
 	for _, m := range cfg.Marks {
 		if err := g.AddMark(m); err != nil {
 			g.f.Close()
@@ -252,8 +257,22 @@ func (g *Guard) decideFile(fd, pid int, change bool) Decision {
 	return d
 }
 
+// loaderWindow bounds the time between an allowed exec and the opening of
+// its dynamic loader.
+const loaderWindow = 5 * time.Second
+
+// IsLoader reports whether path names a dynamic loader (ld-linux*.so*,
+// ld-musl-*.so*, ld.so), which an execve of a dynamic executable opens for
+// execution after the executable itself.
+func IsLoader(path string) bool {
+	base := filepath.Base(path)
+	return base == "ld.so" || (strings.HasPrefix(base, "ld-") && strings.Contains(base, ".so"))
+}
+
 // decide never fails closed on its own errors: a process whose cgroup or
-// path cannot be read is not guarded.
+// path cannot be read is not guarded. The dynamic loader opened right
+// after an allowed exec by the same process is allowed with it; run on its
+// own, a loader is decided like any executable.
 func (g *Guard) decide(fd, pid int) Decision {
 	d := Decision{Kind: EventExec, Pid: pid, Verdict: Unguarded}
 	if pid == g.self {
@@ -269,7 +288,25 @@ func (g *Guard) decide(fd, pid int) Decision {
 		return d
 	}
 	d.CgroupID = cg
-	d.Verdict, d.Mode, d.Denied = g.policy.Check(cg, path)
+	now := time.Now()
+	if at, ok := g.execs[pid]; ok && IsLoader(path) && now.Sub(at) < loaderWindow {
+		delete(g.execs, pid)
+		d.Verdict = Allowed
+		return d
+	}
+	d.Verdict, d.Mode, d.Denied = g.policy.Decide(cg, path)
+	if d.Verdict != Unguarded && !d.Denied {
+		if len(g.execs) >= 4096 {
+			for p, at := range g.execs {
+				if now.Sub(at) >= loaderWindow {
+					delete(g.execs, p)
+				}
+			}
+		}
+		if len(g.execs) < 4096 {
+			g.execs[pid] = now
+		}
+	}
 	return d
 }
 

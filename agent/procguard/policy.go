@@ -1,11 +1,14 @@
 package procguard
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/palisade-sec/palisade/policy"
 )
 
 // Mode is a group's process mode.
@@ -38,6 +41,9 @@ type Group struct {
 	// Allowed holds the executable paths the group may run, as seen from
 	// the host.
 	Allowed []string
+	// Rules are the group's process rules in precedence order; the first
+	// that matches an exec decides it, before Allowed is consulted.
+	Rules []Rule
 	// Files are the group's file rules.
 	Files []FileRule
 }
@@ -51,6 +57,34 @@ type FileRule struct {
 	// Block denies the group's processes any open under the rule; without
 	// it changes are only reported.
 	Block bool
+}
+
+// Rule allows or denies executables by process name and path.
+type Rule struct {
+	// Process matches the executable's base name; "*" matches any, and
+	// * and ? are wildcards.
+	Process string
+	// Path matches the executable's path as the host sees it; "*" matches
+	// any, and * and ? are wildcards.
+	Path string
+	// Deny makes a match a violation (denied in Protect, reported in
+	// Discover and Monitor); otherwise a match is allowed.
+	Deny bool
+}
+
+// Validate reports the first problem of the rule.
+func (r Rule) Validate() error {
+	switch {
+	case r.Process == "":
+		return errors.New("procguard: process rule without a process name")
+	case r.Path != "*" && !strings.HasPrefix(r.Path, "/"):
+		return fmt.Errorf("procguard: process rule path %q is not absolute or *", r.Path)
+	}
+	return nil
+}
+
+func (r Rule) matches(path string) bool {
+	return (r.Process == "*" || policy.Glob(r.Process, filepath.Base(path))) && (r.Path == "*" || policy.Glob(r.Path, path))
 }
 
 // Validate reports the first problem of the rule.
@@ -88,6 +122,7 @@ type group struct {
 	name    string
 	mode    Mode
 	allowed map[string]bool
+	rules   []Rule
 	files   []FileRule
 }
 
@@ -113,7 +148,12 @@ func (p *Policy) Set(g Group) error {
 			return fmt.Errorf("group %q: %w", g.Name, err)
 		}
 	}
-	ng := &group{name: g.Name, mode: g.Mode, allowed: map[string]bool{}, files: append([]FileRule(nil), g.Files...)}
+	for _, r := range g.Rules {
+		if err := r.Validate(); err != nil {
+			return fmt.Errorf("group %q: %w", g.Name, err)
+		}
+	}
+	ng := &group{name: g.Name, mode: g.Mode, allowed: map[string]bool{}, rules: append([]Rule(nil), g.Rules...), files: append([]FileRule(nil), g.Files...)}
 	for _, a := range g.Allowed {
 		ng.allowed[a] = true
 	}
@@ -138,7 +178,7 @@ func (p *Policy) Group(cgroupID uint64) (Group, bool) {
 	if !ok {
 		return Group{}, false
 	}
-	out := Group{Name: g.name, CgroupID: cgroupID, Mode: g.mode, Files: append([]FileRule(nil), g.files...)}
+	out := Group{Name: g.name, CgroupID: cgroupID, Mode: g.mode, Rules: append([]Rule(nil), g.rules...), Files: append([]FileRule(nil), g.files...)}
 	for a := range g.allowed {
 		out.Allowed = append(out.Allowed, a)
 	}
@@ -149,6 +189,18 @@ func (p *Policy) Group(cgroupID uint64) (Group, bool) {
 // Check decides an exec of path in cgroupID. In Discover the path joins the
 // profile. deny is true only for a violation in Protect.
 func (p *Policy) Check(cgroupID uint64, path string) (v Verdict, mode Mode, deny bool) {
+	return p.check(cgroupID, path, true)
+}
+
+// Decide decides an exec like Check but never changes the profile: in
+// Discover an unknown path is Learned without joining it. The Guard uses
+// it, so that the Observer, which reports what is learned, sees every new
+// path first.
+func (p *Policy) Decide(cgroupID uint64, path string) (v Verdict, mode Mode, deny bool) {
+	return p.check(cgroupID, path, false)
+}
+
+func (p *Policy) check(cgroupID uint64, path string, learn bool) (v Verdict, mode Mode, deny bool) {
 	p.mu.RLock()
 	g, ok := p.groups[cgroupID]
 	if !ok {
@@ -157,10 +209,21 @@ func (p *Policy) Check(cgroupID uint64, path string) (v Verdict, mode Mode, deny
 	}
 	known := g.allowed[path]
 	mode = g.mode
+	ruled, denied := false, false
+	for _, r := range g.rules {
+		if r.matches(path) {
+			ruled, denied = true, r.Deny
+			break
+		}
+	}
 	p.mu.RUnlock()
 	switch {
-	case known:
+	case ruled && denied:
+		return Violation, mode, mode == ModeProtect
+	case ruled || known:
 		return Allowed, mode, false
+	case mode == ModeDiscover && !learn:
+		return Learned, mode, false
 	case mode == ModeDiscover:
 		p.mu.Lock()
 		if g2, ok := p.groups[cgroupID]; ok && g2 == g {

@@ -87,3 +87,69 @@ func TestPolicyCheckFile(t *testing.T) {
 		t.Errorf("relative file rule accepted")
 	}
 }
+
+func TestPolicyRules(t *testing.T) {
+	rules := []Rule{
+		{Process: "sh", Path: "*", Deny: true},
+		{Process: "*", Path: "/usr/bin/*"},
+		{Process: "sleep", Path: "/opt/app/sleep"},
+	}
+	p := NewPolicy()
+	for _, g := range []Group{
+		{Name: "learn", CgroupID: 1, Mode: ModeDiscover, Rules: rules},
+		{Name: "watch", CgroupID: 2, Mode: ModeMonitor, Rules: rules},
+		{Name: "guard", CgroupID: 3, Mode: ModeProtect, Rules: rules, Allowed: []string{"/bin/true"}},
+	} {
+		if err := p.Set(g); err != nil {
+			t.Fatalf("set %s: %v", g.Name, err)
+		}
+	}
+	tests := []struct {
+		cg       uint64
+		path     string
+		want     Verdict
+		wantDeny bool
+	}{
+		{3, "/bin/sh", Violation, true},     // deny rule first
+		{3, "/usr/bin/sh", Violation, true}, // deny wins over the later allow
+		{3, "/usr/bin/curl", Allowed, false},
+		{3, "/opt/app/sleep", Allowed, false},
+		{3, "/opt/other/sleep", Violation, true},
+		{3, "/bin/true", Allowed, false},
+		{2, "/bin/sh", Violation, false},
+		{2, "/usr/bin/curl", Allowed, false},
+		{1, "/bin/sh", Violation, false}, // a deny rule is not learned over
+		{1, "/usr/bin/curl", Allowed, false},
+		{1, "/opt/x", Learned, false},
+		{1, "/opt/x", Allowed, false},
+	}
+	for i, tc := range tests {
+		v, _, deny := p.Check(tc.cg, tc.path)
+		if v != tc.want || deny != tc.wantDeny {
+			t.Errorf("%d: Check(%d, %s) = %v deny %v, want %v deny %v", i, tc.cg, tc.path, v, deny, tc.want, tc.wantDeny)
+		}
+	}
+	for _, bad := range []Rule{{Path: "/bin/sh"}, {Process: "sh", Path: "sh"}} {
+		if err := p.Set(Group{Name: "bad", CgroupID: 9, Rules: []Rule{bad}}); err == nil {
+			t.Errorf("rule %+v accepted", bad)
+		}
+	}
+}
+
+func TestPolicyDecideDoesNotLearn(t *testing.T) {
+	p := NewPolicy()
+	if err := p.Set(Group{Name: "learn", CgroupID: 1, Mode: ModeDiscover}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if v, _, deny := p.Decide(1, "/bin/ls"); v != Learned || deny {
+			t.Fatalf("Decide = %v deny %v, want Learned", v, deny)
+		}
+	}
+	if v, _, _ := p.Check(1, "/bin/ls"); v != Learned {
+		t.Errorf("Check after Decide = %v, want Learned (Decide must not learn)", v)
+	}
+	if v, _, _ := p.Decide(1, "/bin/ls"); v != Allowed {
+		t.Errorf("Decide after Check = %v, want Allowed", v)
+	}
+}

@@ -377,3 +377,72 @@ func TestPrivilegedGuardFileRules(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// With the whole filesystem marked, an allowed dynamic executable runs
+// (its loader is opened for execution too), while the loader run on its
+// own is decided like any executable.
+func TestPrivilegedGuardFilesystemMarkAndLoader(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: fanotify permission events and cgroups")
+	}
+	leakOpt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leakOpt) })
+	_, cgfd, cgid := testCgroup(t)
+	dir := t.TempDir()
+	allowed := filepath.Join(dir, "allowed")
+	copyFile(t, "/bin/true", allowed, 0o755)
+	loader, err := filepath.EvalSymlinks("/lib64/ld-linux-x86-64.so.2")
+	if err != nil {
+		t.Skip("no x86-64 dynamic loader here")
+	}
+	if !IsLoader(loader) {
+		t.Fatalf("IsLoader(%s) = false", loader)
+	}
+	policy := NewPolicy()
+	if err := policy.Set(Group{Name: "web", CgroupID: cgid, Mode: ModeProtect, Allowed: []string{allowed}}); err != nil {
+		t.Fatalf("set policy: %v", err)
+	}
+	cfg := DefaultGuardConfig()
+	cfg.Marks = []Mark{{Path: dir, Scope: ScopeFilesystem}}
+	g, err := NewGuard(cfg, policy, quiet())
+	if err != nil {
+		t.Fatalf("new guard: %v", err)
+	}
+	defer g.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx, nil) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("guard run: %v", err)
+		}
+	}()
+	if err := runIn(cgfd, allowed); err != nil {
+		t.Errorf("allowed dynamic executable: %v", err)
+	}
+	if err := runIn(cgfd, loader, allowed); !errors.Is(err, unix.EPERM) {
+		t.Errorf("loader run on its own: got %v, want EPERM", err)
+	}
+	if err := runIn(cgfd, "/bin/sh", "-c", "true"); !errors.Is(err, unix.EPERM) {
+		t.Errorf("shell: got %v, want EPERM", err)
+	}
+	if err := runIn(-1, "/bin/sh", "-c", "true"); err != nil {
+		t.Errorf("shell outside the group: %v", err)
+	}
+}
+
+func TestIsLoader(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2": true,
+		"/lib/ld-musl-x86_64.so.1":                       true,
+		"/lib/ld.so":                                     true,
+		"/usr/bin/ld":                                    false,
+		"/usr/bin/ld-wrapper":                            false,
+		"/bin/sh":                                        false,
+	} {
+		if got := IsLoader(path); got != want {
+			t.Errorf("IsLoader(%s) = %v, want %v", path, got, want)
+		}
+	}
+}
