@@ -174,8 +174,16 @@ func (s *Scanner) nameOpts() []name.Option {
 }
 
 func (s *Scanner) remoteOpts(ctx context.Context) []remote.Option {
+	return s.remoteOptsAuth(ctx, nil)
+}
+
+// remoteOptsAuth is remoteOpts with auth in place of the Keychain when
+// auth is not nil.
+func (s *Scanner) remoteOptsAuth(ctx context.Context, auth authn.Authenticator) []remote.Option {
 	opts := []remote.Option{remote.WithContext(ctx)}
-	if s.cfg.Keychain != nil {
+	if auth != nil {
+		opts = append(opts, remote.WithAuth(auth))
+	} else if s.cfg.Keychain != nil {
 		opts = append(opts, remote.WithAuthFromKeychain(s.cfg.Keychain))
 	}
 	if s.cfg.Transport != nil {
@@ -188,20 +196,27 @@ func (s *Scanner) remoteOpts(ctx context.Context) []remote.Option {
 // the configured platform's image, or with AllPlatforms every image, and
 // returns one report per image.
 func (s *Scanner) ScanImage(ctx context.Context, ref string) ([]*report.Report, error) {
+	return s.ScanImageAuth(ctx, ref, nil)
+}
+
+// ScanImageAuth is ScanImage with credentials for this one scan (a
+// registry's basic or bearer credentials) in place of the configured
+// Keychain; nil auth uses the Keychain.
+func (s *Scanner) ScanImageAuth(ctx context.Context, ref string, auth authn.Authenticator) ([]*report.Report, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ImageTimeout)
 	defer cancel()
 	r, err := name.ParseReference(ref, s.nameOpts()...)
 	if err != nil {
 		return nil, fmt.Errorf("image %q: %w", ref, err)
 	}
-	desc, err := remote.Get(r, s.remoteOpts(ctx)...)
+	desc, err := remote.Get(r, s.remoteOptsAuth(ctx, auth)...)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", ref, err)
 	}
-	return s.scanDescriptor(ctx, ref, r.Context(), desc, 0)
+	return s.scanDescriptor(ctx, ref, r.Context(), desc, 0, auth)
 }
 
-func (s *Scanner) scanDescriptor(ctx context.Context, ref string, repo name.Repository, desc *remote.Descriptor, depth int) ([]*report.Report, error) {
+func (s *Scanner) scanDescriptor(ctx context.Context, ref string, repo name.Repository, desc *remote.Descriptor, depth int, auth authn.Authenticator) ([]*report.Report, error) {
 	switch {
 	case desc.MediaType.IsIndex():
 		if depth >= s.cfg.MaxIndexDepth {
@@ -227,11 +242,11 @@ func (s *Scanner) scanDescriptor(ctx context.Context, ref string, repo name.Repo
 				continue
 			}
 			child := repo.Digest(m.Digest.String())
-			cd, err := remote.Get(child, s.remoteOpts(ctx)...)
+			cd, err := remote.Get(child, s.remoteOptsAuth(ctx, auth)...)
 			if err != nil {
 				return nil, fmt.Errorf("image %s: manifest %s: %w", ref, m.Digest, err)
 			}
-			reps, err := s.scanDescriptor(ctx, ref, repo, cd, depth+1)
+			reps, err := s.scanDescriptor(ctx, ref, repo, cd, depth+1, auth)
 			if err != nil {
 				return nil, err
 			}

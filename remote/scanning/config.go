@@ -8,6 +8,7 @@ import (
 
 	"github.com/palisade-sec/palisade/registryscan/scan"
 	"github.com/palisade-sec/palisade/registryscan/vulndb"
+	"github.com/palisade-sec/palisade/shared/pki"
 	"github.com/palisade-sec/palisade/shared/store"
 )
 
@@ -29,8 +30,25 @@ type Config struct {
 	// Scan tunes the scanner (timeouts, platform, credentials, transport);
 	// Insecure is set per registry.
 	Scan scan.Config
-	// Workers is how many scan tasks run at once on the leader.
+	// Workers is how many scan tasks run at once in the leader's process;
+	// zero leaves every task to remote scanner workers (palisade scanner).
 	Workers int
+	// CA returns the cluster CA: it seals registry credentials and anchors
+	// the scanner workers' TLS. nil (or nil returned) disables both.
+	CA func() *pki.CA
+	// PollWait is how long a remote worker's poll waits for a job before
+	// it returns empty (the worker then polls again).
+	PollWait time.Duration
+	// WorkerTimeout is how long a remote worker may go without polling
+	// before it counts as lost: its queued tasks go to other workers and
+	// the jobs it held are retried as failed attempts.
+	WorkerTimeout time.Duration
+	// WorkerTokenTTL is the default lifetime of a worker enrolment token.
+	WorkerTokenTTL time.Duration
+	// GCInterval is how often the leader withdraws federated results no
+	// existing federated registry references (also done at once when a
+	// registry is deleted).
+	GCInterval time.Duration
 	// Tick is how often the scheduler looks for registries due a scan.
 	Tick time.Duration
 	// DefaultInterval is a registry's interval when it sets none.
@@ -63,6 +81,10 @@ func DefaultConfig() Config {
 		FeedInterval:    time.Hour,
 		Scan:            sc,
 		Workers:         2,
+		PollWait:        20 * time.Second,
+		WorkerTimeout:   45 * time.Second,
+		WorkerTokenTTL:  time.Hour,
+		GCInterval:      time.Minute,
 		Tick:            250 * time.Millisecond,
 		DefaultInterval: time.Hour,
 		MinInterval:     time.Minute,
@@ -83,8 +105,14 @@ func (c *Config) Validate() error {
 		return errors.New("scanning: config: logger is nil")
 	case c.CacheDir == "":
 		return errors.New("scanning: config: cache dir is empty")
-	case c.Workers < 1:
-		return fmt.Errorf("scanning: config: workers %d must be at least 1", c.Workers)
+	case c.Workers < 0:
+		return fmt.Errorf("scanning: config: workers %d must not be negative", c.Workers)
+	case c.PollWait <= 0 || c.WorkerTimeout <= c.PollWait:
+		return fmt.Errorf("scanning: config: poll wait %s must be positive and below the worker timeout %s", c.PollWait, c.WorkerTimeout)
+	case c.WorkerTokenTTL <= 0:
+		return fmt.Errorf("scanning: config: worker token TTL %s must be positive", c.WorkerTokenTTL)
+	case c.GCInterval <= 0:
+		return fmt.Errorf("scanning: config: gc interval %s must be positive", c.GCInterval)
 	case c.Tick <= 0:
 		return fmt.Errorf("scanning: config: tick %s must be positive", c.Tick)
 	case c.MinInterval <= 0:

@@ -21,6 +21,7 @@ const (
 	logRef      = "ref"
 	logDigest   = "digest"
 	logAttempt  = "attempt"
+	logWorker   = "worker"
 )
 
 // Module is the scanning module of one controller replica.

@@ -27,6 +27,23 @@ const (
 	// PrefixFedStream is where a primary writes federated results; the
 	// federation stream delivers them to remotes under PrefixFederated.
 	PrefixFedStream = "fed/stream/scan/"
+	// PrefixFedOwners records which federated registries reference a
+	// digest under PrefixFedStream (Owners), so that deleting a registry
+	// withdraws the results no other registry references.
+	PrefixFedOwners = "scan/fedowners/"
+	// PrefixCredentials holds a registry's credentials, sealed (see
+	// credentials.go); never returned by the API.
+	PrefixCredentials = "scan/credentials/"
+	// PrefixWorkerTokens and PrefixWorkers hold scanner-worker enrolment
+	// tokens and enrolled workers (hashes of their secrets only).
+	PrefixWorkerTokens = "scan/workertokens/"
+	PrefixWorkers      = "scan/workers/"
+)
+
+// Kinds of registry credentials (Registry.Auth).
+const (
+	AuthBasic  = "basic"
+	AuthBearer = "bearer"
 )
 
 // ErrBadRegistry is returned for a registry definition that cannot be used.
@@ -46,6 +63,11 @@ type Registry struct {
 	Federated bool `json:"federated,omitempty"`
 	// Insecure allows plain HTTP and self-signed certificates.
 	Insecure bool `json:"insecure,omitempty"`
+	// Auth is the kind of credentials the registry needs: "" (anonymous),
+	// "basic" or "bearer". The credentials themselves are set with PUT
+	// /v1/registries/NAME/credentials, kept sealed, and never returned; a
+	// registry with Auth set is not scanned until they are.
+	Auth string `json:"auth,omitempty"`
 	// CreatedAt is when the registry was added.
 	CreatedAt time.Time `json:"createdAt,omitzero"`
 }
@@ -110,6 +132,11 @@ func (r *Registry) Validate(minInterval time.Duration) error {
 	if err := r.Filter.Validate(); err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrBadRegistry, r.Name, err)
 	}
+	switch r.Auth {
+	case "", AuthBasic, AuthBearer:
+	default:
+		return fmt.Errorf("%w: %s: auth %q: want basic, bearer or nothing", ErrBadRegistry, r.Name, r.Auth)
+	}
 	if time.Duration(r.Interval) < minInterval {
 		return fmt.Errorf("%w: %s: interval %s is below the minimum %s", ErrBadRegistry, r.Name, time.Duration(r.Interval), minInterval)
 	}
@@ -166,6 +193,12 @@ type RefEntry struct {
 	Registry string `json:"registry"`
 	// Federated is set when the result is under fed/stream/scan/.
 	Federated bool `json:"federated,omitempty"`
+}
+
+// Owners is the record under PrefixFedOwners: the federated registries
+// whose scans put a digest's result in the federation stream.
+type Owners struct {
+	Registries []string `json:"registries"`
 }
 
 // Failure records why an image could not be scanned.

@@ -295,18 +295,39 @@ func TestFederatedRegistryNeedsPrimary(t *testing.T) {
 }
 
 func TestDispatchLeastLoaded(t *testing.T) {
-	s := &scheduler{load: []int{2, 0, 1}, queues: []*queue{newQueue(), newQueue(), newQueue()}}
-	var got []int
-	for range 5 {
-		tk := &task{}
-		s.dispatch(tk)
-		got = append(got, tk.worker)
-	}
-	// Loads 2,0,1 -> 2,1,1 -> 2,2,1 -> 2,2,2 -> 3,2,2: ties go to the
-	// lowest index.
-	want := []int{1, 1, 2, 0, 1}
-	if !slices.Equal(got, want) {
-		t.Fatalf("workers %v, want %v (loads now %v)", got, want, s.load)
+	for _, tc := range []struct {
+		name  string
+		slots []int
+		loads []int
+		n     int
+		want  []int
+	}{
+		// Loads 2,0,1 -> 2,1,1 -> 2,2,1 -> 2,2,2 -> 3,2,2: ties go to
+		// the first worker.
+		{"one slot each", []int{1, 1, 1}, []int{2, 0, 1}, 5, []int{1, 1, 2, 0, 1}},
+		// A remote worker with 4 slots takes 4 tasks for each one of an
+		// in-process worker.
+		{"load relative to slots", []int{1, 4}, []int{0, 0}, 6, []int{0, 1, 1, 1, 1, 0}},
+		{"no worker", nil, nil, 2, []int{-1, -1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &scheduler{}
+			for i, n := range tc.slots {
+				s.workers = append(s.workers, &slot{name: fmt.Sprint(i), slots: n, load: tc.loads[i], q: newQueue()})
+			}
+			var got []int
+			for range tc.n {
+				tk := &task{}
+				s.dispatch(tk)
+				got = append(got, slices.Index(s.workers, tk.worker))
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("workers %v, want %v", got, tc.want)
+			}
+			if tc.slots == nil && len(s.pending) != tc.n {
+				t.Fatalf("%d pending, want %d", len(s.pending), tc.n)
+			}
+		})
 	}
 }
 

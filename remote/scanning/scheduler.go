@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/palisade-sec/palisade/registryscan/report"
 	"github.com/palisade-sec/palisade/remote/admission/verdict"
 	"github.com/palisade-sec/palisade/shared/clusterinfo"
 	"github.com/palisade-sec/palisade/shared/logfields"
@@ -38,7 +39,9 @@ type task struct {
 	ref     string // normalized repository:tag (taskImage)
 	attempt int    // 1 for the first try
 	due     time.Time
-	worker  int
+	worker  *slot
+	// job is the task's job ID while a remote worker holds it.
+	job string
 }
 
 type outcome int
@@ -61,11 +64,12 @@ type pass struct {
 	reg         Registry
 	host        string
 	insecure    bool
+	creds       *Credentials
 	status      Status
 	outstanding int
 	// known maps digests (and index digests) that already have a result
-	// to the image digest of that result; filled by the list task, read
-	// by image tasks.
+	// to the image digest of that result; filled when the list task
+	// completes, read by image tasks.
 	known map[string]string
 }
 
@@ -79,23 +83,44 @@ type regState struct {
 	listAttempts int
 }
 
+// slot is one worker as the scheduler sees it: an in-process worker (one
+// task at a time) or a remote scanner worker with its slots.
+type slot struct {
+	name  string
+	slots int
+	q     *queue
+	// load counts the tasks queued for and running on the worker.
+	load   int
+	remote *remoteSlot // nil for an in-process worker
+}
+
 // scheduler runs on the leader for one term of leadership; one goroutine
-// (run) owns its state, workers report back on done.
+// (run) owns the registries and passes, workers report back on done. The
+// worker set, loads, pending tasks and remote jobs are under wmu, since
+// remote workers reach them from API handlers.
 type scheduler struct {
 	m       *Module
 	regs    map[string]*regState
-	queues  []*queue
-	load    []int
 	retries []*task
 	done    chan taskResult
 	writes  chan write
+	term    string
+	quit    chan struct{} // closed when run returns
+	lastGC  time.Time
+	gcDue   bool
+
+	wmu     sync.Mutex
+	workers []*slot
+	pending []*task // dispatched while no worker was there
+	remotes map[string]*slot
+	jobSeq  uint64
 }
 
 func newScheduler(m *Module) *scheduler {
-	s := &scheduler{m: m, regs: map[string]*regState{}, done: make(chan taskResult), writes: make(chan write)}
-	for range m.cfg.Workers {
-		s.queues = append(s.queues, newQueue())
-		s.load = append(s.load, 0)
+	s := &scheduler{m: m, regs: map[string]*regState{}, done: make(chan taskResult), writes: make(chan write),
+		remotes: map[string]*slot{}, term: randomID(4), quit: make(chan struct{}), gcDue: true}
+	for i := range m.cfg.Workers {
+		s.workers = append(s.workers, &slot{name: fmt.Sprintf("local-%d", i), slots: 1, q: newQueue()})
 	}
 	return s
 }
@@ -112,16 +137,18 @@ func (s *scheduler) run(ctx context.Context) {
 	// still written.
 	defer func() { <-writerDone }()
 	defer stopWriter()
-	for i, q := range s.queues {
+	for _, w := range s.workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.work(ctx, i, q)
+			s.work(ctx, w.q)
 		}()
 	}
 	defer wg.Wait()
 	t := time.NewTicker(s.m.cfg.Tick)
 	defer t.Stop()
+	// Remote workers' polls end first.
+	defer close(s.quit)
 	s.reconcile(ctx, time.Now())
 	for {
 		select {
@@ -131,21 +158,39 @@ func (s *scheduler) run(ctx context.Context) {
 			s.finished(ctx, r, time.Now())
 		case now := <-t.C:
 			s.reconcile(ctx, now)
+			s.reap(ctx, now)
+			s.collect(ctx, now)
 		}
 	}
 }
 
-// dispatch gives t to the least-loaded worker (queued plus running).
+// lessLoaded reports whether a is less loaded than b, relative to their
+// slots.
+func lessLoaded(a, b *slot) bool { return a.load*b.slots < b.load*a.slots }
+
+// dispatch gives t to the least-loaded worker (queued plus running,
+// relative to its slots; ties go to the first), or keeps it pending
+// while there is no worker.
 func (s *scheduler) dispatch(t *task) {
-	best := 0
-	for i, l := range s.load {
-		if l < s.load[best] {
-			best = i
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.dispatchLocked(t)
+}
+
+func (s *scheduler) dispatchLocked(t *task) {
+	var best *slot
+	for _, w := range s.workers {
+		if best == nil || lessLoaded(w, best) {
+			best = w
 		}
 	}
+	if best == nil {
+		s.pending = append(s.pending, t)
+		return
+	}
 	t.worker = best
-	s.load[best]++
-	s.queues[best].push(t)
+	best.load++
+	best.q.push(t)
 }
 
 // reconcile reads the registries and requests, starts the passes that are
@@ -177,12 +222,14 @@ func (s *scheduler) reconcile(ctx context.Context, now time.Time) {
 		} else if rs.rev != kv.ModRevision {
 			// An edited registry is scanned again at once.
 			rs.next = now
+			s.gcDue = true
 		}
 		rs.reg, rs.rev = reg, kv.ModRevision
 	}
 	for n := range s.regs {
 		if !seen[n] {
 			delete(s.regs, n)
+			s.gcDue = true
 		}
 	}
 	reqs, _ := s.m.st.List(PrefixRequests)
@@ -200,6 +247,12 @@ func (s *scheduler) reconcile(ctx context.Context, now time.Time) {
 	for _, n := range names {
 		rs := s.regs[n]
 		if rs.pass == nil && !now.Before(rs.next) {
+			if rs.reg.Auth != "" {
+				// Not scanned until its credentials are set.
+				if _, ok, _ := s.m.st.Get(PrefixCredentials + n); !ok {
+					continue
+				}
+			}
 			s.startPass(ctx, rs, now)
 		}
 	}
@@ -221,6 +274,12 @@ func (s *scheduler) startPass(ctx context.Context, rs *regState, now time.Time) 
 	if err == nil && rs.reg.Federated && clusterinfo.Get(s.m.st).Role != clusterinfo.Primary {
 		err = errNeedsPrimary
 	}
+	if err == nil && rs.reg.Auth != "" {
+		p.creds, err = s.m.credentials(rs.reg.Name)
+		if err == nil && p.creds == nil {
+			err = fmt.Errorf("scanning: registry %s needs %s credentials", rs.reg.Name, rs.reg.Auth)
+		}
+	}
 	if err != nil {
 		p.status.Error, p.status.Finished = err.Error(), now.UTC()
 		s.writeStatus(ctx, rs.reg.Name, p.status)
@@ -229,13 +288,29 @@ func (s *scheduler) startPass(ctx context.Context, rs *regState, now time.Time) 
 	p.host, p.insecure = host, plain || rs.reg.Insecure
 	rs.pass = p
 	p.outstanding = 1
+	// The pass is recorded as running, and the request that asked for it
+	// answered, before any worker starts.
+	b, _ := json.Marshal(p.status)
+	ops := []store.Op{{Type: store.OpPut, Key: PrefixStatus + rs.reg.Name, Value: b}}
+	if _, ok, _ := s.m.st.Get(PrefixRequests + rs.reg.Name); ok {
+		ops = append(ops, store.Op{Type: store.OpDelete, Key: PrefixRequests + rs.reg.Name})
+	}
+	select {
+	case s.writes <- write{ops: ops}:
+	case <-ctx.Done():
+	}
 	s.dispatch(&task{kind: taskList, pass: p, attempt: 1})
 }
 
 // finished accounts for a task's result.
 func (s *scheduler) finished(ctx context.Context, r taskResult, now time.Time) {
 	t, p := r.t, r.t.pass
-	s.load[t.worker]--
+	s.wmu.Lock()
+	if t.worker != nil {
+		t.worker.load--
+	}
+	t.worker, t.job = nil, ""
+	s.wmu.Unlock()
 	rs := s.regs[p.reg.Name]
 	if r.err != nil && t.attempt < s.m.cfg.MaxAttempts && ctx.Err() == nil {
 		retry := *t
@@ -274,10 +349,13 @@ func (s *scheduler) finished(ctx context.Context, r taskResult, now time.Time) {
 	}
 	if p.outstanding == 0 {
 		p.status.Finished = now.UTC()
-		// A registry deleted while it was scanned keeps no status.
+		// A registry deleted while it was scanned keeps no status, and
+		// what its pass still wrote is collected.
 		if rs != nil && rs.pass == p {
 			s.writeStatus(ctx, p.reg.Name, p.status)
 			rs.pass = nil
+		} else {
+			s.gcDue = true
 		}
 		s.m.log.Info("registry scanned", logRegistry, p.reg.Name, "images", p.status.Images, "scanned", p.status.Scanned,
 			"skipped", p.status.Skipped, "failed", p.status.Failed, logfields.Duration, p.status.Finished.Sub(p.status.Started))
@@ -294,7 +372,8 @@ func (s *scheduler) writeStatus(ctx context.Context, name string, st Status) {
 	}
 }
 
-func (s *scheduler) work(ctx context.Context, id int, q *queue) {
+// work runs an in-process worker's tasks.
+func (s *scheduler) work(ctx context.Context, q *queue) {
 	for {
 		t, ok := q.pop(ctx)
 		if !ok {
@@ -316,74 +395,28 @@ func (s *scheduler) work(ctx context.Context, id int, q *queue) {
 	}
 }
 
-func (s *scheduler) remoteOpts(ctx context.Context) []remote.Option {
-	opts := []remote.Option{remote.WithContext(ctx)}
-	if s.m.cfg.Scan.Keychain != nil {
-		opts = append(opts, remote.WithAuthFromKeychain(s.m.cfg.Scan.Keychain))
-	}
-	if s.m.cfg.Scan.Transport != nil {
-		opts = append(opts, remote.WithTransport(s.m.cfg.Scan.Transport))
-	}
-	return opts
-}
-
-func nameOpts(insecure bool) []name.Option {
-	if insecure {
-		return []name.Option{name.Insecure}
-	}
-	return nil
+func (s *scheduler) remoteOpts(ctx context.Context, p *pass) []remote.Option {
+	return remoteOptions(ctx, s.m.cfg.Scan, p.creds)
 }
 
 // list lists the registry's matching images and gathers the digests that
 // already have a result.
 func (s *scheduler) list(ctx context.Context, t *task) taskResult {
 	p := t.pass
-	if t.attempt == 1 {
-		if _, ok, _ := s.m.st.Get(PrefixRequests + p.reg.Name); ok {
-			s.m.st.Delete(ctx, PrefixRequests+p.reg.Name)
-		}
-		s.writeStatus(ctx, p.reg.Name, p.status)
-	}
-	reg, err := name.NewRegistry(p.host, nameOpts(p.insecure)...)
-	if err != nil {
-		return taskResult{err: fmt.Errorf("registry %s: %w", p.reg.Name, err)}
-	}
 	lctx, cancel := context.WithTimeout(ctx, s.m.cfg.Scan.ImageTimeout)
 	defer cancel()
-	repos, err := remote.Catalog(lctx, reg, s.remoteOpts(lctx)...)
+	refs, err := ListRefs(lctx, p.reg.Name, p.host, p.insecure, p.reg.Filter, s.remoteOpts(lctx, p))
 	if err != nil {
-		return taskResult{err: fmt.Errorf("registry %s: catalog: %w", p.reg.Name, err)}
+		return taskResult{err: err}
 	}
-	sort.Strings(repos)
-	f := p.reg.Filter
-	var refs []string
-	for _, repo := range repos {
-		if ok, _ := path.Match(f.Repository, repo); f.Repository != "" && !ok {
-			continue
-		}
-		r, err := name.NewRepository(reg.Name()+"/"+repo, nameOpts(p.insecure)...)
-		if err != nil {
-			continue
-		}
-		tags, err := remote.List(r, s.remoteOpts(lctx)...)
-		if err != nil {
-			return taskResult{err: fmt.Errorf("registry %s: tags of %s: %w", p.reg.Name, repo, err)}
-		}
-		var picked []string
-		for _, tag := range tags {
-			if ok, _ := path.Match(f.Tag, tag); f.Tag == "" || ok {
-				picked = append(picked, tag)
-			}
-		}
-		if f.MaxTags > 0 && len(picked) > f.MaxTags {
-			picked = picked[len(picked)-f.MaxTags:]
-		}
-		for _, tag := range picked {
-			refs = append(refs, r.Tag(tag).Name())
-		}
-	}
-	// Results this pass need not redo: for a federated registry those
-	// already streamed; otherwise this cluster's and the primary's.
+	p.known = s.known(p)
+	return taskResult{refs: refs}
+}
+
+// known returns the digests a pass need not scan again: for a federated
+// registry those already streamed; otherwise this cluster's and the
+// primary's.
+func (s *scheduler) known(p *pass) map[string]string {
 	prefixes := []string{PrefixResults, PrefixFederated}
 	if p.reg.Federated {
 		prefixes = []string{PrefixFedStream}
@@ -402,8 +435,7 @@ func (s *scheduler) list(ctx context.Context, t *task) taskResult {
 			}
 		}
 	}
-	p.known = known
-	return taskResult{refs: refs}
+	return known
 }
 
 // image scans one image unless its digest already has a result, and
@@ -411,28 +443,41 @@ func (s *scheduler) list(ctx context.Context, t *task) taskResult {
 func (s *scheduler) image(ctx context.Context, t *task) taskResult {
 	p := t.pass
 	log := s.m.log.With(logRegistry, p.reg.Name, logRef, t.ref)
-	ref, err := name.ParseReference(t.ref, nameOpts(p.insecure)...)
-	if err != nil {
+	if _, err := name.ParseReference(t.ref, nameOpts(p.insecure)...); err != nil {
 		return s.failed(ctx, t, "", err)
 	}
 	hctx, cancel := context.WithTimeout(ctx, s.m.cfg.Scan.ImageTimeout)
-	defer cancel()
-	digest := ""
-	if desc, err := remote.Head(ref, s.remoteOpts(hctx)...); err == nil {
-		digest = desc.Digest.String()
+	digest := HeadDigest(t.ref, p.insecure, s.remoteOpts(hctx, p))
+	cancel()
+	if r, ok := s.skipKnown(ctx, t, digest); ok {
+		return r
 	}
-	if d, ok := p.known[digest]; ok && digest != "" {
-		if err := s.index(ctx, p, t.ref, d); err != nil {
-			return s.failed(ctx, t, digest, err)
-		}
-		return taskResult{out: outSkipped}
-	}
-	reps, err := s.m.scanner(p.insecure).ScanImage(ctx, t.ref)
+	reps, err := s.m.scanner(p.insecure).ScanImageAuth(ctx, t.ref, p.creds.Authenticator())
 	if err != nil {
 		log.Warn("scan image", logAttempt, t.attempt, logfields.Error, err)
 		return s.failed(ctx, t, digest, err)
 	}
-	ops := make([]store.Op, 0, 3*len(reps)+1)
+	return s.store(ctx, t, digest, reps)
+}
+
+// skipKnown indexes t's reference when digest already has a result.
+func (s *scheduler) skipKnown(ctx context.Context, t *task, digest string) (taskResult, bool) {
+	d, ok := t.pass.known[digest]
+	if !ok || digest == "" {
+		return taskResult{}, false
+	}
+	if err := s.index(ctx, t.pass, t.ref, d); err != nil {
+		return s.failed(ctx, t, digest, err), true
+	}
+	return taskResult{out: outSkipped}, true
+}
+
+// store hands an image's results to the result writer: the verdicts, the
+// ref index entry, for a federated registry the streamed copy and its
+// owners, and the end of the image's recorded failure.
+func (s *scheduler) store(ctx context.Context, t *task, digest string, reps []*report.Report) taskResult {
+	p := t.pass
+	ops := make([]store.Op, 0, 4*len(reps)+1)
 	ops = append(ops, store.Op{Type: store.OpDelete, Key: PrefixFailures + t.ref})
 	for i, r := range reps {
 		b, err := json.Marshal(verdict.FromReport(r))
@@ -442,6 +487,7 @@ func (s *scheduler) image(ctx context.Context, t *task) taskResult {
 		ops = append(ops, store.Op{Type: store.OpPut, Key: PrefixResults + r.Digest, Value: b})
 		if p.reg.Federated {
 			ops = append(ops, store.Op{Type: store.OpPut, Key: PrefixFedStream + r.Digest, Value: b})
+			ops = append(ops, s.ownerOp(r.Digest, p.reg.Name)...)
 		}
 		if i == 0 {
 			e, _ := json.Marshal(RefEntry{Digest: r.Digest, Registry: p.reg.Name, Federated: p.reg.Federated})
@@ -454,25 +500,44 @@ func (s *scheduler) image(ctx context.Context, t *task) taskResult {
 		return taskResult{out: outFailed, err: ctx.Err()}
 	}
 	for _, r := range reps {
-		log.Info("image scanned", logDigest, r.Digest, "vulnerabilities", len(r.Vulnerabilities))
+		s.m.log.Info("image scanned", logRegistry, p.reg.Name, logRef, t.ref, logDigest, r.Digest, "vulnerabilities", len(r.Vulnerabilities))
 	}
 	return taskResult{out: outScanned}
+}
+
+// ownerOp adds registry to digest's owners, unless it is there.
+func (s *scheduler) ownerOp(digest, registry string) []store.Op {
+	var o Owners
+	if kv, ok, _ := s.m.st.Get(PrefixFedOwners + digest); ok {
+		_ = json.Unmarshal(kv.Value, &o)
+	}
+	if slices.Contains(o.Registries, registry) {
+		return nil
+	}
+	o.Registries = append(o.Registries, registry)
+	sort.Strings(o.Registries)
+	b, _ := json.Marshal(o)
+	return []store.Op{{Type: store.OpPut, Key: PrefixFedOwners + digest, Value: b}}
 }
 
 // index points ref at digest in the ref index, if it does not already.
 func (s *scheduler) index(ctx context.Context, p *pass, ref, digest string) error {
 	want := RefEntry{Digest: digest, Registry: p.reg.Name, Federated: p.reg.Federated}
+	var ops []store.Op
+	if p.reg.Federated {
+		ops = s.ownerOp(digest, p.reg.Name)
+	}
 	if kv, ok, _ := s.m.st.Get(PrefixRefs + ref); ok {
 		var got RefEntry
-		if json.Unmarshal(kv.Value, &got) == nil && got == want {
+		if json.Unmarshal(kv.Value, &got) == nil && got == want && len(ops) == 0 {
 			return nil
 		}
 	}
 	b, _ := json.Marshal(want)
-	_, err := s.m.st.Txn(ctx, store.Txn{Ops: []store.Op{
-		{Type: store.OpPut, Key: PrefixRefs + ref, Value: b},
-		{Type: store.OpDelete, Key: PrefixFailures + ref},
-	}})
+	ops = append(ops,
+		store.Op{Type: store.OpPut, Key: PrefixRefs + ref, Value: b},
+		store.Op{Type: store.OpDelete, Key: PrefixFailures + ref})
+	_, err := s.m.st.Txn(ctx, store.Txn{Ops: ops})
 	return err
 }
 
@@ -608,4 +673,26 @@ func (q *queue) pop(ctx context.Context) (*task, bool) {
 		case <-q.signal:
 		}
 	}
+}
+
+// tryPop returns the first queued task without waiting.
+func (q *queue) tryPop() (*task, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		return nil, false
+	}
+	t := q.items[0]
+	q.items[0] = nil
+	q.items = q.items[1:]
+	return t, true
+}
+
+// drain removes and returns every queued task.
+func (q *queue) drain() []*task {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := q.items
+	q.items = nil
+	return out
 }
