@@ -4,7 +4,11 @@
 // then diffs) into the datapath's table, attaches the datapath to the
 // workloads the workload source finds with the identities the policy gives
 // them, and reports the workloads, the flows and the violations the datapath
-// sees.
+// sees. Process control (process_linux.go) finds each workload's cgroup,
+// gives it the process profile of its identity, learns the executables it
+// runs in Discover (sent to the controller as Processes), reports
+// executables outside the profile in Monitor, and in Protect denies them
+// with fanotify before they run; violations go up with the other events.
 //
 // Enforcement outlives the agent and the link: the datapath's maps are
 // pinned, so a restarted agent or one that cannot reach its controller keeps

@@ -130,6 +130,15 @@ func (a *aggregator) evictOldest() {
 	delete(a.flows, oldest)
 }
 
+// addEvent queues an event that is not a flow's (a process event).
+func (a *aggregator) addEvent(e agentproto.Event) {
+	if len(a.events) < a.maxEvents {
+		a.events = append(a.events, e)
+	} else {
+		a.lost++
+	}
+}
+
 // drain returns what was gathered since the last drain and forgets flows
 // not seen for maxAge.
 func (a *aggregator) drain(now time.Time, maxAge time.Duration) ([]agentproto.Flow, []agentproto.Event) {

@@ -45,6 +45,8 @@ type Config struct {
 	Containerd containerd.Config
 	// Datapath configures the datapath (its PinDir must be this node's).
 	Datapath datapath.Config
+	// Processes configures process control (see ProcessConfig).
+	Processes ProcessConfig
 	// Addresses are the node's own addresses, reported to the controller.
 	Addresses []netip.Addr
 	// ReportInterval is how often flows and events are sent.
@@ -67,6 +69,7 @@ func DefaultConfig() Config {
 		Source:         SourceNetns,
 		Containerd:     containerd.DefaultConfig(),
 		Datapath:       dp,
+		Processes:      DefaultProcessConfig(),
 		ReportInterval: time.Second,
 		MinBackoff:     200 * time.Millisecond,
 		MaxBackoff:     10 * time.Second,
@@ -94,6 +97,9 @@ func (c *Config) Validate() error {
 	if err := c.validateSource(); err != nil {
 		return err
 	}
+	if err := c.Processes.Validate(); err != nil {
+		return err
+	}
 	return c.Datapath.Validate()
 }
 
@@ -110,6 +116,7 @@ type Agent struct {
 	attached  map[int]datapath.Identity    // host ifindex -> identity
 	wlChanged chan struct{}                // signalled when endpoints change
 	agg       *aggregator
+	procs     *procControl // process control; see process_linux.go
 }
 
 // New checks the configuration.
@@ -121,7 +128,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Agent{cfg: cfg, log: cfg.Logger, endpoints: map[string]workload.Endpoint{}, attached: map[int]datapath.Identity{},
-		wlChanged: make(chan struct{}, 1), agg: newAggregator(65536, 65536, 10000)}, nil
+		wlChanged: make(chan struct{}, 1), agg: newAggregator(65536, 65536, 10000), procs: newProcControl()}, nil
 }
 
 const tableFile = "table.json"
@@ -185,7 +192,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(3)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		a.runProcesses(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		if err := src.Run(ctx, a.onWorkload); err != nil && ctx.Err() == nil {
@@ -229,6 +240,7 @@ func (a *Agent) onWorkload(ch workload.Change) {
 	}
 	a.log.Info("workload "+ch.Kind.String(), "workload", id)
 	a.attachLocked()
+	a.procs.poke()
 	select {
 	case a.wlChanged <- struct{}{}:
 	default:
@@ -310,6 +322,7 @@ func (a *Agent) applyTable(t *compile.Table) error {
 	a.table = t
 	a.attachLocked()
 	a.mu.Unlock()
+	a.procs.poke()
 	if b, err := json.Marshal(t); err == nil {
 		tmp := filepath.Join(a.cfg.DataDir, tableFile+".tmp")
 		if os.WriteFile(tmp, b, 0o600) == nil {
@@ -419,6 +432,9 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 			if err == nil && len(evs) > 0 {
 				err = c.enc.Encode(&agentproto.Events{Events: evs})
 			}
+			if err == nil {
+				err = a.sendProcesses(c)
+			}
 			if err != nil {
 				c.close()
 				<-errc
@@ -440,6 +456,7 @@ func (a *Agent) readLoop(c *conn) error {
 		switch msg := msg.(type) {
 		case *agentproto.Table:
 			seq = msg.Seq
+			a.procs.peer.Store(int64(msg.Version))
 			var t compile.Table
 			if aerr = json.Unmarshal(msg.Table, &t); aerr == nil {
 				if aerr = a.applyTable(&t); aerr == nil {
