@@ -91,6 +91,48 @@ type RollbackRequest struct {
 	To uint64 `json:"to"`
 }
 
+// PromoteResponse is the body of POST /v1/fed/promote.
+type PromoteResponse struct {
+	Name     string   `json:"name"`
+	Role     string   `json:"role"`
+	Revision uint64   `json:"revision"`
+	FedAddrs []string `json:"fedAddrs"`
+}
+
+// DemoteResponse is the body of POST /v1/fed/demote.
+type DemoteResponse struct {
+	Role     string `json:"role"`
+	Revision uint64 `json:"revision"`
+}
+
+// KickResponse is the body of POST /v1/fed/members/:name/kick.
+type KickResponse struct {
+	Kicked string `json:"kicked"`
+}
+
+// ClusterList is the body of GET /v1/fed/clusters: the remotes, by name.
+type ClusterList = httpapi.List[RemoteInfo]
+
+// HistoryList is the body of GET /v1/fed/history, newest first.
+type HistoryList = httpapi.List[HistoryEntry]
+
+// PolicyObject is one federated object in GET /v1/fed/policy.
+type PolicyObject struct {
+	Key      string          `json:"key"`
+	Revision uint64          `json:"revision"`
+	Object   json.RawMessage `json:"object"`
+}
+
+// PolicyList is the body of GET /v1/fed/policy.
+type PolicyList struct {
+	Items  []PolicyObject `json:"items"`
+	Total  int            `json:"total"`
+	Limit  int            `json:"limit"`
+	Offset int            `json:"offset"`
+	// Revision is the primary's store revision.
+	Revision uint64 `json:"revision"`
+}
+
 // HistoryEntry is one recorded state of the federated objects.
 type HistoryEntry struct {
 	Revision uint64    `json:"revision"`
@@ -111,6 +153,7 @@ func (h *Hub) Routes(r httpapi.Routes) {
 	r.HandleLeader(http.MethodPost, "/fed/demote", httpapi.FedWrite, h.demote)
 	r.Handle(http.MethodPost, "/fed/tokens", httpapi.FedWrite, h.createToken)
 	r.HandleLeader(http.MethodGet, "/fed/status", httpapi.FedRead, h.status)
+	r.HandleLeader(http.MethodGet, "/fed/clusters", httpapi.FedRead, h.listClusters)
 	r.HandleLeader(http.MethodPost, "/fed/members/:name/kick", httpapi.FedWrite, h.kick)
 	r.HandleLeader(http.MethodPost, "/fed/policy/apply", httpapi.FedWrite, h.applyPolicy)
 	r.Handle(http.MethodGet, "/fed/policy", httpapi.FedRead, h.listPolicy)
@@ -196,7 +239,7 @@ func (h *Hub) promote(c *gin.Context) (any, error) {
 	if err != nil {
 		return nil, roleError(err)
 	}
-	return gin.H{"name": info.Name, "role": info.Role, "revision": rev, "fedAddrs": h.fedAddrs()}, nil
+	return PromoteResponse{Name: info.Name, Role: info.Role, Revision: rev, FedAddrs: h.fedAddrs()}, nil
 }
 
 func roleError(err error) error {
@@ -261,7 +304,7 @@ func (h *Hub) demote(c *gin.Context) (any, error) {
 	if err != nil {
 		return nil, roleError(err)
 	}
-	return gin.H{"role": clusterinfo.Standalone, "revision": rev}, nil
+	return DemoteResponse{Role: clusterinfo.Standalone, Revision: rev}, nil
 }
 
 func (h *Hub) createToken(c *gin.Context) (any, error) {
@@ -298,25 +341,65 @@ func (h *Hub) status(*gin.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := Status{Role: info.Role, Name: info.Name, Revision: streamRevision(h.st), Addrs: h.fedAddrs(), Remotes: []RemoteInfo{}}
+	out := Status{Role: info.Role, Name: info.Name, Revision: streamRevision(h.st), Addrs: h.fedAddrs()}
+	if srv := h.Server(); srv != nil {
+		if r, ok := srv.Rollout(); ok {
+			out.Rollout = &r
+		}
+	}
+	out.Remotes = h.remotes(out.Revision)
+	return out, nil
+}
+
+// remotes lists the members with their live link status and their lag
+// behind rev.
+func (h *Hub) remotes(rev uint64) []RemoteInfo {
 	live := map[string]fedserver.RemoteStatus{}
 	if srv := h.Server(); srv != nil {
 		for _, s := range srv.Status() {
 			live[s.Name] = s
 		}
-		if r, ok := srv.Rollout(); ok {
-			out.Rollout = &r
-		}
 	}
+	out := []RemoteInfo{}
 	for _, m := range (members{h.st}).list() {
 		ri := RemoteInfo{RemoteStatus: live[m.Name], Kicked: m.Kicked, JoinedAt: m.JoinedAt}
 		ri.Name, ri.Labels = m.Name, m.Labels
-		if ri.AckedRevision < out.Revision {
-			ri.Lag = out.Revision - ri.AckedRevision
+		if ri.AckedRevision < rev {
+			ri.Lag = rev - ri.AckedRevision
 		}
-		out.Remotes = append(out.Remotes, ri)
+		out = append(out, ri)
 	}
-	return out, nil
+	return out
+}
+
+func (h *Hub) listClusters(c *gin.Context) (any, error) {
+	if _, err := h.requirePrimary(); err != nil {
+		return nil, err
+	}
+	p, err := httpapi.ParsePage(c, httpapi.DefaultLimit, httpapi.MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	connected, connSet, err := httpapi.QueryBool(c, "connected")
+	if err != nil {
+		return nil, err
+	}
+	healthy, healthySet, err := httpapi.QueryBool(c, "healthy")
+	if err != nil {
+		return nil, err
+	}
+	selector := c.Query("selector")
+	if selector != "" {
+		if err := ValidateSelector(selector); err != nil {
+			return nil, apierr.BadRequest("selector", "%q: %v", selector, err)
+		}
+	}
+	name := c.Query("name")
+	all := httpapi.Filter(h.remotes(streamRevision(h.st)), func(r RemoteInfo) bool {
+		return httpapi.Contains(r.Name, name) && (!connSet || r.Connected == connected) && (!healthySet || r.Healthy == healthy) &&
+			(selector == "" || MatchLabels(selector, r.Labels))
+	})
+	return httpapi.NewList(all, p), nil
 }
 
 // streamRevision is the revision of the latest change under fed/stream/.
@@ -353,7 +436,7 @@ func (h *Hub) kick(c *gin.Context) (any, error) {
 	if err := srv.Kick(c.Request.Context(), name); err != nil {
 		return nil, err
 	}
-	return gin.H{"kicked": name}, nil
+	return KickResponse{Kicked: name}, nil
 }
 
 // objectKey is where a federated object lives.
@@ -570,7 +653,16 @@ func (h *Hub) recordHistory(ctx context.Context, rev uint64, user string, objs m
 	}
 }
 
-func (h *Hub) history(*gin.Context) (any, error) {
+func (h *Hub) history(c *gin.Context) (any, error) {
+	p, err := httpapi.ParsePage(c, httpapi.DefaultLimit, httpapi.MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	since, err := httpapi.QuerySince(c, "since", time.Now())
+	if err != nil {
+		return nil, err
+	}
+	user := c.Query("user")
 	kvs, _ := h.st.List(PrefixHistory)
 	out := []HistoryEntry{}
 	for i := len(kvs) - 1; i >= 0; i-- {
@@ -579,23 +671,31 @@ func (h *Hub) history(*gin.Context) (any, error) {
 			continue
 		}
 		rev, _ := strconv.ParseUint(strings.TrimPrefix(kvs[i].Key, PrefixHistory), 10, 64)
+		if (user != "" && rec.User != user) || rec.At.Before(since) {
+			continue
+		}
 		out = append(out, HistoryEntry{Revision: rev, At: rec.At, User: rec.User, Objects: len(rec.Objects)})
 	}
-	return gin.H{"items": out}, nil
+	return httpapi.NewList(out, p), nil
 }
 
 func (h *Hub) listPolicy(c *gin.Context) (any, error) {
+	p, err := httpapi.ParsePage(c, httpapi.DefaultLimit, httpapi.MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	kind, name := c.Query("kind"), c.Query("name")
 	kvs, rev := h.st.List(PrefixObjects)
-	type item struct {
-		Key      string          `json:"key"`
-		Revision uint64          `json:"revision"`
-		Object   json.RawMessage `json:"object"`
-	}
-	out := []item{}
+	all := []PolicyObject{}
 	for _, kv := range kvs {
-		out = append(out, item{Key: strings.TrimPrefix(kv.Key, PrefixObjects), Revision: kv.ModRevision, Object: kv.Value})
+		key := strings.TrimPrefix(kv.Key, PrefixObjects)
+		k, n, _ := strings.Cut(key, "/")
+		if (kind == "" || strings.EqualFold(k, kind)) && httpapi.Contains(n, name) {
+			all = append(all, PolicyObject{Key: key, Revision: kv.ModRevision, Object: kv.Value})
+		}
 	}
-	return gin.H{"revision": rev, "items": out}, nil
+	l := httpapi.NewList(all, p)
+	return PolicyList{Items: l.Items, Total: l.Total, Limit: l.Limit, Offset: l.Offset, Revision: rev}, nil
 }
 
 func (h *Hub) rollback(c *gin.Context) (any, error) {

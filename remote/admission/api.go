@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,9 +17,13 @@ import (
 	"github.com/palisade-sec/palisade/shared/httpapi"
 )
 
-// EventList is the body of GET /v1/admission/events.
+// EventList is the body of GET /v1/admission/events, newest first.
 type EventList struct {
 	Items []audit.Event `json:"items"`
+	// Total counts the matching events among the newest audit.MaxLimit.
+	Total  int `json:"total"`
+	Limit  int `json:"limit"`
+	Offset int `json:"offset"`
 	// Dropped counts events this replica could not store in time.
 	Dropped uint64 `json:"dropped,omitempty"`
 }
@@ -89,41 +92,50 @@ func (w *Webhook) status(*gin.Context) (any, error) {
 }
 
 func (w *Webhook) events(c *gin.Context) (any, error) {
-	var f audit.Filter
+	p, err := httpapi.ParsePage(c, httpapi.DefaultLimit, httpapi.MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	f := audit.Filter{Limit: audit.MaxLimit}
 	q := c.Request.URL.Query()
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			return nil, apierr.BadRequest("limit", "limit %q is not a number", s)
-		}
-		f.Limit = n
+	if f.Denied, _, err = httpapi.QueryBool(c, "denied"); err != nil {
+		return nil, err
 	}
-	if s := q.Get("denied"); s != "" {
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			return nil, apierr.BadRequest("denied", "denied %q is not true or false", s)
-		}
-		f.Denied = b
+	if f.Since, err = httpapi.QuerySince(c, "since", time.Now()); err != nil {
+		return nil, err
 	}
-	if s := q.Get("since"); s != "" {
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			return nil, apierr.BadRequest("since", "since %q is not an RFC 3339 time", s)
-		}
-		f.Since = t
+	allowed, allowedSet, err := httpapi.QueryBool(c, "allowed")
+	if err != nil {
+		return nil, err
 	}
 	f.Namespace, f.Rule = q.Get("namespace"), q.Get("rule")
-	items, err := w.audit.List(f)
+	kind, name, image := q.Get("kind"), q.Get("name"), q.Get("image")
+	all, err := w.audit.List(f)
 	if errors.Is(err, audit.ErrBadFilter) {
 		return nil, apierr.BadRequest("limit", "%v", err)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if items == nil {
-		items = []audit.Event{}
+	all = httpapi.Filter(all, func(e audit.Event) bool {
+		return (kind == "" || strings.EqualFold(e.Kind, kind)) && httpapi.Contains(e.Name, name) &&
+			(!allowedSet || e.Allowed == allowed) && hasImage(e.Images, image)
+	})
+	l := httpapi.NewList(all, p)
+	return EventList{Items: l.Items, Total: l.Total, Limit: l.Limit, Offset: l.Offset, Dropped: w.audit.Dropped()}, nil
+}
+
+// hasImage reports whether one of images contains sub ("" matches all).
+func hasImage(images []string, sub string) bool {
+	if sub == "" {
+		return true
 	}
-	return EventList{Items: items, Dropped: w.audit.Dropped()}, nil
+	for _, im := range images {
+		if httpapi.Contains(im, sub) {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *Webhook) test(c *gin.Context) (any, error) {

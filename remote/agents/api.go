@@ -21,20 +21,13 @@ type TokenRequest struct {
 }
 
 // FlowList is the body of GET /v1/flows.
-type FlowList struct {
-	Items  []FlowRecord `json:"items"`
-	Total  int          `json:"total"`
-	Limit  int          `json:"limit"`
-	Offset int          `json:"offset"`
-}
+type FlowList = httpapi.List[FlowRecord]
 
 // EventList is the body of GET /v1/events, newest first.
-type EventList struct {
-	Items  []EventRecord `json:"items"`
-	Total  int           `json:"total"`
-	Limit  int           `json:"limit"`
-	Offset int           `json:"offset"`
-}
+type EventList = httpapi.List[EventRecord]
+
+// AgentList is the body of GET /v1/agents.
+type AgentList = httpapi.List[AgentInfo]
 
 // AgentInfo is one node in GET /v1/agents.
 type AgentInfo struct {
@@ -74,33 +67,20 @@ func (m *Module) postToken(c *gin.Context) (any, error) {
 	return httpapi.Status{Code: http.StatusCreated, Body: t}, nil
 }
 
-func (m *Module) pageParams(c *gin.Context) (limit, offset int, err error) {
-	limit = m.cfg.DefaultLimit
-	if s := c.Query("limit"); s != "" {
-		n, perr := strconv.Atoi(s)
-		if perr != nil || n < 1 || n > m.cfg.MaxLimit {
-			return 0, 0, apierr.BadRequest("limit", "%q is not a number from 1 to %d", s, m.cfg.MaxLimit)
-		}
-		limit = n
-	}
-	if s := c.Query("offset"); s != "" {
-		n, perr := strconv.Atoi(s)
-		if perr != nil || n < 0 {
-			return 0, 0, apierr.BadRequest("offset", "%q is not a number from 0", s)
-		}
-		offset = n
-	}
-	return limit, offset, nil
-}
-
-func page[T any](items []T, limit, offset int) []T {
-	if offset >= len(items) {
-		return []T{}
-	}
-	return items[offset:min(len(items), offset+limit)]
+func (m *Module) page(c *gin.Context) (httpapi.Page, error) {
+	return httpapi.ParsePage(c, m.cfg.DefaultLimit, m.cfg.MaxLimit)
 }
 
 func (m *Module) listAgents(c *gin.Context) (any, error) {
+	p, err := m.page(c)
+	if err != nil {
+		return nil, err
+	}
+	conn, connSet, err := httpapi.QueryBool(c, "connected")
+	if err != nil {
+		return nil, err
+	}
+	name, workload := c.Query("name"), c.Query("workload")
 	connected := map[string]bool{}
 	m.sessMu.Lock()
 	for s := range m.sessions {
@@ -109,9 +89,26 @@ func (m *Module) listAgents(c *gin.Context) (any, error) {
 	m.sessMu.Unlock()
 	out := []AgentInfo{}
 	for _, n := range m.readNodes() {
+		if !httpapi.Contains(n.Name, name) || (connSet && connected[n.Name] != conn) || !hasWorkload(n, workload) {
+			continue
+		}
 		out = append(out, AgentInfo{NodeRecord: n, Connected: connected[n.Name]})
 	}
-	return out, nil
+	return httpapi.NewList(out, p), nil
+}
+
+// hasWorkload reports whether a node runs a workload whose ID, name or
+// namespace contains sub.
+func hasWorkload(n NodeRecord, sub string) bool {
+	if sub == "" {
+		return true
+	}
+	for _, w := range n.Workloads {
+		if httpapi.Contains(w.ID, sub) || httpapi.Contains(w.Name, sub) || httpapi.Contains(w.Namespace, sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // Flows returns the stored flows, most recently seen first, with their
@@ -140,12 +137,31 @@ func (m *Module) Flows(group string) []FlowRecord {
 }
 
 func (m *Module) listFlows(c *gin.Context) (any, error) {
-	limit, offset, err := m.pageParams(c)
+	p, err := m.page(c)
 	if err != nil {
 		return nil, err
 	}
-	all := m.Flows(c.Query("group"))
-	return FlowList{Items: page(all, limit, offset), Total: len(all), Limit: limit, Offset: offset}, nil
+	since, err := httpapi.QuerySince(c, "since", time.Now())
+	if err != nil {
+		return nil, err
+	}
+	violations, violSet, err := httpapi.QueryBool(c, "violations")
+	if err != nil {
+		return nil, err
+	}
+	var port int
+	if s := c.Query("port"); s != "" {
+		if port, err = strconv.Atoi(s); err != nil || port < 1 || port > 65535 {
+			return nil, apierr.BadRequest("port", "%q is not a port from 1 to 65535", s)
+		}
+	}
+	node, app, mode := c.Query("node"), c.Query("app"), c.Query("mode")
+	all := httpapi.Filter(m.Flows(c.Query("group")), func(r FlowRecord) bool {
+		return (node == "" || r.Node == node) && httpapi.Contains(r.App, app) && (mode == "" || strings.EqualFold(r.Mode, mode)) &&
+			(port == 0 || int(r.Port) == port) && (!violSet || (r.Violations > 0) == violations) &&
+			(since.IsZero() || !r.LastSeen.Before(since))
+	})
+	return httpapi.NewList(all, p), nil
 }
 
 // Events returns the stored events, newest first.
@@ -162,10 +178,19 @@ func (m *Module) Events() []EventRecord {
 }
 
 func (m *Module) listEvents(c *gin.Context) (any, error) {
-	limit, offset, err := m.pageParams(c)
+	p, err := m.page(c)
 	if err != nil {
 		return nil, err
 	}
-	all := m.Events()
-	return EventList{Items: page(all, limit, offset), Total: len(all), Limit: limit, Offset: offset}, nil
+	since, err := httpapi.QuerySince(c, "since", time.Now())
+	if err != nil {
+		return nil, err
+	}
+	node, kind, action, workload := c.Query("node"), c.Query("kind"), c.Query("action"), c.Query("workload")
+	all := httpapi.Filter(m.Events(), func(e EventRecord) bool {
+		return (node == "" || e.Node == node) && (kind == "" || strings.EqualFold(e.Kind, kind)) &&
+			(action == "" || strings.EqualFold(e.Action, action)) && httpapi.Contains(e.Workload, workload) &&
+			(since.IsZero() || !e.Time.Before(since))
+	})
+	return httpapi.NewList(all, p), nil
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/palisade-sec/palisade/remote/auth"
+	"github.com/palisade-sec/palisade/shared/apidoc"
 	"github.com/palisade-sec/palisade/shared/apierr"
 	"github.com/palisade-sec/palisade/shared/clusterinfo"
 	"github.com/palisade-sec/palisade/shared/httpapi"
@@ -101,12 +103,14 @@ type Router struct {
 
 // Handle adds a route under /v1.
 func (r *Router) Handle(method, path string, access httpapi.Access, h httpapi.Handler) {
+	r.s.record(method, path, access, false)
 	r.g.Handle(method, path, r.s.wrap(access, h))
 }
 
 // HandleLeader adds a route only the leader serves; a follower proxies the
 // request, with the caller's credentials, to the leader's API.
 func (r *Router) HandleLeader(method, path string, access httpapi.Access, h httpapi.Handler) {
+	r.s.record(method, path, access, true)
 	direct := r.s.wrap(access, h)
 	r.g.Handle(method, path, func(c *gin.Context) {
 		if r.s.leader() {
@@ -119,6 +123,7 @@ func (r *Router) HandleLeader(method, path string, access httpapi.Access, h http
 
 // RawLeader adds a Raw route only the leader serves; followers proxy it.
 func (r *Router) RawLeader(method, path string, access httpapi.Access, h gin.HandlerFunc) {
+	r.s.record(method, path, access, true)
 	authz := r.s.authorize(access)
 	r.g.Handle(method, path, func(c *gin.Context) {
 		if !r.s.leader() {
@@ -135,6 +140,7 @@ func (r *Router) RawLeader(method, path string, access httpapi.Access, h gin.Han
 // Raw adds a route under /v1 whose handler writes its own response (for
 // streams and proxied requests), after the access check.
 func (r *Router) Raw(method, path string, access httpapi.Access, h gin.HandlerFunc) {
+	r.s.record(method, path, access, false)
 	r.g.Handle(method, path, r.s.authorize(access), h)
 }
 
@@ -145,6 +151,11 @@ type Server struct {
 	engine  *gin.Engine
 	reqs    *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+
+	// Filled while New registers routes, read-only afterwards.
+	registered []apidoc.Route
+	doc        *apidoc.Document
+	docJSON    []byte
 }
 
 // SessionCookie is the browser session cookie's name.
@@ -192,12 +203,38 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})))
 	r := &Router{s: s, g: e.Group("/v1")}
 	s.routes(r)
+	ops := coreOps()
 	for _, m := range cfg.Modules {
 		m.Routes(r)
+		if d, ok := m.(httpapi.Documented); ok {
+			ops = append(ops, d.OpenAPI()...)
+		}
 	}
+	doc, err := apidoc.Build(apidoc.Config{Title: "Palisade controller API", Version: APIVersion, Prefix: "/v1",
+		SessionCookie: SessionCookie, CSRFHeader: CSRFHeader}, s.registered, ops)
+	if err != nil {
+		return nil, fmt.Errorf("api: OpenAPI document: %w", err)
+	}
+	if s.docJSON, err = json.MarshalIndent(doc, "", " "); err != nil {
+		return nil, fmt.Errorf("api: encode OpenAPI document: %w", err)
+	}
+	s.doc = doc
 	s.engine = e
 	return s, nil
 }
+
+// APIVersion is the version of the REST API in its OpenAPI document.
+const APIVersion = "1.0.0"
+
+func (s *Server) record(method, path string, access httpapi.Access, leader bool) {
+	s.registered = append(s.registered, apidoc.Route{Method: method, Path: "/v1" + path, Access: access, Leader: leader})
+}
+
+// Routes returns the routes registered under /v1, in order.
+func (s *Server) Routes() []apidoc.Route { return append([]apidoc.Route(nil), s.registered...) }
+
+// Document returns the OpenAPI document served at GET /v1/openapi.json.
+func (s *Server) Document() *apidoc.Document { return s.doc }
 
 // Handler returns the HTTP handler.
 func (s *Server) Handler() http.Handler { return s.engine }

@@ -51,11 +51,10 @@ type CreateUserRequest struct {
 }
 
 // UserList is the body of GET /v1/users.
-type UserList struct {
-	Items []auth.User `json:"items"`
-}
+type UserList = httpapi.List[auth.User]
 
 func (s *Server) routes(r *Router) {
+	r.Raw(http.MethodGet, "/openapi.json", httpapi.Public, s.openAPI)
 	r.Handle(http.MethodGet, "/healthz", httpapi.Public, s.health)
 	r.Handle(http.MethodPost, "/auth/login", httpapi.Public, s.login)
 	r.Handle(http.MethodPost, "/auth/logout", httpapi.Read, s.logout)
@@ -114,12 +113,36 @@ func (s *Server) cluster(*gin.Context) (any, error) {
 	return Cluster{Name: info.Name, Role: info.Role, Leader: leader, Replicas: s.cfg.Store.Replicas(), Revision: s.cfg.Store.Revision()}, nil
 }
 
-func (s *Server) listUsers(*gin.Context) (any, error) {
+func (s *Server) openAPI(c *gin.Context) {
+	c.Data(http.StatusOK, "application/json", s.docJSON)
+}
+
+func (s *Server) listUsers(c *gin.Context) (any, error) {
+	p, err := httpapi.ParsePage(c, httpapi.DefaultLimit, httpapi.MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	role, err := httpapi.QueryEnum(c, "role", roleNames()...)
+	if err != nil {
+		return nil, err
+	}
 	users, err := s.cfg.Auth.ListUsers()
 	if err != nil {
 		return nil, err
 	}
-	return UserList{Items: users}, nil
+	name := c.Query("name")
+	users = httpapi.Filter(users, func(u auth.User) bool {
+		return httpapi.Contains(u.Name, name) && (role == "" || string(u.Role) == role)
+	})
+	return httpapi.NewList(users, p), nil
+}
+
+func roleNames() []string {
+	var out []string
+	for _, r := range auth.Roles() {
+		out = append(out, string(r))
+	}
+	return out
 }
 
 func (s *Server) createUser(c *gin.Context) (any, error) {

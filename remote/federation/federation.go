@@ -123,13 +123,51 @@ type FederatedObject struct {
 	Object json.RawMessage `json:"object"`
 }
 
-func (m *Module) objects(*gin.Context) (any, error) {
-	kvs, rev := m.st.List(PrefixFederated)
-	out := []FederatedObject{}
-	for _, kv := range kvs {
-		out = append(out, FederatedObject{Key: strings.TrimPrefix(kv.Key, PrefixFederated), Object: kv.Value})
+// ObjectList is the body of GET /v1/fed/objects.
+type ObjectList struct {
+	Items  []FederatedObject `json:"items"`
+	Total  int               `json:"total"`
+	Limit  int               `json:"limit"`
+	Offset int               `json:"offset"`
+	// Revision is this cluster's store revision; Applied the primary's
+	// revision this cluster applied last.
+	Revision uint64 `json:"revision"`
+	Applied  uint64 `json:"applied"`
+}
+
+// JoinResponse is the body of POST /v1/fed/join.
+type JoinResponse struct {
+	Name     string   `json:"name"`
+	Role     string   `json:"role"`
+	Primary  string   `json:"primary"`
+	Addrs    []string `json:"addrs"`
+	Revision uint64   `json:"revision"`
+}
+
+// LeaveResponse is the body of POST /v1/fed/leave.
+type LeaveResponse struct {
+	Role     string `json:"role"`
+	Revision uint64 `json:"revision"`
+	// Warning says the primary was not told, when it could not be.
+	Warning string `json:"warning"`
+}
+
+func (m *Module) objects(c *gin.Context) (any, error) {
+	p, err := httpapi.ParsePage(c, httpapi.DefaultLimit, httpapi.MaxLimit)
+	if err != nil {
+		return nil, err
 	}
-	return gin.H{"revision": rev, "applied": applier{m.st}.Applied(), "items": out}, nil
+	prefix, key := c.Query("prefix"), c.Query("key")
+	kvs, rev := m.st.List(PrefixFederated + prefix)
+	all := []FederatedObject{}
+	for _, kv := range kvs {
+		k := strings.TrimPrefix(kv.Key, PrefixFederated)
+		if httpapi.Contains(k, key) {
+			all = append(all, FederatedObject{Key: k, Object: kv.Value})
+		}
+	}
+	l := httpapi.NewList(all, p)
+	return ObjectList{Items: l.Items, Total: l.Total, Limit: l.Limit, Offset: l.Offset, Revision: rev, Applied: applier{m.st}.Applied()}, nil
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
@@ -176,7 +214,7 @@ func (m *Module) join(c *gin.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return gin.H{"name": req.Name, "role": clusterinfo.Remote, "primary": tok.Primary, "addrs": id.Addrs, "revision": rev}, nil
+	return JoinResponse{Name: req.Name, Role: clusterinfo.Remote, Primary: tok.Primary, Addrs: id.Addrs, Revision: rev}, nil
 }
 
 // joinError maps the reasons a join fails to API errors that say which.
@@ -217,7 +255,7 @@ func (m *Module) leave(c *gin.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return gin.H{"role": clusterinfo.Standalone, "revision": rev, "warning": warning}, nil
+	return LeaveResponse{Role: clusterinfo.Standalone, Revision: rev, Warning: warning}, nil
 }
 
 func (m *Module) link(*gin.Context) (any, error) {

@@ -225,42 +225,28 @@ func (a *API) status(*gin.Context) (any, error) {
 }
 
 // listParams reads ?limit=&offset=&source=&group=.
-func (a *API) listParams(c *gin.Context) (limit, offset int, f policystore.Filter, err error) {
-	limit = a.cfg.DefaultLimit
-	if s := c.Query("limit"); s != "" {
-		n, perr := strconv.Atoi(s)
-		if perr != nil || n < 1 || n > a.cfg.MaxLimit {
-			return 0, 0, f, apierr.BadRequest("limit", "%q is not a number from 1 to %d", s, a.cfg.MaxLimit)
-		}
-		limit = n
-	}
-	if s := c.Query("offset"); s != "" {
-		n, perr := strconv.Atoi(s)
-		if perr != nil || n < 0 {
-			return 0, 0, f, apierr.BadRequest("offset", "%q is not a number from 0", s)
-		}
-		offset = n
+func (a *API) listParams(c *gin.Context) (httpapi.Page, policystore.Filter, error) {
+	var f policystore.Filter
+	p, err := httpapi.ParsePage(c, a.cfg.DefaultLimit, a.cfg.MaxLimit)
+	if err != nil {
+		return p, f, err
 	}
 	if s := c.Query("source"); s != "" {
 		f.Source = policy.Source(s)
 		if !f.Source.Valid() {
-			return 0, 0, f, apierr.BadRequest("source", "%q is not federated, code, user or learned", s)
+			return p, f, apierr.BadRequest("source", "%q is not federated, code, user or learned", s)
 		}
 	}
 	f.Group = c.Query("group")
-	return limit, offset, f, nil
-}
-
-// page returns items[offset:offset+limit], clamped.
-func page[T any](items []T, limit, offset int) []T {
-	if offset >= len(items) {
-		return []T{}
-	}
-	return items[offset:min(len(items), offset+limit)]
+	return p, f, nil
 }
 
 func (a *API) groups(c *gin.Context) (any, error) {
-	limit, offset, f, err := a.listParams(c)
+	p, f, err := a.listParams(c)
+	if err != nil {
+		return nil, err
+	}
+	mode, err := httpapi.QueryEnum(c, "mode", string(policy.ModeDiscover), string(policy.ModeMonitor), string(policy.ModeProtect))
 	if err != nil {
 		return nil, err
 	}
@@ -268,24 +254,36 @@ func (a *API) groups(c *gin.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	all := v.Groups(f)
-	return GroupList{Items: page(all, limit, offset), Total: len(all), Limit: limit, Offset: offset, Revision: v.Revision}, nil
+	name := c.Query("name")
+	all := httpapi.Filter(v.Groups(f), func(g policystore.GroupInfo) bool {
+		return httpapi.Contains(g.Name, name) && (mode == "" || string(g.NetworkMode) == mode || string(g.ProcessMode) == mode)
+	})
+	l := httpapi.NewList(all, p)
+	return GroupList{Items: l.Items, Total: l.Total, Limit: l.Limit, Offset: l.Offset, Revision: v.Revision}, nil
 }
 
 func (a *API) rules(c *gin.Context) (any, error) {
-	limit, offset, f, err := a.listParams(c)
+	p, f, err := a.listParams(c)
 	if err != nil {
 		return nil, err
 	}
 	if f.Learned, err = boolParam(c, "learned"); err != nil {
 		return nil, err
 	}
+	action, err := httpapi.QueryEnum(c, "action", string(policy.ActionAllow), string(policy.ActionDeny))
+	if err != nil {
+		return nil, err
+	}
 	v, err := a.cfg.Policy.View()
 	if err != nil {
 		return nil, err
 	}
-	all := v.Rules(f)
-	return RuleList{Items: page(all, limit, offset), Total: len(all), Limit: limit, Offset: offset, Revision: v.Revision}, nil
+	name := c.Query("name")
+	all := httpapi.Filter(v.Rules(f), func(r policystore.RuleInfo) bool {
+		return httpapi.Contains(r.Name, name) && (action == "" || string(r.Action) == action)
+	})
+	l := httpapi.NewList(all, p)
+	return RuleList{Items: l.Items, Total: l.Total, Limit: l.Limit, Offset: l.Offset, Revision: v.Revision}, nil
 }
 
 func (a *API) setMode(c *gin.Context) (any, error) {

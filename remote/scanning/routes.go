@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,10 +18,10 @@ import (
 	"github.com/palisade-sec/palisade/shared/store"
 )
 
-// Paging of GET /v1/scan/results.
+// Paging of the module's listings.
 const (
-	DefaultLimit = 100
-	MaxLimit     = 1000
+	DefaultLimit = httpapi.DefaultLimit
+	MaxLimit     = httpapi.MaxLimit
 )
 
 // Sources of a result.
@@ -39,22 +38,15 @@ type Result struct {
 	Source string `json:"source"`
 }
 
-// ResultList is the body of GET /v1/scan/results.
-type ResultList struct {
-	// Total counts the results that match, before paging.
-	Total int      `json:"total"`
-	Items []Result `json:"items"`
-}
+// ResultList is the body of GET /v1/scan/results; Total counts the
+// results that match, before paging.
+type ResultList = httpapi.List[Result]
 
 // RegistryList is the body of GET /v1/registries.
-type RegistryList struct {
-	Items []RegistryInfo `json:"items"`
-}
+type RegistryList = httpapi.List[RegistryInfo]
 
 // FailureList is the body of GET /v1/scan/failures.
-type FailureList struct {
-	Items []Failure `json:"items"`
-}
+type FailureList = httpapi.List[Failure]
 
 // Routes adds the registry and scan-result routes. GET, PUT and DELETE of
 // /v1/scan/results/:digest belong to the admission module, which serves
@@ -85,16 +77,25 @@ func (m *Module) registryInfo(reg Registry) RegistryInfo {
 	return info
 }
 
-func (m *Module) listRegistries(*gin.Context) (any, error) {
+func (m *Module) listRegistries(c *gin.Context) (any, error) {
+	p, err := httpapi.ParsePage(c, DefaultLimit, MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	fed, fedSet, err := httpapi.QueryBool(c, "federated")
+	if err != nil {
+		return nil, err
+	}
+	name := c.Query("name")
 	kvs, _ := m.st.List(PrefixRegistries)
-	out := RegistryList{Items: []RegistryInfo{}}
+	all := []RegistryInfo{}
 	for _, kv := range kvs {
 		var reg Registry
-		if json.Unmarshal(kv.Value, &reg) == nil {
-			out.Items = append(out.Items, m.registryInfo(reg))
+		if json.Unmarshal(kv.Value, &reg) == nil && httpapi.Contains(reg.Name, name) && (!fedSet || reg.Federated == fed) {
+			all = append(all, m.registryInfo(reg))
 		}
 	}
-	return out, nil
+	return httpapi.NewList(all, p), nil
 }
 
 func (m *Module) nameParam(c *gin.Context) (Registry, error) {
@@ -182,7 +183,7 @@ func (m *Module) requestScan(c *gin.Context) (any, error) {
 	if _, err := m.st.Put(c.Request.Context(), PrefixRequests+reg.Name, b); err != nil {
 		return nil, err
 	}
-	return httpapi.Status{Code: http.StatusAccepted, Body: map[string]string{"registry": reg.Name, "status": "requested"}}, nil
+	return httpapi.Status{Code: http.StatusAccepted, Body: ScanRequested{Registry: reg.Name, Status: "requested"}}, nil
 }
 
 // Results returns every result this cluster holds, one per image digest:
@@ -241,21 +242,19 @@ func (m *Module) ResolveRef(ref string) (string, bool) {
 
 func (m *Module) listResults(c *gin.Context) (any, error) {
 	q := c.Request.URL.Query()
-	limit, offset := DefaultLimit, 0
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxLimit {
-			return nil, apierr.BadRequest("limit", "limit %q: want a number from 1 to %d", s, MaxLimit)
-		}
-		limit = n
+	p, err := httpapi.ParsePage(c, DefaultLimit, MaxLimit)
+	if err != nil {
+		return nil, err
 	}
-	if s := q.Get("offset"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
-			return nil, apierr.BadRequest("offset", "offset %q: want a number >= 0", s)
-		}
-		offset = n
+	source, err := httpapi.QueryEnum(c, "source", SourceLocal, SourceFederated)
+	if err != nil {
+		return nil, err
 	}
+	severity, err := httpapi.QueryEnum(c, "severity", "critical", "high", "medium", "low")
+	if err != nil {
+		return nil, err
+	}
+	image := q.Get("image")
 	digest := q.Get("digest")
 	if digest != "" && !verdict.ValidDigest(digest) {
 		return nil, apierr.BadRequest("digest", "digest %q is not sha256:<64 lower-case hex>", digest)
@@ -266,7 +265,7 @@ func (m *Module) listResults(c *gin.Context) (any, error) {
 		}
 		d, ok := m.ResolveRef(ref)
 		if !ok {
-			return ResultList{Items: []Result{}}, nil
+			return httpapi.NewList([]Result{}, p), nil
 		}
 		digest = d
 	}
@@ -274,11 +273,26 @@ func (m *Module) listResults(c *gin.Context) (any, error) {
 	if digest != "" {
 		all = filterDigest(all, digest)
 	}
-	out := ResultList{Total: len(all), Items: []Result{}}
-	if offset < len(all) {
-		out.Items = all[offset:min(len(all), offset+limit)]
+	all = httpapi.Filter(all, func(r Result) bool {
+		return (source == "" || r.Source == source) && httpapi.Contains(r.Ref, image) && atLeast(r.Verdict, severity)
+	})
+	return httpapi.NewList(all, p), nil
+}
+
+// atLeast reports whether v has a finding of severity sev or worse ("" is
+// any verdict).
+func atLeast(v verdict.Verdict, sev string) bool {
+	switch sev {
+	case "critical":
+		return v.Critical > 0
+	case "high":
+		return v.Critical+v.High > 0
+	case "medium":
+		return v.Critical+v.High+v.Medium > 0
+	case "low":
+		return v.Critical+v.High+v.Medium+v.Low > 0
 	}
-	return out, nil
+	return true
 }
 
 func (m *Module) getResult(c *gin.Context) (any, error) {
@@ -321,14 +335,19 @@ func filterDigest(rs []Result, d string) []Result {
 	return out
 }
 
-func (m *Module) listFailures(*gin.Context) (any, error) {
+func (m *Module) listFailures(c *gin.Context) (any, error) {
+	p, err := httpapi.ParsePage(c, DefaultLimit, MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	registry, image := c.Query("registry"), c.Query("image")
 	kvs, _ := m.st.List(PrefixFailures)
-	out := FailureList{Items: []Failure{}}
+	all := []Failure{}
 	for _, kv := range kvs {
 		var f Failure
-		if json.Unmarshal(kv.Value, &f) == nil {
-			out.Items = append(out.Items, f)
+		if json.Unmarshal(kv.Value, &f) == nil && (registry == "" || f.Registry == registry) && httpapi.Contains(f.Ref, image) {
+			all = append(all, f)
 		}
 	}
-	return out, nil
+	return httpapi.NewList(all, p), nil
 }
