@@ -10,12 +10,22 @@
  *
  *   parse (IPv4 with options, IPv6 with extension headers, fragments)
  *   -> connection tracking (LRU hash, keyed by endpoint, direction, 5-tuple):
- *      a hit whose policy generation is current passes on that one lookup
+ *      a hit whose policy generation is current passes on that one lookup;
+ *      entries carry a TCP state (SYN, established, half closed, closed)
+ *      and expire after an idle timeout that depends on it, checked on
+ *      lookup with the coarse monotonic clock (a sweeper in user space
+ *      removes expired entries nobody looks up); a SYN is always decided
+ *      afresh, so a new connection on the 5-tuple of an old one meets the
+ *      current policy
  *   -> otherwise: endpoint (ifindex or cgroup) -> identity and mode,
  *      remote address -> identity (LPM trie), policy LPM trie keyed by
  *      (client identity, server identity, protocol, server port prefix),
  *      decision by mode, ring buffer event, conntrack entries for both
  *      directions.
+ *   -> application rules: when the policy entry says some applications are
+ *      decided otherwise than the port, a TCP flow is admitted pending and
+ *      its first payload packet (either direction) is classified here; the
+ *      flow is then confirmed, or reported and (Protect) dropped for good.
  *
  * Unparseable packets are never let through in Protect mode.
  */
@@ -29,6 +39,9 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define TCX_DROP 2
 
 #define PAYLOAD_MAX 128
+#define CLASSIFY_MAX 32 /* payload bytes the classifier reads */
+#define APP_SLOTS 8
+#define APP_UNCLASSIFIED 0xff
 #define IPV6_EXT_MAX 6
 
 /* Direction relative to the workload. */
@@ -46,6 +59,31 @@ enum action {
 	ACTION_ALLOW = 1,
 	ACTION_DENY = 2,
 };
+
+/* Applications the classifier names. Others are enforced by port only. */
+enum app {
+	APP_NONE = 0, /* classified: none of those below */
+	APP_HTTP = 1,
+	APP_HTTP2 = 2,
+	APP_TLS = 3,
+	APP_SSH = 4,
+	APP_REDIS = 5,
+};
+
+/* Connection states; each has its own idle timeout in dp_config. */
+enum ct_state {
+	CT_OTHER = 0, /* neither TCP nor UDP */
+	CT_UDP = 1,
+	CT_TCP_SYN = 2,	       /* SYN seen, no reply yet */
+	CT_TCP_ESTABLISHED = 3,
+	CT_TCP_HALF_CLOSED = 4, /* FIN from one side */
+	CT_TCP_CLOSED = 5,      /* FIN from both sides, or RST */
+	CT_DENIED = 6,	       /* application check failed in Protect: drop until expiry */
+	CT_STATE_MAX = 8,
+};
+
+#define FIN_CLIENT 0x1
+#define FIN_SERVER 0x2
 
 enum event_kind {
 	EVENT_NEW_FLOW = 1,  /* Discover: every new flow */
@@ -68,6 +106,9 @@ enum counter {
 	COUNTER_FRAG_UNKNOWN,
 	COUNTER_REVALIDATED,
 	COUNTER_EVENTS_LOST,
+	COUNTER_CT_EXPIRED,
+	COUNTER_APP_ALLOWED,
+	COUNTER_APP_VIOLATION,
 	COUNTER_MAX,
 };
 
@@ -76,6 +117,7 @@ enum counter {
 #define FLAG_VIOLATION 0x2 /* flow allowed only because of Discover/Monitor */
 #define FLAG_DROPPED 0x4   /* packet was dropped */
 #define FLAG_FRAGMENT 0x8  /* packet is a non-first fragment */
+#define FLAG_PENDING 0x10  /* admitted until its application is classified */
 
 #define CGROUP_KEY_BIT (1ULL << 63)
 
@@ -95,10 +137,17 @@ struct policy_key {
 	__u8 pad;
 };
 
+/* rule_id and action decide a flow whose application is not known. A set
+ * bit a of app_mask says a flow of application a (TCP) is decided
+ * otherwise: allowed if bit a of app_allow is set, denied otherwise, by
+ * rule app_rule[a]. */
 struct policy_value {
 	__u32 rule_id;
 	__u8 action;
-	__u8 pad[3];
+	__u8 app_mask;
+	__u8 app_allow;
+	__u8 pad;
+	__u32 app_rule[APP_SLOTS];
 };
 
 struct endpoint {
@@ -113,6 +162,7 @@ struct mode_value {
 struct dp_config {
 	__u32 generation; /* bumped by the loader after every policy change */
 	__u32 pad;
+	__u64 timeout_ns[CT_STATE_MAX]; /* idle timeout per ct_state; 0: none */
 };
 
 struct ct_key {
@@ -128,14 +178,18 @@ struct ct_key {
 
 struct ct_entry {
 	__u64 created_ns;
+	__u64 seen_ns; /* coarse monotonic time the entry was last refreshed */
 	__u32 generation;
 	__u32 rule_id;
 	__u32 src_id; /* client identity */
 	__u32 dst_id; /* server identity */
 	__u8 flags;
 	__u8 sampled;
+	__u8 state; /* enum ct_state */
+	__u8 fin;   /* FIN_CLIENT, FIN_SERVER */
+	__u8 app;   /* enum app, once classified */
+	__u8 mode;  /* mode of the endpoint when the flow was decided */
 	__u16 pad;
-	__u32 pad2;
 };
 
 struct frag_key {
@@ -172,7 +226,7 @@ struct flow_event {
 	__u8 action;
 	__u8 mode;
 	__u8 flags;
-	__u8 pad;
+	__u8 app; /* enum app, as classified in the kernel */
 	__u16 payload_len;
 	__u16 pad2;
 	__u8 payload[PAYLOAD_MAX];
@@ -264,6 +318,8 @@ const enum counter *unused_counter __attribute__((unused));
 const enum mode *unused_mode __attribute__((unused));
 const enum action *unused_action __attribute__((unused));
 const enum event_kind *unused_event_kind __attribute__((unused));
+const enum app *unused_app __attribute__((unused));
+const enum ct_state *unused_ct_state __attribute__((unused));
 
 struct pkt {
 	__u8 saddr[16];
@@ -501,13 +557,63 @@ struct eval {
 	__u32 dst_id; /* server */
 	__u32 rule_id;
 	__u32 action;
+	__u32 app;     /* the flow's application, APP_NONE if not classified */
+	__u32 pending; /* admitted until the application is known */
 };
 
-static __always_inline void evaluate(struct pkt *p, __u32 ep_id, __u32 dir, int reply, struct eval *e)
+/* decide sets the verdict of pv for a flow of application app
+ * (APP_UNCLASSIFIED: not known yet). */
+static __always_inline void decide(struct policy_value *pv, __u8 proto, __u32 app, struct eval *e)
 {
-	struct lpm_key lk = {.prefixlen = 128};
+	e->pending = 0;
+	e->app = app == APP_UNCLASSIFIED ? APP_NONE : app;
+	if (!pv) {
+		e->rule_id = 0;
+		e->action = ACTION_NONE;
+		return;
+	}
+	e->rule_id = pv->rule_id;
+	e->action = pv->action;
+	if (!pv->app_mask || proto != IPPROTO_TCP)
+		return;
+	if (app == APP_UNCLASSIFIED) {
+		/* Some application is decided otherwise: admit the flow while
+		 * any outcome can still be allow, and decide on its payload. */
+		if (pv->action == ACTION_ALLOW || pv->app_allow) {
+			e->action = ACTION_ALLOW;
+			e->pending = 1;
+		}
+		return;
+	}
+	if (app < APP_SLOTS && (pv->app_mask & (1 << app))) {
+		e->rule_id = pv->app_rule[app & (APP_SLOTS - 1)];
+		e->action = (pv->app_allow & (1 << app)) ? ACTION_ALLOW : ACTION_DENY;
+	}
+}
+
+/* lookup_policy finds the entry for (src, dst, proto, port), falling back
+ * to any protocol. */
+static __always_inline struct policy_value *lookup_policy(__u32 src, __u32 dst, __u8 proto, __u16 port)
+{
 	struct policy_key pk = {.prefixlen = 88};
 	struct policy_value *pv;
+
+	pk.src_id = src;
+	pk.dst_id = dst;
+	pk.proto = proto;
+	pk.port[0] = port >> 8;
+	pk.port[1] = port & 0xff;
+	pv = bpf_map_lookup_elem(&policy, &pk);
+	if (!pv) {
+		pk.proto = 0;
+		pv = bpf_map_lookup_elem(&policy, &pk);
+	}
+	return pv;
+}
+
+static __always_inline void evaluate(struct pkt *p, __u32 ep_id, __u32 dir, int reply, __u32 app, struct eval *e)
+{
+	struct lpm_key lk = {.prefixlen = 128};
 	__u32 *rid, remote_id = 0;
 	__u16 port;
 	int ep_is_client;
@@ -524,24 +630,7 @@ static __always_inline void evaluate(struct pkt *p, __u32 ep_id, __u32 dir, int 
 	e->src_id = ep_is_client ? ep_id : remote_id;
 	e->dst_id = ep_is_client ? remote_id : ep_id;
 	port = reply ? p->sport : p->dport;
-
-	pk.src_id = e->src_id;
-	pk.dst_id = e->dst_id;
-	pk.proto = p->proto;
-	pk.port[0] = port >> 8;
-	pk.port[1] = port & 0xff;
-	pv = bpf_map_lookup_elem(&policy, &pk);
-	if (!pv) {
-		pk.proto = 0;
-		pv = bpf_map_lookup_elem(&policy, &pk);
-	}
-	if (pv) {
-		e->rule_id = pv->rule_id;
-		e->action = pv->action;
-	} else {
-		e->rule_id = 0;
-		e->action = ACTION_NONE;
-	}
+	decide(lookup_policy(e->src_id, e->dst_id, p->proto, port), p->proto, app, e);
 }
 
 static __always_inline void emit(struct __sk_buff *skb, struct pkt *p, __u64 ep, __u32 dir, __u32 kind,
@@ -571,7 +660,7 @@ static __always_inline void emit(struct __sk_buff *skb, struct pkt *p, __u64 ep,
 	ev->action = e->action;
 	ev->mode = mode;
 	ev->flags = flags | (p->fragment ? FLAG_FRAGMENT : 0);
-	ev->pad = 0;
+	ev->app = e->app;
 	ev->pad2 = 0;
 	n = p->payload_len;
 	if (n > PAYLOAD_MAX)
@@ -586,17 +675,59 @@ static __always_inline void emit(struct __sk_buff *skb, struct pkt *p, __u64 ep,
 	bpf_ringbuf_submit(ev, 0);
 }
 
+/* initial_state is the conntrack state of a flow whose first seen packet is p. */
+static __always_inline __u8 initial_state(struct pkt *p)
+{
+	if (p->proto == IPPROTO_UDP)
+		return CT_UDP;
+	if (p->proto != IPPROTO_TCP)
+		return CT_OTHER;
+	if (p->tcp_flags & TCP_RST)
+		return CT_TCP_CLOSED;
+	if (p->tcp_flags & TCP_FIN)
+		return CT_TCP_HALF_CLOSED;
+	if ((p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+		return CT_TCP_SYN;
+	return CT_TCP_ESTABLISHED; /* flow older than its entries */
+}
+
+static __always_inline void ct_reverse(struct ct_key *k, struct ct_key *r)
+{
+	r->endpoint = k->endpoint;
+	__builtin_memcpy(r->saddr, k->daddr, 16);
+	__builtin_memcpy(r->daddr, k->saddr, 16);
+	r->sport = k->dport;
+	r->dport = k->sport;
+	r->proto = k->proto;
+	r->dir = k->dir ^ 1;
+	r->pad = 0;
+}
+
+/* ct_delete removes both entries of the flow of k. */
+static __always_inline void ct_delete(struct ct_key *k)
+{
+	struct ct_key r;
+
+	ct_reverse(k, &r);
+	bpf_map_delete_elem(&conntrack, k);
+	bpf_map_delete_elem(&conntrack, &r);
+}
+
 static __always_inline void ct_create(struct pkt *p, __u64 ep, __u32 dir, struct eval *e, __u32 gen,
-				      __u8 flags, int sampled)
+				      __u8 flags, __u32 mode, int sampled)
 {
 	struct ct_key k = {};
 	struct ct_entry v = {};
 
 	v.created_ns = bpf_ktime_get_ns();
+	v.seen_ns = bpf_ktime_get_coarse_ns();
 	v.generation = gen;
 	v.rule_id = e->rule_id;
 	v.src_id = e->src_id;
 	v.dst_id = e->dst_id;
+	v.state = initial_state(p);
+	v.app = e->app;
+	v.mode = mode;
 
 	k.endpoint = ep;
 	k.proto = p->proto;
@@ -619,6 +750,213 @@ static __always_inline void ct_create(struct pkt *p, __u64 ep, __u32 dir, struct
 	bpf_map_update_elem(&conntrack, &k, &v, BPF_ANY);
 }
 
+/* ct_tcp_track moves the TCP state of a flow on packet p. A change is
+ * written to both entries of the flow: the second lookup happens a few
+ * times per connection, never on an established flow's data. */
+static __always_inline void ct_tcp_track(struct ct_key *k, struct ct_entry *ce, struct pkt *p)
+{
+	__u8 st = ce->state, nst = st, fin = ce->fin, f = p->tcp_flags;
+	int reply = ce->flags & FLAG_REPLY;
+	struct ct_entry *rce;
+	struct ct_key r;
+
+	if (st == CT_DENIED || st == CT_TCP_CLOSED)
+		return;
+	if (f & TCP_RST) {
+		nst = CT_TCP_CLOSED;
+	} else {
+		if (f & TCP_FIN)
+			fin |= reply ? FIN_SERVER : FIN_CLIENT;
+		if (st == CT_TCP_SYN && reply)
+			nst = CT_TCP_ESTABLISHED;
+		if (fin == (FIN_CLIENT | FIN_SERVER))
+			nst = CT_TCP_CLOSED;
+		else if (fin)
+			nst = CT_TCP_HALF_CLOSED;
+	}
+	if (nst == st && fin == ce->fin)
+		return;
+	ce->state = nst;
+	ce->fin = fin;
+	ct_reverse(k, &r);
+	rce = bpf_map_lookup_elem(&conntrack, &r);
+	if (rce && rce->state != CT_DENIED) {
+		rce->state = nst;
+		rce->fin = fin;
+	}
+}
+
+/* The classifier: a few distinctive openings, as agent/appdetect reads
+ * them. b holds the first CLASSIFY_MAX payload bytes, zero past the end. */
+/* http_target checks what follows a request method: one space, then the
+ * first byte of a request target. */
+static __always_inline int http_target(__u8 sp, __u8 c)
+{
+	return sp == ' ' && c > ' ' && c != 0x7f;
+}
+
+static __always_inline int is_http_request(__u8 *b)
+{
+	if (b[0] == 'G' && b[1] == 'E' && b[2] == 'T')
+		return http_target(b[3], b[4]);
+	if (b[0] == 'P' && b[1] == 'U' && b[2] == 'T')
+		return http_target(b[3], b[4]);
+	if (b[0] == 'P' && b[1] == 'O' && b[2] == 'S' && b[3] == 'T')
+		return http_target(b[4], b[5]);
+	if (b[0] == 'H' && b[1] == 'E' && b[2] == 'A' && b[3] == 'D')
+		return http_target(b[4], b[5]);
+	if (b[0] == 'P' && b[1] == 'A' && b[2] == 'T' && b[3] == 'C' && b[4] == 'H')
+		return http_target(b[5], b[6]);
+	if (b[0] == 'T' && b[1] == 'R' && b[2] == 'A' && b[3] == 'C' && b[4] == 'E')
+		return http_target(b[5], b[6]);
+	if (b[0] == 'D' && b[1] == 'E' && b[2] == 'L' && b[3] == 'E' && b[4] == 'T' && b[5] == 'E')
+		return http_target(b[6], b[7]);
+	if (b[0] == 'O' && b[1] == 'P' && b[2] == 'T' && b[3] == 'I' && b[4] == 'O' && b[5] == 'N' && b[6] == 'S')
+		return http_target(b[7], b[8]);
+	if (b[0] == 'C' && b[1] == 'O' && b[2] == 'N' && b[3] == 'N' && b[4] == 'E' && b[5] == 'C' && b[6] == 'T')
+		return http_target(b[7], b[8]);
+	return 0;
+}
+
+static __always_inline int is_tls(__u8 *b, __u8 hs)
+{
+	__u32 n = ((__u32)b[3] << 8) | b[4];
+
+	return b[0] == 0x16 && b[1] == 3 && b[2] <= 4 && n >= 4 && n <= (1 << 14) + 2048 && b[5] == hs;
+}
+
+static __always_inline int is_digit(__u8 c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static __always_inline int resp_tail(__u8 a, __u8 b, __u8 c)
+{
+	return a == '\r' && b == '\n' && c == '$';
+}
+
+static __always_inline int is_redis(__u8 *b)
+{
+	if (b[0] == '*') {
+		/* RESP array: one to five digits, then "\r\n$". */
+		if (!is_digit(b[1]))
+			return 0;
+		if (!is_digit(b[2]))
+			return resp_tail(b[2], b[3], b[4]);
+		if (!is_digit(b[3]))
+			return resp_tail(b[3], b[4], b[5]);
+		if (!is_digit(b[4]))
+			return resp_tail(b[4], b[5], b[6]);
+		if (!is_digit(b[5]))
+			return resp_tail(b[5], b[6], b[7]);
+		if (!is_digit(b[6]))
+			return resp_tail(b[6], b[7], b[8]);
+		return 0;
+	}
+#define UP(c) ((c) & 0xdf)
+	if ((UP(b[0]) == 'P' && UP(b[1]) == 'I' && UP(b[2]) == 'N' && UP(b[3]) == 'G') ||
+	    (UP(b[0]) == 'I' && UP(b[1]) == 'N' && UP(b[2]) == 'F' && UP(b[3]) == 'O'))
+		return b[4] == '\r' && b[5] == '\n';
+	/* Inline commands with arguments: matched on the command alone. */
+	if (UP(b[0]) == 'A' && UP(b[1]) == 'U' && UP(b[2]) == 'T' && UP(b[3]) == 'H' && b[4] == ' ')
+		return 1;
+	if (UP(b[0]) == 'H' && UP(b[1]) == 'E' && UP(b[2]) == 'L' && UP(b[3]) == 'L' && UP(b[4]) == 'O' &&
+	    b[5] == ' ')
+		return 1;
+	return UP(b[0]) == 'S' && UP(b[1]) == 'E' && UP(b[2]) == 'L' && UP(b[3]) == 'E' && UP(b[4]) == 'C' &&
+	       UP(b[5]) == 'T' && b[6] == ' ';
+#undef UP
+}
+
+/* classify names the application of a flow from its first payload packet
+ * (p has payload), sent by the client unless reply. */
+static __always_inline __u32 classify(struct __sk_buff *skb, struct pkt *p, int reply)
+{
+	__u8 b[CLASSIFY_MAX + 8] = {};
+	__u32 n = p->payload_len;
+
+	if (n > CLASSIFY_MAX)
+		n = CLASSIFY_MAX;
+	n = ((n - 1) & (CLASSIFY_MAX - 1)) + 1;
+	if (bpf_skb_load_bytes(skb, p->payload_off, b, n))
+		return APP_NONE;
+	if (b[0] == 'S' && b[1] == 'S' && b[2] == 'H' && b[3] == '-')
+		return APP_SSH;
+	if (is_tls(b, reply ? 2 : 1))
+		return APP_TLS;
+	if (reply)
+		return b[0] == 'H' && b[1] == 'T' && b[2] == 'T' && b[3] == 'P' && b[4] == '/' && b[5] == '1' &&
+			       b[6] == '.'
+			   ? APP_HTTP
+			   : APP_NONE;
+	if (b[0] == 'P' && b[1] == 'R' && b[2] == 'I' && b[3] == ' ' && b[4] == '*' && b[5] == ' ' && b[6] == 'H' &&
+	    b[7] == 'T' && b[8] == 'T' && b[9] == 'P' && b[10] == '/' && b[11] == '2' && b[12] == '.' && b[13] == '0')
+		return APP_HTTP2;
+	if (is_http_request(b))
+		return APP_HTTP;
+	if (is_redis(b))
+		return APP_REDIS;
+	return APP_NONE;
+}
+
+/* ct_settle writes the outcome of the application check to both entries
+ * of the flow. */
+static __always_inline void ct_settle(struct ct_key *k, struct ct_entry *ce, struct eval *e, __u8 set_flags,
+				      __u8 state)
+{
+	struct ct_entry *rce;
+	struct ct_key r;
+
+	ce->flags = (ce->flags & ~FLAG_PENDING) | set_flags;
+	ce->app = e->app;
+	ce->rule_id = e->rule_id;
+	if (state)
+		ce->state = state;
+	ct_reverse(k, &r);
+	rce = bpf_map_lookup_elem(&conntrack, &r);
+	if (rce) {
+		rce->flags = (rce->flags & ~FLAG_PENDING) | set_flags;
+		rce->app = e->app;
+		rce->rule_id = e->rule_id;
+		if (state)
+			rce->state = state;
+	}
+}
+
+/* check_app decides a pending flow on its first payload packet. */
+static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struct ct_key *k, struct ct_entry *ce,
+				     __u64 ep, __u32 dir)
+{
+	int reply = ce->flags & FLAG_REPLY;
+	__u32 mode = ce->mode, app;
+	struct eval e = {};
+
+	app = classify(skb, p, reply);
+	e.src_id = ce->src_id;
+	e.dst_id = ce->dst_id;
+	decide(lookup_policy(e.src_id, e.dst_id, p->proto, reply ? p->sport : p->dport), p->proto, app, &e);
+	count_rule(e.rule_id);
+	if (e.action == ACTION_ALLOW) {
+		count(COUNTER_APP_ALLOWED);
+		ct_settle(k, ce, &e, 0, 0);
+		if (!ce->sampled) {
+			ce->sampled = 1;
+			emit(skb, p, ep, dir, EVENT_SAMPLE, &e, mode, reply ? FLAG_REPLY : 0);
+		}
+		return 1;
+	}
+	count(COUNTER_APP_VIOLATION);
+	if (mode == MODE_PROTECT) {
+		ct_settle(k, ce, &e, 0, CT_DENIED);
+		emit(skb, p, ep, dir, EVENT_VIOLATION, &e, mode, (reply ? FLAG_REPLY : 0) | FLAG_DROPPED);
+		return 0;
+	}
+	ct_settle(k, ce, &e, FLAG_VIOLATION, 0);
+	ce->sampled = 1;
+	emit(skb, p, ep, dir, EVENT_VIOLATION, &e, mode, (reply ? FLAG_REPLY : 0) | FLAG_VIOLATION);
+	return 1;
+}
+
 /* handle returns 1 to pass the packet, 0 to drop it. */
 static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, __u32 dir)
 {
@@ -629,7 +967,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 	struct dp_config *cfg;
 	struct eval e = {};
 	__u32 zero = 0, gen = 0, mode, rc;
-	int reply = 0;
+	__u64 now = 0, to = 0;
+	int reply = 0, old_flow = 0;
 
 	rc = parse(skb, l3off, &p);
 	if (rc == PARSE_NON_IP) {
@@ -670,7 +1009,32 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 	k.proto = p.proto;
 	k.dir = dir;
 	ce = bpf_map_lookup_elem(&conntrack, &k);
+	if (ce) {
+		now = bpf_ktime_get_coarse_ns();
+		if (cfg)
+			to = cfg->timeout_ns[ce->state & (CT_STATE_MAX - 1)];
+		if (to && now - ce->seen_ns > to) {
+			count(COUNTER_CT_EXPIRED);
+			ct_delete(&k);
+			ce = NULL;
+		} else if (p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+			/* A SYN opens a connection, also on the 5-tuple of a
+			 * closed one: it is decided against the policy now. */
+			ce = NULL;
+			old_flow = 1;
+		}
+	}
 	if (ce && ce->generation == gen) {
+		if (ce->state == CT_DENIED) {
+			count(COUNTER_PROTECT_DROP);
+			return 0;
+		}
+		if (p.proto == IPPROTO_TCP)
+			ct_tcp_track(&k, ce, &p);
+		if (now - ce->seen_ns > (to >> 4))
+			ce->seen_ns = now;
+		if (p.payload_len && (ce->flags & FLAG_PENDING))
+			return check_app(skb, &p, &k, ce, ep, dir);
 		count(COUNTER_CT_PASS);
 		if (p.payload_len && !ce->sampled) {
 			ce->sampled = 1;
@@ -678,6 +1042,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 			e.dst_id = ce->dst_id;
 			e.rule_id = ce->rule_id;
 			e.action = ACTION_ALLOW;
+			e.app = ce->app;
 			emit(skb, &p, ep, dir, EVENT_SAMPLE, &e, 0, ce->flags & (FLAG_REPLY | FLAG_VIOLATION));
 		}
 		return 1;
@@ -694,18 +1059,28 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 
 	if (ce) {
 		/* Policy changed since this flow was admitted: decide again in the
-		 * flow's own orientation. */
+		 * flow's own orientation, with its application if known. */
 		__u8 flags = ce->flags;
 
 		reply = flags & FLAG_REPLY;
-		evaluate(&p, epv->identity, dir, reply, &e);
+		evaluate(&p, epv->identity, dir, reply, (flags & FLAG_PENDING) ? APP_UNCLASSIFIED : ce->app, &e);
+		if (mode == MODE_DISCOVER)
+			e.pending = 0;
 		count(COUNTER_REVALIDATED);
 		if (e.action == ACTION_ALLOW) {
 			ce->generation = gen;
 			ce->rule_id = e.rule_id;
 			ce->src_id = e.src_id;
 			ce->dst_id = e.dst_id;
-			ce->flags = flags & ~FLAG_VIOLATION;
+			ce->mode = mode;
+			ce->flags = (flags & ~(FLAG_VIOLATION | FLAG_PENDING)) | (e.pending ? FLAG_PENDING : 0);
+			if (ce->state == CT_DENIED)
+				ce->state = CT_TCP_ESTABLISHED;
+			if (p.proto == IPPROTO_TCP)
+				ct_tcp_track(&k, ce, &p);
+			ce->seen_ns = now;
+			if (e.pending && p.payload_len)
+				return check_app(skb, &p, &k, ce, ep, dir);
 			return 1;
 		}
 		if (mode == MODE_PROTECT) {
@@ -720,39 +1095,55 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 		ce->rule_id = e.rule_id;
 		ce->src_id = e.src_id;
 		ce->dst_id = e.dst_id;
-		ce->flags = flags | FLAG_VIOLATION;
+		ce->mode = mode;
+		ce->flags = (flags & ~FLAG_PENDING) | FLAG_VIOLATION;
+		if (ce->state == CT_DENIED)
+			ce->state = CT_TCP_ESTABLISHED;
+		ce->seen_ns = now;
 		return 1;
 	}
 
-	evaluate(&p, epv->identity, dir, 0, &e);
+	evaluate(&p, epv->identity, dir, 0, APP_UNCLASSIFIED, &e);
 	if (e.action != ACTION_ALLOW && p.proto == IPPROTO_TCP && !(p.tcp_flags & TCP_SYN)) {
 		/* Mid-stream TCP with no conntrack entry (entry evicted, or flow
 		 * older than the program): the packet may be a reply of an
 		 * allowed flow. A non-SYN packet cannot open a connection. */
 		struct eval r = {};
 
-		evaluate(&p, epv->identity, dir, 1, &r);
+		evaluate(&p, epv->identity, dir, 1, APP_UNCLASSIFIED, &r);
 		if (r.action == ACTION_ALLOW) {
 			e = r;
 			reply = 1;
 		}
 	}
-	count_rule(e.rule_id);
+	if (mode == MODE_DISCOVER)
+		e.pending = 0;
+	if (!e.pending)
+		count_rule(e.rule_id);
 
 	if (e.action == ACTION_ALLOW) {
+		__u8 flags = (reply ? FLAG_REPLY : 0) | (e.pending ? FLAG_PENDING : 0);
+
 		if (mode == MODE_DISCOVER) {
 			count(COUNTER_DISCOVER_PASS);
-			emit(skb, &p, ep, dir, EVENT_NEW_FLOW, &e, mode, reply ? FLAG_REPLY : 0);
+			emit(skb, &p, ep, dir, EVENT_NEW_FLOW, &e, mode, flags);
 		} else {
 			count(COUNTER_NEW_ALLOW);
-			if (p.payload_len)
-				emit(skb, &p, ep, dir, EVENT_SAMPLE, &e, mode, reply ? FLAG_REPLY : 0);
+			if (p.payload_len && !e.pending)
+				emit(skb, &p, ep, dir, EVENT_SAMPLE, &e, mode, flags);
 		}
-		ct_create(&p, ep, dir, &e, gen, reply ? FLAG_REPLY : 0, p.payload_len != 0);
+		ct_create(&p, ep, dir, &e, gen, flags, mode, p.payload_len != 0 && !e.pending);
+		if (e.pending && p.payload_len) {
+			ce = bpf_map_lookup_elem(&conntrack, &k);
+			if (ce)
+				return check_app(skb, &p, &k, ce, ep, dir);
+		}
 		return 1;
 	}
 	switch (mode) {
 	case MODE_PROTECT:
+		if (old_flow)
+			ct_delete(&k);
 		count(COUNTER_PROTECT_DROP);
 		emit(skb, &p, ep, dir, EVENT_VIOLATION, &e, mode, FLAG_DROPPED);
 		return 0;
@@ -765,7 +1156,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 		emit(skb, &p, ep, dir, EVENT_NEW_FLOW, &e, mode, FLAG_VIOLATION);
 		break;
 	}
-	ct_create(&p, ep, dir, &e, gen, FLAG_VIOLATION, p.payload_len != 0);
+	ct_create(&p, ep, dir, &e, gen, FLAG_VIOLATION, mode, p.payload_len != 0);
 	return 1;
 }
 

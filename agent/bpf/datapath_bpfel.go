@@ -21,6 +21,17 @@ const (
 	DatapathActionACTION_DENY  DatapathAction = 2
 )
 
+type DatapathApp uint32
+
+const (
+	DatapathAppAPP_NONE  DatapathApp = 0
+	DatapathAppAPP_HTTP  DatapathApp = 1
+	DatapathAppAPP_HTTP2 DatapathApp = 2
+	DatapathAppAPP_TLS   DatapathApp = 3
+	DatapathAppAPP_SSH   DatapathApp = 4
+	DatapathAppAPP_REDIS DatapathApp = 5
+)
+
 type DatapathCounter uint32
 
 const (
@@ -37,20 +48,27 @@ const (
 	DatapathCounterCOUNTER_FRAG_UNKNOWN   DatapathCounter = 10
 	DatapathCounterCOUNTER_REVALIDATED    DatapathCounter = 11
 	DatapathCounterCOUNTER_EVENTS_LOST    DatapathCounter = 12
-	DatapathCounterCOUNTER_MAX            DatapathCounter = 13
+	DatapathCounterCOUNTER_CT_EXPIRED     DatapathCounter = 13
+	DatapathCounterCOUNTER_APP_ALLOWED    DatapathCounter = 14
+	DatapathCounterCOUNTER_APP_VIOLATION  DatapathCounter = 15
+	DatapathCounterCOUNTER_MAX            DatapathCounter = 16
 )
 
 type DatapathCtEntry struct {
 	_          structs.HostLayout
 	CreatedNs  uint64
+	SeenNs     uint64
 	Generation uint32
 	RuleId     uint32
 	SrcId      uint32
 	DstId      uint32
 	Flags      uint8
 	Sampled    uint8
+	State      uint8
+	Fin        uint8
+	App        uint8
+	Mode       uint8
 	Pad        uint16
-	Pad2       uint32
 }
 
 type DatapathCtKey struct {
@@ -65,10 +83,24 @@ type DatapathCtKey struct {
 	Pad      uint16
 }
 
+type DatapathCtState uint32
+
+const (
+	DatapathCtStateCT_OTHER           DatapathCtState = 0
+	DatapathCtStateCT_UDP             DatapathCtState = 1
+	DatapathCtStateCT_TCP_SYN         DatapathCtState = 2
+	DatapathCtStateCT_TCP_ESTABLISHED DatapathCtState = 3
+	DatapathCtStateCT_TCP_HALF_CLOSED DatapathCtState = 4
+	DatapathCtStateCT_TCP_CLOSED      DatapathCtState = 5
+	DatapathCtStateCT_DENIED          DatapathCtState = 6
+	DatapathCtStateCT_STATE_MAX       DatapathCtState = 8
+)
+
 type DatapathDpConfig struct {
 	_          structs.HostLayout
 	Generation uint32
 	Pad        uint32
+	TimeoutNs  [8]uint64
 }
 
 type DatapathEndpoint struct {
@@ -104,7 +136,7 @@ type DatapathFlowEvent struct {
 	Action     uint8
 	Mode       uint8
 	Flags      uint8
-	Pad        uint8
+	App        uint8
 	PayloadLen uint16
 	Pad2       uint16
 	Payload    [128]uint8
@@ -156,10 +188,13 @@ type DatapathPolicyKey struct {
 }
 
 type DatapathPolicyValue struct {
-	_      structs.HostLayout
-	RuleId uint32
-	Action uint8
-	Pad    [3]uint8
+	_        structs.HostLayout
+	RuleId   uint32
+	Action   uint8
+	AppMask  uint8
+	AppAllow uint8
+	Pad      uint8
+	AppRule  [8]uint32
 }
 
 type DatapathRuleCounter struct {
@@ -186,7 +221,9 @@ const (
 	DatapathProgPalisadeTcxEgress     = "palisade_tcx_egress"
 	DatapathProgPalisadeTcxIngress    = "palisade_tcx_ingress"
 	DatapathVarUnusedAction           = "unused_action"
+	DatapathVarUnusedApp              = "unused_app"
 	DatapathVarUnusedCounter          = "unused_counter"
+	DatapathVarUnusedCtState          = "unused_ct_state"
 	DatapathVarUnusedEventKind        = "unused_event_kind"
 	DatapathVarUnusedFlowEvent        = "unused_flow_event"
 	DatapathVarUnusedMode             = "unused_mode"
@@ -261,7 +298,9 @@ type DatapathMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathVariableSpecs struct {
 	UnusedAction    *ebpf.VariableSpec `ebpf:"unused_action"`
+	UnusedApp       *ebpf.VariableSpec `ebpf:"unused_app"`
 	UnusedCounter   *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedCtState   *ebpf.VariableSpec `ebpf:"unused_ct_state"`
 	UnusedEventKind *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedFlowEvent *ebpf.VariableSpec `ebpf:"unused_flow_event"`
 	UnusedMode      *ebpf.VariableSpec `ebpf:"unused_mode"`
@@ -319,7 +358,9 @@ func (m *DatapathMaps) Close() error {
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathVariables struct {
 	UnusedAction    *ebpf.Variable `ebpf:"unused_action"`
+	UnusedApp       *ebpf.Variable `ebpf:"unused_app"`
 	UnusedCounter   *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedCtState   *ebpf.Variable `ebpf:"unused_ct_state"`
 	UnusedEventKind *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedFlowEvent *ebpf.Variable `ebpf:"unused_flow_event"`
 	UnusedMode      *ebpf.Variable `ebpf:"unused_mode"`

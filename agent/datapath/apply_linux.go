@@ -172,14 +172,15 @@ func (d *Datapath) commit(next *state, pairs map[[2]Identity]bool) error {
 	var pol writeSet[bpf.DatapathPolicyKey, bpf.DatapathPolicyValue]
 	added := 0
 	for k, v := range newPol {
-		nv := bpf.DatapathPolicyValue{RuleId: v.RuleID, Action: uint8(v.Action)}
+		nv := encodePolicyValue(v)
 		ov, ok := oldPol[k]
 		switch {
 		case !ok:
 			added++
 			pol.add(encodePolicyKey(k), nv, nil)
 		case ov != v:
-			pol.add(encodePolicyKey(k), nv, &bpf.DatapathPolicyValue{RuleId: ov.RuleID, Action: uint8(ov.Action)})
+			o := encodePolicyValue(ov)
+			pol.add(encodePolicyKey(k), nv, &o)
 		}
 	}
 	if need := d.policyCount + added; need > int(d.cfg.PolicyMaxEntries) {
@@ -229,7 +230,7 @@ func (d *Datapath) commit(next *state, pairs map[[2]Identity]bool) error {
 		return fmt.Errorf("%w: %d verdict entries, capacity %d; previous policy kept", ErrMapFull, n, d.cfg.VerdictMaxEntries)
 	}
 
-	if err := d.objs.Config.Put(uint32(0), bpf.DatapathDpConfig{Generation: d.gen, Pad: configDirty}); err != nil {
+	if err := d.writeConfig(d.gen, true); err != nil {
 		return fmt.Errorf("mark change in progress: %w", err)
 	}
 	d.dirty = true
@@ -313,14 +314,11 @@ func (d *Datapath) commit(next *state, pairs map[[2]Identity]bool) error {
 	d.st = next
 	d.policyCount += added - len(stalePol)
 	gen := d.gen + 1
-	pad := uint32(0)
-	if len(errs) > 0 {
-		pad = configDirty
-	}
-	if err := d.objs.Config.Put(uint32(0), bpf.DatapathDpConfig{Generation: gen, Pad: pad}); err != nil {
+	dirty := len(errs) > 0
+	if err := d.writeConfig(gen, dirty); err != nil {
 		errs = append(errs, fmt.Errorf("bump generation: %w", err))
 	} else {
-		d.gen, d.dirty = gen, pad != 0
+		d.gen, d.dirty = gen, dirty
 	}
 	if d.dirty {
 		// Recount from the map: the deletes did not all happen.
@@ -333,7 +331,7 @@ func (d *Datapath) commit(next *state, pairs map[[2]Identity]bool) error {
 }
 
 func (d *Datapath) clearDirty() {
-	if err := d.objs.Config.Put(uint32(0), bpf.DatapathDpConfig{Generation: d.gen}); err == nil {
+	if err := d.writeConfig(d.gen, false); err == nil {
 		d.dirty = false
 	}
 }
@@ -353,6 +351,9 @@ type Counters struct {
 	UnknownFragment   uint64 // non-first fragment whose first fragment was not seen
 	Revalidated       uint64 // established packet decided again after a policy change
 	EventsLost        uint64 // ring buffer full
+	Expired           uint64 // conntrack entry found past its idle timeout
+	AppAllowed        uint64 // pending flow whose application the policy allows
+	AppViolations     uint64 // pending flow whose application the policy does not allow
 }
 
 // Counters reads the per-verdict counters.
@@ -360,7 +361,7 @@ func (d *Datapath) Counters() (Counters, error) {
 	var c Counters
 	fields := []*uint64{&c.Established, &c.NewAllowed, &c.DiscoverPassed, &c.MonitorPassed, &c.ProtectDropped,
 		&c.MalformedPassed, &c.MalformedDropped, &c.NoEndpoint, &c.NonIP, &c.NeighborDiscovery,
-		&c.UnknownFragment, &c.Revalidated, &c.EventsLost}
+		&c.UnknownFragment, &c.Revalidated, &c.EventsLost, &c.Expired, &c.AppAllowed, &c.AppViolations}
 	if len(fields) != int(bpf.DatapathCounterCOUNTER_MAX) {
 		return c, fmt.Errorf("datapath: %d counters known, programs have %d", len(fields), bpf.DatapathCounterCOUNTER_MAX)
 	}

@@ -18,6 +18,11 @@ type policyKey struct {
 type policyValue struct {
 	RuleID uint32
 	Action Action
+	// AppMask bit a: flows of application a are decided otherwise, allowed
+	// when bit a of AppAllow is set, by rule AppRule[a].
+	AppMask  uint8
+	AppAllow uint8
+	AppRule  [appMax + 1]uint32
 }
 
 // compileVerdicts turns the verdict entries of st into policy map entries.
@@ -32,66 +37,53 @@ type policyValue struct {
 // longest-prefix match returns the winning entry. Entries for any protocol
 // are painted into every specific protocol of the same pair as well, so a
 // specific protocol's prefixes already account for them.
+//
+// Each application's entries are painted the same way in a space of their
+// own; a prefix's value then carries, beside the decision without
+// application, the applications whose decision differs in allowing.
 func compileVerdicts(st *state, pairs map[pairKey]bool) map[policyKey]policyValue {
-	type group struct {
-		specific map[uint8][]VerdictEntry
-		any      []VerdictEntry
-	}
 	out := map[policyKey]policyValue{}
 	for pair := range pairList(pairs, st) {
-		g := &group{specific: map[uint8][]VerdictEntry{}}
+		// byApp[app][proto]: entries of one application space.
+		byApp := map[App]map[uint8][]VerdictEntry{}
+		protos := map[uint8]bool{}
 		for _, v := range st.verdicts[pair] {
-			if v.Proto == 0 {
-				g.any = append(g.any, v)
-			} else {
-				g.specific[v.Proto] = append(g.specific[v.Proto], v)
+			if byApp[v.App] == nil {
+				byApp[v.App] = map[uint8][]VerdictEntry{}
 			}
+			byApp[v.App][v.Proto] = append(byApp[v.App][v.Proto], v)
+			protos[v.Proto] = true
 		}
-		if len(g.any) > 0 {
-			paint(pair, 0, g.any, out)
-		}
-		for proto, es := range g.specific {
-			all := make([]VerdictEntry, 0, len(es)+len(g.any))
-			all = append(all, es...)
-			all = append(all, g.any...)
-			paint(pair, proto, all, out)
+		for proto := range protos {
+			spaces := map[App][]segment{}
+			for app, es := range byApp {
+				all := append([]VerdictEntry(nil), es[0]...)
+				if proto != 0 {
+					all = append(all, es[proto]...)
+				}
+				if len(all) > 0 {
+					spaces[app] = paintSegments(all)
+				}
+			}
+			segs := spaces[AppNone]
+			if len(spaces) > 1 || (len(spaces) == 1 && segs == nil) {
+				segs = overlay(spaces)
+			}
+			emitSegments(pair, proto, segs, out)
 		}
 	}
 	return out
 }
 
-// moreSpecific orders entries: narrower range, then specific protocol, then
-// deny, then lower rule ID, then lower port.
-func moreSpecific(a, b VerdictEntry) int {
-	alo, ahi := a.ports()
-	blo, bhi := b.ports()
-	if wa, wb := int(ahi)-int(alo), int(bhi)-int(blo); wa != wb {
-		return wa - wb
-	}
-	if (a.Proto == 0) != (b.Proto == 0) {
-		if a.Proto != 0 {
-			return -1
-		}
-		return 1
-	}
-	if a.Action != b.Action {
-		if a.Action == ActionDeny {
-			return -1
-		}
-		return 1
-	}
-	if a.RuleID != b.RuleID {
-		if a.RuleID < b.RuleID {
-			return -1
-		}
-		return 1
-	}
-	return int(alo) - int(blo)
+// segment is a port range and its decision.
+type segment struct {
+	lo, hi uint32
+	val    policyValue
 }
 
-// paint resolves the entries of one (pair, proto) into disjoint port
-// prefixes and adds them to out.
-func paint(pair [2]Identity, proto uint8, es []VerdictEntry, out map[policyKey]policyValue) {
+// paintSegments resolves overlapping entries into sorted disjoint segments,
+// neighbours with the same decision merged.
+func paintSegments(es []VerdictEntry) []segment {
 	slices.SortFunc(es, moreSpecific)
 	points := make([]uint32, 0, 2*len(es))
 	for _, e := range es {
@@ -125,22 +117,121 @@ func paint(pair [2]Identity, proto uint8, es []VerdictEntry, out map[policyKey]p
 			next[i] = i + 1
 		}
 	}
+	var out []segment
 	for i := 0; i < nseg; {
 		if owner[i] < 0 {
 			i++
 			continue
 		}
 		e := es[owner[i]]
-		val := policyValue{RuleID: e.RuleID, Action: e.Action}
 		j := i + 1
-		for j < nseg && owner[j] >= 0 && es[owner[j]].RuleID == val.RuleID && es[owner[j]].Action == val.Action {
+		for j < nseg && owner[j] >= 0 && es[owner[j]].RuleID == e.RuleID && es[owner[j]].Action == e.Action {
 			j++
 		}
-		for _, p := range portPrefixes(points[i], points[j]-1) {
-			out[policyKey{Src: pair[0], Dst: pair[1], Proto: proto, Port: p.port, Bits: p.bits}] = val
-		}
+		out = append(out, segment{lo: points[i], hi: points[j] - 1, val: policyValue{RuleID: e.RuleID, Action: e.Action}})
 		i = j
 	}
+	return out
+}
+
+// overlay combines the segments of the space without application and of
+// each application into segments whose values carry both.
+func overlay(spaces map[App][]segment) []segment {
+	var points []uint32
+	for _, segs := range spaces {
+		for _, s := range segs {
+			points = append(points, s.lo, s.hi+1)
+		}
+	}
+	slices.Sort(points)
+	points = slices.Compact(points)
+	// at returns the decision of segs at port p, advancing *i.
+	at := func(segs []segment, i *int, p uint32) (policyValue, bool) {
+		for *i < len(segs) && segs[*i].hi < p {
+			*i++
+		}
+		if *i < len(segs) && segs[*i].lo <= p {
+			return segs[*i].val, true
+		}
+		return policyValue{}, false
+	}
+	apps := make([]App, 0, len(spaces))
+	for app := range spaces {
+		if app != AppNone {
+			apps = append(apps, app)
+		}
+	}
+	slices.Sort(apps)
+	idx := map[App]*int{AppNone: new(int)}
+	for app := range spaces {
+		idx[app] = new(int)
+	}
+	var out []segment
+	for k := 0; k+1 < len(points); k++ {
+		lo, hi := points[k], points[k+1]-1
+		plain, plainOK := at(spaces[AppNone], idx[AppNone], lo)
+		v := policyValue{RuleID: plain.RuleID, Action: plain.Action}
+		for _, app := range apps {
+			d, ok := at(spaces[app], idx[app], lo)
+			if !ok {
+				continue
+			}
+			if (d.Action == ActionAllow) != (plain.Action == ActionAllow) {
+				v.AppMask |= 1 << app
+				if d.Action == ActionAllow {
+					v.AppAllow |= 1 << app
+				}
+				v.AppRule[app] = d.RuleID
+			}
+		}
+		if !plainOK && v.AppMask == 0 {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1].hi+1 == lo && out[n-1].val == v {
+			out[n-1].hi = hi
+			continue
+		}
+		out = append(out, segment{lo: lo, hi: hi, val: v})
+	}
+	return out
+}
+
+// emitSegments adds the port prefixes of segs to out.
+func emitSegments(pair [2]Identity, proto uint8, segs []segment, out map[policyKey]policyValue) {
+	for _, s := range segs {
+		for _, p := range portPrefixes(s.lo, s.hi) {
+			out[policyKey{Src: pair[0], Dst: pair[1], Proto: proto, Port: p.port, Bits: p.bits}] = s.val
+		}
+	}
+}
+
+// moreSpecific orders entries: narrower range, then specific protocol, then
+// deny, then lower rule ID, then lower port.
+func moreSpecific(a, b VerdictEntry) int {
+	alo, ahi := a.ports()
+	blo, bhi := b.ports()
+	if wa, wb := int(ahi)-int(alo), int(bhi)-int(blo); wa != wb {
+		return wa - wb
+	}
+	if (a.Proto == 0) != (b.Proto == 0) {
+		if a.Proto != 0 {
+			return -1
+		}
+		return 1
+	}
+	if a.Action != b.Action {
+		if a.Action == ActionDeny {
+			return -1
+		}
+		return 1
+	}
+	if a.RuleID != b.RuleID {
+		if a.RuleID < b.RuleID {
+			return -1
+		}
+		return 1
+	}
+	return int(alo) - int(blo)
 }
 
 type portPrefix struct {

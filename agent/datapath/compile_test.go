@@ -66,10 +66,10 @@ func TestCompileVerdicts(t *testing.T) {
 				want  policyValue
 				ok    bool
 			}{
-				{6, 80, policyValue{10, ActionAllow}, true},
-				{6, 81, policyValue{11, ActionDeny}, true},
-				{17, 80, policyValue{11, ActionDeny}, true},
-				{1, 0, policyValue{11, ActionDeny}, true},
+				{6, 80, policyValue{RuleID: 10, Action: ActionAllow}, true},
+				{6, 81, policyValue{RuleID: 11, Action: ActionDeny}, true},
+				{17, 80, policyValue{RuleID: 11, Action: ActionDeny}, true},
+				{1, 0, policyValue{RuleID: 11, Action: ActionDeny}, true},
 			},
 		},
 		{
@@ -85,10 +85,10 @@ func TestCompileVerdicts(t *testing.T) {
 				ok    bool
 			}{
 				{6, 999, policyValue{}, false},
-				{6, 1000, policyValue{1, ActionAllow}, true},
-				{6, 1499, policyValue{1, ActionAllow}, true},
-				{6, 1500, policyValue{2, ActionDeny}, true},
-				{6, 2000, policyValue{1, ActionAllow}, true},
+				{6, 1000, policyValue{RuleID: 1, Action: ActionAllow}, true},
+				{6, 1499, policyValue{RuleID: 1, Action: ActionAllow}, true},
+				{6, 1500, policyValue{RuleID: 2, Action: ActionDeny}, true},
+				{6, 2000, policyValue{RuleID: 1, Action: ActionAllow}, true},
 				{6, 2001, policyValue{}, false},
 				{17, 1500, policyValue{}, false},
 			},
@@ -105,8 +105,8 @@ func TestCompileVerdicts(t *testing.T) {
 				want  policyValue
 				ok    bool
 			}{
-				{17, 53, policyValue{1, ActionAllow}, true}, // specific protocol first
-				{6, 53, policyValue{2, ActionDeny}, true},
+				{17, 53, policyValue{RuleID: 1, Action: ActionAllow}, true}, // specific protocol first
+				{6, 53, policyValue{RuleID: 2, Action: ActionDeny}, true},
 			},
 		},
 	}
@@ -160,6 +160,100 @@ func TestCompileVerdictsMatchesReference(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// kernelDecision is what the programs decide for a flow of application app
+// (AppNone: not one the classifier names) from a compiled map.
+func kernelDecision(m map[policyKey]policyValue, proto uint8, port uint16, app App) (rule uint32, allow bool) {
+	v, ok := lookup(m, 1, 2, proto, port)
+	if !ok {
+		return 0, false
+	}
+	if proto == 6 && app != AppNone && v.AppMask&(1<<app) != 0 {
+		return v.AppRule[app], v.AppAllow&(1<<app) != 0
+	}
+	return v.RuleID, v.Action == ActionAllow
+}
+
+// referenceApp decides by brute force: the most specific entry of the
+// application's space, else the most specific entry without application.
+func referenceApp(es []VerdictEntry, proto uint8, port uint16, app App) (rule uint32, allow bool) {
+	space := func(a App) []VerdictEntry {
+		var out []VerdictEntry
+		for _, e := range es {
+			if e.App == a {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	if app != AppNone && proto == 6 {
+		if v, ok := reference(space(app), 1, 2, proto, port); ok {
+			return v.RuleID, v.Action == ActionAllow
+		}
+	}
+	v, _ := reference(space(AppNone), 1, 2, proto, port)
+	return v.RuleID, v.Action == ActionAllow
+}
+
+func TestCompileAppVerdictsMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for round := 0; round < 50; round++ {
+		var es []VerdictEntry
+		seen := map[verdictID]bool{}
+		for i := 0; i < 1+r.IntN(14); i++ {
+			lo := uint16(r.IntN(200))
+			hi := lo + uint16(r.IntN(60))
+			if r.IntN(5) == 0 {
+				lo, hi = 0, 0
+			}
+			e := VerdictEntry{SrcID: 1, DstID: 2, Proto: []uint8{0, 6, 17}[r.IntN(3)], PortLo: lo, PortHi: hi,
+				App: []App{AppNone, AppNone, AppHTTP, AppTLS, AppRedis}[r.IntN(5)], Action: Action(1 + r.IntN(2)), RuleID: uint32(i + 1)}
+			if seen[e.id()] {
+				continue
+			}
+			seen[e.id()] = true
+			es = append(es, e)
+		}
+		s, err := stateFromTable(Table{Verdicts: es})
+		if err != nil {
+			t.Fatalf("stateFromTable: %v", err)
+		}
+		m := compileVerdicts(s, nil)
+		for _, proto := range []uint8{6, 17} {
+			for _, app := range []App{AppNone, AppHTTP, AppTLS, AppSSH, AppRedis} {
+				for port := 0; port < 300; port++ {
+					grule, gallow := kernelDecision(m, proto, uint16(port), app)
+					wrule, wallow := referenceApp(es, proto, uint16(port), app)
+					if gallow != wallow {
+						t.Fatalf("round %d proto %d port %d app %s: allow %v (rule %d), want %v (rule %d); entries %+v", round, proto, port, app, gallow, grule, wallow, wrule, es)
+					}
+					if _, plainAllow := referenceApp(es, proto, uint16(port), AppNone); wallow != plainAllow && grule != wrule {
+						t.Fatalf("round %d proto %d port %d app %s: rule %d, want %d", round, proto, port, app, grule, wrule)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestCompileAppOnlyRule(t *testing.T) {
+	s, err := stateFromTable(Table{Verdicts: []VerdictEntry{
+		{SrcID: 1, DstID: 2, Proto: 6, PortLo: 8080, PortHi: 8080, App: AppHTTP, Action: ActionAllow, RuleID: 7},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := compileVerdicts(s, nil)
+	if len(m) != 1 {
+		t.Fatalf("got %d prefixes, want 1: %+v", len(m), m)
+	}
+	v, ok := lookup(m, 1, 2, 6, 8080)
+	want := policyValue{Action: ActionNone, AppMask: 1 << AppHTTP, AppAllow: 1 << AppHTTP}
+	want.AppRule[AppHTTP] = 7
+	if !ok || v != want {
+		t.Errorf("8080: got %+v %v, want %+v", v, ok, want)
 	}
 }
 

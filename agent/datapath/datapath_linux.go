@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -40,6 +41,67 @@ type Config struct {
 	ConntrackMaxEntries uint32
 	// IdentityMaxEntries is the capacity of the address -> identity map.
 	IdentityMaxEntries uint32
+	// Timeouts are the idle times after which a connection-tracking entry
+	// expires, by connection state. The programs check them on every
+	// lookup; an expired flow is decided again as a new one.
+	Timeouts Timeouts
+	// SweepInterval is how often the datapath removes expired
+	// connection-tracking entries nobody looks up any more; 0 disables the
+	// sweeper (the programs still honour the timeouts).
+	SweepInterval time.Duration
+}
+
+// Timeouts are connection-tracking idle timeouts. Each must be positive.
+type Timeouts struct {
+	TCPSyn         time.Duration // SYN seen, no reply yet
+	TCPEstablished time.Duration // reply seen, no FIN or RST
+	TCPHalfClosed  time.Duration // FIN from one side
+	TCPClosed      time.Duration // FIN from both sides, or RST
+	UDP            time.Duration
+	Other          time.Duration // neither TCP nor UDP
+	// Denied is how long a flow that failed its application check in
+	// Protect keeps being dropped before it is decided again.
+	Denied time.Duration
+}
+
+// DefaultTimeouts returns the timeouts of a production node.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{
+		TCPSyn:         60 * time.Second,
+		TCPEstablished: 6 * time.Hour,
+		TCPHalfClosed:  2 * time.Minute,
+		TCPClosed:      10 * time.Second,
+		UDP:            60 * time.Second,
+		Other:          60 * time.Second,
+		Denied:         10 * time.Second,
+	}
+}
+
+// byState returns the timeouts as the programs index them (enum ct_state).
+func (t Timeouts) byState() [8]uint64 {
+	var out [8]uint64
+	out[bpf.DatapathCtStateCT_OTHER] = uint64(t.Other)
+	out[bpf.DatapathCtStateCT_UDP] = uint64(t.UDP)
+	out[bpf.DatapathCtStateCT_TCP_SYN] = uint64(t.TCPSyn)
+	out[bpf.DatapathCtStateCT_TCP_ESTABLISHED] = uint64(t.TCPEstablished)
+	out[bpf.DatapathCtStateCT_TCP_HALF_CLOSED] = uint64(t.TCPHalfClosed)
+	out[bpf.DatapathCtStateCT_TCP_CLOSED] = uint64(t.TCPClosed)
+	out[bpf.DatapathCtStateCT_DENIED] = uint64(t.Denied)
+	return out
+}
+
+// Validate reports the first timeout that is not positive.
+func (t Timeouts) Validate() error {
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"TCPSyn", t.TCPSyn}, {"TCPEstablished", t.TCPEstablished}, {"TCPHalfClosed", t.TCPHalfClosed},
+		{"TCPClosed", t.TCPClosed}, {"UDP", t.UDP}, {"Other", t.Other}, {"Denied", t.Denied}} {
+		if f.d <= 0 {
+			return fmt.Errorf("datapath config: Timeouts.%s is %s, want > 0", f.name, f.d)
+		}
+	}
+	return nil
 }
 
 // DefaultConfig returns the configuration of a production node.
@@ -51,6 +113,8 @@ func DefaultConfig() Config {
 		VerdictMaxEntries:   1 << 18,
 		ConntrackMaxEntries: 1 << 18,
 		IdentityMaxEntries:  1 << 16,
+		Timeouts:            DefaultTimeouts(),
+		SweepInterval:       30 * time.Second,
 	}
 }
 
@@ -69,7 +133,10 @@ func (c Config) Validate() error {
 			return fmt.Errorf("datapath config: %s is 0", name)
 		}
 	}
-	return nil
+	if c.SweepInterval < 0 {
+		return fmt.Errorf("datapath config: SweepInterval is %s, want >= 0", c.SweepInterval)
+	}
+	return c.Timeouts.Validate()
 }
 
 // Datapath owns the eBPF programs, maps and links of network enforcement.
@@ -87,6 +154,10 @@ type Datapath struct {
 	// dirty is set while a change is being written (and stays set in the
 	// pinned config if the process dies meanwhile).
 	dirty bool
+
+	// The conntrack sweeper, stopped by Close.
+	stopSweep chan struct{}
+	sweepDone chan struct{}
 }
 
 // verdictRecordKey and verdictRecordValue are the layout of the verdicts
@@ -94,7 +165,7 @@ type Datapath struct {
 type verdictRecordKey struct {
 	Src, Dst Identity
 	Proto    uint8
-	Pad      uint8
+	App      App
 	Lo, Hi   uint16
 	Pad2     [2]uint8
 }
@@ -153,9 +224,18 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 		d.Close()
 		return nil, fmt.Errorf("read pinned policy: %w", err)
 	}
+	// The timeouts of this configuration apply from now on.
+	if err := d.writeConfig(d.gen, d.dirty); err != nil {
+		d.Close()
+		return nil, err
+	}
 	if err := d.relink(); err != nil {
 		d.Close()
 		return nil, err
+	}
+	if cfg.SweepInterval > 0 {
+		d.stopSweep, d.sweepDone = make(chan struct{}), make(chan struct{})
+		go d.sweepLoop()
 	}
 	log.Info("datapath open", "pin_dir", cfg.PinDir, "verdicts", d.st.nverdicts,
 		"endpoints", len(d.st.endpoints), "policy_prefixes", d.policyCount, "generation", d.gen)
@@ -185,6 +265,11 @@ func ensureBPFFS(pinDir string) error {
 // Close releases this process's handles. Pinned maps and links stay, so
 // enforcement continues until the next Open.
 func (d *Datapath) Close() error {
+	if d.stopSweep != nil {
+		close(d.stopSweep)
+		<-d.sweepDone
+		d.stopSweep = nil
+	}
 	var errs []error
 	if d.verdicts != nil {
 		errs = append(errs, d.verdicts.Close())
@@ -428,8 +513,29 @@ func decodePolicyKey(k bpf.DatapathPolicyKey) policyKey {
 	}
 }
 
+func encodePolicyValue(v policyValue) bpf.DatapathPolicyValue {
+	return bpf.DatapathPolicyValue{RuleId: v.RuleID, Action: uint8(v.Action), AppMask: v.AppMask, AppAllow: v.AppAllow, AppRule: v.AppRule}
+}
+
+func decodePolicyValue(v bpf.DatapathPolicyValue) policyValue {
+	return policyValue{RuleID: v.RuleId, Action: Action(v.Action), AppMask: v.AppMask, AppAllow: v.AppAllow, AppRule: v.AppRule}
+}
+
+// writeConfig writes the generation, the change-in-progress mark and the
+// timeouts the programs read.
+func (d *Datapath) writeConfig(gen uint32, dirty bool) error {
+	c := bpf.DatapathDpConfig{Generation: gen, TimeoutNs: d.cfg.Timeouts.byState()}
+	if dirty {
+		c.Pad = configDirty
+	}
+	if err := d.objs.Config.Put(uint32(0), c); err != nil {
+		return fmt.Errorf("write datapath config: %w", err)
+	}
+	return nil
+}
+
 func encodeVerdictRecord(v VerdictEntry) (verdictRecordKey, verdictRecordValue) {
-	return verdictRecordKey{Src: v.SrcID, Dst: v.DstID, Proto: v.Proto, Lo: v.PortLo, Hi: v.PortHi},
+	return verdictRecordKey{Src: v.SrcID, Dst: v.DstID, Proto: v.Proto, App: v.App, Lo: v.PortLo, Hi: v.PortHi},
 		verdictRecordValue{RuleID: v.RuleID, Action: v.Action}
 }
 
@@ -458,7 +564,7 @@ func (d *Datapath) readState() error {
 	var vv verdictRecordValue
 	it = d.verdicts.Iterate()
 	for it.Next(&vk, &vv) {
-		v := VerdictEntry{SrcID: vk.Src, DstID: vk.Dst, Proto: vk.Proto, PortLo: vk.Lo, PortHi: vk.Hi, Action: vv.Action, RuleID: vv.RuleID}
+		v := VerdictEntry{SrcID: vk.Src, DstID: vk.Dst, Proto: vk.Proto, PortLo: vk.Lo, PortHi: vk.Hi, App: vk.App, Action: vv.Action, RuleID: vv.RuleID}
 		st.putVerdict(v)
 	}
 	if err := it.Err(); err != nil {
@@ -490,7 +596,7 @@ func (d *Datapath) readPolicy() (map[policyKey]policyValue, error) {
 	var pv bpf.DatapathPolicyValue
 	it := d.objs.Policy.Iterate()
 	for it.Next(&pk, &pv) {
-		out[decodePolicyKey(pk)] = policyValue{RuleID: pv.RuleId, Action: Action(pv.Action)}
+		out[decodePolicyKey(pk)] = decodePolicyValue(pv)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate policy: %w", err)

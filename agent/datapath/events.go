@@ -62,7 +62,12 @@ type FlowEvent struct {
 	Violation        bool // passed only because of Discover or Monitor
 	Dropped          bool
 	Fragment         bool
-	Payload          []byte // first payload bytes, at most 128
+	// Pending: the flow was admitted until its application is classified.
+	Pending bool
+	// App is the application the kernel classified (AppNone: none, or not
+	// classified yet).
+	App     App
+	Payload []byte // first payload bytes, at most 128
 }
 
 // Event flags, as in datapath.c.
@@ -71,6 +76,7 @@ const (
 	flagViolation = 0x2
 	flagDropped   = 0x4
 	flagFragment  = 0x8
+	flagPending   = 0x10
 )
 
 // DecodeFlowEvent decodes one raw ring buffer record.
@@ -102,6 +108,8 @@ func DecodeFlowEvent(raw []byte) (FlowEvent, error) {
 		Violation:    e.Flags&flagViolation != 0,
 		Dropped:      e.Flags&flagDropped != 0,
 		Fragment:     e.Flags&flagFragment != 0,
+		Pending:      e.Flags&flagPending != 0,
+		App:          App(e.App),
 		Payload:      append([]byte(nil), e.Payload[:n]...),
 	}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Identity is a workload group identity. 0 is the unknown world.
@@ -69,6 +70,54 @@ func (a Action) String() string {
 	return fmt.Sprintf("action(%d)", uint8(a))
 }
 
+// App is an application protocol the programs classify in the kernel from
+// the first payload packet of a TCP flow. Applications not listed here are
+// enforced by port only (see VerdictEntry.App).
+type App uint8
+
+// Applications the kernel classifier names, as agent/appdetect does: HTTP/1
+// requests by method (and responses by "HTTP/1."), the HTTP/2 connection
+// preface, a TLS handshake record (ClientHello from the client, ServerHello
+// from the server), an SSH banner, and Redis RESP arrays or inline
+// commands. AppNone is a payload none of them matched.
+const (
+	AppNone  App = 0
+	AppHTTP  App = 1
+	AppHTTP2 App = 2
+	AppTLS   App = 3
+	AppSSH   App = 4
+	AppRedis App = 5
+	appMax   App = 7 // highest application the policy map has room for
+)
+
+var appNames = map[App]string{AppNone: "none", AppHTTP: "http", AppHTTP2: "http2", AppTLS: "tls", AppSSH: "ssh", AppRedis: "redis"}
+
+func (a App) String() string {
+	if n, ok := appNames[a]; ok {
+		return n
+	}
+	return fmt.Sprintf("app(%d)", uint8(a))
+}
+
+// ParseApp returns the kernel application of a protocol name (any case;
+// the names of agent/appdetect and of policy rules), and false for a
+// protocol the kernel does not classify.
+func ParseApp(name string) (App, bool) {
+	switch strings.ToLower(strings.TrimSpace(name)) {
+	case "http":
+		return AppHTTP, true
+	case "http2":
+		return AppHTTP2, true
+	case "tls", "ssl", "https":
+		return AppTLS, true
+	case "ssh":
+		return AppSSH, true
+	case "redis":
+		return AppRedis, true
+	}
+	return AppNone, false
+}
+
 // Sentinel errors.
 var (
 	ErrBadMode     = errors.New("datapath: unknown mode")
@@ -92,12 +141,20 @@ type EndpointEntry struct {
 // over a wider one, a specific protocol over any, and at equal width deny
 // over allow. The result does not depend on the order of the entries, so a
 // diff needs no positions.
+//
+// Entries with an App decide TCP flows of that application; they form one
+// space per application, resolved like the entries without App, and where
+// an application's space covers a port it overrides the entries without
+// App for flows of it. Such a flow is admitted pending, classified on its
+// first payload packet, then confirmed or treated as a violation (dropped
+// for good in Protect). Other protocols ignore App entries.
 type VerdictEntry struct {
 	SrcID  Identity
 	DstID  Identity
 	Proto  uint8
 	PortLo uint16
 	PortHi uint16
+	App    App
 	Action Action
 	RuleID uint32
 }
@@ -108,10 +165,11 @@ type verdictID struct {
 	SrcID, DstID   Identity
 	Proto          uint8
 	PortLo, PortHi uint16
+	App            App
 }
 
 func (v VerdictEntry) id() verdictID {
-	return verdictID{v.SrcID, v.DstID, v.Proto, v.PortLo, v.PortHi}
+	return verdictID{v.SrcID, v.DstID, v.Proto, v.PortLo, v.PortHi, v.App}
 }
 
 // ports returns the inclusive port range the entry covers.
@@ -126,6 +184,9 @@ func (v VerdictEntry) ports() (lo, hi uint16) {
 func (v VerdictEntry) Validate() error {
 	if v.Action != ActionAllow && v.Action != ActionDeny {
 		return fmt.Errorf("%w: verdict %d->%d rule %d: action %d is neither allow nor deny", ErrBadEntry, v.SrcID, v.DstID, v.RuleID, v.Action)
+	}
+	if v.App > appMax {
+		return fmt.Errorf("%w: verdict %d->%d rule %d: application %d is above %d", ErrBadEntry, v.SrcID, v.DstID, v.RuleID, v.App, appMax)
 	}
 	if !(v.PortLo == 0 && v.PortHi == 0) && v.PortLo > v.PortHi {
 		return fmt.Errorf("%w: verdict %d->%d rule %d: port range %d-%d has low above high", ErrBadEntry, v.SrcID, v.DstID, v.RuleID, v.PortLo, v.PortHi)
