@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,12 +16,13 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// syntheticAPI answers the reads the fleet page makes, as a primary with n
-// remotes, and serves the console for everything else.
-func syntheticAPI(b *testing.B, n int) http.Handler {
+// syntheticAPI answers the reads the fleet and network pages make, as a
+// primary with n remotes whose agents saw flows between nodes groups, and
+// serves the console for everything else.
+func syntheticAPI(tb testing.TB, n, nodes int) http.Handler {
 	c, err := New(DefaultConfig())
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	now := time.Now().UTC()
 	remotes := make([]map[string]any, n)
@@ -39,28 +42,71 @@ func syntheticAPI(b *testing.B, n int) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(status)
 	})
+	flows := syntheticFlows(nodes)
+	mux.HandleFunc("GET /v1/flows", func(w http.ResponseWriter, r *http.Request) {
+		limit, offset := 100, 0
+		fmt.Sscan(r.URL.Query().Get("limit"), &limit)
+		fmt.Sscan(r.URL.Query().Get("offset"), &offset)
+		end := min(len(flows), offset+limit)
+		page := []map[string]any{}
+		if offset < len(flows) {
+			page = flows[offset:end]
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"items": page, "total": len(flows), "limit": limit, "offset": offset})
+	})
 	mux.Handle("/", c)
 	return mux
+}
+
+// syntheticFlows returns flow records between nodes groups: each group
+// talks to a parent (a tree of services) and to one other group, and every
+// 97th connection is blocked.
+func syntheticFlows(nodes int) []map[string]any {
+	var out []map[string]any
+	now := time.Now().UTC()
+	add := func(i, j int) {
+		f := map[string]any{"client": fmt.Sprintf("ns%d/w%d", i%40, i), "server": fmt.Sprintf("ns%d/w%d", j%40, j),
+			"clientGroups": []string{fmt.Sprintf("grp-%04d", i)}, "serverGroups": []string{fmt.Sprintf("grp-%04d", j)},
+			"proto": 6, "port": 8080 + j%5, "app": "http", "mode": "protect", "flows": 1 + (i*j)%40, "node": "node1", "firstSeen": now, "lastSeen": now}
+		if len(out)%97 == 0 {
+			f["dropped"] = 3
+		}
+		out = append(out, f)
+	}
+	for i := 1; i < nodes; i++ {
+		add(i, (i-1)/3)
+		if j := (i*7 + 11) % nodes; j != i {
+			add(i, j)
+		}
+	}
+	return out
+}
+
+// headless starts a headless Chromium for tb, or skips when there is none.
+func headless(tb testing.TB) context.Context {
+	tb.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		tb.Skip("chromium is not installed")
+	}
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox,
+		chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(tb.TempDir()), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1400, 900))
+	ctx, cancel := chromedp.NewContext(alloc)
+	tb.Cleanup(func() { cancel(); cancelAlloc() })
+	return ctx
 }
 
 // BenchmarkFleetFirstPaint measures, in headless Chromium, the time from
 // navigating to the console until the fleet table of a primary with 1,000
 // remotes is on screen.
 func BenchmarkFleetFirstPaint(b *testing.B) {
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		b.Skip("chromium is not installed")
-	}
 	const clusters = 1000
-	hs := httptest.NewServer(syntheticAPI(b, clusters))
+	hs := httptest.NewServer(syntheticAPI(b, clusters, 10))
 	defer hs.Close()
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox,
-		chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(b.TempDir()), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1400, 900))
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(alloc)
-	defer cancel()
+	ctx := headless(b)
 	if err := chromedp.Do(ctx, chromedp.Navigate(hs.URL+"/ui/")); err != nil {
 		b.Fatal(err)
 	}
@@ -98,5 +144,72 @@ func BenchmarkFleetFirstPaint(b *testing.B) {
 	text, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#main")))
 	if !strings.Contains(text, "cluster-0999") {
 		b.Fatalf("fleet page lacks the last cluster")
+	}
+}
+
+// BenchmarkNetworkMapFirstPaint measures, in headless Chromium, the network
+// page of a cluster whose flows join 2,000 groups: from the start of the
+// navigation to the map's first paint (flows read, graph built, laid out
+// for a first frame and drawn), to a settled layout, and the cost of one
+// redraw (what a pan or zoom step costs) and of one hit test (a click).
+func BenchmarkNetworkMapFirstPaint(b *testing.B) {
+	const nodes = 2000
+	hs := httptest.NewServer(syntheticAPI(b, 3, nodes))
+	defer hs.Close()
+	ctx := headless(b)
+	if err := chromedp.Do(ctx, chromedp.Navigate(hs.URL+"/ui/")); err != nil {
+		b.Fatal(err)
+	}
+	drawn := chromedp.CSS(`#main[data-page="network"] canvas#netmap[data-state]`)
+	var total time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		err := chromedp.Do(ctx, chromedp.Navigate("about:blank"), chromedp.Navigate(hs.URL+"/ui/#/network"), chromedp.WaitVisible(drawn))
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/visible")
+	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](`document.querySelector("#netmap[data-state=settled]") !== null`)); err != nil {
+		b.Fatal(err)
+	}
+	mark := func(name string) float64 {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`performance.getEntriesByName("`+name+`").pop().startTime`))
+		if err != nil {
+			b.Fatalf("%s: %v", name, err)
+		}
+		return v
+	}
+	b.ReportMetric(mark("palisade-netmap-first-paint"), "ms/first-paint")
+	b.ReportMetric(mark("palisade-netmap-settled"), "ms/settled")
+	redraw, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`(() => { const m = document.querySelector("#netmap").netmap;
+		const t = performance.now(); for (let i = 0; i < 20; i++) { m.tx += 3; m.draw(); } return (performance.now() - t) / 20; })()`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(redraw, "ms/redraw")
+	hit, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`(() => { const m = document.querySelector("#netmap").netmap;
+		const t = performance.now(); for (let i = 0; i < 20; i++) m.hit(100 + i * 30, 200 + i * 10); return (performance.now() - t) / 20; })()`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(hit, "ms/hit-test")
+	info, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#netmap-info")))
+	if !strings.Contains(info, fmt.Sprintf("%d groups", nodes)) {
+		b.Fatalf("network page says %q, want %d groups", info, nodes)
+	}
+	if testing.Verbose() {
+		entries, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify(performance.getEntries().filter(e => e.entryType !== "resource" || e.name.includes("/ui/")).map(e => [e.name.replace(location.origin, ""), Math.round(e.startTime), Math.round(e.duration)]))`))
+		b.Logf("timeline (name, start ms, duration ms): %s", entries)
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err == nil {
+			os.WriteFile(filepath.Join(b.TempDir(), "netmap.png"), png, 0o644)
+			if dir := os.Getenv("PALISADE_BENCH_SHOTS"); dir != "" {
+				os.WriteFile(filepath.Join(dir, "netmap-2000.png"), png, 0o644)
+			}
+		}
 	}
 }

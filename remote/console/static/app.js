@@ -4,7 +4,22 @@
 const CSRF_COOKIE = 'palisade_csrf';
 const CSRF_HEADER = 'X-Palisade-CSRF';
 
-const state = { me: null, cluster: null };
+export const state = { me: null, cluster: null, drill: null, primary: null };
+
+// scope is the API prefix of the cluster being looked at: empty for this
+// controller, the primary's read-only drill-in route for a remote.
+export function scope(name = state.drill) {
+  return name ? '/v1/fed/clusters/' + encodeURIComponent(name) + '/api' : '';
+}
+
+// get reads from the cluster being looked at.
+export function get(path) { return api('GET', scope() + path); }
+
+// link is the console address of a page of the cluster being looked at.
+export function link(page, ...args) {
+  const pre = state.drill ? '#/c/' + encodeURIComponent(state.drill) + '/' : '#/';
+  return pre + [page, ...args.map(encodeURIComponent)].join('/');
+}
 
 export function h(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -52,25 +67,27 @@ export async function api(method, path, body, contentType) {
   return { status: resp.status, data };
 }
 
-function errorText(r) {
+export function errorText(r) {
   const d = r.data || {};
   let msg = d.message || ('HTTP ' + r.status);
   if (d.field) msg = d.field + ': ' + msg;
   return msg;
 }
 
-function items(r) {
+export function items(r) {
   if (!r || r.status !== 200 || r.data == null) return [];
   return Array.isArray(r.data) ? r.data : (r.data.items || []);
 }
 
-const can = {
-  write: () => ['admin', 'fedAdmin'].includes(state.me?.role),
+// can says what the signed-in user may do here; nothing is writable while
+// looking at a remote through the primary.
+export const can = {
+  write: () => !state.drill && ['admin', 'fedAdmin'].includes(state.me?.role),
   fedRead: () => ['admin', 'fedAdmin', 'fedReader'].includes(state.me?.role),
-  fedWrite: () => ['admin', 'fedAdmin'].includes(state.me?.role),
+  fedWrite: () => !state.drill && ['admin', 'fedAdmin'].includes(state.me?.role),
 };
 
-function ago(t) {
+export function ago(t) {
   if (!t || t.startsWith('0001-')) return '—';
   const s = Math.round((Date.now() - new Date(t).getTime()) / 1000);
   if (s < 0) return 'now';
@@ -80,11 +97,11 @@ function ago(t) {
   return Math.round(s / 86400) + ' d ago';
 }
 
-function labels(m) {
+export function labels(m) {
   return Object.entries(m || {}).map(([k, v]) => h('span', { class: 'pill' }, k + '=' + v));
 }
 
-function yesNo(b, good = true) {
+export function yesNo(b, good = true) {
   return h('span', { class: b === good ? 'ok' : 'bad' }, b ? 'yes' : 'no');
 }
 
@@ -103,10 +120,14 @@ export function table(cols, rows, opts = {}) {
   const tbody = h('tbody');
   const trs = [];
   let query = '';
-  const build = (r) => h('tr', null, cols.map((c) => {
-    const v = c.f(r);
-    return h('td', null, v instanceof Node || Array.isArray(v) ? v : cellText(v));
-  }));
+  const build = (r) => {
+    const tr = h('tr', null, cols.map((c) => {
+      const v = c.f(r);
+      return h('td', null, v instanceof Node || Array.isArray(v) ? v : cellText(v));
+    }));
+    if (opts.row) opts.row(tr, r);
+    return tr;
+  };
   const t = h('table', { 'data-rows': rows.length }, h('thead', null, h('tr', null, cols.map((c) => h('th', null, c.h)))), tbody);
   let next = 0;
   const more = (n) => {
@@ -138,7 +159,7 @@ function autoColumns(rows, preferred) {
   return cols.map((k) => ({ h: k, f: (r) => r[k] }));
 }
 
-function notAvailable(what, r) {
+export function notAvailable(what, r) {
   if (r.status === 404) return h('p', { class: 'muted' }, what + ': not available on this controller.');
   if (r.status === 403) return h('p', { class: 'muted' }, what + ': your role may not read this.');
   return h('p', { class: 'error' }, what + ': ' + errorText(r));
@@ -152,17 +173,22 @@ function genericListing(title, r, preferred) {
 
 // ---- pages ----
 
+// drillLink opens a remote's own pages through the primary.
+function drillLink(name) {
+  return h('a', { href: '#/c/' + encodeURIComponent(name) + '/dashboard', class: 'drill', title: 'Open ' + name + "'s pages (read-only)" }, name);
+}
+
 async function fleetPage() {
   const out = [h('h1', null, 'Fleet')];
   const cl = state.cluster;
-  if (cl.role === 'primary' && can.fedRead()) {
+  if (!state.drill && cl.role === 'primary' && can.fedRead()) {
     const st = await api('GET', '/v1/fed/status');
     if (st.status !== 200) return [...out, notAvailable('Federation status', st)];
     const s = st.data;
     const rows = [{ self: true, name: s.name, labels: {}, connected: true, ackedRevision: s.revision, lag: 0, lastContact: new Date().toISOString(), healthy: true }, ...(s.remotes || [])];
-    out.push(h('p', { class: 'muted' }, (s.remotes || []).length + ' remote(s); federated revision ' + s.revision));
+    out.push(h('p', { class: 'muted' }, (s.remotes || []).length + ' remote(s); federated revision ' + s.revision + '. Open a remote by its name to see its own pages.'));
     out.push(table([
-      { h: 'Cluster', f: (r) => r.name },
+      { h: 'Cluster', f: (r) => r.self ? h('b', null, r.name) : drillLink(r.name) },
       { h: 'Role', f: (r) => r.self ? 'primary' : 'remote' },
       { h: 'Labels', f: (r) => labels(r.labels) },
       { h: 'Connected', f: (r) => r.self ? h('span', { class: 'ok' }, 'self') : yesNo(r.connected) },
@@ -174,9 +200,10 @@ async function fleetPage() {
     ], rows, { filter: true }));
     return out;
   }
+  out[0] = h('h1', null, state.drill ? 'Cluster ' + cl.name : 'Fleet');
   out.push(h('p', null, 'Cluster ', h('b', null, cl.name), ' is ', cl.role, '; revision ' + cl.revision + '.'));
   if (cl.role === 'remote') {
-    const link = await api('GET', '/v1/fed/link');
+    const link = await get('/v1/fed/link');
     if (link.status === 200) {
       const l = link.data;
       out.push(h('div', { class: 'card' }, 'Primary ', h('b', null, l.primary || '—'), ' · applied revision ' + l.applied + ' · link ',
@@ -194,26 +221,80 @@ async function fleetPage() {
   return out;
 }
 
+// bar is a progress bar from 0 to 1 (its width set through the CSSOM,
+// which the style policy allows, never through a style attribute).
+export function bar(frac, title) {
+  const fill = h('span');
+  fill.style.width = Math.round(Math.max(0, Math.min(1, frac)) * 100) + '%';
+  return h('div', { class: 'bar', title }, fill);
+}
+
+// confirmButton asks again in place (no modal dialog) before acting.
+function confirmButton(label, question, attrs, action) {
+  const wrap = h('span', { class: 'confirm' });
+  const ask = () => wrap.replaceChildren(h('span', { class: 'warn' }, question + ' '),
+    h('button', { class: 'danger', id: attrs.id ? attrs.id + '-confirm' : null, onclick: action }, 'Yes, ' + label.toLowerCase()),
+    h('button', { class: 'secondary', onclick: reset }, 'Cancel'));
+  const reset = () => wrap.replaceChildren(h('button', { ...attrs, onclick: ask }, label));
+  reset();
+  return wrap;
+}
+
+function rolloutCard(s, remotes, history, act) {
+  const finished = s.phase === 'done' || s.phase === 'rolled-back';
+  const canaries = new Set(s.canaries || []);
+  const target = s.phase === 'rolled-back' ? s.rollbackRevision : s.revision;
+  const phaseClass = s.phase === 'rolled-back' ? 'bad' : s.paused ? 'warn' : finished ? 'ok' : '';
+  const wave = (r) => canaries.has(r.name) ? 1 : 2;
+  const progress = (r) => {
+    const applied = r.ackedRevision || 0;
+    if (applied >= target) return h('span', { class: 'ok' }, 'applied');
+    if (!r.connected) return h('span', { class: 'bad' }, 'not connected');
+    if (wave(r) === 2 && s.phase === 'canary') return h('span', { class: 'muted' }, s.paused ? 'held (paused)' : 'held until the canaries are healthy');
+    return h('span', { class: 'warn' }, 'pending');
+  };
+  const rows = [...remotes].sort((a, b) => wave(a) - wave(b) || a.name.localeCompare(b.name));
+  const done = rows.filter((r) => (r.ackedRevision || 0) >= target).length;
+  const prev = history.filter((x) => x.revision < s.revision).sort((a, b) => b.revision - a.revision)[0];
+  return h('div', { class: 'card', id: 'rollout-card', 'data-phase': s.phase, 'data-paused': String(!!s.paused) },
+    h('div', { class: 'row' }, h('span', null, 'Rollout ', h('b', null, s.id), ' of revision ' + s.revision),
+      h('span', { class: 'badge ' + phaseClass, id: 'rollout-phase' }, s.phase + (s.paused ? ' · paused' : '')),
+      h('span', { class: 'muted' }, 'started ' + ago(s.startedAt) + ', changed ' + ago(s.updatedAt))),
+    s.message && h('div', { class: 'muted', id: 'rollout-message' }, s.message),
+    h('div', { class: 'waves' },
+      h('div', { class: 'wave' + (s.phase === 'canary' ? ' current' : '') }, h('b', null, 'Wave 1 · canaries'), ' ', (s.canaries || []).map((c) => h('span', { class: 'pill' }, c))),
+      h('div', { class: 'wave' + (s.phase === 'rest' ? ' current' : '') }, h('b', null, 'Wave 2 · every other remote'), ' ', String(Math.max(0, remotes.length - canaries.size)) + ' remote(s)')),
+    bar(remotes.length ? done / remotes.length : 1, done + ' of ' + remotes.length + ' applied'),
+    h('div', { class: 'muted' }, done + ' of ' + remotes.length + ' remote(s) applied revision ' + target),
+    can.fedWrite() && !finished && h('div', { class: 'row' },
+      h('button', { id: 'pause', disabled: s.paused, onclick: act('/v1/fed/rollout/pause') }, 'Pause'),
+      h('button', { id: 'resume', class: 'secondary', disabled: !s.paused, onclick: act('/v1/fed/rollout/resume') }, 'Resume'),
+      prev && confirmButton('Roll back', 'Restore the federated policy of revision ' + prev.revision + '?', { id: 'rollback', class: 'secondary' },
+        act('/v1/fed/rollback', { to: prev.revision }))),
+    table([
+      { h: 'Remote', f: (r) => r.name },
+      { h: 'Wave', f: (r) => wave(r) === 1 ? 'canary' : '2' },
+      { h: 'Applied revision', f: (r) => String(r.ackedRevision || 0) },
+      { h: 'Progress', f: progress },
+      { h: 'Health', f: (r) => !r.connected ? h('span', { class: 'muted' }, 'unknown (no link)') : r.healthy ? h('span', { class: 'ok' }, 'healthy') : h('span', { class: 'bad' }, 'unhealthy') },
+    ], rows, { empty: 'No remotes.' }));
+}
+
 async function rolloutsPage() {
   const out = [h('h1', null, 'Rollouts')];
-  if (state.cluster.role !== 'primary') return [...out, h('p', { class: 'muted' }, 'Rollouts are run by a primary; this cluster is ' + state.cluster.role + '.')];
-  const [ro, hist] = await Promise.all([api('GET', '/v1/fed/rollout'), api('GET', '/v1/fed/history')]);
+  if (state.drill || state.cluster.role !== 'primary') return [...out, h('p', { class: 'muted' }, 'Rollouts are run by a primary; this cluster is ' + state.cluster.role + '.')];
+  const [st, hist] = await Promise.all([api('GET', '/v1/fed/status'), api('GET', '/v1/fed/history')]);
   const msg = h('p', { class: 'error', id: 'rollout-msg' });
   const act = (path, body) => async () => {
+    msg.textContent = '';
     const r = await api('POST', path, body);
     if (r.status >= 300) msg.textContent = errorText(r); else route();
   };
+  const history = items(hist);
   out.push(h('h2', null, 'Current rollout'));
-  if (ro.status === 200) {
-    const s = ro.data;
-    out.push(h('div', { class: 'card' },
-      h('div', null, 'Rollout ', h('b', null, s.id), ' of revision ' + s.revision + ' · phase ', h('b', { id: 'rollout-phase' }, s.phase), s.paused ? h('span', { class: 'warn' }, ' (paused)') : ''),
-      h('div', null, 'Canaries: ', (s.canaries || []).map((c) => h('span', { class: 'pill' }, c))),
-      h('div', { class: 'muted' }, s.message || ''),
-      can.fedWrite() && h('div', { class: 'row' },
-        h('button', { id: 'pause', disabled: s.paused, onclick: act('/v1/fed/rollout/pause') }, 'Pause'),
-        h('button', { id: 'resume', class: 'secondary', disabled: !s.paused, onclick: act('/v1/fed/rollout/resume') }, 'Resume'))));
-  } else out.push(ro.status === 404 ? h('p', { class: 'muted' }, 'No rollout.') : notAvailable('Rollout', ro));
+  if (st.status !== 200) out.push(notAvailable('Federation status', st));
+  else if (!st.data.rollout) out.push(h('p', { class: 'muted', id: 'no-rollout' }, 'No rollout. Apply federated policy with canary remotes to start one.'));
+  else out.push(rolloutCard(st.data.rollout, st.data.remotes || [], history, act));
   out.push(msg, h('h2', null, 'History'));
   if (hist.status !== 200) return [...out, notAvailable('History', hist)];
   const cols = [
@@ -222,8 +303,9 @@ async function rolloutsPage() {
     { h: 'User', f: (r) => r.user || '' },
     { h: 'Objects', f: (r) => String(r.objects) },
   ];
-  if (can.fedWrite()) cols.push({ h: '', f: (r) => h('button', { class: 'secondary', onclick: () => { if (confirm('Roll the federated policy back to revision ' + r.revision + '?')) act('/v1/fed/rollback', { to: r.revision })(); } }, 'Roll back') });
-  out.push(table(cols, items(hist), { empty: 'No federated policy recorded yet.' }));
+  const newest = Math.max(0, ...history.map((x) => x.revision));
+  if (can.fedWrite()) cols.push({ h: '', f: (r) => r.revision === newest ? h('span', { class: 'muted' }, 'in force') : confirmButton('Roll back', 'Restore revision ' + r.revision + '?', { class: 'secondary', 'data-revision': r.revision }, act('/v1/fed/rollback', { to: r.revision })) });
+  out.push(table(cols, history, { empty: 'No federated policy recorded yet.' }));
   return out;
 }
 
@@ -250,7 +332,7 @@ function changesView(d) {
 
 async function policyPage() {
   const out = [h('h1', null, 'Policy')];
-  const primary = state.cluster.role === 'primary';
+  const primary = !state.drill && state.cluster.role === 'primary';
   if (can.write() || (primary && can.fedWrite())) {
     const ta = h('textarea', { id: 'policy-yaml', spellcheck: 'false', 'aria-label': 'policy YAML' }, EXAMPLE);
     const target = h('select', { id: 'policy-target' },
@@ -277,8 +359,8 @@ async function policyPage() {
   const lists = h('div', { id: 'policy-lists' });
   out.push(lists);
   async function loadLists() {
-    const [g, r, f] = await Promise.all([api('GET', '/v1/groups?limit=1000'), api('GET', '/v1/rules?limit=1000'),
-      primary && can.fedRead() ? api('GET', '/v1/fed/policy') : Promise.resolve(null)]);
+    const [g, r, f] = await Promise.all([get('/v1/groups?limit=1000'), get('/v1/rules?limit=1000'),
+      primary && !state.drill && can.fedRead() ? api('GET', '/v1/fed/policy') : Promise.resolve(null)]);
     const kids = [];
     kids.push(h('h2', null, 'Groups'));
     kids.push(g.status === 200 ? table([
@@ -313,36 +395,24 @@ async function policyPage() {
   return out;
 }
 
-async function networkPage() {
-  const out = [h('h1', null, 'Network activity')];
-  const r = await api('GET', '/v1/flows?limit=1000');
-  if (r.status !== 200) return [...out, notAvailable('Flows', r)];
-  const flows = items(r);
-  const info = h('p', { class: 'muted', id: 'netmap-info' });
-  const canvas = h('canvas', { id: 'netmap' });
-  out.push(info, canvas);
-  queueMicrotask(async () => {
-    const m = await import('/ui/netmap.js');
-    const g = m.graphFromFlows(flows);
-    info.textContent = g.nodes.length + ' groups, ' + g.edges.length + ' connections, ' + g.edges.filter((e) => e.violation).length + ' with violations (red)';
-    m.draw(canvas, g);
-  });
+async function agentsPage() {
+  const r = await get('/v1/agents');
+  const out = [h('h1', null, 'Agents')];
+  if (r.status !== 200) return [...out, notAvailable('Agents', r)];
+  const rows = items(r);
+  out.push(h('p', { class: 'muted' }, rows.length + ' node(s), ' + rows.filter((n) => n.connected).length + ' connected'));
+  out.push(table([
+    { h: 'Node', f: (n) => n.name },
+    { h: 'Connected', f: (n) => yesNo(!!n.connected) },
+    { h: 'Addresses', f: (n) => (n.addresses || []).join(', ') },
+    { h: 'Workloads', f: (n) => (n.workloads || []).map((w) => h('span', { class: 'pill' }, (w.namespace ? w.namespace + '/' : '') + (w.name || w.id || ''))) },
+    { h: 'Updated', f: (n) => ago(n.updated) },
+  ], rows, { filter: true, empty: 'No agent has enrolled.' }));
   return out;
 }
 
-async function eventsPage() {
-  const [ev, adm] = await Promise.all([api('GET', '/v1/events?limit=1000'), api('GET', '/v1/admission/events?limit=1000')]);
-  return [h('h1', null, 'Security events'),
-    ...genericListing('Security events', ev, ['time', 'kind', 'action', 'mode', 'node', 'client', 'server', 'port', 'workload', 'path', 'message']),
-    ...genericListing('Admission decisions', adm, ['time', 'namespace', 'name', 'kind', 'allowed', 'mode', 'rule', 'image', 'message', 'reason'])];
-}
-
-async function registriesPage() {
-  const [reg, res] = await Promise.all([api('GET', '/v1/registries'), api('GET', '/v1/scan/results?limit=1000')]);
-  return [h('h1', null, 'Registries and scans'),
-    ...genericListing('Registries', reg, ['name', 'url', 'repositories', 'lastScan', 'images', 'status']),
-    ...genericListing('Scan results', res, ['ref', 'digest', 'scannedAt', 'critical', 'high', 'medium', 'low', 'verdict'])];
-}
+// lazy loads a page kept in its own module, so the first page stays small.
+const lazy = (file) => async (args, gen) => (await import('/ui/' + file)).page(args, gen);
 
 // risk computes a score from 0 to 100 and what raises it, from what this
 // controller serves; a missing source adds nothing.
@@ -374,9 +444,9 @@ export function risk({ groups = [], admission = null, results = null, admissionE
 }
 
 async function dashboardPage() {
-  const primary = state.cluster.role === 'primary' && can.fedRead();
-  const [g, adm, res, aev, fl, fed] = await Promise.all([api('GET', '/v1/groups?limit=1000'), api('GET', '/v1/admission/status'),
-    api('GET', '/v1/scan/results?limit=1000'), api('GET', '/v1/admission/events?limit=1000'), api('GET', '/v1/flows?limit=1000'),
+  const primary = !state.drill && state.cluster.role === 'primary' && can.fedRead();
+  const [g, adm, res, aev, fl, fed] = await Promise.all([get('/v1/groups?limit=1000'), get('/v1/admission/status'),
+    get('/v1/scan/results?limit=1000'), get('/v1/admission/events?limit=1000'), get('/v1/flows?limit=1000'),
     primary ? api('GET', '/v1/fed/status') : Promise.resolve(null)]);
   const r = risk({ groups: items(g), admission: adm.status === 200 ? adm.data : null, results: res.status === 200 ? items(res) : null,
     admissionEvents: items(aev), flows: items(fl), remotes: fed?.status === 200 ? fed.data.remotes || [] : [] });
@@ -408,11 +478,12 @@ function loginPage() {
 const pages = {
   dashboard: ['Dashboard', dashboardPage],
   fleet: ['Fleet', fleetPage],
-  rollouts: ['Rollouts', rolloutsPage],
+  rollouts: ['Rollouts', rolloutsPage, { primaryOnly: true }],
   policy: ['Policy', policyPage],
-  network: ['Network', networkPage],
-  events: ['Events', eventsPage],
-  registries: ['Registries', registriesPage],
+  network: ['Network', lazy('network.js')],
+  events: ['Events', lazy('events.js')],
+  registries: ['Registries', lazy('registries.js')],
+  agents: ['Agents', agentsPage],
 };
 
 async function logout() {
@@ -425,38 +496,84 @@ function chrome(active) {
   const nav = document.getElementById('nav');
   const me = document.getElementById('me');
   const cl = document.getElementById('cluster');
-  if (!state.me) { nav.replaceChildren(); me.replaceChildren(); cl.textContent = ''; return; }
-  nav.replaceChildren(...Object.entries(pages).map(([k, [title]]) => h('a', { href: '#/' + k, class: k === active ? 'active' : '' }, title)));
+  const ctx = document.getElementById('context');
+  if (!state.me) { nav.replaceChildren(); me.replaceChildren(); cl.textContent = ''; ctx.replaceChildren(); ctx.hidden = true; return; }
+  const shown = Object.entries(pages).filter(([, [, , o]]) => !(o?.primaryOnly && (state.drill || state.cluster?.role !== 'primary')));
+  nav.replaceChildren(...shown.map(([k, [title]]) => h('a', { href: link(k), class: k === active ? 'active' : '' }, title)));
   cl.textContent = state.cluster ? state.cluster.name + ' · ' + state.cluster.role : '';
   me.replaceChildren(h('span', { id: 'whoami' }, state.me.user + ' (' + state.me.role + ')'), h('button', { class: 'secondary', id: 'logout', onclick: logout }, 'Sign out'));
+  document.body.classList.toggle('drilled', !!state.drill);
+  ctx.hidden = !state.drill;
+  if (state.drill) {
+    ctx.replaceChildren(h('span', { class: 'lens' }, 'Remote cluster'), h('b', { id: 'drill-name' }, state.drill),
+      h('span', null, ' seen through primary ' + (state.primary?.name || '') + ' · read-only'),
+      h('a', { href: '#/fleet', id: 'drill-exit' }, '← back to the fleet'));
+  } else ctx.replaceChildren();
 }
 
 let generation = 0;
+let leaving = [];
+
+// onLeave registers what to stop (timers, maps) when the page is left.
+export function onLeave(fn) { leaving.push(fn); }
+
+// parseHash splits "#/c/NAME/page/arg..." or "#/page/arg...".
+export function parseHash(hash) {
+  let parts = hash.replace(/^#\/?/, '').split('/').filter((x) => x !== '');
+  let drill = null;
+  if (parts[0] === 'c' && parts.length >= 2) { drill = decodeURIComponent(parts[1]); parts = parts.slice(2); }
+  const [name = drill ? 'dashboard' : 'fleet', ...args] = parts;
+  let decoded;
+  try { decoded = args.map(decodeURIComponent); } catch { decoded = args; }
+  return { drill, name, args: decoded };
+}
 
 export async function route() {
   const gen = ++generation;
+  for (const fn of leaving.splice(0)) { try { fn(); } catch { /* page already gone */ } }
   const main = document.getElementById('main');
-  let name = location.hash.replace(/^#\/?/, '') || 'fleet';
+  let { drill, name, args } = parseHash(location.hash);
   if (!state.me && name !== 'login') {
     const w = await api('GET', '/v1/auth/whoami');
     if (w.status === 200) state.me = { user: w.data.user, role: w.data.role };
     else name = 'login';
   }
-  if (name === 'login') { state.cluster = null; chrome(); main.replaceChildren(...loginPage()); document.getElementById('username').focus(); return; }
+  if (name === 'login') { state.cluster = null; state.drill = null; chrome(); main.replaceChildren(...loginPage()); document.getElementById('username').focus(); return; }
   {
     const c = await api('GET', '/v1/cluster');
     if (c.status !== 200) { main.replaceChildren(h('p', { class: 'error' }, errorText(c))); return; }
+    state.primary = c.data;
+    state.cluster = c.data;
+    state.drill = null;
+  }
+  if (drill) {
+    if (state.primary.role !== 'primary' || !can.fedRead()) {
+      chrome(); main.replaceChildren(h('p', { class: 'error' }, 'Only a primary shows remote clusters, to a role that may read the federation.')); return;
+    }
+    state.drill = drill;
+    const c = await get('/v1/cluster');
+    if (gen !== generation) return;
+    if (c.status !== 200) {
+      chrome(name);
+      main.replaceChildren(h('h1', null, 'Cluster ' + drill), h('p', { class: 'error', id: 'drill-error' }, drill + ': ' + errorText(c)));
+      main.dataset.page = name;
+      return;
+    }
     state.cluster = c.data;
   }
   const page = pages[name] || pages.fleet;
   chrome(pages[name] ? name : 'fleet');
   let kids;
-  try { kids = await page[1](); } catch (err) { kids = [h('p', { class: 'error' }, String(err))]; }
+  try { kids = await page[1](args, gen); } catch (err) { kids = [h('p', { class: 'error' }, String(err))]; }
   if (gen !== generation) return; // a newer navigation won
   main.replaceChildren(...kids.flat().filter(Boolean));
   main.dataset.page = name;
+  main.dataset.cluster = state.cluster.name;
   performance.mark('palisade-page-' + name);
 }
+
+// current tells a page whether it is still on screen.
+export function current(gen) { return gen === generation; }
 
 window.addEventListener('hashchange', route);
 route();
