@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,10 +164,72 @@ func redisPing(fromNS, addr string) error {
 	return nil
 }
 
+// cgroupRoot is where this project's nodes mount cgroup v2.
+const cgroupRoot = "/sys/fs/cgroup/unified"
+
+// shopCgroups creates a cgroup v2 directory per role under one parent and
+// returns the parent's path relative to the cgroup root. The cleanup
+// removes them once their processes are gone.
+func shopCgroups(t *testing.T, roles []string) string {
+	t.Helper()
+	rel := fmt.Sprintf("/palisade-e2e-%d", os.Getpid())
+	parent := filepath.Join(cgroupRoot, rel)
+	os.Remove(parent) // left over from a killed run, when empty
+	if err := os.Mkdir(parent, 0o755); err != nil {
+		t.Fatalf("create cgroup %s: %v", parent, err)
+	}
+	t.Cleanup(func() {
+		for _, d := range append(slices.Clone(roles), "") {
+			p := filepath.Join(parent, d)
+			for i := 0; ; i++ {
+				err := os.Remove(p)
+				if err == nil || errors.Is(err, os.ErrNotExist) {
+					break
+				}
+				if i == 100 {
+					t.Errorf("remove cgroup %s: %v", p, err)
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	for _, r := range roles {
+		if err := os.Mkdir(filepath.Join(parent, r), 0o755); err != nil {
+			t.Fatalf("create cgroup: %v", err)
+		}
+	}
+	return rel
+}
+
+// inCgroup returns a command that starts inside the cgroup (relative to
+// the cgroup root) and the directory fd to close after Start.
+func inCgroup(t *testing.T, cg string, name string, args ...string) (*exec.Cmd, func()) {
+	t.Helper()
+	fd, err := unix.Open(filepath.Join(cgroupRoot, cg), unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open cgroup %s: %v", cg, err)
+	}
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	return cmd, func() { unix.Close(fd) }
+}
+
+// runInCgroup runs a command to its end inside a cgroup.
+func runInCgroup(t *testing.T, cg, name string, args ...string) error {
+	t.Helper()
+	cmd, done := inCgroup(t, cg, name, args...)
+	defer done()
+	return cmd.Run()
+}
+
 // TestAgentCoffeeShop runs a real controller and a real agent enforcing in
 // network namespaces: in Discover the controller learns the shop's flows
-// with their applications; in Protect those flows still work, payments ->
-// orders is dropped and reported, and a restarted agent keeps enforcing.
+// with their applications and the executable the orders workload runs; in
+// Protect those flows still work, payments -> orders is dropped and
+// reported, a shell exec in orders is denied before it runs and reported
+// while the learned executable still runs, and a restarted agent keeps
+// enforcing.
 func TestAgentCoffeeShop(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces and eBPF")
@@ -206,9 +270,12 @@ func TestAgentCoffeeShop(t *testing.T) {
 	mustCLI("login", "--api", c.API, "--ca-file", c.CAFile(), "--password-file", pw)
 	token := strings.TrimSpace(mustCLI("agent", "token", "create", "--ttl", "10m"))
 
+	roles := []string{"orders", "payments", "inventory", "redis"}
+	cgParent := shopCgroups(t, roles)
+	cgOf := func(role string) string { return cgParent + "/" + role }
 	var wl strings.Builder
-	for _, role := range []string{"orders", "payments", "inventory", "redis"} {
-		fmt.Fprintf(&wl, "- {name: %s, namespace: shop, netns: %s, labels: {app: %s}}\n", role, n.ns[role], role)
+	for _, role := range roles {
+		fmt.Fprintf(&wl, "- {name: %s, namespace: shop, netns: %s, cgroup: %s, labels: {app: %s}}\n", role, n.ns[role], cgOf(role), role)
 	}
 	wlFile := writeFile(t, dir, "workloads.yaml", wl.String())
 	pinDir := fmt.Sprintf("/sys/fs/bpf/pal-e2e-%d", os.Getpid())
@@ -218,6 +285,31 @@ func TestAgentCoffeeShop(t *testing.T) {
 	ready := regexp.MustCompile(`msg="agent ready"`)
 	agent.WaitLog(ready, 1, 20*time.Second)
 	agent.WaitLog(regexp.MustCompile(`msg="workload attached"`), 4, 20*time.Second)
+
+	// A long-lived worker in the orders workload (its cgroup and netns)
+	// is learned in Discover.
+	worker := filepath.Join(dir, "orders-worker")
+	sleepBin, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(worker, sleepBin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if worker, err = filepath.EvalSymlinks(worker); err != nil {
+		t.Fatal(err)
+	}
+	agent.WaitLog(regexp.MustCompile(`msg="workload process policy" workload=shop/orders mode=discover`), 1, 20*time.Second)
+	ipBin, err := exec.LookPath("ip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	workerCmd, workerStarted := inCgroup(t, cgOf("orders"), ipBin, "netns", "exec", n.ns["orders"], worker, "600")
+	if err := workerCmd.Start(); err != nil {
+		t.Fatalf("start orders worker: %v", err)
+	}
+	workerStarted()
+	t.Cleanup(func() { workerCmd.Process.Kill(); workerCmd.Wait() })
 
 	// Discover: the shop's traffic is learned.
 	traffic := func() error {
@@ -250,8 +342,16 @@ func TestAgentCoffeeShop(t *testing.T) {
 			return err
 		}
 		got := map[string]string{}
+		procs := map[string]bool{}
 		for _, r := range rules.Items {
+			if r.Kind == "processRule" {
+				procs[r.Group+" "+r.Path] = r.Source == "learned" && r.Action == "allow"
+				continue
+			}
 			got[r.From+"->"+r.To] = r.Ports + " " + strings.Join(r.Applications, ",")
+		}
+		if !procs["learned.orders.shop "+worker] {
+			return fmt.Errorf("no learned process rule for %s in learned.orders.shop: %v", worker, procs)
 		}
 		for pair, app := range want {
 			if g, ok := got[pair]; !ok || !strings.Contains(strings.ToLower(g), app) {
@@ -277,8 +377,10 @@ func TestAgentCoffeeShop(t *testing.T) {
 		}
 	}
 
-	// Protect: learned flows pass, payments -> orders is dropped and reported.
+	// Protect: learned flows pass, payments -> orders is dropped and
+	// reported, a shell in orders is denied before it runs.
 	mustCLI("mode", "set", "--all", "protect")
+	mustCLI("mode", "set", "--all", "--process", "protect")
 	blocked := func() error {
 		if _, err := httpGet(n.ns["payments"], n.ip["orders"]); err == nil {
 			return fmt.Errorf("payments -> orders still passes")
@@ -300,6 +402,37 @@ func TestAgentCoffeeShop(t *testing.T) {
 			}
 		}
 		return fmt.Errorf("no deny event for payments -> orders in %d events", len(evs.Items))
+	})
+
+	agent.WaitLog(regexp.MustCompile(`msg="workload process policy" workload=shop/orders mode=protect`), 1, 20*time.Second)
+	agent.WaitLog(regexp.MustCompile(`msg="process guard armed"`), 1, 10*time.Second)
+	if err := runInCgroup(t, cgOf("orders"), "/bin/sh", "-c", "true"); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("shell in protected orders: got %v, want EPERM", err)
+	}
+	if err := runInCgroup(t, cgOf("orders"), worker, "0"); err != nil {
+		t.Fatalf("learned worker in protected orders: %v", err)
+	}
+	if err := runInCgroup(t, cgOf("payments"), "/bin/sh", "-c", "true"); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("shell in protected payments: got %v, want EPERM", err)
+	}
+	if err := exec.Command("/bin/sh", "-c", "true").Run(); err != nil {
+		t.Fatalf("shell outside the workloads: %v", err)
+	}
+	shell, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 10*time.Second, "process violation event", func() error {
+		var evs agents.EventList
+		if err := json.Unmarshal([]byte(mustCLI("event", "list", "-o", "json")), &evs); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Kind == "process-denied" && e.Action == "deny" && e.Workload == "shop/orders" && e.Path == shell {
+				return nil
+			}
+		}
+		return fmt.Errorf("no process-denied event for %s in shop/orders in %d events", shell, len(evs.Items))
 	})
 
 	// The controller is gone: the agent keeps enforcing, and reconnects
@@ -334,5 +467,12 @@ func TestAgentCoffeeShop(t *testing.T) {
 	}
 	if err := traffic(); err != nil {
 		t.Fatalf("agent restarted, learned flows: %v", err)
+	}
+	agent.WaitLog(regexp.MustCompile(`msg="process guard armed"`), 2, 20*time.Second)
+	if err := runInCgroup(t, cgOf("orders"), "/bin/sh", "-c", "true"); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("agent restarted, shell in orders: got %v, want EPERM", err)
+	}
+	if err := runInCgroup(t, cgOf("orders"), worker, "0"); err != nil {
+		t.Fatalf("agent restarted, learned worker: %v", err)
 	}
 }
