@@ -334,4 +334,3 @@ func TestPrivilegedAppEnforcement(t *testing.T) {
 		}
 	})
 }
-
