@@ -151,21 +151,29 @@ func (a *Agent) runProcesses(ctx context.Context) {
 	}
 	a.log.Info("process control ready", "guard", guard != nil)
 	armed := false
+	roots := map[uint64]bool{} // devices of workload roots marked
 	tick := time.NewTicker(cfg.Resync)
 	defer tick.Stop()
 	for {
-		protect := a.syncProcesses()
-		if protect && !armed && guard != nil {
+		protected := a.syncProcesses()
+		if len(protected) > 0 && !armed && guard != nil {
 			armed = true
 			for _, m := range cfg.Marks {
 				if err := guard.AddMark(m); err != nil {
 					a.log.Warn("process guard mark", "path", m.Path, "err", err)
 					armed = false
 				}
+				var st unix.Stat_t
+				if m.Scope == procguard.ScopeFilesystem && unix.Stat(m.Path, &st) == nil {
+					roots[st.Dev] = true
+				}
 			}
 			if armed {
 				a.log.Info("process guard armed", "marks", len(cfg.Marks))
 			}
+		}
+		if armed {
+			a.markWorkloadRoots(guard, protected, roots)
 		}
 		select {
 		case <-ctx.Done():
@@ -176,10 +184,39 @@ func (a *Agent) runProcesses(ctx context.Context) {
 	}
 }
 
+// markWorkloadRoots marks the filesystem of the root of each protected
+// workload (a container's root filesystem is not the host's), found
+// through a process of its cgroup, once per filesystem.
+func (a *Agent) markWorkloadRoots(guard *procguard.Guard, cgroups []string, done map[uint64]bool) {
+	for _, cg := range cgroups {
+		b, err := os.ReadFile(filepath.Join(a.cfg.Processes.CgroupRoot, cg, "cgroup.procs"))
+		if err != nil {
+			continue
+		}
+		pid, _, _ := strings.Cut(string(b), "\n")
+		if pid == "" {
+			continue
+		}
+		root := "/proc/" + pid + "/root"
+		var st unix.Stat_t
+		if unix.Stat(root, &st) != nil || done[st.Dev] {
+			continue
+		}
+		done[st.Dev] = true
+		if err := guard.AddMark(procguard.Mark{Path: root, Scope: procguard.ScopeFilesystem}); err != nil {
+			if err := guard.AddMark(procguard.Mark{Path: root, Scope: procguard.ScopeMount}); err != nil {
+				a.log.Warn("process guard mark of a workload root", "cgroup", cg, "err", err)
+				continue
+			}
+		}
+		a.log.Info("process guard marked a workload root", "cgroup", cg, "dev", st.Dev)
+	}
+}
+
 // syncProcesses sets the process policy of every workload with a cgroup
-// from its identity's profile and forgets the others. It reports whether
-// a workload is in Protect.
-func (a *Agent) syncProcesses() (protect bool) {
+// from its identity's profile and forgets the others. It returns the
+// cgroups of the workloads in Protect.
+func (a *Agent) syncProcesses() (protected []string) {
 	a.mu.Lock()
 	t := a.table
 	eps := make(map[string]string, len(a.endpoints))
@@ -190,6 +227,7 @@ func (a *Agent) syncProcesses() (protect bool) {
 	}
 	a.mu.Unlock()
 	want := map[uint64]procguard.Group{}
+	cgroups := map[uint64]string{}
 	if t != nil {
 		for wid, cg := range eps {
 			g, ok := processGroup(t, wid)
@@ -203,6 +241,7 @@ func (a *Agent) syncProcesses() (protect bool) {
 			}
 			g.CgroupID = id
 			want[id] = g
+			cgroups[id] = cg
 		}
 	}
 	p := a.procs
@@ -216,7 +255,9 @@ func (a *Agent) syncProcesses() (protect bool) {
 		}
 	}
 	for id, g := range want {
-		protect = protect || g.Mode == procguard.ModeProtect
+		if g.Mode == procguard.ModeProtect {
+			protected = append(protected, cgroups[id])
+		}
 		old, ok := p.groups[id]
 		if ok && reflect.DeepEqual(old, g) {
 			continue
@@ -234,7 +275,8 @@ func (a *Agent) syncProcesses() (protect bool) {
 		p.groups[id] = g
 		a.log.Info("workload process policy", "workload", g.Name, "mode", g.Mode.String(), "rules", len(g.Rules))
 	}
-	return protect
+	slices.Sort(protected)
+	return protected
 }
 
 // processGroup builds a workload's process policy from the profile of its
