@@ -10,11 +10,13 @@ import (
 
 // ToDatapath converts a node's compiled table into the datapath's table.
 //
-// The kernel decides at L4: a verdict that names an application is enforced
-// as its L4 entry when it allows and no entry without an application has
-// the same key (the application is still detected and reported); a verdict
-// that denies one application only is left to reporting, since denying the
-// whole port would block the other applications on it.
+// A verdict that names an application the kernel classifies (HTTP, TLS,
+// SSH, Redis: datapath.ParseApp) keeps it: the kernel checks the flow's
+// first payload. Other applications are decided at L4: such a verdict is
+// enforced as its L4 entry when it allows and no entry without an
+// application has the same key (the application is still detected and
+// reported); one that denies one application only is left to reporting,
+// since denying the whole port would block the other applications on it.
 func ToDatapath(t *compile.Table) (datapath.Table, error) {
 	out := datapath.Table{Modes: map[datapath.Identity]datapath.Mode{}}
 	for _, e := range t.Endpoints {
@@ -36,6 +38,11 @@ func ToDatapath(t *compile.Table) (datapath.Table, error) {
 			a = datapath.ActionDeny
 		default:
 			return datapath.Table{}, fmt.Errorf("node: verdict %d->%d: unknown action %q", v.SrcID, v.DstID, v.Action)
+		}
+		if app, ok := datapath.ParseApp(v.App); ok {
+			out.Verdicts = append(out.Verdicts, datapath.VerdictEntry{SrcID: datapath.Identity(v.SrcID), DstID: datapath.Identity(v.DstID),
+				Proto: v.Proto, PortLo: v.PortLo, PortHi: v.PortHi, App: app, Action: a, RuleID: v.RuleID})
+			continue
 		}
 		if v.App != "" {
 			k := v.Key()
