@@ -223,3 +223,18 @@ func relevant(want, ns, topic string) bool {
 	}
 	return false
 }
+
+// imageList formats images as "container=name@digest" joined by commas.
+func imageList(images []workload.Image) string {
+	var b strings.Builder
+	for i, im := range images {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(im.Container + "=" + im.Name)
+		if im.Digest != "" {
+			b.WriteString("@" + im.Digest)
+		}
+	}
+	return b.String()
+}

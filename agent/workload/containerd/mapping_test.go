@@ -195,3 +195,10 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestImageList(t *testing.T) {
+	got := imageList([]workload.Image{{Container: "api", Name: "shop/orders:1", Digest: "sha256:ab"}, {Container: "log", Name: "log:2"}})
+	if want := "api=shop/orders:1@sha256:ab,log=log:2"; got != want {
+		t.Errorf("imageList = %q, want %q", got, want)
+	}
+}

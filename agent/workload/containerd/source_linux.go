@@ -93,7 +93,7 @@ func (s *Source) Run(ctx context.Context, fn func(workload.Change)) error {
 			for _, c := range workload.Diff(known, cur) {
 				if c.Kind != workload.Removed {
 					s.log.Info("container workload "+c.Kind.String(), "workload", c.Endpoint.ID(), "labels", c.Endpoint.Labels,
-						"images", c.Endpoint.Images, "cgroup", c.Endpoint.Cgroup)
+						"images", imageList(c.Endpoint.Images), "cgroup", c.Endpoint.Cgroup)
 				}
 				fn(c)
 			}
