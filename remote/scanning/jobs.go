@@ -2,12 +2,15 @@ package scanning
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"path"
 	"sort"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/palisade-sec/palisade/registryscan/report"
 	"github.com/palisade-sec/palisade/registryscan/scan"
@@ -87,9 +90,9 @@ type JobResult struct {
 	Error string `json:"error,omitempty"`
 }
 
-// remoteOptions are the go-containerregistry options of one registry
-// access.
-func remoteOptions(ctx context.Context, sc scan.Config, creds *Credentials) []remote.Option {
+// RemoteOptions are the go-containerregistry options of one registry
+// access: creds when given, else the scan configuration's keychain.
+func RemoteOptions(ctx context.Context, sc scan.Config, creds *Credentials) []remote.Option {
 	opts := []remote.Option{remote.WithContext(ctx)}
 	if creds != nil {
 		opts = append(opts, remote.WithAuth(creds.Authenticator()))
@@ -162,4 +165,17 @@ func HeadDigest(ref string, insecure bool, opts []remote.Option) string {
 		return ""
 	}
 	return desc.Digest.String()
+}
+
+// ExplainAuth makes a registry's refusal (HTTP 401) say what to do about
+// it; other errors are returned as they are.
+func ExplainAuth(err error, registry string, hasCreds bool) error {
+	var te *transport.Error
+	if err == nil || !errors.As(err, &te) || te.StatusCode != http.StatusUnauthorized {
+		return err
+	}
+	if hasCreds {
+		return fmt.Errorf("HTTP 401 Unauthorized: registry %s refused its stored credentials: %w", registry, err)
+	}
+	return fmt.Errorf("HTTP 401 Unauthorized: registry %s needs credentials (palisade registry credentials %s --username U --password-stdin): %w", registry, registry, err)
 }

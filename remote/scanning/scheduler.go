@@ -396,7 +396,7 @@ func (s *scheduler) work(ctx context.Context, q *queue) {
 }
 
 func (s *scheduler) remoteOpts(ctx context.Context, p *pass) []remote.Option {
-	return remoteOptions(ctx, s.m.cfg.Scan, p.creds)
+	return RemoteOptions(ctx, s.m.cfg.Scan, p.creds)
 }
 
 // list lists the registry's matching images and gathers the digests that
@@ -407,7 +407,7 @@ func (s *scheduler) list(ctx context.Context, t *task) taskResult {
 	defer cancel()
 	refs, err := ListRefs(lctx, p.reg.Name, p.host, p.insecure, p.reg.Filter, s.remoteOpts(lctx, p))
 	if err != nil {
-		return taskResult{err: err}
+		return taskResult{err: ExplainAuth(err, p.reg.Name, p.creds != nil)}
 	}
 	p.known = s.known(p)
 	return taskResult{refs: refs}
@@ -454,6 +454,7 @@ func (s *scheduler) image(ctx context.Context, t *task) taskResult {
 	}
 	reps, err := s.m.scanner(p.insecure).ScanImageAuth(ctx, t.ref, p.creds.Authenticator())
 	if err != nil {
+		err = ExplainAuth(err, p.reg.Name, p.creds != nil)
 		log.Warn("scan image", logAttempt, t.attempt, logfields.Error, err)
 		return s.failed(ctx, t, digest, err)
 	}

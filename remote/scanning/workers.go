@@ -101,7 +101,8 @@ func (s *scheduler) remoteLocked(id, name string, slots int, now time.Time) *slo
 
 // poll serves a remote worker's poll: it notes the worker's contact and
 // capacity, counts the jobs it no longer lists as lost, and waits up to
-// PollWait for up to req.Free jobs.
+// PollWait for up to req.Free jobs (with no free slot it returns at once:
+// a heartbeat).
 func (s *scheduler) poll(ctx context.Context, id, name string, req PollRequest) ([]Job, error) {
 	now := time.Now()
 	s.wmu.Lock()
@@ -136,8 +137,7 @@ func (s *scheduler) poll(ctx context.Context, id, name string, req PollRequest) 
 		}
 	}()
 	if req.Free <= 0 {
-		<-wctx.Done()
-		return nil, nil
+		return nil, nil // a heartbeat
 	}
 	var out []*task
 	if t, ok := w.q.pop(wctx); ok {
@@ -359,6 +359,16 @@ func collectGarbage(ctx context.Context, st *store.Store) error {
 			fed[reg.Name] = reg.Federated
 		}
 	}
+	// A digest an existing federated registry's ref index entry points
+	// at is kept even if a concurrent write lost that owner.
+	live := map[string]bool{}
+	refs, _ := st.List(PrefixRefs)
+	for _, kv := range refs {
+		var e RefEntry
+		if json.Unmarshal(kv.Value, &e) == nil && e.Federated && fed[e.Registry] {
+			live[e.Digest] = true
+		}
+	}
 	var ops []store.Op
 	owners, _ := st.List(PrefixFedOwners)
 	for _, kv := range owners {
@@ -370,6 +380,7 @@ func collectGarbage(ctx context.Context, st *store.Store) error {
 		keep := slices.DeleteFunc(slices.Clone(o.Registries), func(n string) bool { return !fed[n] })
 		switch {
 		case len(keep) == len(o.Registries):
+		case len(keep) == 0 && live[digest]:
 		case len(keep) == 0:
 			ops = append(ops,
 				store.Op{Type: store.OpDelete, Key: PrefixFedStream + digest},
@@ -380,8 +391,7 @@ func collectGarbage(ctx context.Context, st *store.Store) error {
 			ops = append(ops, store.Op{Type: store.OpPut, Key: kv.Key, Value: b})
 		}
 	}
-	// The ref index entries of deleted registries point nowhere useful.
-	refs, _ := st.List(PrefixRefs)
+	// The ref index entries of deleted federated registries go too.
 	for _, kv := range refs {
 		var e RefEntry
 		if json.Unmarshal(kv.Value, &e) == nil && e.Registry != "" && !exists[e.Registry] && e.Federated {

@@ -36,6 +36,9 @@ type Registry struct {
 	blobs     map[string]int // digest -> GETs
 	manifests int
 	fail      map[string]int // repository -> manifest requests still to fail
+	// user and pass, when set, are required for pulls (see RequireBasicAuth).
+	user, pass string
+	refused    int
 }
 
 // NewRegistry starts a registry that the test's cleanup stops.
@@ -44,6 +47,16 @@ func NewRegistry(t testing.TB) *Registry {
 	r := &Registry{blobs: map[string]int{}, fail: map[string]int{}}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !r.authorized(req) {
+			r.mu.Lock()
+			r.refused++
+			r.mu.Unlock()
+			w.Header().Set("WWW-Authenticate", `Basic realm="scanningtest"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+			return
+		}
 		if repo, kind, ref, ok := splitPath(req.URL.Path); ok {
 			r.mu.Lock()
 			failing := kind == "manifests" && r.fail[repo] > 0
@@ -69,6 +82,39 @@ func NewRegistry(t testing.TB) *Registry {
 	t.Cleanup(r.srv.Close)
 	r.Host = strings.TrimPrefix(r.srv.URL, "http://")
 	return r
+}
+
+// RequireBasicAuth makes pulls need HTTP basic authentication as user
+// with pass, as a private registry that lets anyone list its catalog and
+// tags but not pull does: the /v2/ ping, manifests and blobs answer 401
+// with a Basic challenge to other requests. Push the test's images first:
+// a push reads blobs too.
+func (r *Registry) RequireBasicAuth(user, pass string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.user, r.pass = user, pass
+}
+
+// Refused returns how many requests were refused for want of credentials.
+func (r *Registry) Refused() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.refused
+}
+
+func (r *Registry) authorized(req *http.Request) bool {
+	r.mu.Lock()
+	user, pass := r.user, r.pass
+	r.mu.Unlock()
+	if user == "" || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
+		return true
+	}
+	p := req.URL.Path
+	if strings.HasSuffix(p, "/tags/list") || p == "/v2/_catalog" {
+		return true
+	}
+	u, pw, ok := req.BasicAuth()
+	return ok && u == user && pw == pass
 }
 
 // splitPath reads /v2/REPO/(blobs|manifests)/REF.
