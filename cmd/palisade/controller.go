@@ -17,6 +17,20 @@ import (
 )
 
 func runController(ctx context.Context, env *cliEnv, args []string) error {
+	cfg, err := controllerConfig(env, args)
+	if err != nil {
+		return err
+	}
+	c, err := controller.New(cfg)
+	if err != nil {
+		return err
+	}
+	return c.Run(ctx)
+}
+
+// controllerConfig turns the controller's flags into its configuration,
+// with every module wired.
+func controllerConfig(env *cliEnv, args []string) (controller.Config, error) {
 	cfg := controller.DefaultConfig()
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
@@ -39,39 +53,39 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 	vulnDir := fs.String("vulndb", "", "directory of OSV and Alpine secdb files for registry scans, reloaded hourly (default: no feed)")
 	adm := addAdmissionFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return cfg, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+		return cfg, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
 	cfg.Join = splitList(*join)
 	cfg.APISANs = splitList(*sans)
 	if *pwFile != "" {
 		pw, err := readSecretFile(*pwFile)
 		if err != nil {
-			return err
+			return cfg, err
 		}
 		cfg.AdminPassword = pw
 	}
 	logger, err := newLogger(env, *logLevel)
 	if err != nil {
-		return err
+		return cfg, err
 	}
 	cfg.Logger = logger
 	if cfg.Name == "" || cfg.DataDir == "" {
-		return fmt.Errorf("%w: --name and --data-dir are required", errUsage)
+		return cfg, fmt.Errorf("%w: --name and --data-dir are required", errUsage)
 	}
 	if err := adm.check(); err != nil {
-		return err
+		return cfg, err
 	}
 	if _, _, err := net.SplitHostPort(*fedAddr); err != nil {
-		return fmt.Errorf("%w: --fed-addr %q: %v", errUsage, *fedAddr, err)
+		return cfg, fmt.Errorf("%w: --fed-addr %q: %v", errUsage, *fedAddr, err)
 	}
 	fedAdvertise := controller.Advertise(*fedAddr, cfg.AdvertiseHost)
 	cfg.Meta = map[string]string{"fed": fedAdvertise}
 	ui, err := console.New(console.DefaultConfig())
 	if err != nil {
-		return err
+		return cfg, err
 	}
 	cfg.UI = ui
 	cfg.Modules = func(h *controller.Handle) []httpapi.Module {
@@ -117,11 +131,7 @@ func runController(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		return mods
 	}
-	c, err := controller.New(cfg)
-	if err != nil {
-		return err
-	}
-	return c.Run(ctx)
+	return cfg, nil
 }
 
 func newLogger(env *cliEnv, level string) (*slog.Logger, error) {

@@ -125,7 +125,7 @@ type PolicyObject struct {
 
 // PolicyList is the body of GET /v1/fed/policy.
 type PolicyList struct {
-	Items  []PolicyObject `json:"items"`
+	Items  []PolicyObject `json:"items" openapi:"nonnull"`
 	Total  int            `json:"total"`
 	Limit  int            `json:"limit"`
 	Offset int            `json:"offset"`

@@ -19,7 +19,7 @@ import (
 
 // EventList is the body of GET /v1/admission/events, newest first.
 type EventList struct {
-	Items []audit.Event `json:"items"`
+	Items []audit.Event `json:"items" openapi:"nonnull"`
 	// Total counts the matching events among the newest audit.MaxLimit.
 	Total  int `json:"total"`
 	Limit  int `json:"limit"`

@@ -125,7 +125,7 @@ type FederatedObject struct {
 
 // ObjectList is the body of GET /v1/fed/objects.
 type ObjectList struct {
-	Items  []FederatedObject `json:"items"`
+	Items  []FederatedObject `json:"items" openapi:"nonnull"`
 	Total  int               `json:"total"`
 	Limit  int               `json:"limit"`
 	Offset int               `json:"offset"`

@@ -103,7 +103,7 @@ type Status struct {
 
 // GroupList is the body of GET /v1/groups.
 type GroupList struct {
-	Items    []policystore.GroupInfo `json:"items"`
+	Items    []policystore.GroupInfo `json:"items" openapi:"nonnull"`
 	Total    int                     `json:"total"`
 	Limit    int                     `json:"limit"`
 	Offset   int                     `json:"offset"`
@@ -112,7 +112,7 @@ type GroupList struct {
 
 // RuleList is the body of GET /v1/rules.
 type RuleList struct {
-	Items    []policystore.RuleInfo `json:"items"`
+	Items    []policystore.RuleInfo `json:"items" openapi:"nonnull"`
 	Total    int                    `json:"total"`
 	Limit    int                    `json:"limit"`
 	Offset   int                    `json:"offset"`

@@ -295,14 +295,38 @@ func Build(cfg Config, routes []Route, ops []httpapi.Op) (*Document, error) {
 	return doc, nil
 }
 
-// Operation returns the operation for method on a gin or OpenAPI path.
+// Operation returns the operation for method on a gin or OpenAPI path,
+// or on a concrete request path ("/v1/users/rita") that one template
+// matches.
 func (d *Document) Operation(method, path string) (*Operation, bool) {
-	item, ok := d.Paths[PathOf(path)]
-	if !ok {
-		return nil, false
+	m := strings.ToLower(method)
+	if item, ok := d.Paths[PathOf(path)]; ok {
+		if o, ok := (*item)[m]; ok {
+			return o, true
+		}
 	}
-	o, ok := (*item)[strings.ToLower(method)]
-	return o, ok
+	segs := strings.Split(path, "/")
+	for tmpl, item := range d.Paths {
+		o, ok := (*item)[m]
+		if !ok {
+			continue
+		}
+		ts := strings.Split(tmpl, "/")
+		if len(ts) != len(segs) {
+			continue
+		}
+		match := true
+		for i := range ts {
+			if ts[i] != segs[i] && !(strings.HasPrefix(ts[i], "{") && segs[i] != "") {
+				match = false
+				break
+			}
+		}
+		if match {
+			return o, true
+		}
+	}
+	return nil, false
 }
 
 // ResponseSchema returns the JSON schema of an operation's response with

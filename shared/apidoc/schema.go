@@ -172,6 +172,19 @@ func (g *Generator) schema(t reflect.Type) *Schema {
 	return &Schema{Description: "not encodable: " + t.String()}
 }
 
+// nonNull drops "null" from a schema's types, for fields the API never
+// leaves null (tagged `openapi:"nonnull"`).
+func nonNull(s *Schema) *Schema {
+	cp := *s
+	cp.Type = nil
+	for _, t := range s.Type {
+		if t != "null" {
+			cp.Type = append(cp.Type, t)
+		}
+	}
+	return &cp
+}
+
 func nullable(s *Schema) *Schema {
 	if s.Ref != "" {
 		return &Schema{AnyOf: []*Schema{s, {Type: Types{"null"}}}}
@@ -258,6 +271,9 @@ func (g *Generator) object(t reflect.Type) *Schema {
 			fs := g.schema(ft)
 			if strings.Contains(","+opts+",", ",string,") {
 				fs = &Schema{Type: Types{"string"}}
+			}
+			if f.Tag.Get("openapi") == "nonnull" {
+				fs = nonNull(fs)
 			}
 			s.Properties[name] = fs
 			omit := strings.Contains(","+opts+",", ",omitempty,") || strings.Contains(","+opts+",", ",omitzero,")

@@ -9,8 +9,10 @@ type Documented interface {
 }
 
 // Op describes one route. Schemas are derived from the Go values given
-// for Body and Response (their JSON encoding), so the document follows
-// the types the handlers use.
+// for Body and Response (their JSON encoding: field names, omitempty and
+// omitzero fields optional, no other properties), so the document follows
+// the types the handlers use. Slices and maps may encode as null; a field
+// tagged `openapi:"nonnull"` is documented as never null.
 type Op struct {
 	// Method and Path are the route as registered (gin syntax, relative
 	// to /v1: "/users/:name").

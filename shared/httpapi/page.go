@@ -57,7 +57,7 @@ func Window[T any](all []T, p Page) []T {
 // List is the body of every listing: one page of items and the number of
 // items that matched the filters before paging.
 type List[T any] struct {
-	Items  []T `json:"items"`
+	Items  []T `json:"items" openapi:"nonnull"`
 	Total  int `json:"total"`
 	Limit  int `json:"limit"`
 	Offset int `json:"offset"`
