@@ -208,7 +208,7 @@ func TestConsole(t *testing.T) {
 	for _, page := range []string{"dashboard", "rollouts", "network", "events", "registries"} {
 		run(t, ctx, page+" page", chromedp.Navigate(base+"/ui/#/"+page), chromedp.WaitVisible(chromedp.CSS(`#main[data-page="`+page+`"] h1`)))
 	}
-	run(t, ctx, "rollout history", chromedp.Navigate(base+"/ui/#/rollouts"), waitText("#main", "Roll back"))
+	run(t, ctx, "rollout history", chromedp.Navigate(base+"/ui/#/rollouts"), waitText("#main", "in force"))
 	run(t, ctx, "risk score", chromedp.Navigate(base+"/ui/#/dashboard"), chromedp.WaitVisible(chromedp.CSS("#risk-score")), waitText("#main", "discover mode"))
 	screenshot(t, ctx, "console-dashboard")
 

@@ -41,7 +41,7 @@ async function detail(r) {
     h('dt', null, 'Scanned'), h('dd', null, ago(r.scannedAt)),
     h('dt', null, 'User'), h('dd', null, r.user || 'unknown'),
     h('dt', null, 'Signed'), h('dd', null, yesNo(!!r.signed)),
-    h('dt', null, 'Vulnerabilities'), h('dd', null, counts(r))));
+    h('dt', null, 'Vulnerabilities'), h('dd', { id: 'image-counts' }, counts(r), ' critical, high, medium, low')));
   const rep = await get('/v1/scan/reports/' + encodeURIComponent(r.digest));
   if (rep.status !== 200) {
     out.push(h('p', { class: 'muted', id: 'report-missing' }, rep.status === 404 ? errorText(rep) : 'Full report: ' + errorText(rep)));
@@ -52,6 +52,11 @@ async function detail(r) {
   const vulns = [...(d.vulnerabilities || [])].sort((a, b) => (sevRank[b.severity] || 0) - (sevRank[a.severity] || 0) || (b.cvssScore || 0) - (a.cvssScore || 0));
   const pkgs = d.packages || [];
   const secrets = d.secrets || [];
+  const by = { critical: 0, high: 0, medium: 0, low: 0, unknown: 0 };
+  for (const v of vulns) { const k = (v.severity || 'unknown').toLowerCase(); by[k in by ? k : 'unknown']++; }
+  const fixable = vulns.filter((v) => v.fixAvailable || v.fixedVersion).length;
+  out[1].querySelector('#image-counts').replaceChildren(...['critical', 'high', 'medium', 'low', 'unknown'].map((k) => sevChip(k, by[k])),
+    ' critical, high, medium, low, unrated · ' + fixable + ' of ' + vulns.length + ' with a fixed version');
   out[1].append(h('dt', null, 'System'), h('dd', null, d.os ? d.os.id + ' ' + (d.os.versionId || '') : 'unknown'),
     h('dt', null, 'Platform'), h('dd', null, d.platform || ''), h('dt', null, 'Layers'), h('dd', null, String((d.layers || []).length)));
   const body = h('div', { id: 'image-tab' });
@@ -116,7 +121,7 @@ export async function page(args) {
     { h: 'Image', f: (r) => h('b', null, r.ref || short(r.digest)) },
     { h: 'Digest', f: (r) => h('code', { title: r.digest }, short(r.digest)) },
     { h: 'Critical · High · Medium · Low', f: counts },
-    { h: 'With a fix', f: (r) => String((r.criticalWithFix || 0) + (r.highWithFix || 0) + (r.mediumWithFix || 0)) },
+    { h: 'Advisories', f: (r) => h('span', { class: 'advisories', title: (r.cves || []).join(' ') }, String((r.cves || []).length)) },
     { h: 'Source', f: (r) => r.source || '' },
     { h: 'Scanned', f: (r) => ago(r.scannedAt) },
   ], results, {
