@@ -384,7 +384,7 @@ func (a *Agent) onExec(e procguard.ExecEvent, v procguard.Verdict, mode procguar
 		a.log.Debug("process learned", "workload", wid, "path", path)
 	case procguard.Violation:
 		a.processEvent(agentproto.Event{Time: now, Kind: agentproto.EventExecProfile, Action: "alert", Mode: modeName(mode),
-			Workload: wid, Path: path, Message: fmt.Sprintf("pid %d (%s) ran %s outside the process profile", e.Pid, e.Comm, path)})
+			Workload: wid, Path: path, Message: fmt.Sprintf("%s: pid %d (%s) ran %s outside the process profile", wid, e.Pid, e.Comm, path)})
 	}
 }
 
@@ -399,7 +399,7 @@ func (a *Agent) onDecision(d procguard.Decision) {
 	}
 	a.log.Info("exec denied", "workload", wid, "path", d.Path, "pid", d.Pid)
 	a.processEvent(agentproto.Event{Time: time.Now().UTC(), Kind: agentproto.EventExecDenied, Action: "deny", Mode: modeName(d.Mode),
-		Workload: wid, Path: d.Path, Message: fmt.Sprintf("exec of %s by pid %d denied before it ran", d.Path, d.Pid)})
+		Workload: wid, Path: d.Path, Message: fmt.Sprintf("%s: exec of %s by pid %d denied before it ran", wid, d.Path, d.Pid)})
 }
 
 // processEvent queues a process event with the network events.
