@@ -5,7 +5,8 @@
 // root (for example /palisade/orders). For each workload it
 // finds the interfaces inside the namespace, their addresses and the
 // host-side veth peer the datapath attaches to, and reports workloads as
-// they appear, change and disappear.
+// they appear, change and disappear. The containerd sub-package is the
+// container runtime source; both report the same Change and Endpoint.
 package workload
 
 import (

@@ -139,10 +139,9 @@ func (s *Source) subscribe(ctx context.Context, ev eventsapi.EventsClient, signa
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	// The stream is established once the header arrives.
-	if _, err := stream.Header(); err != nil {
-		return fmt.Errorf("subscribe: %w", err)
-	}
+	// Whatever happened before the subscription is picked up by listing
+	// again; the periodic resync covers the short window until containerd
+	// registers it.
 	signal()
 	for {
 		env, err := stream.Recv()
