@@ -168,7 +168,7 @@ func TestSourceFollowsEvents(t *testing.T) {
 	dir := t.TempDir()
 	f := &fakeContainerd{ns: "k8s.io", containers: map[string]*containersapi.Container{}, pids: map[string]uint32{},
 		digests: map[string]string{"shop/web:1": "sha256:web1", "shop/db:1": "sha256:db1"},
-		subs: map[int]chan *types.Envelope{}, subscribed: make(chan struct{}, 16)}
+		subs:    map[int]chan *types.Envelope{}, subscribed: make(chan struct{}, 16)}
 	sock := filepath.Join(dir, "containerd.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
