@@ -372,3 +372,58 @@ func BenchmarkPrivilegedProgram(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPrivilegedDatapathAtRest measures the footprint of a process
+// that holds the datapath (this test binary: Open, 100,000 verdicts, two
+// attached interfaces, the ring buffer reader, the conntrack sweeper every
+// second) while no traffic flows: resident memory, CPU time per second of
+// rest, and the kernel memory of the maps. It is the datapath's share of
+// an agent, not a whole `palisade agent`.
+//
+//	go test -run '^$' -bench BenchmarkPrivilegedDatapathAtRest -benchtime 1x ./agent/datapath/
+func BenchmarkPrivilegedDatapathAtRest(b *testing.B) {
+	skipUnlessRoot(b)
+	n := newTestNet(b)
+	cfg := DefaultConfig()
+	cfg.PinDir = filepath.Join("/sys/fs/bpf/palisade", fmt.Sprintf("bench-rest-%d", os.Getpid()))
+	cfg.SweepInterval = time.Second
+	d, err := Open(cfg, quietLogger())
+	if err != nil {
+		b.Fatalf("open: %+v", err)
+	}
+	b.Cleanup(func() { d.Destroy() })
+	if err := d.ApplyTable(benchTable(100000)); err != nil {
+		b.Fatalf("apply: %v", err)
+	}
+	inNetns(b, n.r, func() {
+		if err := d.AttachInterface(n.raIf, idA); err != nil {
+			b.Fatalf("attach: %v", err)
+		}
+		if err := d.AttachInterface(n.rbIf, idB); err != nil {
+			b.Fatalf("attach: %v", err)
+		}
+	})
+	events := startEvents(d)
+	defer events.stop()
+	rest := 10 * time.Second
+	if v, err := strconv.Atoi(os.Getenv("PALISADE_REST_SECONDS")); err == nil && v > 0 {
+		rest = time.Duration(v) * time.Second
+	}
+	cpu := func() time.Duration {
+		var ru unix.Rusage
+		if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+			b.Fatalf("getrusage: %v", err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	runtime.GC()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c0, t0 := cpu(), time.Now()
+		time.Sleep(rest)
+		used, wall := cpu()-c0, time.Since(t0)
+		b.ReportMetric(float64(used.Microseconds())/wall.Seconds()/1000, "cpu-ms/s")
+	}
+	b.ReportMetric(float64(rssBytes())/(1<<20), "rss-MiB")
+	b.ReportMetric(float64(mapMemory())/(1<<20), "map-MiB")
+}

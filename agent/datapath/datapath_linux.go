@@ -205,6 +205,10 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	d := &Datapath{log: log, cfg: cfg}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}}
 	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("load datapath programs: maps pinned under %s have the layout of another release; "+
+				"detach and remove them (Destroy) to start over: %w", cfg.PinDir, err)
+		}
 		// A *ebpf.VerifierError in the chain carries the verifier log.
 		return nil, fmt.Errorf("load datapath programs: %w", err)
 	}
