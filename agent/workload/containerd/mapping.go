@@ -78,7 +78,8 @@ func workloadOf(ns string, c container) (name, namespace string) {
 
 // group maps the containers of containerd namespace ns to workloads keyed
 // by ID. Only workloads with a running task are kept. A pod's labels are
-// the union of its containers' non-reserved labels, the sandbox's winning;
+// its sandbox's non-reserved labels, or without a sandbox the union of its
+// containers';
 // its images are its non-sandbox containers'; its network namespace is the
 // sandbox task's, else the first running container's; its cgroup is the
 // deepest cgroup holding every running task.
@@ -111,7 +112,11 @@ func group(ns string, cs []container) map[string]candidate {
 			pods[w.ID()] = p
 		}
 		sandbox := c.Labels[LabelKind] == "sandbox"
-		if l := podLabels(c.Labels); len(l) > 0 {
+		if sandbox {
+			// The sandbox carries the pod's labels; the app containers'
+			// may hold their images' labels too.
+			p.cand.Endpoint.Labels = podLabels(c.Labels)
+		} else if l := podLabels(c.Labels); len(l) > 0 {
 			if p.cand.Endpoint.Labels == nil {
 				p.cand.Endpoint.Labels = map[string]string{}
 			}

@@ -23,7 +23,7 @@ func TestGroup(t *testing.T) {
 	cs := []container{
 		{ID: "sb1", Labels: pod("sandbox", "", map[string]string{"app": "orders", "tier": "front"}), Image: "registry.k8s.io/pause:3.9",
 			Digest: "sha256:pause", Pid: 10, Cgroup: "/kubepods/podu1/sb1"},
-		{ID: "c1", Labels: pod("container", "api", map[string]string{"app": "image-label", "org.opencontainers.image.source": "x"}),
+		{ID: "c1", Labels: pod("container", "api", map[string]string{"app": "image-label", "maintainer": "image-label", "org.opencontainers.image.source": "x"}),
 			Image: "shop/orders:1", Digest: "sha256:o1", Pid: 11, Cgroup: "/kubepods/podu1/c1"},
 		{ID: "c2", Labels: pod("container", "log", nil), Image: "shop/log:2", Digest: "sha256:l2"}, // not running
 		// A plain container without CRI labels.
@@ -31,8 +31,10 @@ func TestGroup(t *testing.T) {
 		// Stopped: no workload.
 		{ID: "gone", Image: "gone:1", Pid: 0},
 		// A pod whose only running task is an app container.
-		{ID: "c3", Labels: map[string]string{LabelPodName: "db", LabelPodNamespace: "shop", LabelContainerName: "pg"},
+		{ID: "c3", Labels: map[string]string{LabelPodName: "db", LabelPodNamespace: "shop", LabelContainerName: "pg", "app": "db"},
 			Image: "postgres:16", Pid: 30},
+		{ID: "c4", Labels: map[string]string{LabelPodName: "db", LabelPodNamespace: "shop", LabelContainerName: "exporter", "team": "data"},
+			Image: "exporter:1", Pid: 31},
 	}
 	got := group("k8s.io", cs)
 	want := map[string]struct {
@@ -43,7 +45,7 @@ func TestGroup(t *testing.T) {
 	}{
 		"shop/orders-7f9": {10, "map[app:orders tier:front]", "[{api shop/orders:1 sha256:o1} {log shop/log:2 sha256:l2}]", "/kubepods/podu1"},
 		"k8s.io/web":      {20, "map[app:web]", "[{web web:1 sha256:w}]", "/default/web"},
-		"shop/db":         {30, "map[]", "[{pg postgres:16 }]", ""},
+		"shop/db":         {30, "map[app:db team:data]", "[{exporter exporter:1 } {pg postgres:16 }]", ""},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d workloads %v, want %d", len(got), got, len(want))
