@@ -51,6 +51,7 @@ func controllerConfig(env *cliEnv, args []string) (controller.Config, error) {
 	agentAddr := fs.String("agent-addr", "0.0.0.0:18400", "agent listen address (UDP)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	vulnDir := fs.String("vulndb", "", "directory of OSV and Alpine secdb files for registry scans, reloaded hourly (default: no feed)")
+	scanWorkers := fs.Int("scan-workers", 2, "in-process registry scan workers on the leader; 0 leaves every scan to palisade scanner workers")
 	adm := addAdmissionFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return cfg, fmt.Errorf("%w: %v", errUsage, err)
@@ -124,7 +125,7 @@ func controllerConfig(env *cliEnv, args []string) (controller.Config, error) {
 			mods = append(mods, am)
 			admissionServed = true
 		}
-		if sm, err := scanningModule(h, cfg.DataDir, *vulnDir, !admissionServed); err != nil {
+		if sm, err := scanningModule(h, cfg.DataDir, *vulnDir, !admissionServed, *scanWorkers); err != nil {
 			logger.Error("registry scanning disabled", "err", err)
 		} else {
 			mods = append(mods, sm)

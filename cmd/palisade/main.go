@@ -40,6 +40,7 @@ func commands() []command {
 		{"admission", "admission control: dry-run a manifest (test -f), list decisions (events), status", runAdmission},
 		{"fed", "federation: promote, tokens, join, status, rollout, rollback", runFed},
 		{"agent", "run a node agent, or make an agent token (agent token create)", runAgent},
+		{"scanner", "run a registry scanner worker for a controller; token create, list, delete", runScanner},
 		{"flow", "list the flows agents reported (flow list [--group G])", runFlow},
 		{"event", "list security events (event list)", runEvent},
 		{"version", "print the version", runVersion},

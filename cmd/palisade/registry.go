@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -18,24 +20,35 @@ import (
 )
 
 // scanningModule builds the controller's registry scanning module, caching
-// layers under the replica's data dir. byDigest serves results by digest,
-// for a controller without the admission module (which serves them).
-func scanningModule(h *controller.Handle, dataDir, vulnDir string, byDigest bool) (*scanning.Module, error) {
+// layers under the replica's data dir, with workers in-process scan
+// workers (0: remote scanner workers only). byDigest serves results by
+// digest, for a controller without the admission module (which serves
+// them).
+func scanningModule(h *controller.Handle, dataDir, vulnDir string, byDigest bool, workers int) (scanning.Routed, error) {
 	cfg := scanning.DefaultConfig()
-	cfg.Store, cfg.Logger, cfg.ServeResultByDigest = h.Store, h.Logger, byDigest
+	cfg.Store, cfg.Logger, cfg.ServeResultByDigest, cfg.CA = h.Store, h.Logger, byDigest, h.CA
 	cfg.CacheDir = filepath.Join(dataDir, "scancache")
+	cfg.Workers = workers
 	if vulnDir != "" {
 		cfg.Feed = vulndb.DirSource{Dir: vulnDir}
 	}
-	return scanning.New(cfg)
+	m, err := scanning.New(cfg)
+	if err != nil {
+		return scanning.Routed{}, err
+	}
+	return m.WithWorkerRoutes(), nil
 }
 
 const registryUsage = `Usage: palisade registry SUBCOMMAND [flags]
 
 Subcommands:
   add NAME URL [--filter REPO[:TAG]] [--interval 1h] [--fed] [--insecure]
+      [--username U --password-stdin | --token-stdin]
                      scan a registry on a schedule; --fed (on a primary)
-                     scans it once for the whole federation
+                     scans it once for the whole federation; credentials
+                     are kept sealed and never shown (list says auth: basic)
+  credentials NAME --username U --password-stdin | --token-stdin | --delete
+                     set or remove a registry's credentials
   list               list registries with their last scan
   delete NAME        stop scanning a registry
   scan NAME          scan a registry now
@@ -59,8 +72,10 @@ func runRegistry(ctx context.Context, env *cliEnv, args []string) error {
 		return runRegistryNamed(ctx, env, "delete", args[1:])
 	case "scan":
 		return runRegistryNamed(ctx, env, "scan", args[1:])
+	case "credentials":
+		return runRegistryCredentials(ctx, env, args[1:])
 	}
-	return fmt.Errorf("%w: unknown registry subcommand %q (want add, list, delete or scan)", errUsage, args[0])
+	return fmt.Errorf("%w: unknown registry subcommand %q (want add, list, delete, scan or credentials)", errUsage, args[0])
 }
 
 func runRegistryAdd(ctx context.Context, env *cliEnv, args []string) error {
@@ -71,6 +86,7 @@ func runRegistryAdd(ctx context.Context, env *cliEnv, args []string) error {
 	interval := fs.Duration("interval", time.Hour, "time between scans")
 	fed := fs.Bool("fed", false, "scan for the whole federation (primary only): results go to every remote")
 	insecure := fs.Bool("insecure", false, "allow plain HTTP and self-signed certificates")
+	cf := addCredentialFlags(fs)
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -81,11 +97,20 @@ func runRegistryAdd(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) != 2 {
 		return fmt.Errorf("%w: want NAME URL, got %d arguments", errUsage, len(pos))
 	}
+	creds, err := cf.read(os.Stdin)
+	if err != nil {
+		return err
+	}
 	f, err := scanning.ParseFilter(*filter)
 	if err != nil {
 		return fmt.Errorf("%w: --filter: %v", errUsage, err)
 	}
 	reg := scanning.Registry{Name: pos[0], URL: pos[1], Filter: f, Interval: scanning.Duration(*interval), Federated: *fed, Insecure: *insecure}
+	if creds != nil {
+		// Declared first, so that the registry waits for its credentials
+		// instead of being scanned without them.
+		reg.Auth = creds.Kind()
+	}
 	c, err := o.client(env)
 	if err != nil {
 		return err
@@ -94,6 +119,11 @@ func runRegistryAdd(ctx context.Context, env *cliEnv, args []string) error {
 	if err := c.Do(ctx, "POST", "/v1/registries", reg, &out); err != nil {
 		return err
 	}
+	if creds != nil {
+		if err := c.Do(ctx, "PUT", "/v1/registries/"+url.PathEscape(reg.Name)+"/credentials", creds, &out); err != nil {
+			return fmt.Errorf("registry %s added, but its credentials were not stored (it waits for them: palisade registry credentials %s): %w", reg.Name, reg.Name, err)
+		}
+	}
 	if o.json() {
 		return writeJSON(env.stdout, out)
 	}
@@ -101,7 +131,101 @@ func runRegistryAdd(ctx context.Context, env *cliEnv, args []string) error {
 	if out.Federated {
 		scope = "the federation"
 	}
-	fmt.Fprintf(env.stdout, "registry %s added: %s every %s for %s\n", out.Name, out.URL, time.Duration(out.Interval), scope)
+	auth := ""
+	if out.Auth != "" {
+		auth = ", auth " + out.Auth
+	}
+	fmt.Fprintf(env.stdout, "registry %s added: %s every %s for %s%s\n", out.Name, out.URL, time.Duration(out.Interval), scope, auth)
+	return nil
+}
+
+// credentialFlags are the flags that give a registry's credentials; the
+// secret is read from stdin, never from the command line.
+type credentialFlags struct {
+	username      *string
+	passwordStdin *bool
+	tokenStdin    *bool
+}
+
+func addCredentialFlags(fs *flag.FlagSet) *credentialFlags {
+	return &credentialFlags{
+		username:      fs.String("username", "", "user name for the registry (basic auth; give the password with --password-stdin)"),
+		passwordStdin: fs.Bool("password-stdin", false, "read the registry password from stdin"),
+		tokenStdin:    fs.Bool("token-stdin", false, "read a registry bearer token from stdin"),
+	}
+}
+
+// read returns the credentials the flags give, or nil for none.
+func (f *credentialFlags) read(stdin io.Reader) (*scanning.Credentials, error) {
+	switch {
+	case *f.tokenStdin && (*f.username != "" || *f.passwordStdin):
+		return nil, fmt.Errorf("%w: give --username with --password-stdin, or --token-stdin, not both", errUsage)
+	case *f.username != "" && !*f.passwordStdin, *f.username == "" && *f.passwordStdin:
+		return nil, fmt.Errorf("%w: basic credentials need --username and --password-stdin", errUsage)
+	case !*f.tokenStdin && *f.username == "":
+		return nil, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(stdin, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("read stdin: %w", err)
+	}
+	secret := strings.TrimRight(string(b), "\r\n")
+	if secret == "" {
+		return nil, fmt.Errorf("%w: stdin is empty: pipe the secret in (echo \"$PASSWORD\" | palisade registry ...)", errUsage)
+	}
+	c := &scanning.Credentials{Username: *f.username, Password: secret}
+	if *f.tokenStdin {
+		c = &scanning.Credentials{Token: secret}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return c, nil
+}
+
+func runRegistryCredentials(ctx context.Context, env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("registry credentials", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	o := addAPIFlags(fs)
+	cf := addCredentialFlags(fs)
+	del := fs.Bool("delete", false, "remove the registry's credentials (it is then scanned anonymously)")
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: want one registry NAME", errUsage)
+	}
+	var creds *scanning.Credentials
+	if !*del {
+		if creds, err = cf.read(os.Stdin); err != nil {
+			return err
+		}
+		if creds == nil {
+			return fmt.Errorf("%w: give --username U --password-stdin, --token-stdin, or --delete", errUsage)
+		}
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	p := "/v1/registries/" + url.PathEscape(pos[0]) + "/credentials"
+	var out scanning.RegistryInfo
+	if *del {
+		err = c.Do(ctx, "DELETE", p, nil, &out)
+	} else {
+		err = c.Do(ctx, "PUT", p, creds, &out)
+	}
+	if err != nil {
+		return err
+	}
+	if o.json() {
+		return writeJSON(env.stdout, out)
+	}
+	fmt.Fprintf(env.stdout, "registry %s: auth %s\n", out.Name, regDash(out.Auth))
 	return nil
 }
 
@@ -123,7 +247,7 @@ func runRegistryList(ctx context.Context, env *cliEnv, args []string) error {
 		return writeJSON(env.stdout, out)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tURL\tFILTER\tINTERVAL\tSCOPE\tLAST SCAN\tIMAGES\tSCANNED\tSKIPPED\tFAILED\tERROR")
+	fmt.Fprintln(tw, "NAME\tURL\tFILTER\tINTERVAL\tSCOPE\tAUTH\tLAST SCAN\tIMAGES\tSCANNED\tSKIPPED\tFAILED\tERROR")
 	for _, r := range out.Items {
 		scope, last := "local", "never"
 		if r.Federated {
@@ -142,7 +266,7 @@ func runRegistryList(ctx context.Context, env *cliEnv, args []string) error {
 		if r.Filter.Tag != "" {
 			filter += ":" + r.Filter.Tag
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", r.Name, r.URL, regDash(filter), time.Duration(r.Interval), scope, last,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", r.Name, r.URL, regDash(filter), time.Duration(r.Interval), scope, regDash(r.Auth), last,
 			imgs, scanned, skipped, failed, regDash(errText))
 	}
 	return tw.Flush()
