@@ -84,12 +84,20 @@ func (s *Source) Run(ctx context.Context, fn func(workload.Change)) error {
 	known := map[string]workload.Endpoint{}
 	t := time.NewTicker(s.cfg.Resync)
 	defer t.Stop()
+	failing := false // logged once per outage
 	for {
 		cur, err := s.scan(ctx, cl)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			s.log.Warn("containerd listing failed; keeping the previous workloads", "socket", s.cfg.Socket, "err", err)
+			if !failing {
+				s.log.Warn("containerd listing failed; keeping the previous workloads", "socket", s.cfg.Socket, "err", err)
+			}
+			failing = true
 		case err == nil:
+			if failing {
+				s.log.Info("containerd listing works again", "socket", s.cfg.Socket)
+			}
+			failing = false
 			for _, c := range workload.Diff(known, cur) {
 				if c.Kind != workload.Removed {
 					s.log.Info("container workload "+c.Kind.String(), "workload", c.Endpoint.ID(), "labels", c.Endpoint.Labels,
