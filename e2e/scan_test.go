@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -448,4 +449,109 @@ func mustJSON(v any) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// TestScannerWorkers runs a controller with no in-process scan workers
+// and two `palisade scanner` processes against a registry served by this
+// test: the images are spread over both workers, a worker killed in the
+// middle of an image is restarted and the job it held is retried, every
+// result is queryable with `palisade scan result`, and the controller
+// itself never pulled a layer.
+func TestScannerWorkers(t *testing.T) {
+	vulnDir, err := filepath.Abs(filepath.Join("..", "..", "shared", "vulndata", "alpine-secdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := scanningtest.NewRegistry(t)
+	refs := map[string]string{}
+	for _, repo := range []string{"apps/a", "apps/b", "apps/c", "apps/held"} {
+		refs[reg.Host+"/"+repo+":1"] = reg.Push(t, repo+":1", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", repo))
+	}
+	release := reg.Hold("apps/held")
+	defer release()
+
+	dir := t.TempDir()
+	pw := writeFile(t, dir, "admin.pw", "scan-admin-password")
+	fc := startScanCluster(t, dir, "solo", pw, "--vulndb", vulnDir, "--scan-workers", "0")
+	tok, _ := fc.cli(0, "scanner", "token", "create", "--ttl", "10m")
+	tok = strings.TrimSpace(tok)
+	host := strings.TrimPrefix(fc.reps[0].API, "https://")
+	workers := map[string]*harness.Proc{}
+	for _, n := range []string{"scanner-a", "scanner-b"} {
+		workers[n] = harness.Start(t, bin, dir, n, "scanner", "--controller", host, "--token", tok, "--workers", "1",
+			"--name", n, "--data-dir", filepath.Join(dir, n))
+	}
+	harness.Eventually(t, 30*time.Second, "both scanner workers connected", func() error {
+		out, errOut, code := harness.CLI(t, bin, fc.env, "scanner", "list", "-o", "json")
+		if code != 0 {
+			return fmt.Errorf("exit %d: %s", code, errOut)
+		}
+		var l scanning.WorkerList
+		if err := json.Unmarshal([]byte(out), &l); err != nil {
+			return err
+		}
+		n := 0
+		for _, w := range l.Items {
+			if w.Remote && w.Connected && !w.LastContact.IsZero() {
+				n++
+			}
+		}
+		if n != 2 {
+			return fmt.Errorf("workers %+v", l.Items)
+		}
+		return nil
+	})
+
+	fc.cli(0, "registry", "add", "local", "http://"+reg.Host, "--interval", "1h")
+	// One worker is now stuck in the middle of apps/held; kill it there.
+	var holder string
+	harness.Eventually(t, 30*time.Second, "a worker is pulling apps/held", func() error {
+		if reg.Holding() == 0 {
+			return fmt.Errorf("no held download")
+		}
+		for n, p := range workers {
+			if strings.Contains(p.Log(), "apps/held:1") {
+				holder = n
+				return nil
+			}
+		}
+		return fmt.Errorf("no worker log names apps/held")
+	})
+	workers[holder].Kill()
+	release()
+	workers[holder].Restart()
+
+	harness.Eventually(t, 90*time.Second, "every image scanned", func() error {
+		st, err := fc.registryStatus("local")
+		if err != nil {
+			return err
+		}
+		if st.Images != 4 || st.Scanned != 4 || st.Failed != 0 {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	if !regexp.MustCompile(`job lost by scanner worker.*` + holder + `.*apps/held:1`).MatchString(fc.reps[0].Log()) {
+		t.Errorf("the controller did not count %s's job as lost:\n%s", holder, fc.reps[0].Log())
+	}
+	for n, p := range workers {
+		if !strings.Contains(p.Log(), "scanned image") {
+			t.Errorf("%s scanned no image: the jobs were not spread", n)
+		}
+	}
+	for ref, digest := range refs {
+		r, err := fc.scanResult(ref)
+		if err != nil || r.Digest != digest || r.Source != scanning.SourceLocal || !slices.Contains(r.CVEs, "CVE-2019-14904") {
+			t.Errorf("scan result %s: %+v, %v; want %s with the controller feed's CVE-2019-14904", ref, r, err, digest)
+		}
+	}
+	// Workers return inventories; the controller keeps reports, no layer.
+	layers, err := os.ReadDir(filepath.Join(fc.reps[0].DataDir, "scancache", "layers"))
+	if err != nil || len(layers) != 0 {
+		t.Errorf("controller layer cache: %d entries, %v; want none", len(layers), err)
+	}
+	out, _ := fc.cli(0, "scanner", "list")
+	if !strings.Contains(out, "scanner-a") || !strings.Contains(out, "scanner-b") || !strings.Contains(out, "remote") {
+		t.Errorf("scanner list:\n%s", out)
+	}
 }

@@ -123,7 +123,9 @@ func (s *scheduler) poll(ctx context.Context, id, name string, req PollRequest) 
 		s.wmu.Unlock()
 	}()
 	for _, t := range lost {
-		s.report(ctx, s.failed(ctx, t, "", fmt.Errorf("scanner worker %s no longer holds the job", name)), t)
+		err := fmt.Errorf("scanner worker %s no longer holds the job (restarted)", name)
+		s.m.log.Warn("job lost by scanner worker", logWorker, name, logRef, t.ref, logAttempt, t.attempt, logfields.Error, err)
+		s.report(ctx, s.failed(ctx, t, "", err), t)
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.m.cfg.PollWait)
 	defer cancel()
@@ -311,7 +313,9 @@ func (s *scheduler) reap(ctx context.Context, now time.Time) {
 		s.m.log.Warn("scanner worker lost", logWorker, n)
 	}
 	for _, t := range lost {
-		r := s.failed(ctx, t, "", fmt.Errorf("scanner worker %s stopped responding", t.worker.name))
+		err := fmt.Errorf("scanner worker %s stopped responding", t.worker.name)
+		s.m.log.Warn("job lost by scanner worker", logWorker, t.worker.name, logRef, t.ref, logAttempt, t.attempt, logfields.Error, err)
+		r := s.failed(ctx, t, "", err)
 		r.t = t
 		s.finished(ctx, r, now)
 	}

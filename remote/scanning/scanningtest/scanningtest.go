@@ -39,12 +39,15 @@ type Registry struct {
 	// user and pass, when set, are required for pulls (see RequireBasicAuth).
 	user, pass string
 	refused    int
+	// held repositories' blob downloads wait for their channel to close.
+	held    map[string]chan struct{}
+	holding int
 }
 
 // NewRegistry starts a registry that the test's cleanup stops.
 func NewRegistry(t testing.TB) *Registry {
 	t.Helper()
-	r := &Registry{blobs: map[string]int{}, fail: map[string]int{}}
+	r := &Registry{blobs: map[string]int{}, fail: map[string]int{}, held: map[string]chan struct{}{}}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if !r.authorized(req) {
@@ -56,6 +59,23 @@ func NewRegistry(t testing.TB) *Registry {
 			w.WriteHeader(http.StatusUnauthorized)
 			io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
 			return
+		}
+		if repo, kind, _, ok := splitPath(req.URL.Path); ok && kind == "blobs" && req.Method == http.MethodGet {
+			r.mu.Lock()
+			hold := r.held[repo]
+			if hold != nil {
+				r.holding++
+			}
+			r.mu.Unlock()
+			if hold != nil {
+				select {
+				case <-hold:
+				case <-req.Context().Done():
+				}
+				r.mu.Lock()
+				r.holding--
+				r.mu.Unlock()
+			}
 		}
 		if repo, kind, ref, ok := splitPath(req.URL.Path); ok {
 			r.mu.Lock()
@@ -79,7 +99,15 @@ func NewRegistry(t testing.TB) *Registry {
 		}
 		inner.ServeHTTP(w, req)
 	}))
-	t.Cleanup(r.srv.Close)
+	t.Cleanup(func() {
+		r.mu.Lock()
+		for repo, c := range r.held {
+			close(c)
+			delete(r.held, repo)
+		}
+		r.mu.Unlock()
+		r.srv.Close()
+	})
 	r.Host = strings.TrimPrefix(r.srv.URL, "http://")
 	return r
 }
@@ -93,6 +121,31 @@ func (r *Registry) RequireBasicAuth(user, pass string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.user, r.pass = user, pass
+}
+
+// Hold makes blob downloads of repo wait until the returned release is
+// called (or the test ends), so that a test can act while a scanner is in
+// the middle of pulling that image.
+func (r *Registry) Hold(repo string) (release func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := make(chan struct{})
+	r.held[repo] = c
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.held[repo] == c {
+			close(c)
+			delete(r.held, repo)
+		}
+	}
+}
+
+// Holding returns how many blob downloads are waiting on Hold.
+func (r *Registry) Holding() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.holding
 }
 
 // Refused returns how many requests were refused for want of credentials.

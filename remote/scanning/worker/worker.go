@@ -273,6 +273,7 @@ func (w *Worker) setRunning(id string, on bool) {
 // runJob runs one job and returns its result to the controller.
 func (w *Worker) runJob(ctx context.Context, j scanning.Job) {
 	log := w.log.With(logJob, j.ID, logRef, j.Ref)
+	log.Info("job started", "kind", j.Kind, "registry", j.Registry, "attempt", j.Attempt)
 	sc := w.secure
 	if j.Insecure {
 		sc = w.insecure
