@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,9 +24,11 @@ import (
 	"github.com/palisade-sec/palisade/registryscan/scan"
 	"github.com/palisade-sec/palisade/registryscan/vulndb"
 	"github.com/palisade-sec/palisade/remote/admission"
+	"github.com/palisade-sec/palisade/remote/admission/audit"
 	"github.com/palisade-sec/palisade/remote/admission/verdict"
 	"github.com/palisade-sec/palisade/remote/admission/webhookconfig"
 	"github.com/palisade-sec/palisade/remote/controller"
+	"github.com/palisade-sec/palisade/shared/apiclient"
 	"github.com/palisade-sec/palisade/shared/httpapi"
 )
 
@@ -324,8 +325,12 @@ func runAdmissionEvents(ctx context.Context, env *cliEnv, args []string) error {
 	denied := fs.Bool("denied", false, "only denials (and denials monitor mode let through)")
 	ns := fs.String("namespace", "", "only this namespace")
 	rule := fs.String("rule", "", "only decisions of this rule")
-	limit := fs.Int("limit", 50, "most events to show, newest first")
+	limit := fs.Int("limit", 50, "most events to show, newest first (0: all)")
+	offset := fs.Int("offset", 0, "newest events to skip first")
 	since := fs.Duration("since", 0, "only events this recent (e.g. 10m)")
+	kind := fs.String("kind", "", "only objects of this kind")
+	name := fs.String("name", "", "only objects whose name contains this")
+	image := fs.String("image", "", "only objects with an image whose reference contains this")
 	if err := parseFlags(fs, env, args); err != nil {
 		return err
 	}
@@ -336,8 +341,11 @@ func runAdmissionEvents(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	q.Set("limit", strconv.Itoa(*limit))
+	w := apiclient.Window{Limit: *limit, Offset: *offset}
+	if err := w.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	q := setQuery(url.Values{}, "kind", *kind, "name", *name, "image", *image)
 	if *denied {
 		q.Set("denied", "true")
 	}
@@ -350,10 +358,16 @@ func runAdmissionEvents(ctx context.Context, env *cliEnv, args []string) error {
 	if *since > 0 {
 		q.Set("since", time.Now().Add(-*since).UTC().Format(time.RFC3339Nano))
 	}
-	var list admission.EventList
-	if err := c.Do(ctx, "GET", "/v1/admission/events?"+q.Encode(), nil, &list); err != nil {
+	pages, err := apiclient.Pages(ctx, c, "/v1/admission/events", q, w, func(p *admission.EventList) (int, int) { return len(p.Items), p.Total })
+	if err != nil {
 		return err
 	}
+	list := admission.EventList{Items: []audit.Event{}, Offset: w.Offset}
+	for _, p := range pages {
+		list.Items = append(list.Items, p.Items...)
+		list.Total, list.Dropped = p.Total, p.Dropped
+	}
+	list.Limit = len(list.Items)
 	if o.json() {
 		return writeJSON(env.stdout, list)
 	}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -195,7 +196,8 @@ func runUser(ctx context.Context, env *cliEnv, args []string) error {
 	verb, args := args[0], args[1:]
 	fs := flag.NewFlagSet("user "+verb, flag.ContinueOnError)
 	o := addAPIFlags(fs)
-	role := fs.String("role", "", "admin, reader, fedAdmin or fedReader (create)")
+	role := fs.String("role", "", "admin, reader, fedAdmin or fedReader (create; list: only users of this role)")
+	lf := addListFlags(fs)
 	pwFile := fs.String("password-file", "", "file holding the new user's password (create)")
 	// Allow the user name before or after the flags.
 	var name string
@@ -214,10 +216,17 @@ func runUser(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	switch verb {
 	case "list":
-		var list api.UserList
-		if err := c.Do(ctx, "GET", "/v1/users", nil, &list); err != nil {
+		// palisade user list [TEXT] [--role R] [--limit N] [--offset N]:
+		// TEXT keeps users whose name contains it.
+		w, err := lf.window()
+		if err != nil {
 			return err
 		}
+		items, total, err := apiclient.List[auth.User](ctx, c, "/v1/users", setQuery(url.Values{}, "name", name, "role", *role), w)
+		if err != nil {
+			return err
+		}
+		list := api.UserList{Items: items, Total: total, Limit: len(items), Offset: w.Offset}
 		if o.json() {
 			return writeJSON(env.stdout, list)
 		}

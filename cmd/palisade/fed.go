@@ -30,7 +30,8 @@ const fedUsage = `palisade fed: federation of clusters
                             fed kick NAME
                             fed rollout [status] | pause | resume
                             fed rollout start -f FILE --canary CLUSTER,... [--dry-run]
-                            fed history
+                            fed clusters [--name TEXT] [--selector SEL] [--limit N] [--offset N] [-o json]
+                            fed history [--user U] [--since 24h] [--limit N] [--offset N]
                             fed rollback --to REVISION
                             fed demote
   on a remote:              fed status [-o json]
@@ -77,6 +78,10 @@ func runFed(ctx context.Context, env *cliEnv, args []string) error {
 		canary    = fs.String("canary", "", "comma-separated clusters of the first wave (rollout start)")
 		dryRun    = fs.Bool("dry-run", false, "show what would change (rollout start)")
 		labels    = labelFlags{}
+		lf        = addListFlags(fs)
+		user      = fs.String("user", "", "only states this user recorded (history)")
+		since     = fs.String("since", "", "only states since this RFC 3339 time or this long ago, e.g. 24h (history)")
+		selector  = fs.String("selector", "", "only remotes whose labels match, e.g. env=prod (clusters)")
 	)
 	fs.Var(labels, "label", "KEY=VALUE label of this cluster, repeatable (join)")
 	var positional string
@@ -149,12 +154,15 @@ func runFed(ctx context.Context, env *cliEnv, args []string) error {
 	case "status":
 		return fedStatus(ctx, env, c, o)
 	case "history":
-		var resp struct {
-			Items []hub.HistoryEntry `json:"items"`
-		}
-		if err := c.Do(ctx, "GET", "/v1/fed/history", nil, &resp); err != nil {
+		w, err := lf.window()
+		if err != nil {
 			return err
 		}
+		items, total, err := apiclient.List[hub.HistoryEntry](ctx, c, "/v1/fed/history", setQuery(url.Values{}, "user", *user, "since", *since), w)
+		if err != nil {
+			return err
+		}
+		resp := hub.HistoryList{Items: items, Total: total, Limit: len(items), Offset: w.Offset}
 		if o.json() {
 			return writeJSON(env.stdout, resp)
 		}
@@ -164,6 +172,39 @@ func runFed(ctx context.Context, env *cliEnv, args []string) error {
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\n", e.Revision, e.At.Local().Format(time.RFC3339), e.User, e.Objects)
 		}
 		return tw.Flush()
+	case "clusters":
+		w, err := lf.window()
+		if err != nil {
+			return err
+		}
+		items, total, err := apiclient.List[hub.RemoteInfo](ctx, c, "/v1/fed/clusters", setQuery(url.Values{}, "name", *name, "selector", *selector), w)
+		if err != nil {
+			return err
+		}
+		if o.json() {
+			return writeJSON(env.stdout, hub.ClusterList{Items: items, Total: total, Limit: len(items), Offset: w.Offset})
+		}
+		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tCONNECTED\tHEALTHY\tACKED\tLAG\tLAST CONTACT\tLABELS")
+		for _, r := range items {
+			var labels []string
+			for k, v := range r.Labels {
+				labels = append(labels, k+"="+v)
+			}
+			sort.Strings(labels)
+			contact := "-"
+			if !r.LastContact.IsZero() {
+				contact = r.LastContact.Local().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%v\t%v\t%d\t%d\t%s\t%s\n", r.Name, r.Connected, r.Healthy, r.AckedRevision, r.Lag, contact, strings.Join(labels, ","))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if len(items) == 0 {
+			fmt.Fprintln(env.stdout, "(no remotes)")
+		}
+		return nil
 	case "rollback":
 		if *to == 0 {
 			return fmt.Errorf("%w: palisade fed rollback --to REVISION (see palisade fed history)", errUsage)

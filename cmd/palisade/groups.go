@@ -14,9 +14,6 @@ import (
 	"github.com/palisade-sec/palisade/shared/apiclient"
 )
 
-// listPage is how many items the list verbs fetch per request.
-const listPage = 1000
-
 // positionals parses flags that may come before, between or after
 // positional arguments, and returns the positional ones.
 func positionals(fs *flag.FlagSet, env *cliEnv, args []string) ([]string, error) {
@@ -30,30 +27,49 @@ func positionals(fs *flag.FlagSet, env *cliEnv, args []string) ([]string, error)
 
 // fetchAll pages through a listing until it has every item.
 func fetchAll[T any](ctx context.Context, c *apiclient.Client, path string, q url.Values, items func(*T) (int, int)) ([]*T, error) {
-	var pages []*T
-	for offset := 0; ; {
-		q.Set("limit", strconv.Itoa(listPage))
-		q.Set("offset", strconv.Itoa(offset))
-		var p T
-		if err := c.Do(ctx, "GET", path+"?"+q.Encode(), nil, &p); err != nil {
-			return nil, err
-		}
-		pages = append(pages, &p)
-		n, total := items(&p)
-		offset += n
-		if n == 0 || offset >= total {
-			return pages, nil
+	return apiclient.Pages(ctx, c, path, q, apiclient.Window{}, items)
+}
+
+// listFlags are the paging flags of every list verb.
+type listFlags struct {
+	limit, offset *int
+}
+
+func addListFlags(fs *flag.FlagSet) *listFlags {
+	return &listFlags{
+		limit:  fs.Int("limit", 0, "most items to list (0: all of them)"),
+		offset: fs.Int("offset", 0, "items to skip first"),
+	}
+}
+
+func (l *listFlags) window() (apiclient.Window, error) {
+	w := apiclient.Window{Limit: *l.limit, Offset: *l.offset}
+	if err := w.Validate(); err != nil {
+		return w, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return w, nil
+}
+
+// setQuery sets the query parameters whose values are not empty.
+func setQuery(q url.Values, kv ...string) url.Values {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			q.Set(kv[i], kv[i+1])
 		}
 	}
+	return q
 }
 
 func runGroup(ctx context.Context, env *cliEnv, args []string) error {
 	if len(args) == 0 || args[0] != "list" {
-		return fmt.Errorf("%w: palisade group list [--source S] [-o json]", errUsage)
+		return fmt.Errorf("%w: palisade group list [--source S] [--name TEXT] [--mode M] [--limit N] [--offset N] [-o json]", errUsage)
 	}
 	fs := flag.NewFlagSet("group list", flag.ContinueOnError)
 	o := addAPIFlags(fs)
+	lf := addListFlags(fs)
 	source := fs.String("source", "", "only groups of this source: federated, code, user or learned")
+	name := fs.String("name", "", "only groups whose name contains this")
+	mode := fs.String("mode", "", "only groups with this network or process mode: discover, monitor or protect")
 	pos, err := positionals(fs, env, args[1:])
 	if err != nil {
 		return err
@@ -65,15 +81,16 @@ func runGroup(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	if *source != "" {
-		q.Set("source", *source)
-	}
-	pages, err := fetchAll(ctx, c, "/v1/groups", q, func(p *policyapi.GroupList) (int, int) { return len(p.Items), p.Total })
+	w, err := lf.window()
 	if err != nil {
 		return err
 	}
-	all := policyapi.GroupList{Items: []policystore.GroupInfo{}}
+	q := setQuery(url.Values{}, "source", *source, "name", *name, "mode", *mode)
+	pages, err := apiclient.Pages(ctx, c, "/v1/groups", q, w, func(p *policyapi.GroupList) (int, int) { return len(p.Items), p.Total })
+	if err != nil {
+		return err
+	}
+	all := policyapi.GroupList{Items: []policystore.GroupInfo{}, Offset: w.Offset}
 	for _, p := range pages {
 		all.Items = append(all.Items, p.Items...)
 		all.Total, all.Revision = p.Total, p.Revision
@@ -114,10 +131,13 @@ func runGroup(ctx context.Context, env *cliEnv, args []string) error {
 
 func runRule(ctx context.Context, env *cliEnv, args []string) error {
 	if len(args) == 0 || args[0] != "list" {
-		return fmt.Errorf("%w: palisade rule list [--learned] [--group G] [--source S] [-o json]", errUsage)
+		return fmt.Errorf("%w: palisade rule list [--learned] [--group G] [--source S] [--name TEXT] [--action A] [--limit N] [--offset N] [-o json]", errUsage)
 	}
 	fs := flag.NewFlagSet("rule list", flag.ContinueOnError)
 	o := addAPIFlags(fs)
+	lf := addListFlags(fs)
+	name := fs.String("name", "", "only rules whose name contains this")
+	action := fs.String("action", "", "only rules with this action: allow or deny")
 	learned := fs.Bool("learned", false, "include rules learned in Discover mode")
 	group := fs.String("group", "", "only rules from or to this group")
 	source := fs.String("source", "", "only rules of this source: federated, code, user or learned")
@@ -132,21 +152,19 @@ func runRule(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	if *learned {
-		q.Set("learned", "true")
-	}
-	if *group != "" {
-		q.Set("group", *group)
-	}
-	if *source != "" {
-		q.Set("source", *source)
-	}
-	pages, err := fetchAll(ctx, c, "/v1/rules", q, func(p *policyapi.RuleList) (int, int) { return len(p.Items), p.Total })
+	w, err := lf.window()
 	if err != nil {
 		return err
 	}
-	all := policyapi.RuleList{Items: []policystore.RuleInfo{}}
+	q := setQuery(url.Values{}, "group", *group, "source", *source, "name", *name, "action", *action)
+	if *learned {
+		q.Set("learned", "true")
+	}
+	pages, err := apiclient.Pages(ctx, c, "/v1/rules", q, w, func(p *policyapi.RuleList) (int, int) { return len(p.Items), p.Total })
+	if err != nil {
+		return err
+	}
+	all := policyapi.RuleList{Items: []policystore.RuleInfo{}, Offset: w.Offset}
 	for _, p := range pages {
 		all.Items = append(all.Items, p.Items...)
 		all.Total, all.Revision = p.Total, p.Revision

@@ -32,6 +32,8 @@ import (
 // admission webhook.
 type wiredController struct {
 	url    string
+	caFile string
+	token  string            // admin's session
 	client *apiclient.Client // logged in as admin
 	engine *gin.Engine
 }
@@ -126,7 +128,7 @@ func startWiredController(t *testing.T) *wiredController {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	w.client = anon.WithToken(login.Token)
+	w.client, w.caFile, w.token = anon.WithToken(login.Token), caFile, login.Token
 	eng, ok := h.API().(*gin.Engine)
 	if !ok {
 		t.Fatalf("the API handler is %T, not a gin engine", h.API())

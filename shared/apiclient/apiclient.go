@@ -1,6 +1,7 @@
 // Package apiclient is the HTTP client for a Palisade controller's REST
 // API: TLS trusting the cluster CA, bearer-token sessions, JSON in and out,
-// and API errors decoded back into *apierr.Error.
+// API errors decoded back into *apierr.Error, and listings read one window
+// or followed page by page.
 package apiclient
 
 import (
