@@ -216,6 +216,25 @@ func TestFederatedRegistryScan(t *testing.T) {
 	if !strings.Contains(errOut, "no registry") {
 		t.Fatalf("scan of a deleted registry: %q", errOut)
 	}
+
+	// Deleting the federated registry withdraws its results from the
+	// stream: both remotes drop them; the primary keeps its own verdict.
+	hq.cli(0, "registry", "delete", "hub")
+	for _, fc := range []*fedCluster{east, west} {
+		harness.Eventually(t, 30*time.Second, fc.name+" dropped the withdrawn result", func() error {
+			r, err := fc.scanResult(digest)
+			if err == nil {
+				return fmt.Errorf("still has %+v", r)
+			}
+			if !strings.Contains(err.Error(), "no scan result") {
+				return err
+			}
+			return nil
+		})
+	}
+	if r, err := hq.scanResult(digest); err != nil || r.Source != scanning.SourceLocal {
+		t.Fatalf("primary's own result after the delete: %+v, %v", r, err)
+	}
 }
 
 // resultApplier is a simulated remote's applier: it decodes every
