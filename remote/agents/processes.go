@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/palisade-sec/palisade/policy"
 	"github.com/palisade-sec/palisade/policy/learn"
 	"github.com/palisade-sec/palisade/shared/agentproto"
 )
@@ -12,7 +13,8 @@ import (
 // learnProcesses turns the executables a node's workloads ran in Discover
 // into learned process rules. Workloads are looked up in the node's stored
 // record, which the same stream wrote before; executables of workloads the
-// node never reported are ignored.
+// node never reported, or whose process mode is no longer Discover in the
+// policy compiled last, are ignored.
 func (m *Module) learnProcesses(ctx context.Context, node string, procs []agentproto.Process) error {
 	if len(procs) == 0 {
 		return nil
@@ -36,6 +38,10 @@ func (m *Module) learnProcesses(ctx context.Context, node string, procs []agentp
 			m.log.Debug("process of an unknown workload", logNode, node, "workload", p.Workload, "path", p.Path)
 			continue
 		}
+		if mode, ok := m.processMode(p.Workload); ok && mode != policy.ModeDiscover {
+			m.log.Debug("process reported outside Discover", logNode, node, "workload", p.Workload, "path", p.Path, "mode", mode)
+			continue
+		}
 		pw := toPolicyWorkload(node, w)
 		execs = append(execs, learn.Exec{Workload: &pw, Path: p.Path})
 	}
@@ -50,4 +56,24 @@ func (m *Module) learnProcesses(ctx context.Context, node string, procs []agentp
 		m.log.Info("learned process rules", logNode, node, "groups", len(res.Groups), "rules", len(res.ProcessRules))
 	}
 	return nil
+}
+
+// processMode returns the process mode of a workload's identity in the
+// last compiled table.
+func (m *Module) processMode(workload string) (policy.Mode, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.table == nil {
+		return "", false
+	}
+	id, ok := m.table.IdentityOf(workload)
+	if !ok {
+		return "", false
+	}
+	for _, p := range m.table.Profiles {
+		if p.ID == id {
+			return p.ProcessMode, true
+		}
+	}
+	return "", false
 }

@@ -1,12 +1,16 @@
 package agents
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/palisade-sec/palisade/policy"
 	"github.com/palisade-sec/palisade/policy/compile"
+	"github.com/palisade-sec/palisade/remote/policystore"
 	"github.com/palisade-sec/palisade/shared/agentproto"
 )
 
@@ -53,6 +57,40 @@ func TestSessionLearnsProcesses(t *testing.T) {
 		return ok && slices.ContainsFunc(p.Processes, func(e compile.ProcessEntry) bool {
 			return e.Path == "/usr/bin/sleep" && e.Process == "sleep" && e.Action == policy.ActionAllow
 		})
+	})
+	// Outside Discover nothing more is learned.
+	if _, err := f.ps.SetMode(context.Background(), policystore.ModeRequest{All: true, Process: true, Mode: "monitor"}); err != nil {
+		t.Fatal(err)
+	}
+	a.until(t, "monitor in the profile", func(tb *compile.Table) bool {
+		p, ok := profileOf(tb, "shop/orders")
+		return ok && p.ProcessMode == policy.ModeMonitor
+	})
+	waitFor(t, 10*time.Second, "controller compiled monitor", func() error {
+		if mode, _ := f.m.processMode("shop/orders"); mode != policy.ModeMonitor {
+			return fmt.Errorf("mode %q", mode)
+		}
+		return nil
+	})
+	if err := a.enc.Encode(&agentproto.Processes{Processes: []agentproto.Process{
+		{Workload: "shop/orders", Path: "/bin/sh", Name: "sh", Time: now},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	// A later report in Discover proves the one before was handled.
+	if err := a.enc.Encode(&agentproto.Workloads{Workloads: []agentproto.Workload{
+		{ID: "shop/orders", Name: "orders", Namespace: "shop", Service: "orders"},
+		{ID: "shop/other", Name: "other", Namespace: "shop", Service: "other"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "second workload list stored", func() error {
+		kv, ok, _ := f.m.st.Get(PrefixNodes + "n1")
+		var rec NodeRecord
+		if !ok || json.Unmarshal(kv.Value, &rec) != nil || len(rec.Workloads) != 2 {
+			return fmt.Errorf("node record not updated")
+		}
+		return nil
 	})
 	view, err := f.ps.View()
 	if err != nil {
