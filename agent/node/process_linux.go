@@ -129,10 +129,10 @@ func (a *Agent) runProcesses(ctx context.Context) {
 	} else {
 		defer guard.Close()
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
