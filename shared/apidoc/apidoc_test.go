@@ -249,3 +249,35 @@ func TestPathOf(t *testing.T) {
 		}
 	}
 }
+
+type testModule struct{ extra bool }
+
+func (m testModule) Routes(r httpapi.Routes) {
+	r.Handle(http.MethodGet, "/things", httpapi.Read, nil)
+	r.HandleLeader(http.MethodPost, "/things", httpapi.Write, nil)
+	r.Handle(http.MethodDelete, "/things/:name", httpapi.Write, nil)
+	r.RawLeader(http.MethodGet, "/proxy/:name/api/*path", httpapi.FedRead, nil)
+	r.Raw(http.MethodGet, "/healthz", httpapi.Public, nil)
+	if m.extra {
+		r.Handle(http.MethodPut, "/things/:name", httpapi.Write, nil)
+	}
+}
+
+func (testModule) OpenAPI() []httpapi.Op { return testOps() }
+
+type undocumented struct{}
+
+func (undocumented) Routes(r httpapi.Routes) { r.Handle(http.MethodGet, "/x", httpapi.Read, nil) }
+
+func TestCheckModule(t *testing.T) {
+	if p := CheckModule(testModule{}); len(p) > 0 {
+		t.Errorf("a documented module: %v", p)
+	}
+	p := CheckModule(testModule{extra: true})
+	if len(p) != 1 || !strings.Contains(p[0], `PUT /v1/things/:name is registered but not in the OpenAPI document`) {
+		t.Errorf("an undocumented route: %v", p)
+	}
+	if p := CheckModule(undocumented{}); len(p) != 1 || !strings.Contains(p[0], "does not implement httpapi.Documented") {
+		t.Errorf("a module without OpenAPI(): %v", p)
+	}
+}

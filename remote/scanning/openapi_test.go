@@ -1,0 +1,17 @@
+package scanning
+
+import (
+	"testing"
+
+	"github.com/palisade-sec/palisade/shared/apidoc"
+)
+
+// TestOpenAPIDescribesEveryRoute fails when a route has no httpapi.Op in
+// OpenAPI() (or an Op has no route), naming the route.
+func TestOpenAPIDescribesEveryRoute(t *testing.T) {
+	for _, byDigest := range []bool{false, true} {
+		for _, p := range apidoc.CheckModule(&Module{cfg: Config{ServeResultByDigest: byDigest}}) {
+			t.Errorf("ServeResultByDigest %v: %s", byDigest, p)
+		}
+	}
+}
