@@ -11,7 +11,7 @@ UNIT_PKGS  = $(shell $(GO) list ./... | grep -v '/e2e')
 # Tools and caches that live outside the repository.
 CACHE_DIR ?= /var/cache/palisade-dev
 
-.PHONY: help build test unit e2e bench demo lint generate deps fuzz
+.PHONY: help build test unit e2e bench demo lint generate deps fuzz image
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,6 +21,18 @@ deps: ## install what the build and the tests need (Debian packages), if missing
 
 build: ## build bin/palisade
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/palisade
+
+# The container image: the static binary on an empty base, tagged
+# IMAGE_REPO:VERSION where VERSION is the binary's, by default the chart's
+# appVersion so that the chart's default image is the one built here.
+IMAGE_REPO    ?= ghcr.io/palisade-sec/palisade
+IMAGE_VERSION ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' deploy/helm/palisade/Chart.yaml)
+IMAGE_PUSH    ?=
+image: ## build the container image into bin/palisade-image (OCI layout) and bin/palisade-image.tar; IMAGE_PUSH=REGISTRY/REPO pushes it
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(IMAGE_VERSION)" -o bin/image/palisade ./cmd/palisade
+	$(GO) run ./deploy/imagebuild --binary bin/image/palisade --repository $(IMAGE_REPO) \
+	  --revision "$$(git rev-parse HEAD 2>/dev/null)" --layout bin/palisade-image --tarball bin/palisade-image.tar \
+	  $(if $(IMAGE_PUSH),--push $(IMAGE_PUSH))
 
 test: deps ## run every test: unit tests with -race, then the end-to-end suite
 	$(MAKE) unit
