@@ -379,8 +379,10 @@ func TestAgentCoffeeShop(t *testing.T) {
 
 	// Protect: learned flows pass, payments -> orders is dropped and
 	// reported, a shell in orders is denied before it runs.
-	mustCLI("mode", "set", "--all", "protect")
+	// The process mode first: the network checks below then run on a
+	// policy that no longer changes.
 	mustCLI("mode", "set", "--all", "--process", "protect")
+	mustCLI("mode", "set", "--all", "protect")
 	blocked := func() error {
 		if _, err := httpGet(n.ns["payments"], n.ip["orders"]); err == nil {
 			return fmt.Errorf("payments -> orders still passes")
