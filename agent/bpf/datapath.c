@@ -118,6 +118,8 @@ enum counter {
 #define FLAG_DROPPED 0x4   /* packet was dropped */
 #define FLAG_FRAGMENT 0x8  /* packet is a non-first fragment */
 #define FLAG_PENDING 0x10  /* admitted until its application is classified */
+#define FLAG_MIDSTREAM 0x20 /* conntrack only: entry created from a packet past the handshake */
+#define FLAG_CLASSIFIED 0x40 /* conntrack only: app holds the classifier's answer */
 
 #define CGROUP_KEY_BIT (1ULL << 63)
 
@@ -825,6 +827,16 @@ static __always_inline int is_tls(__u8 *b, __u8 hs)
 	return b[0] == 0x16 && b[1] == 3 && b[2] <= 4 && n >= 4 && n <= (1 << 14) + 2048 && b[5] == hs;
 }
 
+/* is_tls_record matches the header of any TLS record (change cipher spec,
+ * alert, handshake, application data): what a TLS flow met mid-stream
+ * shows. */
+static __always_inline int is_tls_record(__u8 *b)
+{
+	__u32 n = ((__u32)b[3] << 8) | b[4];
+
+	return b[0] >= 0x14 && b[0] <= 0x17 && b[1] == 3 && b[2] <= 4 && n >= 1 && n <= (1 << 14) + 2048;
+}
+
 static __always_inline int is_digit(__u8 c)
 {
 	return c >= '0' && c <= '9';
@@ -869,8 +881,9 @@ static __always_inline int is_redis(__u8 *b)
 }
 
 /* classify names the application of a flow from its first payload packet
- * (p has payload), sent by the client unless reply. */
-static __always_inline __u32 classify(struct __sk_buff *skb, struct pkt *p, int reply)
+ * (p has payload), sent by the client unless reply. A flow met mid-stream
+ * (entries lost) is past its opening: any TLS record names TLS. */
+static __always_inline __u32 classify(struct __sk_buff *skb, struct pkt *p, int reply, int midstream)
 {
 	__u8 b[CLASSIFY_MAX + 8] = {};
 	__u32 n = p->payload_len;
@@ -882,7 +895,7 @@ static __always_inline __u32 classify(struct __sk_buff *skb, struct pkt *p, int 
 		return APP_NONE;
 	if (b[0] == 'S' && b[1] == 'S' && b[2] == 'H' && b[3] == '-')
 		return APP_SSH;
-	if (is_tls(b, reply ? 2 : 1))
+	if (is_tls(b, reply ? 2 : 1) || (midstream && is_tls_record(b)))
 		return APP_TLS;
 	if (reply)
 		return b[0] == 'H' && b[1] == 'T' && b[2] == 'T' && b[3] == 'P' && b[4] == '/' && b[5] == '1' &&
@@ -907,7 +920,8 @@ static __always_inline void ct_settle(struct ct_key *k, struct ct_entry *ce, str
 	struct ct_entry *rce;
 	struct ct_key r;
 
-	ce->flags = (ce->flags & ~FLAG_PENDING) | set_flags;
+	set_flags |= FLAG_CLASSIFIED;
+	ce->flags = (ce->flags & ~(FLAG_PENDING | FLAG_MIDSTREAM)) | set_flags;
 	ce->app = e->app;
 	ce->rule_id = e->rule_id;
 	if (state)
@@ -915,7 +929,7 @@ static __always_inline void ct_settle(struct ct_key *k, struct ct_entry *ce, str
 	ct_reverse(k, &r);
 	rce = bpf_map_lookup_elem(&conntrack, &r);
 	if (rce) {
-		rce->flags = (rce->flags & ~FLAG_PENDING) | set_flags;
+		rce->flags = (rce->flags & ~(FLAG_PENDING | FLAG_MIDSTREAM)) | set_flags;
 		rce->app = e->app;
 		rce->rule_id = e->rule_id;
 		if (state)
@@ -931,7 +945,7 @@ static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struc
 	__u32 mode = ce->mode, app;
 	struct eval e = {};
 
-	app = classify(skb, p, reply);
+	app = classify(skb, p, reply, ce->flags & FLAG_MIDSTREAM);
 	e.src_id = ce->src_id;
 	e.dst_id = ce->dst_id;
 	decide(lookup_policy(e.src_id, e.dst_id, p->proto, reply ? p->sport : p->dport), p->proto, app, &e);
@@ -1013,7 +1027,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 		now = bpf_ktime_get_coarse_ns();
 		if (cfg)
 			to = cfg->timeout_ns[ce->state & (CT_STATE_MAX - 1)];
-		if (to && now - ce->seen_ns > to) {
+		/* Another CPU may have refreshed the entry after now was read:
+		 * seen_ns can be ahead of now. */
+		if (to && now > ce->seen_ns && now - ce->seen_ns > to) {
 			count(COUNTER_CT_EXPIRED);
 			ct_delete(&k);
 			ce = NULL;
@@ -1031,7 +1047,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 		}
 		if (p.proto == IPPROTO_TCP)
 			ct_tcp_track(&k, ce, &p);
-		if (now - ce->seen_ns > (to >> 4))
+		if (now > ce->seen_ns && now - ce->seen_ns > (to >> 4))
 			ce->seen_ns = now;
 		if (p.payload_len && (ce->flags & FLAG_PENDING))
 			return check_app(skb, &p, &k, ce, ep, dir);
@@ -1063,7 +1079,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 		__u8 flags = ce->flags;
 
 		reply = flags & FLAG_REPLY;
-		evaluate(&p, epv->identity, dir, reply, (flags & FLAG_PENDING) ? APP_UNCLASSIFIED : ce->app, &e);
+		evaluate(&p, epv->identity, dir, reply, (flags & FLAG_CLASSIFIED) ? ce->app : APP_UNCLASSIFIED, &e);
 		if (mode == MODE_DISCOVER)
 			e.pending = 0;
 		count(COUNTER_REVALIDATED);
@@ -1073,7 +1089,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 			ce->src_id = e.src_id;
 			ce->dst_id = e.dst_id;
 			ce->mode = mode;
-			ce->flags = (flags & ~(FLAG_VIOLATION | FLAG_PENDING)) | (e.pending ? FLAG_PENDING : 0);
+			ce->flags = flags & ~(FLAG_VIOLATION | FLAG_PENDING);
+			if (e.pending && !(flags & FLAG_PENDING))
+				/* Admitted before the rule: its next payload is mid-stream. */
+				ce->flags |= FLAG_PENDING | (ce->state != CT_TCP_SYN ? FLAG_MIDSTREAM : 0);
+			else if (e.pending)
+				ce->flags |= FLAG_PENDING;
 			if (ce->state == CT_DENIED)
 				ce->state = CT_TCP_ESTABLISHED;
 			if (p.proto == IPPROTO_TCP)
@@ -1132,6 +1153,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 			if (p.payload_len && !e.pending)
 				emit(skb, &p, ep, dir, EVENT_SAMPLE, &e, mode, flags);
 		}
+		if (e.pending && !(p.tcp_flags & TCP_SYN))
+			flags |= FLAG_MIDSTREAM;
 		ct_create(&p, ep, dir, &e, gen, flags, mode, p.payload_len != 0 && !e.pending);
 		if (e.pending && p.payload_len) {
 			ce = bpf_map_lookup_elem(&conntrack, &k);

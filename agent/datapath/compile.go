@@ -44,6 +44,10 @@ type policyValue struct {
 func compileVerdicts(st *state, pairs map[pairKey]bool) map[policyKey]policyValue {
 	out := map[policyKey]policyValue{}
 	for pair := range pairList(pairs, st) {
+		if !hasApps(st.verdicts[pair]) {
+			compilePlain(pair, st.verdicts[pair], out)
+			continue
+		}
 		// byApp[app][proto]: entries of one application space.
 		byApp := map[App]map[uint8][]VerdictEntry{}
 		protos := map[uint8]bool{}
@@ -73,6 +77,35 @@ func compileVerdicts(st *state, pairs map[pairKey]bool) map[policyKey]policyValu
 		}
 	}
 	return out
+}
+
+func hasApps(vs map[verdictID]VerdictEntry) bool {
+	for id := range vs {
+		if id.App != AppNone {
+			return true
+		}
+	}
+	return false
+}
+
+// compilePlain compiles the entries of a pair that has no application
+// entries.
+func compilePlain(pair pairKey, vs map[verdictID]VerdictEntry, out map[policyKey]policyValue) {
+	var anyProto []VerdictEntry
+	specific := map[uint8][]VerdictEntry{}
+	for _, v := range vs {
+		if v.Proto == 0 {
+			anyProto = append(anyProto, v)
+		} else {
+			specific[v.Proto] = append(specific[v.Proto], v)
+		}
+	}
+	if len(anyProto) > 0 {
+		emitSegments(pair, 0, paintSegments(anyProto), out)
+	}
+	for proto, es := range specific {
+		emitSegments(pair, proto, paintSegments(append(es, anyProto...)), out)
+	}
 }
 
 // segment is a port range and its decision.

@@ -6,11 +6,39 @@
 //
 // The input is a table of endpoint entries (address prefix -> identity),
 // verdict entries ((source identity, destination identity, protocol, port
-// range) -> allow or deny, with a rule ID) and a mode per identity. Identity
-// 0 is the unknown world.
+// range, optional application) -> allow or deny, with a rule ID) and a mode
+// per identity. Identity 0 is the unknown world.
+//
+// Connection tracking: an established flow passes on one lookup of an LRU
+// map. Entries know the TCP state (SYN, established, half closed, closed
+// by FIN from both sides or RST) and expire after an idle timeout per state
+// (Config.Timeouts), checked by the programs on every lookup; a sweeper
+// goroutine (Config.SweepInterval) removes expired entries nobody looks up.
+// A SYN is always decided against the policy in force, so a new connection
+// on the 5-tuple of a closed one is checked again. A policy change (the
+// generation in the config map) makes every established flow be decided
+// again on its next packet: in Protect, a flow whose rule was removed is cut.
+//
+// Application rules: a verdict entry with an App decides TCP flows of that
+// application. Where such an entry changes the outcome for a port, a new
+// flow is admitted pending; the programs classify its first payload packet
+// (either direction) and then confirm the flow, or report it as a violation
+// and, in Protect, drop it and every later packet of it until the entry
+// expires (Timeouts.Denied) or a SYN starts over. The kernel names HTTP/1
+// (request methods, "HTTP/1." responses), the HTTP/2 preface, TLS
+// (ClientHello, ServerHello records), SSH banners and Redis (RESP arrays,
+// PING, INFO, and AUTH/HELLO/SELECT by command name), in agreement with
+// agent/appdetect on those. Every other application (DNS, gRPC,
+// PostgreSQL, MySQL, MongoDB, Kafka, ...) is enforced by port only: callers
+// give such rules without App (agent/node does: an allow opens the port, a
+// deny of one application is only reported). A flow whose entries were lost
+// mid-stream (LRU eviction, expiry) is classified on its next payload
+// packet, which for TLS application data does not name TLS: such a flow is
+// cut on an application-restricted port.
 //
 // Enforcement outlives the process that set it up: maps and links are
 // pinned, Close leaves them in place, and the next Open reuses them and
 // swaps its freshly loaded programs into the pinned links. Only Destroy
-// detaches and unpins.
+// detaches and unpins. Pinned maps of a release with another map layout
+// are refused with an error (Destroy and start over).
 package datapath
