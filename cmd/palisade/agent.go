@@ -36,6 +36,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	fs.StringVar(&cfg.Source, "source", cfg.Source, "workload source: netns (the --workloads file) or containerd (containerd's API)")
 	fs.StringVar(&cfg.Containerd.Socket, "containerd-socket", cfg.Containerd.Socket, "containerd's gRPC socket (--source containerd)")
 	fs.StringVar(&cfg.Containerd.Namespace, "containerd-namespace", cfg.Containerd.Namespace, "containerd namespace to watch (--source containerd)")
+	fs.StringVar(&cfg.Containerd.ProcRoot, "proc-root", cfg.Containerd.ProcRoot, "the host's /proc, to read the containers' namespaces and cgroups (--source containerd)")
 	hostNetns := fs.String("host-netns", "", "named network namespace holding the host side of the workloads' veths (default: the agent's)")
 	pinDir := fs.String("pin-dir", "", "bpffs directory for pinned maps (default /sys/fs/bpf/palisade/NODE)")
 	addrs := fs.String("address", "", "comma-separated addresses of this node")

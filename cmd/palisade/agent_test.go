@@ -19,6 +19,7 @@ func TestAgentSourceFlags(t *testing.T) {
 		{"netns dir with containerd", []string{"--source", "containerd", "--netns-dir", "/run/netns"}, true},
 		{"relative socket", []string{"--source", "containerd", "--containerd-socket", "containerd.sock"}, false},
 		{"empty containerd namespace", []string{"--source", "containerd", "--containerd-namespace", ""}, false},
+		{"relative proc root", []string{"--source", "containerd", "--proc-root", "host/proc"}, false},
 	}
 	for _, tc := range tests {
 		var out, errOut bytes.Buffer

@@ -16,8 +16,9 @@ type Config struct {
 	// HostNetns is the namespace that holds the host side of the veths
 	// (where the datapath attaches); "" is this process's namespace.
 	HostNetns string
-	// ProcRoot is where the tasks' /proc entries are read (network
-	// namespace and cgroup).
+	// ProcRoot is the host's /proc, where the tasks' network namespaces
+	// and cgroups are read: the agent must see containerd's pids (run in
+	// the host's PID namespace, or with the host's /proc mounted here).
 	ProcRoot string
 	// Resync is how often everything is listed again, besides the events;
 	// it also picks up address changes inside the namespaces.
