@@ -166,3 +166,60 @@ func TestManifestFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestChartImageIsMakeImage checks the chart's default image is the one
+// `make image` tags: the same repository, and the chart's appVersion as the
+// binary's version (which becomes the tag).
+func TestChartImageIsMakeImage(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make not installed")
+	}
+	out, err := exec.Command("make", "-s", "-n", "-C", "..", "image").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n image: %v\n%s", err, out)
+	}
+	repo := regexp.MustCompile(`--repository (\S+)`).FindSubmatch(out)
+	version := regexp.MustCompile(`-X main\.version=(\S+?)"`).FindSubmatch(out)
+	if repo == nil || version == nil {
+		t.Fatalf("make -n image names no --repository or -X main.version:\n%s", out)
+	}
+	var values struct {
+		Image struct {
+			Repository string `json:"repository"`
+			Tag        string `json:"tag"`
+		} `json:"image"`
+	}
+	var chart struct {
+		AppVersion string `json:"appVersion"`
+	}
+	for path, v := range map[string]any{filepath.Join("helm", "palisade", "values.yaml"): &values, filepath.Join("helm", "palisade", "Chart.yaml"): &chart} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal(b, v); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	chartImage := values.Image.Repository + ":" + values.Image.Tag
+	if values.Image.Tag == "" {
+		chartImage = values.Image.Repository + ":" + chart.AppVersion
+	}
+	if made := string(repo[1]) + ":" + string(version[1]); made != chartImage {
+		t.Errorf("make image tags %s, the chart's default image is %s", made, chartImage)
+	}
+	// The rendered manifests use it, with the controller as the image's
+	// non-root user and the agent as root.
+	b, err := os.ReadFile(filepath.Join("manifests", "small.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte("image: "+chartImage+"\n")) {
+		t.Errorf("manifests/small.yaml does not use image %s", chartImage)
+	}
+	for _, want := range []string{"runAsNonRoot: true\n        runAsUser: 65532", "privileged: true\n            runAsUser: 0"} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("manifests/small.yaml lacks %q", want)
+		}
+	}
+}

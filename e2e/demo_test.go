@@ -25,7 +25,9 @@ func TestDemoSetUpAndTearDown(t *testing.T) {
 	}
 	root, _ := filepath.Abs("..")
 	before, _ := filepath.Glob("/tmp/palisade-demo.*")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	// The demo builds the Palisade image (make image): a static build of
+	// the binary the first time.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "scripts", "demo.sh"))
 	cmd.Dir = root
@@ -46,6 +48,8 @@ func TestDemoSetUpAndTearDown(t *testing.T) {
 		"payments -> orders (never seen before): 000",
 		"deny    protect   shop/payments   shop/orders",
 		"Admin password:",
+		"pushed 127.0.0.1:27490/palisade:",
+		"-- hq, the Palisade image",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q", want)

@@ -2,7 +2,9 @@
 # make demo: a Palisade fleet on one machine. A primary cluster of three
 # controller replicas and two remote clusters start on loopback; the primary
 # is promoted, the remotes join with signed tokens, and a federated policy is
-# rolled out in waves (canary first) and shown arriving in both remotes. A
+# rolled out in waves (canary first) and shown arriving in both remotes. The
+# primary scans a local registry holding a small Alpine image and the
+# Palisade image itself (make image), and the results reach the remotes. A
 # coffee shop runs in network namespaces with a real agent of cluster east
 # enforcing in the kernel: its traffic is learned, then Protect blocks a
 # flow never seen before. It keeps running until Ctrl-C, then stops every
@@ -170,16 +172,26 @@ printf 'P:ansible\nV:2.9.2-r0\no:ansible\n\n' > "$work/img/lib/apk/db/installed"
 tar -C "$work/img" -czf "$work/layer.tar.gz" etc lib
 for _ in $(seq 50); do "$CRANE" catalog --insecure "$REG" >/dev/null 2>&1 && break; sleep 0.1; done
 "$CRANE" append --insecure -f "$work/layer.tar.gz" -t "$REG/shop/orders:1.0" >/dev/null 2>&1
+# The Palisade image itself (make image), pushed by deploy/imagebuild.
+IMAGE_VERSION=$(sed -n 's/^appVersion: *"*\([^"]*\)"*$/\1/p' deploy/helm/palisade/Chart.yaml)
+say "Building the Palisade image (make image: the static binary on an empty base) and pushing it as $REG/palisade:$IMAGE_VERSION"
+if ! make --no-print-directory -s image IMAGE_PUSH="$REG/palisade" > "$work/image.log" 2>&1; then
+  echo "make image failed:"; tail -20 "$work/image.log"; exit 1
+fi
+sed -n 's/^pushed /pushed /p' "$work/image.log"
 
 say "The primary scans the registry once for the whole fleet; the results stream to east and west by digest"
 as hq registry add shop "http://$REG" --fed --insecure
-deadline=$((SECONDS + 60))
-until as west scan result "$REG/shop/orders:1.0" >/dev/null 2>&1 && as east scan result "$REG/shop/orders:1.0" >/dev/null 2>&1; do
+deadline=$((SECONDS + 90))
+until as west scan result "$REG/shop/orders:1.0" >/dev/null 2>&1 && as east scan result "$REG/shop/orders:1.0" >/dev/null 2>&1 &&
+  as hq scan result "$REG/palisade:$IMAGE_VERSION" >/dev/null 2>&1; do
   if [ $SECONDS -ge $deadline ]; then echo "scan results did not reach the remotes"; break; fi
   sleep 0.5
 done
 echo "-- west (never pulled the image):"
 as west scan result "$REG/shop/orders:1.0" | head -12
+echo "-- hq, the Palisade image (Go modules read from the binary's build information):"
+as hq scan result "$REG/palisade:$IMAGE_VERSION" | head -12
 
 say "Starting the coffee shop in network namespaces: orders, payments, inventory (HTTP), redis, and an outside client"
 ip netns del "$NODE_NS" 2>/dev/null || true
