@@ -25,6 +25,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -162,17 +163,17 @@ func (f *fakeContainerd) set(fn func()) {
 	fn()
 }
 
-func TestSourceFollowsEvents(t *testing.T) {
-	leakOpt := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, leakOpt) })
-	dir := t.TempDir()
+// startFake serves a fake containerd for namespace k8s.io on a socket
+// under dir.
+func startFake(tb testing.TB, dir string) (*fakeContainerd, string) {
+	tb.Helper()
 	f := &fakeContainerd{ns: "k8s.io", containers: map[string]*containersapi.Container{}, pids: map[string]uint32{},
 		digests: map[string]string{"shop/web:1": "sha256:web1", "shop/db:1": "sha256:db1"},
 		subs:    map[int]chan *types.Envelope{}, subscribed: make(chan struct{}, 16)}
 	sock := filepath.Join(dir, "containerd.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	srv := grpc.NewServer()
 	containersapi.RegisterContainersServer(srv, fakeContainers{fakeContainerd: f})
@@ -181,7 +182,15 @@ func TestSourceFollowsEvents(t *testing.T) {
 	eventsapi.RegisterEventsServer(srv, fakeEvents{fakeContainerd: f})
 	served := make(chan struct{})
 	go func() { defer close(served); srv.Serve(l) }()
-	t.Cleanup(func() { srv.Stop(); <-served })
+	tb.Cleanup(func() { srv.Stop(); <-served })
+	return f, sock
+}
+
+func TestSourceFollowsEvents(t *testing.T) {
+	leakOpt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leakOpt) })
+	dir := t.TempDir()
+	f, sock := startFake(t, dir)
 
 	proc := filepath.Join(dir, "proc")
 	addPod := func(id, pod string, pid uint32) {
@@ -282,6 +291,44 @@ func TestSourceFollowsEvents(t *testing.T) {
 	for _, p := range resolved {
 		if p != filepath.Join(proc, "100", "ns", "net") && p != filepath.Join(proc, "200", "ns", "net") {
 			t.Errorf("resolved namespace %s, want a task's /proc/PID/ns/net", p)
+		}
+	}
+}
+
+// BenchmarkScan measures one listing of 200 running containers (gRPC
+// calls, /proc reads and grouping; the namespace reads are stubbed).
+func BenchmarkScan(b *testing.B) {
+	dir := b.TempDir()
+	f, sock := startFake(b, dir)
+	proc := filepath.Join(dir, "proc")
+	for i := range 200 {
+		id, pid := fmt.Sprintf("c%d", i), uint32(1000+i)
+		os.MkdirAll(filepath.Join(proc, fmt.Sprint(pid)), 0o755)
+		os.WriteFile(filepath.Join(proc, fmt.Sprint(pid), "cgroup"), []byte("0::/k8s.io/"+id+"\n"), 0o644)
+		f.containers[id] = &containersapi.Container{ID: id, Image: "shop/web:1",
+			Labels: map[string]string{LabelPodName: fmt.Sprintf("pod-%d", i/2), LabelPodNamespace: "shop", "app": "web"}}
+		f.pids[id] = pid
+	}
+	cfg := DefaultConfig()
+	cfg.Socket, cfg.ProcRoot = sock, proc
+	src, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	src.resolve = func(string, string) ([]workload.Interface, error) { return nil, nil }
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	cl := clients{containers: containersapi.NewContainersClient(conn), tasks: tasksapi.NewTasksClient(conn),
+		images: imagesapi.NewImagesClient(conn)}
+	ctx := metadata.AppendToOutgoingContext(context.Background(), namespaceHeader, "k8s.io")
+	b.ResetTimer()
+	for b.Loop() {
+		eps, err := src.scan(ctx, cl)
+		if err != nil || len(eps) != 100 {
+			b.Fatalf("scan: %d workloads, %v", len(eps), err)
 		}
 	}
 }
