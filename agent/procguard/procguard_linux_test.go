@@ -53,7 +53,7 @@ func testCgroup(t *testing.T) (string, int, uint64) {
 	return path, fd, st.Ino
 }
 
-func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+func copyFile(t testing.TB, src, dst string, mode os.FileMode) {
 	t.Helper()
 	b, err := os.ReadFile(src)
 	if err != nil {
@@ -378,26 +378,65 @@ func TestPrivilegedGuardFileRules(t *testing.T) {
 	}
 }
 
-// With the whole filesystem marked, an allowed dynamic executable runs
-// (its loader is opened for execution too), while the loader run on its
-// own is decided like any executable.
-func TestPrivilegedGuardFilesystemMarkAndLoader(t *testing.T) {
+// privateTmpfs mounts a small tmpfs on a temporary directory, so that a
+// filesystem mark covers only what the test puts there. A process must
+// never itself exec a file its own guard answers for: the exec holds the
+// calling thread (vfork), and a garbage collection waiting for that thread
+// would stop the goroutine that answers. Tests exec marked files through
+// /bin/sh, which lives outside the mark.
+func privateTmpfs(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "procguard-fs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=16m,mode=0755"); err != nil {
+		os.Remove(dir)
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+		os.Remove(dir)
+	})
+	return dir
+}
+
+// shellRun runs path through /bin/sh, in the cgroup (or outside when
+// cgfd < 0), and returns the shell's exit code.
+func shellRun(t testing.TB, cgfd int, path string, args ...string) int {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", append([]string{"-c", `exec "$0" "$@" 2>/dev/null`, path}, args...)...)
+	if cgfd >= 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
+	}
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	}
+	t.Fatalf("run %s: %v", path, err)
+	return -1
+}
+
+// With a filesystem marked, what the group's profile allows runs and the
+// rest fails to exec (the shell's 126) in the group only.
+func TestPrivilegedGuardFilesystemMark(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: fanotify permission events and cgroups")
+		t.Skip("needs root: fanotify permission events, cgroups and mounts")
 	}
 	leakOpt := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, leakOpt) })
 	_, cgfd, cgid := testCgroup(t)
-	dir := t.TempDir()
+	dir := privateTmpfs(t)
 	allowed := filepath.Join(dir, "allowed")
+	forbidden := filepath.Join(dir, "forbidden")
 	copyFile(t, "/bin/true", allowed, 0o755)
-	loader, err := filepath.EvalSymlinks("/lib64/ld-linux-x86-64.so.2")
-	if err != nil {
-		t.Skip("no x86-64 dynamic loader here")
-	}
-	if !IsLoader(loader) {
-		t.Fatalf("IsLoader(%s) = false", loader)
-	}
+	copyFile(t, "/bin/true", forbidden, 0o755)
 	policy := NewPolicy()
 	if err := policy.Set(Group{Name: "web", CgroupID: cgid, Mode: ModeProtect, Allowed: []string{allowed}}); err != nil {
 		t.Fatalf("set policy: %v", err)
@@ -418,17 +457,81 @@ func TestPrivilegedGuardFilesystemMarkAndLoader(t *testing.T) {
 			t.Errorf("guard run: %v", err)
 		}
 	}()
-	if err := runIn(cgfd, allowed); err != nil {
-		t.Errorf("allowed dynamic executable: %v", err)
+	tests := []struct {
+		name string
+		cgfd int
+		path string
+		want int
+	}{
+		{"allowed in the group", cgfd, allowed, 0},
+		{"forbidden in the group", cgfd, forbidden, 126},
+		{"forbidden outside the group", -1, forbidden, 0},
 	}
-	if err := runIn(cgfd, loader, allowed); !errors.Is(err, unix.EPERM) {
-		t.Errorf("loader run on its own: got %v, want EPERM", err)
+	for _, tc := range tests {
+		if got := shellRun(t, tc.cgfd, tc.path); got != tc.want {
+			t.Errorf("%s: exit %d, want %d", tc.name, got, tc.want)
+		}
 	}
-	if err := runIn(cgfd, "/bin/sh", "-c", "true"); !errors.Is(err, unix.EPERM) {
-		t.Errorf("shell: got %v, want EPERM", err)
+}
+
+// The dynamic loader opened right after an allowed exec by the same
+// process is allowed once; run on its own it is decided like any
+// executable.
+func TestPrivilegedGuardLoaderFollowsAllowedExec(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: cgroups")
 	}
-	if err := runIn(-1, "/bin/sh", "-c", "true"); err != nil {
-		t.Errorf("shell outside the group: %v", err)
+	_, cgfd, cgid := testCgroup(t)
+	dir := t.TempDir()
+	allowed := filepath.Join(dir, "allowed")
+	copyFile(t, "/bin/sleep", allowed, 0o755)
+	loader := filepath.Join(dir, "ld-linux-x86-64.so.2")
+	copyFile(t, "/bin/true", loader, 0o755)
+	// Two processes of the group to decide for.
+	var pids []int
+	for range 2 {
+		cmd := exec.Command(allowed, "5")
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		pids = append(pids, cmd.Process.Pid)
+	}
+	policy := NewPolicy()
+	if err := policy.Set(Group{Name: "web", CgroupID: cgid, Mode: ModeProtect, Allowed: []string{allowed}}); err != nil {
+		t.Fatalf("set policy: %v", err)
+	}
+	g, err := NewGuard(DefaultGuardConfig(), policy, quiet())
+	if err != nil {
+		t.Fatalf("new guard: %v", err)
+	}
+	defer g.Close()
+	open := func(p string) int {
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		return fd
+	}
+	fdAllowed, fdLoader := open(allowed), open(loader)
+	steps := []struct {
+		name string
+		fd   int
+		pid  int
+		deny bool
+	}{
+		{"loader on its own", fdLoader, pids[0], true},
+		{"allowed exec", fdAllowed, pids[0], false},
+		{"its loader", fdLoader, pids[0], false},
+		{"the loader again", fdLoader, pids[0], true},
+		{"the loader in another process", fdLoader, pids[1], true},
+	}
+	for _, st := range steps {
+		if d := g.decide(st.fd, st.pid); d.Denied != st.deny || d.CgroupID != cgid {
+			t.Errorf("%s: %+v, want denied %v in cgroup %d", st.name, d, st.deny, cgid)
+		}
 	}
 }
 
@@ -445,4 +548,60 @@ func TestIsLoader(t *testing.T) {
 			t.Errorf("IsLoader(%s) = %v, want %v", path, got, want)
 		}
 	}
+}
+
+// BenchmarkGuardExec measures the cost of one exec (of a copy of
+// /bin/true, through /bin/sh as the tests do) with no guard, and with the
+// guard answering for the filesystem holding it: for a process in no group
+// and for one whose group allows the executable.
+func BenchmarkGuardExec(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: fanotify permission events, cgroups and mounts")
+	}
+	dir := privateTmpfs(b)
+	bin := filepath.Join(dir, "true")
+	copyFile(b, "/bin/true", bin, 0o755)
+	cgPath := filepath.Join(DefaultGuardConfig().CgroupRoot, fmt.Sprintf("palisade-bench-%d", os.Getpid()))
+	if err := os.Mkdir(cgPath, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		for i := 0; i < 50 && os.Remove(cgPath) != nil; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	cgfd, err := unix.Open(cgPath, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(cgfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(cgfd, &st); err != nil {
+		b.Fatal(err)
+	}
+	run := func(b *testing.B, cgfd int) {
+		for b.Loop() {
+			if code := shellRun(b, cgfd, bin); code != 0 {
+				b.Fatalf("exit %d", code)
+			}
+		}
+	}
+	b.Run("no-guard", func(b *testing.B) { run(b, -1) })
+	policy := NewPolicy()
+	if err := policy.Set(Group{Name: "bench", CgroupID: st.Ino, Mode: ModeProtect, Allowed: []string{bin}}); err != nil {
+		b.Fatal(err)
+	}
+	cfg := DefaultGuardConfig()
+	cfg.Marks = []Mark{{Path: dir, Scope: ScopeFilesystem}}
+	g, err := NewGuard(cfg, policy, quiet())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx, nil) }()
+	defer func() { cancel(); <-done }()
+	b.Run("guarded-no-group", func(b *testing.B) { run(b, -1) })
+	b.Run("guarded-allowed", func(b *testing.B) { run(b, cgfd) })
 }
