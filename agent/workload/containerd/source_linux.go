@@ -19,6 +19,7 @@ import (
 	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/api/types/task"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -58,7 +59,12 @@ type clients struct {
 // done. While containerd cannot be reached the last list is kept. A
 // workload whose namespace cannot be read is absent until it can.
 func (s *Source) Run(ctx context.Context, fn func(workload.Change)) error {
-	conn, err := grpc.NewClient("unix://"+s.cfg.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Reconnect soon after containerd restarts, not after gRPC's default
+	// backoff of up to two minutes.
+	bo := backoff.DefaultConfig
+	bo.BaseDelay, bo.MaxDelay = s.cfg.RetryInterval, max(s.cfg.RetryInterval, 5*time.Second)
+	conn, err := grpc.NewClient("unix://"+s.cfg.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: s.cfg.CallTimeout}))
 	if err != nil {
 		return fmt.Errorf("containerd: connect %s: %w", s.cfg.Socket, err)
 	}

@@ -332,3 +332,60 @@ func BenchmarkScan(b *testing.B) {
 		}
 	}
 }
+
+// TestSourceWaitsForContainerd starts the source before containerd: the
+// workloads come once containerd serves.
+func TestSourceWaitsForContainerd(t *testing.T) {
+	leakOpt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leakOpt) })
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Socket = filepath.Join(dir, "containerd.sock")
+	cfg.ProcRoot = filepath.Join(dir, "proc")
+	cfg.Resync = time.Hour
+	cfg.RetryInterval = 20 * time.Millisecond
+	failed := make(chan struct{})
+	var once sync.Once
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		if strings.Contains(string(p), "containerd listing failed") {
+			once.Do(func() { close(failed) })
+		}
+		return len(p), nil
+	}), nil))
+	src, err := New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.resolve = func(string, string) ([]workload.Interface, error) { return nil, nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	changes := make(chan workload.Change, 8)
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, func(c workload.Change) { changes <- c }) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	select {
+	case <-failed:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the source did not report containerd missing")
+	}
+	f, _ := startFake(t, dir)
+	f.set(func() {
+		f.containers["web"] = &containersapi.Container{ID: "web", Labels: map[string]string{LabelPodName: "web-1", LabelPodNamespace: "shop"}}
+		f.pids["web"] = 100
+	})
+	select {
+	case c := <-changes:
+		if c.Kind != workload.Added || c.Endpoint.ID() != "shop/web-1" {
+			t.Fatalf("change %v %s, want added shop/web-1", c.Kind, c.Endpoint.ID())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no workload after containerd started")
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
