@@ -127,6 +127,17 @@ func flagsOf(t *testing.T, bin, verb string) []string {
 	return flags
 }
 
+// buildPalisade builds cmd/palisade from this tree into a temporary folder.
+func buildPalisade(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "palisade")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/palisade")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/palisade: %v\n%s", err, out)
+	}
+	return bin
+}
+
 // TestManifestFlags checks every flag the manifests pass to `palisade
 // controller` and `palisade agent` exists in the binary built from this
 // tree.
@@ -134,11 +145,7 @@ func TestManifestFlags(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds bin/palisade; skipped with -short")
 	}
-	bin := filepath.Join(t.TempDir(), "palisade")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/palisade")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/palisade: %v\n%s", err, out)
-	}
+	bin := buildPalisade(t)
 	known := map[string][]string{"controller": flagsOf(t, bin, "controller"), "agent": flagsOf(t, bin, "agent")}
 	for _, mode := range []string{"small", "ha"} {
 		path := filepath.Join("manifests", mode+".yaml")
