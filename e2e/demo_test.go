@@ -50,6 +50,7 @@ func TestDemoSetUpAndTearDown(t *testing.T) {
 		"Admin password:",
 		"pushed 127.0.0.1:27490/palisade:",
 		"-- hq, the Palisade image",
+		"Ref:        127.0.0.1:27490/palisade:",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q", want)

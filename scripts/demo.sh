@@ -149,7 +149,7 @@ spec:
 YAML
 say "Rolling out a federated policy in waves: east is the canary, west follows once east has applied it"
 as hq fed rollout start -f "$work/policy.yaml" --canary east
-deadline=$((SECONDS + 30))
+deadline=$((SECONDS + 90))
 until as hq fed rollout | grep -q 'phase done'; do
   if [ $SECONDS -ge $deadline ]; then break; fi
   sleep 0.3
