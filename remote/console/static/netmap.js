@@ -6,10 +6,17 @@
 // fit and arrowheads only when zoomed in. Loaded only by the network page.
 // Names are painted as canvas text, which is never parsed as markup.
 
+// violating is the default test of a flow record for a violation: it was
+// dropped, or not allowed outside Discover (where everything not allowed
+// is learned, not a violation).
+export function violating(f) {
+  return (f.dropped || 0) > 0 || ((f.violations || 0) > 0 && f.mode !== 'discover' && f.mode !== '');
+}
+
 // graphFromFlows folds flow records into group nodes and directed edges;
 // every edge keeps the records drawn by it. An end with no group is shown
-// by its own name.
-export function graphFromFlows(flows) {
+// by its own name; isViolation says which records are drawn in red.
+export function graphFromFlows(flows, isViolation = violating) {
   const index = new Map();
   const nodes = [];
   const node = (name) => {
@@ -26,7 +33,7 @@ export function graphFromFlows(flows) {
   const addTo = (list, v) => { if (v && !list.includes(v)) list.push(v); };
   for (const f of flows) {
     const from = f.clientGroups?.length ? f.clientGroups : (one[0] = f.client || '?', one);
-    const bad = (f.violations || 0) > 0 || (f.dropped || 0) > 0;
+    const bad = isViolation(f);
     for (const a of from) {
       const s = node(a);
       const to = f.serverGroups?.length ? f.serverGroups : [f.server || '?'];
@@ -271,6 +278,24 @@ export class NetMap {
         ctx.lineTo(hx - ux * s + uy * s * 0.5, hy - uy * s - ux * s * 0.5);
         ctx.fill();
       }
+    }
+    // Applications and ports on the edges when few are on screen.
+    if (near && onScreen <= 150) {
+      ctx.font = '11px system-ui, sans-serif';
+      ctx.textBaseline = 'middle';
+      ctx.textAlign = 'center';
+      for (const e of g.edges) {
+        if (!this.shown(e)) continue;
+        const [x1, y1, x2, y2] = this.ends(e);
+        if (!this.visible(x1, y1, x2, y2) || Math.hypot(x2 - x1, y2 - y1) < 90) continue;
+        const text = [...e.apps, ...e.ports.map(String)].slice(0, 3).join(' · ');
+        if (!text) continue;
+        const off = e.reverse ? 8 : 0, d = Math.hypot(x2 - x1, y2 - y1) || 1;
+        const mx = (x1 + x2) / 2 - (y2 - y1) / d * off, my = (y1 + y2) / 2 + (x2 - x1) / d * off;
+        ctx.fillStyle = e.violation ? 'rgba(198,40,40,0.95)' : 'rgba(80,100,140,0.95)';
+        ctx.fillText(text, mx, my - 8);
+      }
+      ctx.textAlign = 'start';
     }
     // The selected edge on top.
     const sel = this.selected;

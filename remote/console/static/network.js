@@ -20,28 +20,28 @@ async function allFlows() {
   return { r: first, flows };
 }
 
-function verdictOf(f) {
+function verdictOf(f, isViolation) {
   if ((f.dropped || 0) > 0) return ['denied', 'blocked ' + f.dropped];
-  if ((f.violations || 0) > 0) return ['alerted', 'violations ' + f.violations];
+  if (isViolation(f)) return ['alerted', 'violation'];
   return ['allowed', 'allowed'];
 }
 
-function flowItem(f) {
-  const [cls, word] = verdictOf(f);
+function flowItem(f, isViolation) {
+  const [cls, word] = verdictOf(f, isViolation);
   return h('div', { class: 'flow' },
     h('div', null, h('span', { class: 'verdict ' + cls }, word), ' ', h('b', null, f.client), ' → ', h('b', null, f.server)),
     h('div', { class: 'muted' }, (f.proto === 17 ? 'udp' : 'tcp') + '/' + f.port + (f.app ? ' · ' + f.app : '') + ' · ' + (f.flows || 0) + ' flow(s) · mode ' + (f.mode || '—') +
       ' · node ' + (f.node || '—') + ' · last seen ' + ago(f.lastSeen)));
 }
 
-function edgePanel(g, e) {
+function edgePanel(g, e, isViolation) {
   const from = g.nodes[e.s].name, to = g.nodes[e.t].name;
   const recs = [...e.records].sort((a, b) => (b.dropped || 0) + (b.violations || 0) - (a.dropped || 0) - (a.violations || 0));
   return [h('h3', null, from, ' → ', to),
     h('div', { class: 'muted' }, e.records.length + ' flow record(s), ' + e.count + ' connection(s); ports ' + e.ports.join(', ') +
       (e.apps.length ? '; apps ' + e.apps.join(', ') : '')),
     e.violation && h('p', { class: 'bad' }, 'Policy violations on this connection.'),
-    h('div', { id: 'edge-flows' }, recs.map(flowItem))];
+    h('div', { id: 'edge-flows' }, recs.map((f) => flowItem(f, isViolation)))];
 }
 
 function nodePanel(g, p) {
@@ -56,10 +56,15 @@ function nodePanel(g, p) {
 
 export async function page() {
   const out = [h('h1', null, 'Network activity' + (state.drill ? ' of ' + state.drill : ''))];
-  const { r, flows } = await allFlows();
+  const [{ r, flows }, ev] = await Promise.all([allFlows(), get('/v1/events?limit=1000')]);
   if (r.status !== 200) return [...out, notAvailable('Flows', r)];
   performance.mark('palisade-netmap-flows-read');
-  const g = graphFromFlows(flows);
+  // A flow is a violation when it was dropped or when the agents reported
+  // a violation event for it (Monitor or Protect); flows not allowed in
+  // Discover are learned, not violations.
+  const reported = new Set(items(ev).filter((e) => (e.kind || '').startsWith('network') && e.mode !== 'discover').map((e) => e.client + '|' + e.server + '|' + (e.port || 0)));
+  const isViolation = (f) => (f.dropped || 0) > 0 || reported.has(f.client + '|' + f.server + '|' + (f.port || 0));
+  const g = graphFromFlows(flows, isViolation);
   performance.mark('palisade-netmap-graph-built');
   const bad = g.edges.filter((e) => e.violation);
   const info = h('p', { class: 'muted', id: 'netmap-info' }, g.nodes.length + ' groups, ' + g.edges.length + ' connections, ' + bad.length + ' with violations (red) from ' + flows.length + ' flow record(s)');
@@ -69,7 +74,7 @@ export async function page() {
   const names = h('datalist', { id: 'netmap-names' });
   const only = h('input', { type: 'checkbox', id: 'netmap-only' });
   const fit = h('button', { class: 'secondary', id: 'netmap-fit' }, 'Fit');
-  const legend = h('span', { class: 'legend' }, h('span', null, h('i'), 'allowed'), h('span', null, h('i', { class: 'red' }), 'violation or blocked'));
+  const legend = h('span', { class: 'legend' }, h('span', null, h('i'), 'allowed'), h('span', null, h('i', { class: 'red' }), 'blocked, or a violation in Monitor or Protect'));
   out.push(info, h('div', { class: 'filters' }, find, names, h('label', null, only, 'only violations'), fit, legend),
     h('div', { class: 'split' }, canvas, panel));
   if (bad.length) {
@@ -80,7 +85,7 @@ export async function page() {
       { h: 'Ports', f: (e) => e.ports.join(', ') },
       { h: 'Apps', f: (e) => e.apps.join(', ') },
       { h: 'Blocked', f: (e) => String(e.records.reduce((n, f) => n + (f.dropped || 0), 0)) },
-      { h: 'Violations', f: (e) => String(e.records.reduce((n, f) => n + (f.violations || 0), 0)) },
+      { h: 'Violating flows', f: (e) => String(e.records.filter(isViolation).length) },
     ], bad, { row: (tr, e) => { tr.classList.add('clickable'); tr.addEventListener('click', () => map?.select({ edge: e })); } }));
   }
   let map = null;
@@ -90,7 +95,7 @@ export async function page() {
     map = new NetMap(canvas, g, {
       onSelect: (s) => {
         if (!s) panel.replaceChildren(h('p', { class: 'muted' }, 'Nothing selected.'));
-        else panel.replaceChildren(...(s.edge ? edgePanel(g, s.edge) : nodePanel(g, s.node)).filter(Boolean));
+        else panel.replaceChildren(...(s.edge ? edgePanel(g, s.edge, isViolation) : nodePanel(g, s.node)).filter(Boolean));
         panel.dataset.selected = s ? (s.edge ? g.nodes[s.edge.s].name + '>' + g.nodes[s.edge.t].name : s.node.name) : '';
       },
     });
