@@ -91,4 +91,3 @@ func TestConsoleRegistries(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#image-detail[data-digest="`+digest+`"] #tab-vulns`)),
 	)
 }
-
