@@ -3,6 +3,7 @@
 package containerd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -176,9 +177,15 @@ func (s *Source) scan(ctx context.Context, cl clients) (map[string]workload.Endp
 	if err != nil {
 		return nil, err
 	}
+	host := cmp.Or(s.cfg.HostNetns, "/proc/self/ns/net")
 	out := map[string]workload.Endpoint{}
 	for id, c := range group(s.cfg.Namespace, cs) {
 		netns := filepath.Join(s.cfg.ProcRoot, strconv.FormatUint(uint64(c.Pid), 10), "ns", "net")
+		if sameFile(netns, host) {
+			// A host-network pod: its interfaces are the node's, not its own.
+			s.log.Debug("workload in the host network namespace skipped", "workload", id)
+			continue
+		}
 		ifs, err := s.resolve(netns, s.cfg.HostNetns)
 		if err != nil {
 			s.log.Debug("workload namespace unreadable", "workload", id, "netns", netns, "err", err)
@@ -189,6 +196,17 @@ func (s *Source) scan(ctx context.Context, cl clients) (map[string]workload.Endp
 		out[id] = ep
 	}
 	return out, nil
+}
+
+// sameFile says whether paths a and b name the same file (for namespace
+// files: the same namespace); false if either cannot be read.
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
 }
 
 // list reads the containers, the running tasks and the image digests.

@@ -209,6 +209,14 @@ func TestSourceFollowsEvents(t *testing.T) {
 		})
 	}
 	addPod("web", "web-1", 100)
+	// A host-network pod: its namespace is this process's; never reported.
+	addPod("hostnet", "hostnet-1", 300)
+	if err := os.MkdirAll(filepath.Join(proc, "300", "ns"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/proc/self/ns/net", filepath.Join(proc, "300", "ns", "net")); err != nil {
+		t.Fatal(err)
+	}
 
 	cfg := DefaultConfig()
 	cfg.Socket = sock
@@ -289,7 +297,7 @@ func TestSourceFollowsEvents(t *testing.T) {
 	resolvedMu.Lock()
 	defer resolvedMu.Unlock()
 	for _, p := range resolved {
-		if p != filepath.Join(proc, "100", "ns", "net") && p != filepath.Join(proc, "200", "ns", "net") {
+		if p != filepath.Join(proc, "100", "ns", "net") && p != filepath.Join(proc, "200", "ns", "net") { // never 300
 			t.Errorf("resolved namespace %s, want a task's /proc/PID/ns/net", p)
 		}
 	}
