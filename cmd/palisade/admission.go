@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"github.com/palisade-sec/palisade/remote/admission/verdict"
 	"github.com/palisade-sec/palisade/remote/admission/webhookconfig"
 	"github.com/palisade-sec/palisade/remote/controller"
+	"github.com/palisade-sec/palisade/remote/policyapi"
 	"github.com/palisade-sec/palisade/shared/apiclient"
 	"github.com/palisade-sec/palisade/shared/httpapi"
 )
@@ -48,7 +50,9 @@ Subcommands:
                      rules and scan results when --api is given. Exit 0 when
                      every object is admitted, 1 when one is denied, 2 on error
   events             list recent admission decisions (--denied, --namespace,
-                     --rule, --limit)
+                     --rule, --kind, --name, --image, --since, --limit, --offset)
+  rules              list admission rules in evaluation order (--source,
+                     --name, --action, --limit, --offset)
   status             show the webhook's rules, mode and failure policy
 
 `
@@ -71,8 +75,10 @@ func runAdmission(ctx context.Context, env *cliEnv, args []string) error {
 		return runAdmissionEvents(ctx, env, args[1:])
 	case "status":
 		return runAdmissionStatus(ctx, env, args[1:])
+	case "rules":
+		return runAdmissionRules(ctx, env, args[1:])
 	}
-	return fmt.Errorf("%w: unknown admission subcommand %q (want test, events or status)", errUsage, args[0])
+	return fmt.Errorf("%w: unknown admission subcommand %q (want test, events, rules or status)", errUsage, args[0])
 }
 
 func runAdmissionTest(ctx context.Context, env *cliEnv, args []string) error {
@@ -389,6 +395,67 @@ func runAdmissionEvents(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(tw, "(%d events dropped: the store could not keep up)\n", list.Dropped)
 	}
 	return tw.Flush()
+}
+
+func runAdmissionRules(ctx context.Context, env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("admission rules", flag.ContinueOnError)
+	o := addAPIFlags(fs)
+	lf := addListFlags(fs)
+	source := fs.String("source", "", "only rules of this source: federated, code, user or learned")
+	name := fs.String("name", "", "only rules whose name contains this")
+	action := fs.String("action", "", "only rules with this action: allow or deny")
+	if err := parseFlags(fs, env, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	w, err := lf.window()
+	if err != nil {
+		return err
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	q := setQuery(url.Values{}, "source", *source, "name", *name, "action", *action)
+	pages, err := apiclient.Pages(ctx, c, "/v1/admission/rules", q, w, func(p *policyapi.AdmissionRuleList) (int, int) { return len(p.Items), p.Total })
+	if err != nil {
+		return err
+	}
+	all := policyapi.AdmissionRuleList{Items: []policyapi.AdmissionRuleInfo{}, Offset: w.Offset}
+	for _, p := range pages {
+		all.Items = append(all.Items, p.Items...)
+		all.Total, all.Revision = p.Total, p.Revision
+	}
+	all.Limit = len(all.Items)
+	if o.json() {
+		return writeJSON(env.stdout, all)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tNAME\tSOURCE\tACTION\tCRITERIA")
+	for _, r := range all.Items {
+		order := "-"
+		if r.Order > 0 {
+			order = strconv.Itoa(r.Order)
+		}
+		var crit []string
+		for _, cr := range r.Criteria {
+			crit = append(crit, cr.Name+" "+cr.Op+" "+cr.Value)
+		}
+		action := string(r.Action)
+		if r.Disabled {
+			action += " (disabled)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", order, r.Name, r.Source, action, strings.Join(crit, "; "))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(all.Items) == 0 {
+		fmt.Fprintln(env.stdout, "(no admission rules)")
+	}
+	return nil
 }
 
 func runAdmissionStatus(ctx context.Context, env *cliEnv, args []string) error {

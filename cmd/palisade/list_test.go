@@ -74,6 +74,11 @@ func TestListVerbsPageAndFilter(t *testing.T) {
 	if len(hist.Items) != 0 {
 		t.Errorf("fed history --user nobody = %+v, want none", hist.Items)
 	}
+	var adm policyapi.AdmissionRuleList
+	decode([]string{"admission", "rules", "--source", "code", "-o", "json"}, &adm)
+	if len(adm.Items) == 0 || adm.Items[0].Order != 1 || adm.Items[0].Source != "code" {
+		t.Errorf("admission rules --source code = %+v", adm.Items)
+	}
 	if code, out, _ := w.cli(t, "fed", "clusters"); code != 0 || !strings.Contains(out, "(no remotes)") {
 		t.Errorf("fed clusters: exit %d\n%s", code, out)
 	}

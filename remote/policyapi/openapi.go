@@ -37,6 +37,12 @@ func (a *API) OpenAPI() []httpapi.Op {
 				httpapi.Param{Name: "learned", Type: "boolean", Description: "list learned rules too"},
 				httpapi.Param{Name: "action", Description: "keep rules with this action", Enum: []string{string(policy.ActionAllow), string(policy.ActionDeny)}}),
 			Response: RuleList{}},
+		{Method: http.MethodGet, Path: "/admission/rules", Tag: tag, Summary: "list admission rules in evaluation order", Paged: true,
+			Params: []httpapi.Param{
+				common[0], common[2],
+				{Name: "action", Description: "keep rules with this action", Enum: []string{string(policy.ActionAllow), string(policy.ActionDeny)}},
+				{Name: "disabled", Type: "boolean", Description: "keep disabled (true) or enabled (false) rules"},
+			}, Response: AdmissionRuleList{}},
 		{Method: http.MethodPut, Path: "/modes", Tag: tag, Summary: "set the network or process mode of a group or of all groups",
 			Body: policystore.ModeRequest{}, Response: policystore.ModeResult{}},
 	}

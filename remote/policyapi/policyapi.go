@@ -86,6 +86,7 @@ func (a *API) Routes(r httpapi.Routes) {
 	r.Handle(http.MethodGet, "/policy", httpapi.Read, a.status)
 	r.Handle(http.MethodGet, "/groups", httpapi.Read, a.groups)
 	r.Handle(http.MethodGet, "/rules", httpapi.Read, a.rules)
+	r.Handle(http.MethodGet, "/admission/rules", httpapi.Read, a.admissionRules)
 	r.HandleLeader(http.MethodPut, "/modes", httpapi.Write, a.setMode)
 }
 
@@ -117,6 +118,23 @@ type RuleList struct {
 	Limit    int                    `json:"limit"`
 	Offset   int                    `json:"offset"`
 	Revision uint64                 `json:"revision"`
+}
+
+// AdmissionRuleInfo is one admission rule in GET /v1/admission/rules.
+type AdmissionRuleInfo struct {
+	// Order is the rule's position in evaluation order, from 1; disabled
+	// rules come last with order 0.
+	Order int `json:"order"`
+	policy.AdmissionRule
+}
+
+// AdmissionRuleList is the body of GET /v1/admission/rules.
+type AdmissionRuleList struct {
+	Items    []AdmissionRuleInfo `json:"items" openapi:"nonnull"`
+	Total    int                 `json:"total"`
+	Limit    int                 `json:"limit"`
+	Offset   int                 `json:"offset"`
+	Revision uint64              `json:"revision"`
 }
 
 func boolParam(c *gin.Context, name string) (bool, error) {
@@ -284,6 +302,41 @@ func (a *API) rules(c *gin.Context) (any, error) {
 	})
 	l := httpapi.NewList(all, p)
 	return RuleList{Items: l.Items, Total: l.Total, Limit: l.Limit, Offset: l.Offset, Revision: v.Revision}, nil
+}
+
+func (a *API) admissionRules(c *gin.Context) (any, error) {
+	p, f, err := a.listParams(c)
+	if err != nil {
+		return nil, err
+	}
+	action, err := httpapi.QueryEnum(c, "action", string(policy.ActionAllow), string(policy.ActionDeny))
+	if err != nil {
+		return nil, err
+	}
+	disabled, disabledSet, err := httpapi.QueryBool(c, "disabled")
+	if err != nil {
+		return nil, err
+	}
+	v, err := a.cfg.Policy.View()
+	if err != nil {
+		return nil, err
+	}
+	var all []AdmissionRuleInfo
+	for i, r := range policy.SortedAdmissionRules(v.Set.AdmissionRules) {
+		all = append(all, AdmissionRuleInfo{Order: i + 1, AdmissionRule: *r})
+	}
+	for _, r := range v.Set.AdmissionRules {
+		if r.Disabled {
+			all = append(all, AdmissionRuleInfo{AdmissionRule: r})
+		}
+	}
+	name := c.Query("name")
+	all = httpapi.Filter(all, func(r AdmissionRuleInfo) bool {
+		return httpapi.Contains(r.Name, name) && (f.Source == "" || r.Source == f.Source) &&
+			(action == "" || string(r.Action) == action) && (!disabledSet || r.Disabled == disabled)
+	})
+	l := httpapi.NewList(all, p)
+	return AdmissionRuleList{Items: l.Items, Total: l.Total, Limit: l.Limit, Offset: l.Offset, Revision: v.Revision}, nil
 }
 
 func (a *API) setMode(c *gin.Context) (any, error) {
