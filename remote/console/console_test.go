@@ -31,6 +31,9 @@ func TestServe(t *testing.T) {
 		{"GET", "/ui/", http.StatusOK, "text/html; charset=utf-8", ""},
 		{"GET", "/ui/app.js", http.StatusOK, "text/javascript; charset=utf-8", ""},
 		{"GET", "/ui/netmap.js", http.StatusOK, "text/javascript; charset=utf-8", ""},
+		{"GET", "/ui/network.js", http.StatusOK, "text/javascript; charset=utf-8", ""},
+		{"GET", "/ui/events.js", http.StatusOK, "text/javascript; charset=utf-8", ""},
+		{"GET", "/ui/registries.js", http.StatusOK, "text/javascript; charset=utf-8", ""},
 		{"GET", "/ui/app.css", http.StatusOK, "text/css; charset=utf-8", ""},
 		{"HEAD", "/ui/app.js", http.StatusOK, "text/javascript; charset=utf-8", ""},
 		{"GET", "/ui/missing.js", http.StatusNotFound, "", ""},
@@ -123,7 +126,14 @@ func TestPagesAreSelfContained(t *testing.T) {
 	rec := httptest.NewRecorder()
 	c.ServeHTTP(rec, httptest.NewRequest("GET", "/ui/", nil))
 	page, _ := io.ReadAll(rec.Body)
-	if strings.Contains(string(page), "netmap.js") {
-		t.Errorf("the first page loads the network map; only the network page should")
+	for _, lazy := range []string{"netmap.js", "network.js", "events.js", "registries.js"} {
+		if strings.Contains(string(page), lazy) {
+			t.Errorf("the first page loads %s; only the page that needs it should", lazy)
+		}
+	}
+	// app.js loads the other pages only on demand, never statically.
+	static := regexp.MustCompile(`(?m)^import .* from`)
+	if m := static.Find(c.assets["app.js"].body); m != nil {
+		t.Errorf("app.js imports statically: %q", m)
 	}
 }
