@@ -6,9 +6,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"debug/elf"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -99,10 +101,17 @@ type Guard struct {
 	policy *Policy
 	f      *os.File
 	self   int
-	// execs remembers, by pid, when an exec was last allowed, so that the
-	// dynamic loader the same execve opens next is allowed with it. Only
-	// Run's goroutine uses it.
-	execs map[int]time.Time
+	// execs remembers, by pid, the interpreter an allowed exec names (an
+	// ELF executable's PT_INTERP loader, a script's #! interpreter), which
+	// the same execve opens next and which is allowed with it. Only the
+	// goroutine running Run uses it.
+	execs map[int]pendingExec
+}
+
+// pendingExec is the interpreter an allowed exec will open.
+type pendingExec struct {
+	path string
+	at   time.Time
 }
 
 // NewGuard opens a fanotify group and places the marks.
@@ -114,7 +123,7 @@ func NewGuard(cfg GuardConfig, policy *Policy, log *slog.Logger) (*Guard, error)
 	if err != nil {
 		return nil, fmt.Errorf("fanotify init: %w", err)
 	}
-	g := &Guard{cfg: cfg, log: log, policy: policy, f: os.NewFile(uintptr(fd), "fanotify"), self: os.Getpid(), execs: map[int]time.Time{}}
+	g := &Guard{cfg: cfg, log: log, policy: policy, f: os.NewFile(uintptr(fd), "fanotify"), self: os.Getpid(), execs: map[int]pendingExec{}}
 	for _, m := range cfg.Marks {
 		if err := g.AddMark(m); err != nil {
 			g.f.Close()
@@ -258,21 +267,70 @@ func (g *Guard) decideFile(fd, pid int, change bool) Decision {
 }
 
 // loaderWindow bounds the time between an allowed exec and the opening of
-// its dynamic loader.
+// its interpreter.
 const loaderWindow = 5 * time.Second
 
-// IsLoader reports whether path names a dynamic loader (ld-linux*.so*,
-// ld-musl-*.so*, ld.so), which an execve of a dynamic executable opens for
-// execution after the executable itself.
-func IsLoader(path string) bool {
-	base := filepath.Base(path)
-	return base == "ld.so" || (strings.HasPrefix(base, "ld-") && strings.Contains(base, ".so"))
+// fdReader reads a file by its descriptor without moving its offset.
+type fdReader int
+
+func (r fdReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := unix.Pread(int(r), p, off)
+	if err == nil && n < len(p) {
+		err = io.EOF
+	}
+	if n < 0 {
+		n = 0
+	}
+	return n, err
+}
+
+// Interpreter returns the interpreter an exec of the file will open next,
+// as the host sees it: an ELF executable's PT_INTERP loader or a script's
+// #! interpreter; "" when there is none or it cannot be read.
+func Interpreter(r io.ReaderAt) string {
+	head := make([]byte, 256)
+	n, _ := r.ReadAt(head, 0)
+	head = head[:n]
+	var name string
+	switch {
+	case bytes.HasPrefix(head, []byte("#!")):
+		line, _, _ := bytes.Cut(head[2:], []byte("\n"))
+		fields := strings.Fields(string(line))
+		if len(fields) == 0 {
+			return ""
+		}
+		name = fields[0]
+	case bytes.HasPrefix(head, []byte("\x7fELF")):
+		f, err := elf.NewFile(r)
+		if err != nil {
+			return ""
+		}
+		for _, p := range f.Progs {
+			if p.Type != elf.PT_INTERP || p.Filesz == 0 || p.Filesz > 4096 {
+				continue
+			}
+			b := make([]byte, p.Filesz)
+			if _, err := p.ReadAt(b, 0); err != nil {
+				return ""
+			}
+			name = string(bytes.TrimRight(b, "\x00"))
+			break
+		}
+	}
+	if !filepath.IsAbs(name) {
+		return ""
+	}
+	if real, err := filepath.EvalSymlinks(name); err == nil {
+		return real
+	}
+	return name
 }
 
 // decide never fails closed on its own errors: a process whose cgroup or
-// path cannot be read is not guarded. The dynamic loader opened right
-// after an allowed exec by the same process is allowed with it; run on its
-// own, a loader is decided like any executable.
+// path cannot be read is not guarded. The interpreter an allowed exec names
+// (its dynamic loader, or a script's interpreter and then that one's
+// loader) is allowed when the same process opens it next; run on its own,
+// an interpreter is decided like any executable.
 func (g *Guard) decide(fd, pid int) Decision {
 	d := Decision{Kind: EventExec, Pid: pid, Verdict: Unguarded}
 	if pid == g.self {
@@ -289,25 +347,37 @@ func (g *Guard) decide(fd, pid int) Decision {
 	}
 	d.CgroupID = cg
 	now := time.Now()
-	if at, ok := g.execs[pid]; ok && IsLoader(path) && now.Sub(at) < loaderWindow {
+	if pe, ok := g.execs[pid]; ok {
 		delete(g.execs, pid)
-		d.Verdict = Allowed
-		return d
+		if pe.path == path && now.Sub(pe.at) < loaderWindow {
+			d.Verdict = Allowed
+			g.expect(fd, pid, now)
+			return d
+		}
 	}
 	d.Verdict, d.Mode, d.Denied = g.policy.Decide(cg, path)
 	if d.Verdict != Unguarded && !d.Denied {
-		if len(g.execs) >= 4096 {
-			for p, at := range g.execs {
-				if now.Sub(at) >= loaderWindow {
-					delete(g.execs, p)
-				}
-			}
-		}
-		if len(g.execs) < 4096 {
-			g.execs[pid] = now
-		}
+		g.expect(fd, pid, now)
 	}
 	return d
+}
+
+// expect remembers the interpreter the exec of fd by pid opens next.
+func (g *Guard) expect(fd, pid int, now time.Time) {
+	next := Interpreter(fdReader(fd))
+	if next == "" {
+		return
+	}
+	if len(g.execs) >= 4096 {
+		for p, pe := range g.execs {
+			if now.Sub(pe.at) >= loaderWindow {
+				delete(g.execs, p)
+			}
+		}
+	}
+	if len(g.execs) < 4096 {
+		g.execs[pid] = pendingExec{path: next, at: now}
+	}
 }
 
 // CgroupOf returns the cgroup v2 id (the inode of its directory under

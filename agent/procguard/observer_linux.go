@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/cilium/ebpf/link"
@@ -163,16 +164,32 @@ func DecodeExecEvent(raw []byte) (ExecEvent, error) {
 // the executable joins its group's profile (Learned), in Monitor and
 // Protect one outside the profile is a Violation (in Protect the Guard
 // denies what it marks before it runs, so what arrives here ran outside its
-// marks). report, if not nil, gets every Learned and Violation exec.
+// marks). report, if not nil, gets every Learned and Violation exec, with
+// Path set to the path decided on (see DecisionPath).
 func (o *Observer) Watch(ctx context.Context, policy *Policy, report func(ExecEvent, Verdict, Mode)) error {
 	return o.Run(ctx, func(e ExecEvent) {
-		path := e.Path
-		if path == "" {
-			path = e.Filename
+		if !policy.Has(e.CgroupID) {
+			return
 		}
-		v, mode, _ := policy.Check(e.CgroupID, path)
+		e.Path = DecisionPath(e)
+		v, mode, _ := policy.Check(e.CgroupID, e.Path)
 		if report != nil && (v == Learned || v == Violation) {
 			report(e, v, mode)
 		}
 	})
+}
+
+// DecisionPath is the path an exec is decided on, the one the Guard sees
+// first: the executable (/proc/PID/exe), except for a script, whose
+// executable is its interpreter, where it is the script named to execve.
+func DecisionPath(e ExecEvent) string {
+	if e.Path == "" {
+		return e.Filename
+	}
+	if filepath.IsAbs(e.Filename) && filepath.Base(e.Filename) != filepath.Base(e.Path) {
+		if real, err := filepath.EvalSymlinks(e.Filename); err == nil && real != e.Path {
+			return real
+		}
+	}
+	return e.Path
 }

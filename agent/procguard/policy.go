@@ -170,6 +170,14 @@ func (p *Policy) Remove(cgroupID uint64) {
 	p.mu.Unlock()
 }
 
+// Has reports whether a group is set on cgroupID.
+func (p *Policy) Has(cgroupID uint64) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	_, ok := p.groups[cgroupID]
+	return ok
+}
+
 // Group returns a group with its current (possibly learned) profile.
 func (p *Policy) Group(cgroupID uint64) (Group, bool) {
 	p.mu.RLock()

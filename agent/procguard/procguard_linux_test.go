@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -474,19 +475,35 @@ func TestPrivilegedGuardFilesystemMark(t *testing.T) {
 	}
 }
 
-// The dynamic loader opened right after an allowed exec by the same
-// process is allowed once; run on its own it is decided like any
-// executable.
-func TestPrivilegedGuardLoaderFollowsAllowedExec(t *testing.T) {
+// The interpreter an allowed exec names (an ELF loader, a script's
+// interpreter and its loader) is allowed when the same process opens it
+// next, once; any other executable, or the interpreter on its own, is
+// decided by the profile.
+func TestPrivilegedGuardInterpreterFollowsAllowedExec(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: cgroups")
+	}
+	realLoader, err := filepath.EvalSymlinks("/lib64/ld-linux-x86-64.so.2")
+	if err != nil {
+		t.Skip("no x86-64 dynamic loader here")
+	}
+	shell, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Interpreter(fileReader(t, shell)) != realLoader {
+		t.Skipf("%s is not dynamically linked against %s", shell, realLoader)
 	}
 	_, cgfd, cgid := testCgroup(t)
 	dir := t.TempDir()
 	allowed := filepath.Join(dir, "allowed")
 	copyFile(t, "/bin/sleep", allowed, 0o755)
-	loader := filepath.Join(dir, "ld-linux-x86-64.so.2")
-	copyFile(t, "/bin/true", loader, 0o755)
+	fakeLoader := filepath.Join(dir, "ld-linux-x86-64.so.2")
+	copyFile(t, "/bin/true", fakeLoader, 0o755)
+	script := filepath.Join(dir, "run.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh -e\ntrue\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	// Two processes of the group to decide for.
 	var pids []int
 	for range 2 {
@@ -499,7 +516,7 @@ func TestPrivilegedGuardLoaderFollowsAllowedExec(t *testing.T) {
 		pids = append(pids, cmd.Process.Pid)
 	}
 	policy := NewPolicy()
-	if err := policy.Set(Group{Name: "web", CgroupID: cgid, Mode: ModeProtect, Allowed: []string{allowed}}); err != nil {
+	if err := policy.Set(Group{Name: "web", CgroupID: cgid, Mode: ModeProtect, Allowed: []string{allowed, script}}); err != nil {
 		t.Fatalf("set policy: %v", err)
 	}
 	g, err := NewGuard(DefaultGuardConfig(), policy, quiet())
@@ -507,45 +524,110 @@ func TestPrivilegedGuardLoaderFollowsAllowedExec(t *testing.T) {
 		t.Fatalf("new guard: %v", err)
 	}
 	defer g.Close()
-	open := func(p string) int {
+	fds := map[string]int{}
+	for _, p := range []string{allowed, fakeLoader, realLoader, script, shell} {
 		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { unix.Close(fd) })
-		return fd
+		fds[p] = fd
 	}
-	fdAllowed, fdLoader := open(allowed), open(loader)
 	steps := []struct {
 		name string
-		fd   int
+		path string
 		pid  int
 		deny bool
 	}{
-		{"loader on its own", fdLoader, pids[0], true},
-		{"allowed exec", fdAllowed, pids[0], false},
-		{"its loader", fdLoader, pids[0], false},
-		{"the loader again", fdLoader, pids[0], true},
-		{"the loader in another process", fdLoader, pids[1], true},
+		{"loader on its own", realLoader, pids[0], true},
+		{"allowed exec", allowed, pids[0], false},
+		{"its loader", realLoader, pids[0], false},
+		{"the loader again", realLoader, pids[0], true},
+		{"allowed exec again", allowed, pids[0], false},
+		{"a look-alike loader instead", fakeLoader, pids[0], true},
+		{"the real loader after the look-alike", realLoader, pids[0], true},
+		{"allowed exec in one process", allowed, pids[0], false},
+		{"its loader in another", realLoader, pids[1], true},
+		{"allowed script", script, pids[1], false},
+		{"its interpreter", shell, pids[1], false},
+		{"the interpreter's loader", realLoader, pids[1], false},
+		{"the interpreter on its own", shell, pids[1], true},
 	}
 	for _, st := range steps {
-		if d := g.decide(st.fd, st.pid); d.Denied != st.deny || d.CgroupID != cgid {
+		if d := g.decide(fds[st.path], st.pid); d.Denied != st.deny || d.CgroupID != cgid {
 			t.Errorf("%s: %+v, want denied %v in cgroup %d", st.name, d, st.deny, cgid)
 		}
 	}
 }
 
-func TestIsLoader(t *testing.T) {
-	for path, want := range map[string]bool{
-		"/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2": true,
-		"/lib/ld-musl-x86_64.so.1":                       true,
-		"/lib/ld.so":                                     true,
-		"/usr/bin/ld":                                    false,
-		"/usr/bin/ld-wrapper":                            false,
-		"/bin/sh":                                        false,
-	} {
-		if got := IsLoader(path); got != want {
-			t.Errorf("IsLoader(%s) = %v, want %v", path, got, want)
+// fileReader opens path for the length of the test.
+func fileReader(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func TestInterpreter(t *testing.T) {
+	dir := t.TempDir()
+	shell, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, content, want string
+	}{
+		{"script", "#!/bin/sh -e\necho\n", shell},
+		{"script with a space", "#! /bin/sh\n", shell},
+		{"relative interpreter", "#!sh\n", ""},
+		{"empty shebang", "#!\n", ""},
+		{"text", "hello\n", ""},
+		{"broken ELF", "\x7fELF\x02\x01\x01garbage", ""},
+		{"empty", "", ""},
+	}
+	for _, tc := range tests {
+		p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
+		if err := os.WriteFile(p, []byte(tc.content), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if got := Interpreter(fileReader(t, p)); got != tc.want {
+			t.Errorf("%s: Interpreter = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if loader, err := filepath.EvalSymlinks("/lib64/ld-linux-x86-64.so.2"); err == nil {
+		if got := Interpreter(fileReader(t, shell)); got != loader {
+			t.Errorf("Interpreter(%s) = %q, want %q", shell, got, loader)
+		}
+	}
+}
+
+func TestDecisionPath(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "run.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shell, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		e    ExecEvent
+		want string
+	}{
+		{"binary", ExecEvent{Filename: "/usr/bin/env", Path: "/usr/bin/env"}, "/usr/bin/env"},
+		{"binary through a link", ExecEvent{Filename: "/bin/sh", Path: shell}, shell},
+		{"script", ExecEvent{Filename: script, Path: shell}, script},
+		{"relative name", ExecEvent{Filename: "run.sh", Path: shell}, shell},
+		{"gone process", ExecEvent{Filename: "/usr/bin/env"}, "/usr/bin/env"},
+	}
+	for _, tc := range tests {
+		if got := DecisionPath(tc.e); got != tc.want {
+			t.Errorf("%s: DecisionPath = %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }
