@@ -270,6 +270,15 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 			median(r.crr), 100*median(r.crr)/median(base.crr),
 			median(r.bulk), 100*median(r.bulk)/median(base.bulk),
 			median(r.rrNs), median(r.crrNs), median(r.bNs))
+		// The same as benchmark lines, for bench/results.md.
+		b.Run("ratio/"+c.name, func(b *testing.B) {
+			b.ReportMetric(100*median(r.rr)/median(base.rr), "rr-%")
+			b.ReportMetric(100*median(r.crr)/median(base.crr), "crr-%")
+			b.ReportMetric(100*median(r.bulk)/median(base.bulk), "bulk-%")
+			b.ReportMetric(median(r.rrNs), "rr-prog-ns/pkt")
+			b.ReportMetric(median(r.crrNs), "crr-prog-ns/pkt")
+			b.ReportMetric(0, "ns/op")
+		})
 	}
 }
 
