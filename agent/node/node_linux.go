@@ -395,6 +395,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		return err
 	}
 	defer c.close()
+	a.procs.peer.Store(0) // until this controller's Table says its version
 	if err := c.enc.Encode(&agentproto.Hello{Version: agentproto.Version, Node: a.cfg.Node, Addresses: a.cfg.Addresses}); err != nil {
 		return err
 	}
