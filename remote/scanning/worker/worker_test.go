@@ -87,7 +87,13 @@ type controller struct {
 	srv  *httptest.Server
 }
 
-func startController(t *testing.T) *controller {
+func startController(t testing.TB) *controller {
+	return startControllerWith(t, 0)
+}
+
+// startControllerWith runs the controller with workers in-process scan
+// workers.
+func startControllerWith(t testing.TB, workers int) *controller {
 	t.Helper()
 	gin.SetMode(gin.TestMode)
 	vulnDir, err := filepath.Abs(filepath.Join("..", "..", "..", "..", "shared", "vulndata", "alpine-secdb"))
@@ -106,7 +112,7 @@ func startController(t *testing.T) *controller {
 	cfg.Store, cfg.Logger, cfg.CacheDir = st, slog.New(slog.DiscardHandler), t.TempDir()
 	cfg.Feed = vulndb.DirSource{Dir: vulnDir}
 	cfg.CA = func() *pki.CA { return ca }
-	cfg.Workers = 0
+	cfg.Workers = workers
 	cfg.Tick, cfg.MinInterval = 20*time.Millisecond, time.Second
 	cfg.RetryBase, cfg.RetryMax = 20*time.Millisecond, 100*time.Millisecond
 	cfg.PollWait, cfg.WorkerTimeout = 300*time.Millisecond, time.Second
@@ -141,7 +147,7 @@ func startController(t *testing.T) *controller {
 	return &controller{m: m, st: st, ca: ca, addr: srv.Listener.Addr().String(), srv: srv}
 }
 
-func (c *controller) token(t *testing.T) string {
+func (c *controller) token(t testing.TB) string {
 	t.Helper()
 	tok, err := c.m.CreateWorkerToken(context.Background(), time.Hour, "test")
 	if err != nil {
@@ -152,7 +158,7 @@ func (c *controller) token(t *testing.T) string {
 
 // runWorker runs a worker until the returned stop is called (or the test
 // ends).
-func runWorker(t *testing.T, c *controller, name, token string, slots int, dataDir string) (*Worker, func() error) {
+func runWorker(t testing.TB, c *controller, name, token string, slots int, dataDir string) (*Worker, func() error) {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Controllers, cfg.Token, cfg.Name, cfg.Slots, cfg.DataDir = []string{c.addr}, token, name, slots, dataDir
@@ -179,7 +185,7 @@ func runWorker(t *testing.T, c *controller, name, token string, slots int, dataD
 	return w, stop
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
+func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -194,7 +200,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
 	}
 }
 
-func putRegistry(t *testing.T, st *store.Store, reg scanning.Registry) {
+func putRegistry(t testing.TB, st *store.Store, reg scanning.Registry) {
 	t.Helper()
 	b, _ := json.Marshal(reg)
 	if _, err := st.Put(context.Background(), scanning.PrefixRegistries+reg.Name, b); err != nil {
@@ -202,7 +208,7 @@ func putRegistry(t *testing.T, st *store.Store, reg scanning.Registry) {
 	}
 }
 
-func waitStatus(t *testing.T, st *store.Store, name string, done func(scanning.Status) bool) scanning.Status {
+func waitStatus(t testing.TB, st *store.Store, name string, done func(scanning.Status) bool) scanning.Status {
 	t.Helper()
 	var got scanning.Status
 	waitFor(t, 30*time.Second, "registry "+name+" scanned", func() error {
@@ -426,5 +432,44 @@ func TestEnrolRefusals(t *testing.T) {
 	}
 	if n := len(c.m.Workers().Items); n != 0 {
 		t.Fatalf("%d workers enrolled by refused attempts", n)
+	}
+}
+
+// BenchmarkPass measures one pass over 20 new one-layer images by the
+// controller's two in-process workers, and by one remote worker with two
+// slots (poll, resolve, scan, gzip result, match and store on the
+// controller): the cost of taking scans out of the controller.
+func BenchmarkPass(b *testing.B) {
+	for _, remote := range []bool{false, true} {
+		b.Run(fmt.Sprintf("remote=%v", remote), func(b *testing.B) {
+			var total time.Duration
+			for i := range b.N {
+				b.StopTimer()
+				reg := scanningtest.NewRegistry(b)
+				for j := range 20 {
+					reg.Push(b, fmt.Sprintf("apps/app%d:1", j), scanningtest.AlpineImage(b, "3.11.6", "ansible", "2.9.2-r0", fmt.Sprint(i, j)))
+				}
+				workers := 2
+				if remote {
+					workers = 0
+				}
+				c := startControllerWith(b, workers)
+				if remote {
+					runWorker(b, c, "w", c.token(b), 2, "")
+					waitFor(b, 10*time.Second, "worker connected", func() error { return connected(c, "w") })
+				}
+				b.StartTimer()
+				putRegistry(b, c.st, scanning.Registry{Name: "r", URL: reg.Host, Insecure: true, Interval: scanning.Duration(time.Hour)})
+				s := waitStatus(b, c.st, "r", func(s scanning.Status) bool { return s.Scanned+s.Failed == 20 })
+				b.StopTimer()
+				if s.Scanned != 20 {
+					b.Fatalf("status %+v", s)
+				}
+				total += s.Finished.Sub(s.Started)
+			}
+			// From the pass's start to its end as the status records them,
+			// without the test's polling of the status.
+			b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/pass")
+		})
 	}
 }
