@@ -18,6 +18,7 @@ import (
 	"github.com/palisade-sec/palisade/e2e/harness"
 	"github.com/palisade-sec/palisade/primary/fedserver"
 	"github.com/palisade-sec/palisade/primary/fedserver/fedservertest"
+	"github.com/palisade-sec/palisade/remote/api"
 	"github.com/palisade-sec/palisade/remote/admission/verdict"
 	"github.com/palisade-sec/palisade/remote/fedclient"
 	"github.com/palisade-sec/palisade/remote/scanning"
@@ -572,5 +573,95 @@ func TestScannerWorkers(t *testing.T) {
 	out, _ := fc.cli(0, "scanner", "list")
 	if !strings.Contains(out, "scanner-a") || !strings.Contains(out, "scanner-b") || !strings.Contains(out, "remote") {
 		t.Errorf("scanner list:\n%s", out)
+	}
+}
+
+// TestScannerWorkerFollowsLeader runs a three-replica controller cluster
+// with no in-process scan workers and one `palisade scanner` given every
+// replica, a follower first: its jobs reach the leader through the
+// follower; when the leader is killed, the worker goes on with the new
+// leader's scheduler, which scans a new image and skips the known one.
+func TestScannerWorkerFollowsLeader(t *testing.T) {
+	vulnDir, err := filepath.Abs(filepath.Join("..", "..", "shared", "vulndata", "alpine-secdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := scanningtest.NewRegistry(t)
+	reg.Push(t, "apps/one:1", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "one"))
+	dir := t.TempDir()
+	pw := writeFile(t, dir, "admin.pw", "scan-admin-password")
+	reps := harness.StartCluster(t, bin, dir, &ports, harness.ClusterSpec{Prefix: "ha", Replicas: 3, PasswordFile: pw,
+		Extra: []string{"--vulndb", vulnDir, "--scan-workers", "0"}})
+	fc := &fedCluster{t: t, name: "ha", reps: reps, env: []string{"PALISADE_SESSION_FILE=" + filepath.Join(dir, "ha.session")}}
+	fc.cli(0, "login", "--api", reps[0].API, "--ca-file", reps[0].CAFile(), "--password-file", pw)
+	fc.token = login(t, reps[0], "admin", "scan-admin-password")
+	leader := func() (*harness.Controller, error) {
+		var cl api.Cluster
+		if err := fc.do("GET", "/v1/cluster", nil, &cl); err != nil {
+			return nil, err
+		}
+		for _, r := range reps {
+			if exited, _ := r.Exited(); r.Name == cl.Leader && !exited {
+				return r, nil
+			}
+		}
+		return nil, fmt.Errorf("no running leader (cluster says %q)", cl.Leader)
+	}
+	var lead *harness.Controller
+	harness.Eventually(t, 30*time.Second, "a leader", func() (err error) { lead, err = leader(); return err })
+	var hosts []string
+	for _, r := range reps {
+		if r != lead {
+			hosts = append(hosts, strings.TrimPrefix(r.API, "https://"))
+		}
+	}
+	hosts = append(hosts, strings.TrimPrefix(lead.API, "https://"))
+	tok, _ := fc.cli(0, "scanner", "token", "create")
+	w := harness.Start(t, bin, dir, "scanner", "scanner", "--controller", strings.Join(hosts, ","), "--token", strings.TrimSpace(tok),
+		"--name", "scanner", "--data-dir", filepath.Join(dir, "scanner"))
+
+	fc.cli(0, "registry", "add", "local", "http://"+reg.Host, "--interval", "1h")
+	var first *scanning.Status
+	harness.Eventually(t, 60*time.Second, "the first image scanned through a follower", func() (err error) {
+		if first, err = fc.registryStatus("local"); err == nil && first.Scanned != 1 {
+			err = fmt.Errorf("status %+v", first)
+		}
+		return err
+	})
+	if first.Replica != lead.Name {
+		t.Fatalf("pass run by %s, want the leader %s", first.Replica, lead.Name)
+	}
+
+	lead.Kill()
+	reg.Push(t, "apps/two:1", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "two"))
+	requested := false
+	var second *scanning.Status
+	harness.Eventually(t, 90*time.Second, "the new leader's scheduler scans with the same worker", func() error {
+		if !requested {
+			// A new leader keeps the previous one's schedule: ask for a
+			// pass (refused while the election runs).
+			if _, errOut, code := harness.CLI(t, bin, fc.env, "registry", "scan", "local", "--api", fc.live().API, "--ca-file", fc.live().CAFile()); code != 0 {
+				return fmt.Errorf("registry scan: %s", errOut)
+			}
+			requested = true
+		}
+		st, err := fc.registryStatus("local")
+		if err != nil {
+			return err
+		}
+		if !st.Started.After(first.Started) || st.Images != 2 {
+			return fmt.Errorf("no new pass yet (last %+v)", st)
+		}
+		second = st
+		return nil
+	})
+	if second.Scanned != 1 || second.Skipped != 1 || second.Replica == lead.Name {
+		t.Fatalf("pass after the failover %+v, want the new image scanned and the known one skipped by a new leader", second)
+	}
+	if _, err := fc.scanResult(reg.Host + "/apps/two:1"); err != nil {
+		t.Fatalf("result of the image scanned after the failover: %v", err)
+	}
+	if n := strings.Count(w.Log(), "scanned image"); n != 2 {
+		t.Errorf("the worker scanned %d images, want 2:\n%s", n, w.Log())
 	}
 }
