@@ -190,6 +190,32 @@ func TestRegistryWithAuthWaitsForCredentials(t *testing.T) {
 	waitStatus(t, st, "private", func(s Status) bool { return s.Scanned == 1 })
 }
 
+// TestBearerCredentials: a registry that takes a bearer token is scanned
+// with one.
+func TestBearerCredentials(t *testing.T) {
+	reg := scanningtest.NewRegistry(t)
+	reg.Push(t, "private/app:1", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "bearer"))
+	reg.RequireBearer("pat-123")
+	st := openStore(t)
+	cfg := testConfig(t, st, t.TempDir())
+	ca := testCA(t)
+	cfg.CA = func() *pki.CA { return ca }
+	runModule(t, cfg)
+	b, err := sealCredentials(ca, "private", Credentials{Token: "pat-123"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(context.Background(), PrefixCredentials+"private", b); err != nil {
+		t.Fatal(err)
+	}
+	putRegistry(t, st, Registry{Name: "private", URL: reg.Host, Insecure: true, Auth: AuthBearer, Interval: Duration(time.Hour)})
+	if s := waitStatus(t, st, "private", func(s Status) bool { return s.Scanned+s.Failed == 1 }); s.Scanned != 1 {
+		var f Failure
+		getJSON(t, st, PrefixFailures+reg.Host+"/private/app:1", &f)
+		t.Fatalf("status %+v, failure %+v: want the image scanned with the token", s, f)
+	}
+}
+
 // TestDeletedFederatedRegistryWithdrawsResults: on a primary, deleting a
 // federated registry withdraws from the federation stream the results no
 // other federated registry references; a shared digest stays until its

@@ -38,6 +38,7 @@ type Registry struct {
 	fail      map[string]int // repository -> manifest requests still to fail
 	// user and pass, when set, are required for pulls (see RequireBasicAuth).
 	user, pass string
+	bearer     string
 	refused    int
 	// held repositories' blob downloads wait for their channel to close.
 	held    map[string]chan struct{}
@@ -148,6 +149,15 @@ func (r *Registry) Holding() int {
 	return r.holding
 }
 
+// RequireBearer is RequireBasicAuth for a static bearer token: pulls need
+// "Authorization: Bearer TOKEN" (the challenge stays Basic, as registries
+// that take personal access tokens in place of a password answer).
+func (r *Registry) RequireBearer(token string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.bearer = token
+}
+
 // Refused returns how many requests were refused for want of credentials.
 func (r *Registry) Refused() int {
 	r.mu.Lock()
@@ -157,14 +167,17 @@ func (r *Registry) Refused() int {
 
 func (r *Registry) authorized(req *http.Request) bool {
 	r.mu.Lock()
-	user, pass := r.user, r.pass
+	user, pass, bearer := r.user, r.pass, r.bearer
 	r.mu.Unlock()
-	if user == "" || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
+	if user == "" && bearer == "" || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
 		return true
 	}
 	p := req.URL.Path
 	if strings.HasSuffix(p, "/tags/list") || p == "/v2/_catalog" {
 		return true
+	}
+	if bearer != "" {
+		return req.Header.Get("Authorization") == "Bearer "+bearer
 	}
 	u, pw, ok := req.BasicAuth()
 	return ok && u == user && pw == pass
