@@ -306,11 +306,8 @@ func TestOpenAPIDocumentMatchesRoutes(t *testing.T) {
 	}
 }
 
-// paged reports whether an operation is a listing (its 200 body has
-// items), and checks in passing that it takes limit and offset.
-func paged(op *apidoc.Operation) bool {
-	return slices.ContainsFunc(op.Parameters, func(p apidoc.Parameter) bool { return p.In == "query" && p.Name == "limit" })
-}
+// paged reports whether an operation takes limit and offset.
+func paged(op *apidoc.Operation) bool { return op.Paged() }
 
 // TestEveryListingPagesAndRefusesBadPages finds the listings in the
 // document (JSON bodies with items) and checks each takes limit and
@@ -333,7 +330,7 @@ func TestEveryListingPagesAndRefusesBadPages(t *testing.T) {
 			continue
 		}
 		schema, err := doc.ResponseSchema("GET", path, http.StatusOK)
-		if err != nil || !hasItems(&doc, schema) {
+		if err != nil || !doc.IsListing(schema) {
 			continue
 		}
 		listings++
@@ -371,17 +368,4 @@ func TestEveryListingPagesAndRefusesBadPages(t *testing.T) {
 	if listings < 15 {
 		t.Errorf("found %d listings in the document, want at least 15", listings)
 	}
-}
-
-// hasItems reports whether a schema (through references) is an object
-// with an items array.
-func hasItems(doc *apidoc.Document, s *apidoc.Schema) bool {
-	for s != nil && s.Ref != "" {
-		s = doc.Components.Schemas[strings.TrimPrefix(s.Ref, "#/components/schemas/")]
-	}
-	if s == nil {
-		return false
-	}
-	_, ok := s.Properties["items"]
-	return ok
 }

@@ -265,6 +265,14 @@ func (m testModule) Routes(r httpapi.Routes) {
 
 func (testModule) OpenAPI() []httpapi.Op { return testOps() }
 
+type unpaged struct{}
+
+func (unpaged) Routes(r httpapi.Routes) { r.Handle(http.MethodGet, "/things", httpapi.Read, nil) }
+
+func (unpaged) OpenAPI() []httpapi.Op {
+	return []httpapi.Op{{Method: http.MethodGet, Path: "/things", Response: httpapi.List[sample]{}}}
+}
+
 type undocumented struct{}
 
 func (undocumented) Routes(r httpapi.Routes) { r.Handle(http.MethodGet, "/x", httpapi.Read, nil) }
@@ -276,6 +284,9 @@ func TestCheckModule(t *testing.T) {
 	p := CheckModule(testModule{extra: true})
 	if len(p) != 1 || !strings.Contains(p[0], `PUT /v1/things/:name is registered but not in the OpenAPI document`) {
 		t.Errorf("an undocumented route: %v", p)
+	}
+	if p := CheckModule(unpaged{}); len(p) != 1 || !strings.Contains(p[0], "GET /v1/things lists items but is not paged") {
+		t.Errorf("a listing without paging: %v", p)
 	}
 	if p := CheckModule(undocumented{}); len(p) != 1 || !strings.Contains(p[0], "does not implement httpapi.Documented") {
 		t.Errorf("a module without OpenAPI(): %v", p)

@@ -3,6 +3,7 @@ package apidoc
 import (
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/gin-gonic/gin"
 
@@ -53,9 +54,40 @@ func CheckModule(m httpapi.Module) []string {
 		problems = append(problems, doc.Lint()...)
 	}
 	for _, r := range rec.routes {
-		if o, ok := doc.Operation(r.Method, r.Path); ok && r.Method == http.MethodGet && o.RequestBody != nil {
+		o, ok := doc.Operation(r.Method, r.Path)
+		if !ok || r.Method != http.MethodGet {
+			continue
+		}
+		if o.RequestBody != nil {
 			problems = append(problems, fmt.Sprintf("GET %s documents a request body", r.Path))
+		}
+		if s, err := doc.ResponseSchema(r.Method, r.Path, http.StatusOK); err == nil && doc.IsListing(s) && !o.Paged() {
+			problems = append(problems, fmt.Sprintf("GET %s lists items but is not paged: read ?limit=&offset= with httpapi.ParsePage, "+
+				"answer httpapi.NewList (or a type with items, total, limit and offset) and set Paged: true on its httpapi.Op", r.Path))
 		}
 	}
 	return problems
+}
+
+// IsListing reports whether s (through references) is an object with an
+// items array: the body of a listing.
+func (d *Document) IsListing(s *Schema) bool {
+	for i := 0; s != nil && s.Ref != "" && i < 16; i++ {
+		s, _ = d.resolve(s.Ref)
+	}
+	if s == nil {
+		return false
+	}
+	items, ok := s.Properties["items"]
+	return ok && items != nil && slices.Contains(items.Type, "array")
+}
+
+// Paged reports whether the operation takes ?limit= and ?offset=.
+func (o *Operation) Paged() bool {
+	var limit, offset bool
+	for _, p := range o.Parameters {
+		limit = limit || (p.In == "query" && p.Name == "limit")
+		offset = offset || (p.In == "query" && p.Name == "offset")
+	}
+	return limit && offset
 }
