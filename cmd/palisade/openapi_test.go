@@ -301,6 +301,12 @@ func TestOpenAPIDocumentMatchesRoutes(t *testing.T) {
 		}
 		checked++
 	}
+	ops := 0
+	for _, item := range doc.Paths {
+		ops += len(*item)
+	}
+	t.Logf("OpenAPI document: %d bytes, %d paths, %d operations, %d schemas; %d registered routes; %d live responses validated",
+		len(body), len(doc.Paths), ops, len(doc.Components.Schemas), len(routes), checked)
 	if checked < 20 {
 		t.Errorf("checked %d responses, want at least 20", checked)
 	}
