@@ -120,6 +120,7 @@ enum counter {
 #define FLAG_PENDING 0x10  /* admitted until its application is classified */
 #define FLAG_MIDSTREAM 0x20 /* conntrack only: entry created from a packet past the handshake */
 #define FLAG_CLASSIFIED 0x40 /* conntrack only: app holds the classifier's answer */
+#define FLAG_SEQ 0x80 /* conntrack only: seq holds the first payload byte's sequence number */
 
 #define CGROUP_KEY_BIT (1ULL << 63)
 
@@ -192,6 +193,8 @@ struct ct_entry {
 	__u8 app;   /* enum app, once classified */
 	__u8 mode;  /* mode of the endpoint when the flow was decided */
 	__u16 pad;
+	__u32 seq; /* TCP: sequence number of this direction's first payload byte */
+	__u32 pad2;
 };
 
 struct frag_key {
@@ -334,6 +337,9 @@ struct pkt {
 	__u8 fragment; /* non-first fragment */
 	__u32 payload_off;
 	__u32 payload_len;
+	__u32 seq;     /* TCP sequence number */
+	__u8 any_frag; /* first or later fragment */
+	__u8 pad[3];
 };
 
 #define PARSE_OK 0
@@ -380,6 +386,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, __u32 
 	if (p->fragment) {
 		struct frag_ports *fp;
 
+		p->any_frag = 1;
 		__builtin_memcpy(fk.saddr, p->saddr, 16);
 		__builtin_memcpy(fk.daddr, p->daddr, 16);
 		fk.id = frag_id;
@@ -401,6 +408,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, __u32 
 		p->sport = ((__u16)hdr[0] << 8) | hdr[1];
 		p->dport = ((__u16)hdr[2] << 8) | hdr[3];
 		p->tcp_flags = hdr[13];
+		p->seq = ((__u32)hdr[4] << 24) | ((__u32)hdr[5] << 16) | ((__u32)hdr[6] << 8) | hdr[7];
 		{
 			__u32 doff = (hdr[12] >> 4) * 4;
 			if (doff < 20)
@@ -433,6 +441,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, __u32 
 		bpf_map_update_elem(&fragments, &fk, &fp, BPF_ANY);
 		/* Payload of a fragment is incomplete: no sample from it. */
 		p->payload_len = 0;
+		p->any_frag = 1;
 	}
 	return PARSE_OK;
 }
@@ -740,7 +749,12 @@ static __always_inline void ct_create(struct pkt *p, __u64 ep, __u32 dir, struct
 	k.dir = dir;
 	v.flags = flags;
 	v.sampled = sampled;
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+		v.seq = p->seq + 1;
+		v.flags |= FLAG_SEQ;
+	}
 	bpf_map_update_elem(&conntrack, &k, &v, BPF_ANY);
+	v.seq = 0;
 
 	__builtin_memcpy(k.saddr, p->daddr, 16);
 	__builtin_memcpy(k.daddr, p->saddr, 16);
@@ -769,8 +783,13 @@ static __always_inline void ct_tcp_track(struct ct_key *k, struct ct_entry *ce, 
 	} else {
 		if (f & TCP_FIN)
 			fin |= reply ? FIN_SERVER : FIN_CLIENT;
-		if (st == CT_TCP_SYN && reply)
+		if (st == CT_TCP_SYN && reply) {
 			nst = CT_TCP_ESTABLISHED;
+			if (f & TCP_SYN) {
+				ce->seq = p->seq + 1;
+				ce->flags |= FLAG_SEQ;
+			}
+		}
 		if (fin == (FIN_CLIENT | FIN_SERVER))
 			nst = CT_TCP_CLOSED;
 		else if (fin)
@@ -945,7 +964,25 @@ static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struc
 	__u32 mode = ce->mode, app;
 	struct eval e = {};
 
-	app = classify(skb, p, reply, ce->flags & FLAG_MIDSTREAM);
+	if (p->any_frag) {
+		/* An IP fragment cannot be classified: it counts as no
+		 * application (a TCP stack that fragments is not a client). */
+		app = APP_NONE;
+	} else if ((ce->flags & FLAG_SEQ) && p->seq != ce->seq) {
+		/* Not the first payload bytes of this direction: out of order,
+		 * or forged to be classified instead of them. Decide on the
+		 * real ones; until then nothing passes in Protect. A keepalive
+		 * probe (one byte below, at most one byte) passes. */
+		if (p->seq == ce->seq - 1 && p->payload_len <= 1)
+			return 1;
+		if (mode == MODE_PROTECT) {
+			count(COUNTER_PROTECT_DROP);
+			return 0;
+		}
+		return 1;
+	} else {
+		app = classify(skb, p, reply, ce->flags & FLAG_MIDSTREAM);
+	}
 	e.src_id = ce->src_id;
 	e.dst_id = ce->dst_id;
 	decide(lookup_policy(e.src_id, e.dst_id, p->proto, reply ? p->sport : p->dport), p->proto, app, &e);
@@ -1049,7 +1086,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 			ct_tcp_track(&k, ce, &p);
 		if (now > ce->seen_ns && now - ce->seen_ns > (to >> 4))
 			ce->seen_ns = now;
-		if (p.payload_len && (ce->flags & FLAG_PENDING))
+		if ((p.payload_len || p.any_frag) && (ce->flags & FLAG_PENDING))
 			return check_app(skb, &p, &k, ce, ep, dir);
 		count(COUNTER_CT_PASS);
 		if (p.payload_len && !ce->sampled) {
@@ -1090,17 +1127,22 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 			ce->dst_id = e.dst_id;
 			ce->mode = mode;
 			ce->flags = flags & ~(FLAG_VIOLATION | FLAG_PENDING);
-			if (e.pending && !(flags & FLAG_PENDING))
-				/* Admitted before the rule: its next payload is mid-stream. */
-				ce->flags |= FLAG_PENDING | (ce->state != CT_TCP_SYN ? FLAG_MIDSTREAM : 0);
-			else if (e.pending)
+			if (e.pending && !(flags & FLAG_PENDING)) {
+				/* Admitted before the rule. Once payload went by, or
+				 * if the SYN was never seen, the next payload is
+				 * mid-stream. */
 				ce->flags |= FLAG_PENDING;
+				if (ce->sampled || !(flags & FLAG_SEQ))
+					ce->flags = (ce->flags | FLAG_MIDSTREAM) & ~FLAG_SEQ;
+			} else if (e.pending) {
+				ce->flags |= FLAG_PENDING;
+			}
 			if (ce->state == CT_DENIED)
 				ce->state = CT_TCP_ESTABLISHED;
 			if (p.proto == IPPROTO_TCP)
 				ct_tcp_track(&k, ce, &p);
 			ce->seen_ns = now;
-			if (e.pending && p.payload_len)
+			if (e.pending && (p.payload_len || p.any_frag))
 				return check_app(skb, &p, &k, ce, ep, dir);
 			return 1;
 		}
@@ -1156,7 +1198,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 		if (e.pending && !(p.tcp_flags & TCP_SYN))
 			flags |= FLAG_MIDSTREAM;
 		ct_create(&p, ep, dir, &e, gen, flags, mode, p.payload_len != 0 && !e.pending);
-		if (e.pending && p.payload_len) {
+		if (e.pending && (p.payload_len || p.any_frag)) {
 			ce = bpf_map_lookup_elem(&conntrack, &k);
 			if (ce)
 				return check_app(skb, &p, &k, ce, ep, dir);

@@ -69,6 +69,8 @@ type DatapathCtEntry struct {
 	App        uint8
 	Mode       uint8
 	Pad        uint16
+	Seq        uint32
+	Pad2       uint32
 }
 
 type DatapathCtKey struct {

@@ -334,3 +334,95 @@ func TestPrivilegedAppEnforcement(t *testing.T) {
 		}
 	})
 }
+
+// tcpFrame is an Ethernet frame 10.199.1.2:sport -> 10.199.2.2:dport with
+// TCP flags, sequence number and payload; moreFragments sets IP's MF bit.
+func tcpFrame(sport, dport uint16, flags byte, seq uint32, payload []byte, moreFragments bool) []byte {
+	tcp := tcpHeader(sport, dport, 5)
+	tcp[13] = flags
+	tcp[4], tcp[5], tcp[6], tcp[7] = byte(seq>>24), byte(seq>>16), byte(seq>>8), byte(seq)
+	ip := ipv4Packet(5, unix.IPPROTO_TCP, append(tcp, payload...))
+	if moreFragments {
+		ip[6] = 0x20
+		ip[5] = 7 // identification
+	}
+	return eth(0x0800, ip)
+}
+
+// TestPrivilegedAppCheckEvasion sends crafted packet sequences through the
+// program: the application check must judge the bytes the server will read
+// first, not a forged or out-of-order segment, and never wave through a
+// payload it cannot read whole.
+func TestPrivilegedAppCheckEvasion(t *testing.T) {
+	skipUnlessRoot(t)
+	cfg := testConfig(t)
+	cfg.SweepInterval = 0
+	d := openDatapath(t, cfg)
+	t.Cleanup(func() { d.Destroy() })
+	tab := baseTable(ModeProtect)
+	tab.Verdicts = []VerdictEntry{{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: 8080, PortHi: 8080, App: AppHTTP, Action: ActionAllow, RuleID: 21}}
+	if err := d.ApplyTable(tab); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if err := d.objs.Endpoints.Put(uint64(1), bpf.DatapathEndpoint{Identity: uint32(idA)}); err != nil {
+		t.Fatalf("endpoint: %v", err)
+	}
+	const (
+		syn    = 0x02
+		ack    = 0x10
+		pshAck = 0x18
+	)
+	get := []byte("GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+	ping := []byte("*1\r\n$4\r\nPING\r\n")
+	type step struct {
+		flags   byte
+		seq     uint32
+		payload []byte
+		frag    bool
+		pass    bool
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"in order HTTP is confirmed", []step{
+			{syn, 1000, nil, false, true},
+			{ack, 1001, nil, false, true},
+			{pshAck, 1001, get, false, true},
+			{pshAck, 1001 + uint32(len(get)), ping, false, true}, // later payload is not judged again
+		}},
+		{"out-of-order HTTP does not vouch for the real first bytes", []step{
+			{syn, 1000, nil, false, true},
+			{pshAck, 5000, get, false, false},
+			{pshAck, 1001, ping, false, false},
+			{pshAck, 1001, get, false, false}, // the flow stays denied
+		}},
+		{"keepalive probe before any payload passes", []step{
+			{syn, 1000, nil, false, true},
+			{ack, 1000, []byte{0}, false, true},
+			{pshAck, 1001, get, false, true},
+		}},
+		{"fragmented first payload is not classified", []step{
+			{syn, 1000, nil, false, true},
+			{pshAck, 1001, get, true, false},
+		}},
+		{"redis first is dropped", []step{
+			{syn, 1000, nil, false, true},
+			{pshAck, 1001, ping, false, false},
+		}},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sport := uint16(41000 + i)
+			for j, s := range tc.steps {
+				got, _, err := d.objs.PalisadeTcxIngress.Benchmark(tcpFrame(sport, 8080, s.flags, s.seq, s.payload, s.frag), 1, nil)
+				if err != nil {
+					t.Fatalf("step %d: run: %v", j, err)
+				}
+				if pass := got == tcxNext; pass != s.pass {
+					t.Errorf("step %d (flags %#x seq %d %q): passed %v, want %v", j, s.flags, s.seq, s.payload, pass, s.pass)
+				}
+			}
+		})
+	}
+}
