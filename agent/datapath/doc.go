@@ -28,7 +28,11 @@
 // (request methods, "HTTP/1." responses), the HTTP/2 preface, TLS
 // (ClientHello, ServerHello records), SSH banners and Redis (RESP arrays,
 // PING, INFO, and AUTH/HELLO/SELECT by command name), in agreement with
-// agent/appdetect on those. Every other application (DNS, gRPC,
+// agent/appdetect on those. The check judges the bytes the server reads
+// first: a payload whose sequence number is not the first of its direction
+// (out of order, or forged to be classified in their place) is dropped in
+// Protect while the flow stays pending, and an IP-fragmented payload counts
+// as no application. Every other application (DNS, gRPC,
 // PostgreSQL, MySQL, MongoDB, Kafka, ...) is enforced by port only: callers
 // give such rules without App (agent/node does: an allow opens the port, a
 // deny of one application is only reported). A flow whose entries were lost
