@@ -130,7 +130,7 @@ func runScannerList(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	var out scanning.WorkerList
-	if err := c.Do(ctx, "GET", "/v1/scanners", nil, &out); err != nil {
+	if err := c.Do(ctx, "GET", fmt.Sprintf("/v1/scanners?limit=%d", scanning.MaxLimit), nil, &out); err != nil {
 		return err
 	}
 	if o.json() {

@@ -71,7 +71,7 @@ func (m *Module) WorkerOpenAPI() []httpapi.Op {
 			Body: WorkerTokenRequest{}, Status: http.StatusCreated, Response: CreatedWorkerToken{}},
 		{Method: http.MethodPost, Path: "/scanners/enroll", Tag: tag, Summary: "enrol a scanner worker with a token (no session)",
 			Body: EnrollRequest{}, Status: http.StatusCreated, Response: Enrolled{}},
-		{Method: http.MethodGet, Path: "/scanners", Tag: tag, Summary: "list scanner workers with their load and last contact", Response: WorkerList{}},
+		{Method: http.MethodGet, Path: "/scanners", Tag: tag, Summary: "list scanner workers with their load and last contact", Paged: true, Response: WorkerList{}},
 		{Method: http.MethodDelete, Path: "/scanners/:name", Tag: tag, Summary: "revoke a scanner worker", Status: http.StatusNoContent},
 		{Method: http.MethodPost, Path: "/scanners/poll", Tag: tag, Summary: "a scanner worker takes jobs (long poll, worker credential)",
 			Body: PollRequest{}, Response: PollResponse{}},
@@ -171,12 +171,12 @@ func (m *Module) enroll(c *gin.Context) (any, error) {
 
 // Workers lists the enrolled workers and, on the leader, the in-process
 // ones, with their load and last contact.
-func (m *Module) Workers() WorkerList {
+func (m *Module) Workers() []WorkerInfo {
 	var live map[string]WorkerInfo
 	if s, err := m.current(); err == nil {
 		live = s.workerInfos()
 	}
-	out := WorkerList{Replica: m.st.Name(), Items: []WorkerInfo{}}
+	out := []WorkerInfo{}
 	for _, w := range m.workerRecords() {
 		wi, ok := live[w.Name]
 		if !ok || !wi.Remote {
@@ -184,23 +184,29 @@ func (m *Module) Workers() WorkerList {
 		}
 		wi.ID, wi.Enrolled = w.ID, w.Enrolled
 		delete(live, w.Name)
-		out.Items = append(out.Items, wi)
+		out = append(out, wi)
 	}
 	for _, wi := range live {
 		if !wi.Remote {
-			out.Items = append(out.Items, wi)
+			out = append(out, wi)
 		}
 	}
-	sort.Slice(out.Items, func(i, j int) bool {
-		if out.Items[i].Remote != out.Items[j].Remote {
-			return !out.Items[i].Remote
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Remote != out[j].Remote {
+			return !out[i].Remote
 		}
-		return out.Items[i].Name < out.Items[j].Name
+		return out[i].Name < out[j].Name
 	})
 	return out
 }
 
-func (m *Module) listWorkers(*gin.Context) (any, error) { return m.Workers(), nil }
+func (m *Module) listWorkers(c *gin.Context) (any, error) {
+	p, err := httpapi.ParsePage(c, DefaultLimit, MaxLimit)
+	if err != nil {
+		return nil, err
+	}
+	return httpapi.NewList(m.Workers(), p), nil
+}
 
 func (m *Module) deleteWorker(c *gin.Context) (any, error) {
 	n := c.Param("name")

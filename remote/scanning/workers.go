@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/palisade-sec/palisade/remote/admission/verdict"
+	"github.com/palisade-sec/palisade/shared/httpapi"
 	"github.com/palisade-sec/palisade/shared/logfields"
 	"github.com/palisade-sec/palisade/shared/store"
 )
@@ -55,12 +56,8 @@ type WorkerInfo struct {
 	Enrolled time.Time `json:"enrolled,omitzero"`
 }
 
-// WorkerList is the body of GET /v1/scanners.
-type WorkerList struct {
-	// Replica is the leader that answered.
-	Replica string       `json:"replica"`
-	Items   []WorkerInfo `json:"items"`
-}
+// WorkerList is the body of GET /v1/scanners (answered by the leader).
+type WorkerList = httpapi.List[WorkerInfo]
 
 func randomID(n int) string {
 	b := make([]byte, n)
@@ -95,7 +92,7 @@ func (s *scheduler) remoteLocked(id, name string, slots int, now time.Time) *slo
 		s.m.log.Info("scanner worker connected", logWorker, name, logfields.Count, slots)
 	}
 	w.slots = max(1, slots)
-	w.remote.lastContact = now
+	w.remote.id, w.remote.lastContact = id, now
 	return w
 }
 

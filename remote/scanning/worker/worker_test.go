@@ -230,9 +230,9 @@ func waitStatus(t testing.TB, st *store.Store, name string, done func(scanning.S
 func connected(c *controller, names ...string) error {
 	l := c.m.Workers()
 	for _, n := range names {
-		i := slices.IndexFunc(l.Items, func(w scanning.WorkerInfo) bool { return w.Name == n })
-		if i < 0 || !l.Items[i].Connected || l.Items[i].LastContact.IsZero() {
-			return fmt.Errorf("worker %s not connected: %+v", n, l.Items)
+		i := slices.IndexFunc(l, func(w scanning.WorkerInfo) bool { return w.Name == n })
+		if i < 0 || !l[i].Connected || l[i].LastContact.IsZero() {
+			return fmt.Errorf("worker %s not connected: %+v", n, l)
 		}
 	}
 	return nil
@@ -308,8 +308,7 @@ func TestWorkersScanForTheController(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || len(rep.Packages) != 1 || len(rep.Vulnerabilities) == 0 {
 		t.Errorf("GET report: %s, %d packages, %d vulnerabilities", resp.Status, len(rep.Packages), len(rep.Vulnerabilities))
 	}
-	l := c.m.Workers()
-	for _, wi := range l.Items {
+	for _, wi := range c.m.Workers() {
 		if !wi.Remote || !wi.Connected || wi.Slots != 1 || wi.ID == "" || wi.Enrolled.IsZero() {
 			t.Errorf("worker %+v, want two connected remote workers with one slot", wi)
 		}
@@ -367,7 +366,7 @@ func TestLostWorkersJobIsRetriedElsewhere(t *testing.T) {
 	if s.Error != "" {
 		t.Fatalf("status %+v", s)
 	}
-	for _, wi := range c.m.Workers().Items {
+	for _, wi := range c.m.Workers() {
 		if wi.Name == "dies" && wi.Connected {
 			t.Errorf("the dead worker still counts as connected: %+v", wi)
 		}
@@ -430,7 +429,7 @@ func TestEnrolRefusals(t *testing.T) {
 			}
 		})
 	}
-	if n := len(c.m.Workers().Items); n != 0 {
+	if n := len(c.m.Workers()); n != 0 {
 		t.Fatalf("%d workers enrolled by refused attempts", n)
 	}
 }
