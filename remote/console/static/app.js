@@ -63,7 +63,9 @@ export async function api(method, path, body, contentType) {
   let data = null;
   const text = await resp.text();
   if (text) { try { data = JSON.parse(text); } catch { data = { message: text }; } }
-  if (resp.status === 401 && path !== '/v1/auth/login') { state.me = null; location.hash = '#/login'; }
+  // A lapsed session signs out; a remote's answer through the drill-in
+  // route says nothing about this controller's session.
+  if (resp.status === 401 && path !== '/v1/auth/login' && !path.startsWith('/v1/fed/clusters/')) { state.me = null; location.hash = '#/login'; }
   return { status: resp.status, data };
 }
 
@@ -280,7 +282,13 @@ function rolloutCard(s, remotes, history, act) {
     ], rows, { empty: 'No remotes.' }));
 }
 
-async function rolloutsPage() {
+// rolloutKey is what the rollout card shows, to redraw it only on change.
+function rolloutKey(st) {
+  const r = st.rollout;
+  return JSON.stringify([r?.id, r?.phase, r?.paused, r?.message, (st.remotes || []).map((x) => [x.name, x.ackedRevision, x.connected, x.healthy])]);
+}
+
+async function rolloutsPage(args, gen) {
   const out = [h('h1', null, 'Rollouts')];
   if (state.drill || state.cluster.role !== 'primary') return [...out, h('p', { class: 'muted' }, 'Rollouts are run by a primary; this cluster is ' + state.cluster.role + '.')];
   const [st, hist] = await Promise.all([api('GET', '/v1/fed/status'), api('GET', '/v1/fed/history')]);
@@ -295,6 +303,21 @@ async function rolloutsPage() {
   if (st.status !== 200) out.push(notAvailable('Federation status', st));
   else if (!st.data.rollout) out.push(h('p', { class: 'muted', id: 'no-rollout' }, 'No rollout. Apply federated policy with canary remotes to start one.'));
   else out.push(rolloutCard(st.data.rollout, st.data.remotes || [], history, act));
+  // While a rollout runs, its progress is followed: the page is redrawn
+  // when the rollout or a remote's applied revision changes, unless a
+  // question is open.
+  if (st.status === 200 && st.data.rollout) {
+    let key = rolloutKey(st.data), timer = 0;
+    const poll = async () => {
+      if (!current(gen)) return;
+      const again = await api('GET', '/v1/fed/status');
+      if (!current(gen)) return;
+      if (again.status === 200 && rolloutKey(again.data) !== key && !document.querySelector('#main .confirm .danger')) { key = rolloutKey(again.data); route(); return; }
+      timer = setTimeout(poll, 2000);
+    };
+    timer = setTimeout(poll, 2000);
+    onLeave(() => clearTimeout(timer));
+  }
   out.push(msg, h('h2', null, 'History'));
   if (hist.status !== 200) return [...out, notAvailable('History', hist)];
   const cols = [
@@ -498,7 +521,7 @@ function chrome(active) {
   const cl = document.getElementById('cluster');
   const ctx = document.getElementById('context');
   if (!state.me) { nav.replaceChildren(); me.replaceChildren(); cl.textContent = ''; ctx.replaceChildren(); ctx.hidden = true; return; }
-  const shown = Object.entries(pages).filter(([, [, , o]]) => !(o?.primaryOnly && (state.drill || state.cluster?.role !== 'primary')));
+  const shown = Object.entries(pages).filter(([, [, , o]]) => !(o?.primaryOnly && (state.drill || state.cluster?.role !== 'primary' || !can.fedRead())));
   nav.replaceChildren(...shown.map(([k, [title]]) => h('a', { href: link(k), class: k === active ? 'active' : '' }, title)));
   cl.textContent = state.cluster ? state.cluster.name + ' · ' + state.cluster.role : '';
   me.replaceChildren(h('span', { id: 'whoami' }, state.me.user + ' (' + state.me.role + ')'), h('button', { class: 'secondary', id: 'logout', onclick: logout }, 'Sign out'));
