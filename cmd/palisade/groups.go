@@ -62,7 +62,7 @@ func setQuery(q url.Values, kv ...string) url.Values {
 
 func runGroup(ctx context.Context, env *cliEnv, args []string) error {
 	if len(args) == 0 || args[0] != "list" {
-		return fmt.Errorf("%w: palisade group list [--source S] [--name TEXT] [--mode M] [--limit N] [--offset N] [-o json]", errUsage)
+		return fmt.Errorf("%w: palisade group list [--source S] [--name TEXT] [--mode M] [--criteria TEXT] [--limit N] [--offset N] [-o json]", errUsage)
 	}
 	fs := flag.NewFlagSet("group list", flag.ContinueOnError)
 	o := addAPIFlags(fs)
@@ -70,6 +70,7 @@ func runGroup(ctx context.Context, env *cliEnv, args []string) error {
 	source := fs.String("source", "", "only groups of this source: federated, code, user or learned")
 	name := fs.String("name", "", "only groups whose name contains this")
 	mode := fs.String("mode", "", "only groups with this network or process mode: discover, monitor or protect")
+	criteria := fs.String("criteria", "", "only groups with a criterion containing this (a label, namespace, image or address)")
 	pos, err := positionals(fs, env, args[1:])
 	if err != nil {
 		return err
@@ -85,7 +86,7 @@ func runGroup(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	q := setQuery(url.Values{}, "source", *source, "name", *name, "mode", *mode)
+	q := setQuery(url.Values{}, "source", *source, "name", *name, "mode", *mode, "criteria", *criteria)
 	pages, err := apiclient.Pages(ctx, c, "/v1/groups", q, w, func(p *policyapi.GroupList) (int, int) { return len(p.Items), p.Total })
 	if err != nil {
 		return err

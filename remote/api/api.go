@@ -3,6 +3,13 @@
 // parts of the controller (federation, policy, agents, scanning) add their
 // routes as Modules through the same Router, which applies authentication,
 // role checks and the one mapping from errors to HTTP responses.
+//
+// GET /v1/openapi.json serves the API's OpenAPI 3.1 document, without a
+// session (it describes routes and holds no data). It is built when the
+// API is: from the routes the router and every module registered (their
+// access levels become the document's security) and the httpapi.Op each
+// module describes them with in OpenAPI(), with schemas derived from the
+// handlers' Go types (shared/apidoc).
 package api
 
 import (

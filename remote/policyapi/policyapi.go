@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -272,9 +273,10 @@ func (a *API) groups(c *gin.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	name := c.Query("name")
+	name, criteria := c.Query("name"), c.Query("criteria")
 	all := httpapi.Filter(v.Groups(f), func(g policystore.GroupInfo) bool {
-		return httpapi.Contains(g.Name, name) && (mode == "" || string(g.NetworkMode) == mode || string(g.ProcessMode) == mode)
+		return httpapi.Contains(g.Name, name) && (mode == "" || string(g.NetworkMode) == mode || string(g.ProcessMode) == mode) &&
+			(criteria == "" || slices.ContainsFunc(g.Criteria, func(cr string) bool { return httpapi.Contains(cr, criteria) }))
 	})
 	l := httpapi.NewList(all, p)
 	return GroupList{Items: l.Items, Total: l.Total, Limit: l.Limit, Offset: l.Offset, Revision: v.Revision}, nil
