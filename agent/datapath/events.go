@@ -64,8 +64,9 @@ type FlowEvent struct {
 	Fragment         bool
 	// Pending: the flow was admitted until its application is classified.
 	Pending bool
-	// App is the application the kernel classified (AppNone: none, or not
-	// classified yet).
+	// App is the application the kernel classified. The kernel classifies
+	// only flows under application rules; AppNone is no application, or
+	// a flow it did not classify (user space names those from Payload).
 	App     App
 	Payload []byte // first payload bytes, at most 128
 }
