@@ -300,15 +300,18 @@ func Build(cfg Config, routes []Route, ops []httpapi.Op) (*Document, error) {
 // matches.
 func (d *Document) Operation(method, path string) (*Operation, bool) {
 	m := strings.ToLower(method)
-	if item, ok := d.Paths[PathOf(path)]; ok {
-		if o, ok := (*item)[m]; ok {
+	if item, ok := d.Paths[PathOf(path)]; ok && item != nil {
+		if o, ok := (*item)[m]; ok && o != nil {
 			return o, true
 		}
 	}
 	segs := strings.Split(path, "/")
 	for tmpl, item := range d.Paths {
+		if item == nil {
+			continue
+		}
 		o, ok := (*item)[m]
-		if !ok {
+		if !ok || o == nil {
 			continue
 		}
 		ts := strings.Split(tmpl, "/")
@@ -337,10 +340,10 @@ func (d *Document) ResponseSchema(method, path string, status int) (*Schema, err
 		return nil, fmt.Errorf("apidoc: %s %s is not documented", method, PathOf(path))
 	}
 	r, ok := o.Responses[strconv.Itoa(status)]
-	if !ok {
+	if !ok || r == nil {
 		r, ok = o.Responses["default"]
 	}
-	if !ok {
+	if !ok || r == nil {
 		return nil, fmt.Errorf("apidoc: %s %s documents no %d response", method, PathOf(path), status)
 	}
 	mt, ok := r.Content["application/json"]
@@ -365,6 +368,9 @@ func Check(d *Document, routes []Route) []string {
 		}
 	}
 	for p, item := range d.Paths {
+		if item == nil {
+			continue
+		}
 		for m := range *item {
 			if !registered[m+" "+p] {
 				problems = append(problems, fmt.Sprintf("%s %s is in the OpenAPI document but no route serves it: remove its httpapi.Op or register the route", strings.ToUpper(m), p))

@@ -126,6 +126,16 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+func TestValidateBoundsWork(t *testing.T) {
+	self := &Schema{Ref: "#/components/schemas/a"}
+	doc := &Document{Components: Components{Schemas: map[string]*Schema{
+		"a": {AnyOf: []*Schema{self, self, {Type: Types{"string"}}}},
+	}}}
+	if err := doc.Validate(self, 1.0); err == nil {
+		t.Error("a number matched a schema that allows only strings")
+	}
+}
+
 type createReq struct {
 	Name string `json:"name"`
 }

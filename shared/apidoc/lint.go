@@ -42,6 +42,10 @@ func (d *Document) Lint() []string {
 		if !strings.HasPrefix(p, "/") {
 			add("path %q does not start with /", p)
 		}
+		if item == nil {
+			add("path %q has no operations", p)
+			continue
+		}
 		inTemplate := map[string]bool{}
 		for _, m := range templateParamRE.FindAllStringSubmatch(p, -1) {
 			inTemplate[m[1]] = true

@@ -15,8 +15,13 @@ import (
 // references in d's components. The error names the first offending
 // place as a JSON path ("$.items[0].name").
 func (d *Document) Validate(s *Schema, v any) error {
-	return d.validate(s, v, "$", 0)
+	steps := maxSteps
+	return d.validate(s, v, "$", 0, &steps)
 }
+
+// maxSteps bounds the work of one validation (schemas that refer to
+// themselves through anyOf could otherwise take exponential time).
+const maxSteps = 1 << 20
 
 // ValidateJSON decodes body and validates it against s.
 func (d *Document) ValidateJSON(s *Schema, body []byte) error {
@@ -76,9 +81,12 @@ func typeAllows(types Types, got string) bool {
 	return false
 }
 
-func (d *Document) validate(s *Schema, v any, path string, depth int) error {
+func (d *Document) validate(s *Schema, v any, path string, depth int, steps *int) error {
 	if depth > 64 {
 		return fmt.Errorf("%s: schema nests too deep", path)
+	}
+	if *steps--; *steps < 0 {
+		return fmt.Errorf("%s: schema too complex to check", path)
 	}
 	if s == nil {
 		return nil
@@ -88,20 +96,22 @@ func (d *Document) validate(s *Schema, v any, path string, depth int) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
-		return d.validate(rs, v, path, depth+1)
+		return d.validate(rs, v, path, depth+1, steps)
 	}
 	if len(s.AnyOf) > 0 {
-		var errs []string
+		var first error
 		for _, alt := range s.AnyOf {
-			err := d.validate(alt, v, path, depth+1)
+			err := d.validate(alt, v, path, depth+1, steps)
 			if err == nil {
-				errs = nil
+				first = nil
 				break
 			}
-			errs = append(errs, err.Error())
+			if first == nil {
+				first = err
+			}
 		}
-		if errs != nil {
-			return fmt.Errorf("%s: matches no alternative: %s", path, strings.Join(errs, "; "))
+		if first != nil {
+			return fmt.Errorf("%s: matches none of %d alternatives (the first: %w)", path, len(s.AnyOf), first)
 		}
 	}
 	got := jsonType(v)
@@ -136,7 +146,7 @@ func (d *Document) validate(s *Schema, v any, path string, depth int) error {
 		}
 	case []any:
 		for i, item := range x {
-			if err := d.validate(s.Items, item, fmt.Sprintf("%s[%d]", path, i), depth+1); err != nil {
+			if err := d.validate(s.Items, item, fmt.Sprintf("%s[%d]", path, i), depth+1, steps); err != nil {
 				return err
 			}
 		}
@@ -154,7 +164,7 @@ func (d *Document) validate(s *Schema, v any, path string, depth int) error {
 		for _, k := range keys {
 			p := path + "." + k
 			if ps, ok := s.Properties[k]; ok {
-				if err := d.validate(ps, x[k], p, depth+1); err != nil {
+				if err := d.validate(ps, x[k], p, depth+1, steps); err != nil {
 					return err
 				}
 				continue
@@ -165,7 +175,7 @@ func (d *Document) validate(s *Schema, v any, path string, depth int) error {
 			if s.Additional.Closed {
 				return fmt.Errorf("%s: property %q is not in the schema (additionalProperties is false)", path, k)
 			}
-			if err := d.validate(s.Additional.Schema, x[k], p, depth+1); err != nil {
+			if err := d.validate(s.Additional.Schema, x[k], p, depth+1, steps); err != nil {
 				return err
 			}
 		}
