@@ -119,7 +119,7 @@ func TestQueryFilters(t *testing.T) {
 }
 
 func FuzzParsePage(f *testing.F) {
-	for _, s := range []string{"", "limit=5", "limit=0&offset=3", "offset=-1", "limit=99999999999999999999", "limit=%zz"} {
+	for _, s := range []string{"", "limit=5", "limit=0&offset=3", "offset=-1", "limit=99999999999999999999", "limit=%zz", "since=24h&mode=A&b=1", "since=2026-01-01T00:00:00Z", "since=0s&mode=c&b=x"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, query string) {
@@ -134,6 +134,15 @@ func FuzzParsePage(f *testing.F) {
 		var ae *apierr.Error
 		if err != nil && (!errors.As(err, &ae) || (ae.Field != "limit" && ae.Field != "offset")) {
 			t.Fatalf("ParsePage(%q) error %v does not name limit or offset", query, err)
+		}
+		if _, err := QuerySince(c, "since", time.Now()); err != nil && (!errors.As(err, &ae) || ae.Field != "since") {
+			t.Fatalf("QuerySince(%q) error %v does not name since", query, err)
+		}
+		if v, err := QueryEnum(c, "mode", "a", "b"); (err == nil && v != "" && v != "a" && v != "b") || (err != nil && (!errors.As(err, &ae) || ae.Field != "mode")) {
+			t.Fatalf("QueryEnum(%q) = %q, %v", query, v, err)
+		}
+		if _, _, err := QueryBool(c, "b"); err != nil && (!errors.As(err, &ae) || ae.Field != "b") {
+			t.Fatalf("QueryBool(%q) error %v does not name b", query, err)
 		}
 	})
 }
