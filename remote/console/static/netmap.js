@@ -347,6 +347,7 @@ export class NetMap {
     ctx.font = '12px system-ui, sans-serif';
     ctx.textBaseline = 'middle';
     const cw = 80, ch = 16, taken = new Set();
+    this.labelBoxes = [];
     let n = 0;
     for (const p of list) {
       if (n >= budget) break;
@@ -360,6 +361,7 @@ export class NetMap {
       for (const c of cells) taken.add(c);
       ctx.fillStyle = 'rgba(255,255,255,0.85)';
       ctx.fillRect(x - 1, y - 7, w + 2, 14);
+      this.labelBoxes.push([x - 3, y - 9, x + w + 3, y + 9]);
       ctx.fillStyle = must.has(p) ? '#000' : COLORS.label;
       ctx.fillText(text, x, y);
       n++;
@@ -399,13 +401,21 @@ export class NetMap {
   }
 
   // edgePoint is where on the page (CSS pixels, viewport) an edge can be
-  // clicked: a point near its middle, clear of nodes.
+  // clicked: the point nearest its middle where a click selects it (clear
+  // of nodes and of other edges).
   edgePoint(from, to) {
     const e = this.edge(from, to);
     if (!e) return null;
     const [x1, y1, x2, y2] = this.ends(e);
     const r = this.canvas.getBoundingClientRect();
-    return { x: r.left + (x1 + x2) / 2, y: r.top + (y1 + y2) / 2 };
+    let at = [(x1 + x2) / 2, (y1 + y2) / 2];
+    for (let i = 0; i <= 40; i++) {
+      const t = 0.5 + (i % 2 ? 1 : -1) * Math.ceil(i / 2) * 0.02;
+      const x = x1 + (x2 - x1) * t, y = y1 + (y2 - y1) * t;
+      const underLabel = (this.labelBoxes || []).some(([a, b, c, d]) => x >= a && x <= c && y >= b && y <= d);
+      if (!underLabel && this.hit(x, y)?.edge === e) { at = [x, y]; break; }
+    }
+    return { x: r.left + at[0], y: r.top + at[1] };
   }
 
   // focus centres a node by name and selects it.
