@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/palisade-sec/palisade/e2e/harness"
+	"github.com/palisade-sec/palisade/policy"
 	"github.com/palisade-sec/palisade/remote/agents"
 	"github.com/palisade-sec/palisade/remote/policyapi"
 	"github.com/palisade-sec/palisade/shared/agentproto"
@@ -128,6 +129,9 @@ func TestAgentContainerd(t *testing.T) {
 			if len(w.Addresses) != 1 || w.Addresses[0].String() != n.ip[role] {
 				return fmt.Errorf("workload %s: addresses %v, want %s", id, w.Addresses, n.ip[role])
 			}
+			if len(w.Images) != 1 || w.Images[0].Container != role || w.Images[0].Name != ref[role] || w.Images[0].Digest != digest[role] {
+				return fmt.Errorf("workload %s: images %+v, want %s=%s@%s", id, w.Images, role, ref[role], digest[role])
+			}
 		}
 		if len(ws) != len(roles) {
 			return fmt.Errorf("workloads %v, want %d", slicesOfKeys(ws), len(roles))
@@ -167,6 +171,9 @@ func TestAgentContainerd(t *testing.T) {
 		}
 		got := map[string]string{}
 		for _, r := range rules.Items {
+			if r.Kind == policy.KindProcessRule {
+				continue // the containers' own executables, learned too
+			}
 			got[r.From+"->"+r.To] = r.Ports + " " + strings.Join(r.Applications, ",")
 		}
 		for pair, app := range want {

@@ -344,6 +344,9 @@ func (a *Agent) workloadsMsg() *agentproto.Workloads {
 		for _, p := range ep.Addrs() {
 			w.Addresses = append(w.Addresses, p.Addr())
 		}
+		for _, im := range ep.Images {
+			w.Images = append(w.Images, agentproto.Image{Container: im.Container, Name: im.Name, Digest: im.Digest})
+		}
 		out.Workloads = append(out.Workloads, w)
 	}
 	slices.SortFunc(out.Workloads, func(x, y agentproto.Workload) int {

@@ -192,6 +192,19 @@ type Workload struct {
 	Service   string            `json:"service,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Addresses []netip.Addr      `json:"addresses,omitempty"`
+	// Images are the images the workload's containers run, when the
+	// node's workload source knows them (a container runtime).
+	Images []Image `json:"images,omitempty"`
+}
+
+// Image is one container's image in a workload.
+type Image struct {
+	// Container is the container's name in its pod, or its ID.
+	Container string `json:"container"`
+	// Name is the image reference the container was created from.
+	Name string `json:"name"`
+	// Digest is the image's manifest or index digest; empty when unknown.
+	Digest string `json:"digest,omitempty"`
 }
 
 // Workloads is the node's complete workload list; it replaces the last one.
