@@ -110,6 +110,13 @@ func TestConsoleDrillInAndRollouts(t *testing.T) {
 		}
 		return nil
 	})
+	// Opening a remote that is down says so.
+	run(t, ctx, "open west while it is down",
+		chromedp.Navigate(base+"/ui/#/c/west/policy"),
+		chromedp.WaitVisible(chromedp.CSS("#drill-error")),
+		waitText("#drill-error", "not connected"),
+		waitText("#context", "west"),
+	)
 	run(t, ctx, "apply with a canary",
 		chromedp.Navigate(base+"/ui/#/policy"),
 		chromedp.WaitVisible(chromedp.CSS("#policy-yaml")),
