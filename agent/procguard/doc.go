@@ -5,5 +5,9 @@
 // Discover and violation reports in Monitor. Guard holds fanotify
 // FAN_OPEN_EXEC_PERM marks and answers each exec before the kernel runs it:
 // in Protect a binary outside the group's profile is denied with EPERM
-// before its first instruction. Policy decides, per cgroup, what may run.
+// before its first instruction. With Mark.Files the guard also answers
+// opens and sees closes after writing under file rules: in Protect an open
+// under a blocking rule is denied with EPERM, and opens (Discover, Monitor)
+// and changes under the rules are reported. Policy decides, per cgroup,
+// what may run and which files its processes may open.
 package procguard

@@ -92,6 +92,8 @@ type Decision struct {
 	Verdict  Verdict // for execs
 	Mode     Mode
 	Denied   bool
+	// Rule is the file rule an open or a change fell under.
+	Rule FileRule
 }
 
 // Guard answers fanotify exec-permission events.
@@ -253,11 +255,17 @@ func (g *Guard) decideFile(fd, pid int, change bool) Decision {
 			return d
 		}
 	}
-	matched, mode, deny := g.policy.CheckFile(cg, path)
+	rule, matched, mode, deny := g.policy.CheckFile(cg, path, change)
 	if !matched {
 		return d
 	}
-	d.Path, d.CgroupID, d.Mode = path, cg, mode
+	if !change && len(rule.Apps) > 0 {
+		exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+		if err == nil && rule.Allows(exe) {
+			return d
+		}
+	}
+	d.Path, d.CgroupID, d.Mode, d.Rule = path, cg, mode, rule
 	if change {
 		d.Kind = EventFileChange
 		return d

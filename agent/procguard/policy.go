@@ -50,13 +50,22 @@ type Group struct {
 
 // FileRule watches a file or a directory for one group.
 type FileRule struct {
-	// Path is a file, or a directory whose files the rule covers.
+	// Path is a file, or a directory whose files the rule covers; its last
+	// element may hold * and ? wildcards, which then match file names in
+	// the parent directory (at any depth below it when Recursive).
 	Path string
 	// Recursive extends a directory rule to every level below it.
 	Recursive bool
-	// Block denies the group's processes any open under the rule; without
-	// it changes are only reported.
+	// Block denies the group's processes any open under the rule in
+	// Protect (and reports it in Discover and Monitor); without it only
+	// changes are reported.
 	Block bool
+	// Apps are executables still allowed to open the files of a blocking
+	// rule: a full path as the host sees it or a base name, with * and ?
+	// wildcards.
+	Apps []string
+	// ID is the compiled rule's id, carried into reports.
+	ID uint32
 }
 
 // Rule allows or denies executables by process name and path.
@@ -92,11 +101,30 @@ func (r FileRule) Validate() error {
 	if !filepath.IsAbs(r.Path) || filepath.Clean(r.Path) != r.Path {
 		return fmt.Errorf("procguard: file rule path %q is not absolute and clean", r.Path)
 	}
+	if strings.ContainsAny(filepath.Dir(r.Path), "*?") {
+		return fmt.Errorf("procguard: file rule path %q has wildcards before its last element", r.Path)
+	}
+	for _, a := range r.Apps {
+		if a == "" {
+			return fmt.Errorf("procguard: file rule %q: empty application", r.Path)
+		}
+	}
 	return nil
 }
 
+// Glob reports whether the rule's last element holds wildcards.
+func (r FileRule) Glob() bool { return strings.ContainsAny(filepath.Base(r.Path), "*?") }
+
 // covers reports whether path falls under the rule.
 func (r FileRule) covers(path string) bool {
+	if r.Glob() {
+		dir, pattern := filepath.Dir(r.Path), filepath.Base(r.Path)
+		pdir := filepath.Dir(path)
+		if pdir != dir && !(r.Recursive && strings.HasPrefix(pdir, strings.TrimSuffix(dir, "/")+"/")) {
+			return false
+		}
+		return policy.Glob(pattern, filepath.Base(path))
+	}
 	if path == r.Path {
 		return true
 	}
@@ -105,6 +133,21 @@ func (r FileRule) covers(path string) bool {
 		return false
 	}
 	return r.Recursive || !strings.Contains(rest, "/")
+}
+
+// Allows reports whether exe (a path as the host sees it) is one of the
+// rule's applications.
+func (r FileRule) Allows(exe string) bool {
+	for _, a := range r.Apps {
+		if strings.HasPrefix(a, "/") {
+			if policy.Glob(a, exe) {
+				return true
+			}
+		} else if policy.Glob(a, filepath.Base(exe)) {
+			return true
+		}
+	}
+	return false
 }
 
 // Verdict is the outcome of an exec against the policy.
@@ -153,7 +196,7 @@ func (p *Policy) Set(g Group) error {
 			return fmt.Errorf("group %q: %w", g.Name, err)
 		}
 	}
-	ng := &group{name: g.Name, mode: g.Mode, allowed: map[string]bool{}, rules: append([]Rule(nil), g.Rules...), files: append([]FileRule(nil), g.Files...)}
+	ng := &group{name: g.Name, mode: g.Mode, allowed: map[string]bool{}, rules: append([]Rule(nil), g.Rules...), files: cloneFiles(g.Files)}
 	for _, a := range g.Allowed {
 		ng.allowed[a] = true
 	}
@@ -186,7 +229,7 @@ func (p *Policy) Group(cgroupID uint64) (Group, bool) {
 	if !ok {
 		return Group{}, false
 	}
-	out := Group{Name: g.name, CgroupID: cgroupID, Mode: g.mode, Rules: append([]Rule(nil), g.rules...), Files: append([]FileRule(nil), g.files...)}
+	out := Group{Name: g.name, CgroupID: cgroupID, Mode: g.mode, Rules: append([]Rule(nil), g.rules...), Files: cloneFiles(g.files)}
 	for a := range g.allowed {
 		out.Allowed = append(out.Allowed, a)
 	}
@@ -245,26 +288,25 @@ func (p *Policy) check(cgroupID uint64, path string, learn bool) (v Verdict, mod
 	return Violation, mode, false
 }
 
-// CheckFile decides an open (write false) or a change (write true) of path
-// by a process in cgroupID. matched says a rule covers the path; deny is
-// true for an open under a blocking rule in Protect (in Discover and
-// Monitor the open is allowed and reported).
-func (p *Policy) CheckFile(cgroupID uint64, path string) (matched bool, mode Mode, deny bool) {
+// CheckFile decides an open (change false) or a change (change true) of
+// path by a process in cgroupID. An open matches only a blocking rule; a
+// change matches any rule covering the path. rule is the first rule that
+// matches; deny is true for an open under a blocking rule in Protect (in
+// Discover and Monitor the open is allowed and reported). The caller lets
+// the rule's applications (FileRule.Allows) through.
+func (p *Policy) CheckFile(cgroupID uint64, path string, change bool) (rule FileRule, matched bool, mode Mode, deny bool) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	g, ok := p.groups[cgroupID]
 	if !ok {
-		return false, 0, false
+		return FileRule{}, false, 0, false
 	}
 	for _, r := range g.files {
-		if r.covers(path) {
-			matched = true
-			if r.Block && g.mode == ModeProtect {
-				return true, g.mode, true
-			}
+		if (change || r.Block) && r.covers(path) {
+			return r, true, g.mode, !change && g.mode == ModeProtect
 		}
 	}
-	return matched, g.mode, false
+	return FileRule{}, false, g.mode, false
 }
 
 // FileOwner returns a group with a file rule covering path (the one with
@@ -282,4 +324,16 @@ func (p *Policy) FileOwner(path string) (uint64, bool) {
 		}
 	}
 	return best, found
+}
+
+func cloneFiles(fs []FileRule) []FileRule {
+	if fs == nil {
+		return nil
+	}
+	out := make([]FileRule, len(fs))
+	for i, f := range fs {
+		f.Apps = append([]string(nil), f.Apps...)
+		out[i] = f
+	}
+	return out
 }

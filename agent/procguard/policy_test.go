@@ -55,7 +55,9 @@ func TestPolicyCheckFile(t *testing.T) {
 	rules := []FileRule{
 		{Path: "/etc/shadow", Block: true},
 		{Path: "/app/config", Recursive: false},
-		{Path: "/app/secrets", Recursive: true, Block: true},
+		{Path: "/app/secrets", Recursive: true, Block: true, ID: 7},
+		{Path: "/srv/*.key", Block: true, ID: 8},
+		{Path: "/var/lib/*.db", Recursive: true, Block: true, ID: 9},
 	}
 	if err := p.Set(Group{Name: "g", CgroupID: 1, Mode: ModeProtect, Files: rules}); err != nil {
 		t.Fatalf("set: %v", err)
@@ -66,21 +68,41 @@ func TestPolicyCheckFile(t *testing.T) {
 	tests := []struct {
 		cg          uint64
 		path        string
+		change      bool
 		match, deny bool
+		id          uint32
 	}{
-		{1, "/etc/shadow", true, true},
-		{1, "/etc/passwd", false, false},
-		{1, "/app/config/a.yaml", true, false},
-		{1, "/app/config/sub/a.yaml", false, false}, // not recursive
-		{1, "/app/configx", false, false},
-		{1, "/app/secrets/db/key", true, true},
-		{2, "/app/secrets/db/key", true, false}, // monitor reports only
-		{3, "/etc/shadow", false, false},
+		{1, "/etc/shadow", false, true, true, 0},
+		{1, "/etc/shadow", true, true, false, 0}, // a change is reported, never denied
+		{1, "/etc/passwd", false, false, false, 0},
+		{1, "/app/config/a.yaml", false, false, false, 0}, // watching rules ignore opens
+		{1, "/app/config/a.yaml", true, true, false, 0},
+		{1, "/app/config/sub/a.yaml", true, false, false, 0}, // not recursive
+		{1, "/app/configx", true, false, false, 0},
+		{1, "/app/secrets/db/key", false, true, true, 7},
+		{1, "/srv/tls.key", false, true, true, 8},
+		{1, "/srv/sub/tls.key", false, false, false, 0}, // not recursive
+		{1, "/srv/tls.crt", false, false, false, 0},
+		{1, "/var/lib/a/b/orders.db", false, true, true, 9},
+		{1, "/var/libx/orders.db", false, false, false, 0},
+		{2, "/app/secrets/db/key", false, true, false, 7}, // monitor reports only
+		{3, "/etc/shadow", false, false, false, 0},
 	}
 	for _, tc := range tests {
-		m, _, d := p.CheckFile(tc.cg, tc.path)
-		if m != tc.match || d != tc.deny {
-			t.Errorf("CheckFile(%d, %s) = match %v deny %v, want %v %v", tc.cg, tc.path, m, d, tc.match, tc.deny)
+		r, m, _, d := p.CheckFile(tc.cg, tc.path, tc.change)
+		if m != tc.match || d != tc.deny || r.ID != tc.id {
+			t.Errorf("CheckFile(%d, %s, %v) = match %v deny %v rule %d, want %v %v %d", tc.cg, tc.path, tc.change, m, d, r.ID, tc.match, tc.deny, tc.id)
+		}
+	}
+	for _, bad := range []string{"/a/*/b", "/a/../b"} {
+		if err := (FileRule{Path: bad}).Validate(); err == nil {
+			t.Errorf("file rule %q accepted", bad)
+		}
+	}
+	apps := FileRule{Path: "/etc", Block: true, Apps: []string{"cat", "/usr/sbin/nginx*"}}
+	for exe, want := range map[string]bool{"/usr/bin/cat": true, "/usr/sbin/nginx-debug": true, "/usr/bin/nginx": false, "/bin/sh": false} {
+		if got := apps.Allows(exe); got != want {
+			t.Errorf("Allows(%s) = %v, want %v", exe, got, want)
 		}
 	}
 	if err := p.Set(Group{Name: "bad", CgroupID: 5, Files: []FileRule{{Path: "rel/path"}}}); err == nil {
