@@ -6,8 +6,11 @@
 // A State is plain data that marshals to JSON, so the primary keeps it in
 // its replicated store; the federation server consults it (Limit, Resync)
 // before sending each revision and moves it forward (Advance) as acks come
-// in. Rolling back is two steps for the caller: write the previous objects
-// as a new revision, then call Rollback with that revision.
+// in. A new rollout is written in the same store transaction as the change
+// it rolls out, with Revision 0: Bind then records the revision of that
+// transaction, so the change never becomes visible without the rollout
+// that gates it. Rolling back is two steps for the caller: write the
+// previous objects as a new revision, then call Rollback with that revision.
 package rollout
 
 import (
@@ -57,7 +60,10 @@ type State struct {
 	RollbackRevision uint64 `json:"rollbackRevision,omitempty"`
 	// Message says why the rollout last changed (for example which canary
 	// was unhealthy).
-	Message   string    `json:"message,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Seq counts the changes made to the rollout: of two copies of the
+	// same rollout, the one with the higher Seq is the newer.
+	Seq       uint64    `json:"seq"`
 	StartedAt time.Time `json:"startedAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
 }
@@ -70,7 +76,7 @@ func New(id string, base uint64, canaries []string, now time.Time) (*State, erro
 	c := slices.Clone(canaries)
 	slices.Sort(c)
 	c = slices.Compact(c)
-	return &State{ID: id, Base: base, Canaries: c, Phase: PhaseCanary, StartedAt: now, UpdatedAt: now,
+	return &State{ID: id, Base: base, Canaries: c, Phase: PhaseCanary, Seq: 1, StartedAt: now, UpdatedAt: now,
 		Message: fmt.Sprintf("canary wave: %d remote(s)", len(c))}, nil
 }
 
@@ -80,7 +86,26 @@ func (s *State) SetRevision(rev uint64, now time.Time) error {
 		return fmt.Errorf("%w: revision %d is not above base %d", ErrBadRevision, rev, s.Base)
 	}
 	s.Revision, s.UpdatedAt = rev, now
+	s.Seq++
 	return nil
+}
+
+// Bind records that the rollout was committed at revision rev together
+// with its change, when no revision was set yet: rev is then the rolled-out
+// revision. It reports whether it set the revision.
+func (s *State) Bind(rev uint64) bool {
+	if s.Revision != 0 || rev <= s.Base {
+		return false
+	}
+	s.Revision = rev
+	return true
+}
+
+// Newer reports whether s is a later copy of the same rollout than o, or
+// another rollout (a different ID is never older: rollouts are stored in
+// commit order).
+func (s *State) Newer(o *State) bool {
+	return o == nil || s.ID != o.ID || s.Seq > o.Seq
 }
 
 // IsCanary reports whether remote is in the first wave.
@@ -135,11 +160,13 @@ func (s *State) Advance(remotes []Remote, now time.Time) bool {
 			}
 			if !r.Healthy {
 				s.Paused, s.UpdatedAt = true, now
+				s.Seq++
 				s.Message = fmt.Sprintf("paused: canary %s unhealthy at revision %d: %s", c, r.Acked, r.Error)
 				return true
 			}
 		}
 		s.Phase, s.UpdatedAt = PhaseRest, now
+		s.Seq++
 		s.Message = "every canary applied the revision and is healthy: released to every remote"
 		return true
 	case PhaseRest:
@@ -149,6 +176,7 @@ func (s *State) Advance(remotes []Remote, now time.Time) bool {
 			}
 		}
 		s.Phase, s.UpdatedAt = PhaseDone, now
+		s.Seq++
 		s.Message = "every connected remote applied the revision"
 		return true
 	}
@@ -161,6 +189,7 @@ func (s *State) Pause(now time.Time) error {
 		return fmt.Errorf("%w: %s", ErrFinished, s.Phase)
 	}
 	s.Paused, s.UpdatedAt, s.Message = true, now, "paused by operator"
+	s.Seq++
 	return nil
 }
 
@@ -170,6 +199,7 @@ func (s *State) Resume(now time.Time) error {
 		return fmt.Errorf("%w: %s", ErrFinished, s.Phase)
 	}
 	s.Paused, s.UpdatedAt, s.Message = false, now, "resumed by operator"
+	s.Seq++
 	return nil
 }
 
@@ -183,6 +213,7 @@ func (s *State) Rollback(rev uint64, now time.Time) error {
 		return fmt.Errorf("%w: rollback revision %d must be above %d", ErrBadRevision, rev, max(s.Revision, s.Base))
 	}
 	s.Phase, s.RollbackRevision, s.Paused, s.UpdatedAt = PhaseRolledBack, rev, false, now
+	s.Seq++
 	s.Message = fmt.Sprintf("rolled back to the objects of revision %d as revision %d", s.Base, rev)
 	return nil
 }

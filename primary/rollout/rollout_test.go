@@ -136,3 +136,67 @@ func TestNewNeedsCanaries(t *testing.T) {
 		t.Fatalf("got %v, want ErrNoCanaries", err)
 	}
 }
+
+func TestBindAndSeq(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name     string
+		revision uint64 // set before Bind (0: none)
+		bind     uint64
+		bound    bool
+		want     uint64
+	}{
+		{"record above base", 0, 11, true, 11},
+		{"record at base", 0, 10, false, 0},
+		{"revision already set", 12, 13, false, 12},
+	}
+	for _, c := range cases {
+		s, err := New("r1", 10, []string{"c1"}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.revision != 0 {
+			if err := s.SetRevision(c.revision, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := s.Bind(c.bind); got != c.bound || s.Revision != c.want {
+			t.Errorf("%s: Bind(%d) = %v, revision %d; want %v, %d", c.name, c.bind, got, s.Revision, c.bound, c.want)
+		}
+	}
+
+	first, err := New("r1", 10, []string{"c1"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Bind(11)
+	s := *first
+	steps := []struct {
+		name string
+		do   func(*State) bool
+	}{
+		{"advance", func(s *State) bool { return s.Advance([]Remote{{Name: "c1", Acked: 11, Healthy: true}}, now) }},
+		{"pause", func(s *State) bool { return s.Pause(now) == nil }},
+		{"resume", func(s *State) bool { return s.Resume(now) == nil }},
+		{"advance to done", func(s *State) bool { return s.Advance(nil, now) }},
+	}
+	for _, st := range steps {
+		prev := s
+		if !st.do(&s) {
+			t.Fatalf("%s: no change", st.name)
+		}
+		if s.Seq <= prev.Seq || !s.Newer(&prev) || prev.Newer(&s) {
+			t.Fatalf("%s: seq %d after %d; Newer = %v, reverse %v", st.name, s.Seq, prev.Seq, s.Newer(&prev), prev.Newer(&s))
+		}
+	}
+	if s.Advance(nil, now) {
+		t.Fatal("advanced a finished rollout")
+	}
+	other, err := New("r2", 12, []string{"c1"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !other.Newer(&s) || !s.Newer(nil) {
+		t.Fatal("another rollout, or any rollout over none, is not newer")
+	}
+}
