@@ -40,6 +40,23 @@ type Log interface {
 // from an older backup) then gets a snapshot instead of waiting for
 // revisions it already has under other contents.
 
+// RolloutLog is a Log that also holds the rollout in force, written in the
+// same transaction as the change it rolls out. When the Log implements it,
+// the server reads the stored rollout before it sends any revision (and
+// installs it when its record is newer than the rollout in force), so a
+// revision is never streamed under a rollout older than the one committed
+// with it.
+type RolloutLog interface {
+	// RolloutRevision is the revision of the stored rollout record; 0 when
+	// there is none. It is called for every revision streamed, so it
+	// should read local state.
+	RolloutRevision() uint64
+	// StoredRollout returns the stored rollout (nil: none) and the
+	// revision of its record. A rollout stored without a revision is bound
+	// (rollout.State.Bind) to the revision of its record.
+	StoredRollout() (r *rollout.State, rev uint64, err error)
+}
+
 // Watcher yields committed changes.
 type Watcher interface {
 	// Next blocks for the next revision and returns every change of that
@@ -124,7 +141,8 @@ type Config struct {
 	// Version is the protocol version served; zero means fedproto.Current().
 	// Only a test of version skew sets it.
 	Version fedproto.Version
-	// Rollout is the rollout in force at start (from the store), or nil.
+	// Rollout is the rollout in force at start, or nil. A Log that is a
+	// RolloutLog supplies its stored rollout instead when it has one.
 	Rollout *rollout.State
 	// OnRolloutChange is called (outside locks) with every rollout state
 	// change the server makes, so the caller can persist it.

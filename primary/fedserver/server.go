@@ -111,8 +111,11 @@ type remoteState struct {
 }
 
 type gateState struct {
-	roll    *rollout.State // nil: no rollout
-	changed chan struct{}  // closed when this state is replaced
+	roll *rollout.State // nil: no rollout
+	// rev is the revision of the stored rollout record this state derives
+	// from (0: none); a record at or below it is not installed again.
+	rev     uint64
+	changed chan struct{} // closed when this state is replaced
 }
 
 // New validates cfg and binds the listener; Run serves it and releases it.
@@ -185,6 +188,7 @@ func New(cfg Config) (*Server, error) {
 		g.roll = &r
 	}
 	s.gate.Store(g)
+	s.syncRollout()
 	return s, nil
 }
 
@@ -354,19 +358,77 @@ func (s *Server) Rollout() (rollout.State, bool) {
 	return *g.roll, true
 }
 
-// SetRollout replaces the rollout in force (nil: none), for example when a
-// replica learns of a change made elsewhere. It does not call
+// SetRollout replaces the rollout in force (nil: none), then moves it
+// forward with the acks already received (an ack that came in before the
+// rollout was installed counts), reporting that move, if any, to
 // OnRolloutChange. Each replica advances a rollout from the acks of the
 // remotes connected to it; the caller shares the result through its store.
 func (s *Server) SetRollout(r *rollout.State) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	var c *rollout.State
 	if r != nil {
 		cp := *r
 		c = &cp
 	}
-	s.setGateLocked(c)
+	changed := s.installLocked(c, s.gate.Load().rev)
+	s.mu.Unlock()
+	if changed {
+		s.reportRollout()
+	}
+}
+
+// SyncRollout installs the rollout stored in the Log when its record is
+// newer than the rollout in force (see RolloutLog), moving it forward with
+// the acks already received. The server syncs before it sends every
+// revision; callers sync after writing a rollout to show it at once.
+func (s *Server) SyncRollout() {
+	s.syncRollout()
+}
+
+// syncRollout reads the stored rollout, if the Log keeps one, and installs
+// it when its record is newer than the rollout in force.
+func (s *Server) syncRollout() {
+	rl, ok := s.cfg.Log.(RolloutLog)
+	if !ok || rl.RolloutRevision() <= s.gate.Load().rev {
+		return
+	}
+	r, rev, err := rl.StoredRollout()
+	if err != nil {
+		s.log.Warn("read stored rollout", logErr, err)
+		return
+	}
+	s.mu.Lock()
+	g := s.gate.Load()
+	if rev <= g.rev { // installed meanwhile
+		s.mu.Unlock()
+		return
+	}
+	if r != nil && !r.Newer(g.roll) {
+		// This replica moved the rollout further than its last record
+		// (which is on its way to the store): keep the state in force.
+		cp := *g.roll
+		r = &cp
+	}
+	changed := s.installLocked(r, rev)
+	s.mu.Unlock()
+	if changed {
+		s.reportRollout()
+	}
+}
+
+// installLocked installs r as derived from the record at rev and moves it
+// forward with the acks already received; it reports whether it moved.
+// s.mu must be held.
+func (s *Server) installLocked(r *rollout.State, rev uint64) bool {
+	changed := false
+	if r != nil && (r.Phase == rollout.PhaseCanary || r.Phase == rollout.PhaseRest) {
+		changed = r.Advance(s.rolloutRemotesLocked(), s.cfg.Now())
+		if changed {
+			s.log.Info("rollout advanced", "rollout", r.ID, "phase", r.Phase, "message", r.Message)
+		}
+	}
+	s.setGateLocked(r, rev)
+	return changed
 }
 
 // UpdateRollout applies fn (for example (*rollout.State).Pause) to the
@@ -374,7 +436,8 @@ func (s *Server) SetRollout(r *rollout.State) {
 // reports the result to OnRolloutChange.
 func (s *Server) UpdateRollout(fn func(*rollout.State) error) (rollout.State, error) {
 	s.mu.Lock()
-	cur := s.gate.Load().roll
+	g := s.gate.Load()
+	cur := g.roll
 	if cur == nil {
 		s.mu.Unlock()
 		return rollout.State{}, errors.New("fedserver: no rollout in force")
@@ -385,7 +448,7 @@ func (s *Server) UpdateRollout(fn func(*rollout.State) error) (rollout.State, er
 		return *cur, err
 	}
 	next.Advance(s.rolloutRemotesLocked(), s.cfg.Now())
-	s.setGateLocked(&next)
+	s.setGateLocked(&next, g.rev)
 	s.mu.Unlock()
 	s.reportRollout()
 	return next, nil
@@ -393,8 +456,8 @@ func (s *Server) UpdateRollout(fn func(*rollout.State) error) (rollout.State, er
 
 // setGateLocked installs a rollout state and wakes the sessions waiting on
 // the previous one. s.mu must be held.
-func (s *Server) setGateLocked(r *rollout.State) {
-	old := s.gate.Swap(&gateState{roll: r, changed: make(chan struct{})})
+func (s *Server) setGateLocked(r *rollout.State, rev uint64) {
+	old := s.gate.Swap(&gateState{roll: r, rev: rev, changed: make(chan struct{})})
 	close(old.changed)
 }
 
@@ -447,10 +510,10 @@ func (s *Server) noteAck(name string, a *fedproto.Ack) {
 	if r := s.gate.Load().roll; r != nil && (r.Phase == rollout.PhaseCanary || r.Phase == rollout.PhaseRest) {
 		s.mu.Lock()
 		changed := false
-		if cur := s.gate.Load().roll; cur != nil {
-			next := *cur
+		if g := s.gate.Load(); g.roll != nil {
+			next := *g.roll
 			if next.Advance(s.rolloutRemotesLocked(), now) {
-				s.setGateLocked(&next)
+				s.setGateLocked(&next, g.rev)
 				changed = true
 				s.log.Info("rollout advanced", "rollout", next.ID, "phase", next.Phase, "message", next.Message)
 			}

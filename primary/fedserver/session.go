@@ -293,10 +293,13 @@ func (s *Server) stream(ctx context.Context, name string, enc *fedproto.Encoder,
 	}
 }
 
-// waitGate blocks while the rollout holds name below rev.
+// waitGate blocks while the rollout holds name below rev. rev has
+// committed, so the stored rollout is read first: a rollout committed with
+// rev gates it even before anything else installed it.
 func (s *Server) waitGate(ctx context.Context, name string, rev uint64) error {
 	held := false
 	for {
+		s.syncRollout()
 		limit, limited, changed := s.gateFor(name)
 		if !limited || rev <= limit {
 			if held {

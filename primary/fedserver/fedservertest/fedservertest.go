@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/palisade-sec/palisade/primary/fedserver"
+	"github.com/palisade-sec/palisade/primary/rollout"
 	"github.com/palisade-sec/palisade/shared/fedproto"
 	"github.com/palisade-sec/palisade/shared/jointoken"
 )
@@ -27,6 +28,9 @@ type Log struct {
 	deltas    []fedproto.Delta
 	state     map[string][]byte
 	changed   chan struct{}
+	// roll is the stored rollout record, written at rollRev.
+	roll    *rollout.State
+	rollRev uint64
 }
 
 // NewLog returns an empty Log at revision 0.
@@ -36,9 +40,21 @@ func NewLog() *Log {
 
 // Commit applies ops as one new revision and returns it.
 func (l *Log) Commit(ops ...fedproto.Op) uint64 {
+	return l.CommitRollout(nil, ops...)
+}
+
+// CommitRollout applies ops and, when r is not nil, writes r as the stored
+// rollout record, all as one new revision, which it returns. A record
+// without a revision is bound to that revision when read (see
+// fedserver.RolloutLog). Ops may be empty when r is not nil.
+func (l *Log) CommitRollout(r *rollout.State, ops ...fedproto.Op) uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.rev++
+	if r != nil {
+		cp := *r
+		l.roll, l.rollRev = &cp, l.rev
+	}
 	for _, op := range ops {
 		if op.Kind == fedproto.OpDelete {
 			delete(l.state, op.Key)
@@ -46,7 +62,9 @@ func (l *Log) Commit(ops ...fedproto.Op) uint64 {
 			l.state[op.Key] = op.Value
 		}
 	}
-	l.deltas = append(l.deltas, fedproto.Delta{Revision: l.rev, Ops: slices.Clone(ops)})
+	if r == nil || len(ops) > 0 { // a rollout record alone is no change to stream
+		l.deltas = append(l.deltas, fedproto.Delta{Revision: l.rev, Ops: slices.Clone(ops)})
+	}
 	close(l.changed)
 	l.changed = make(chan struct{})
 	return l.rev
@@ -88,6 +106,25 @@ func (l *Log) Get(key string) ([]byte, bool) {
 	defer l.mu.Unlock()
 	v, ok := l.state[key]
 	return v, ok
+}
+
+// RolloutRevision implements fedserver.RolloutLog.
+func (l *Log) RolloutRevision() uint64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.rollRev
+}
+
+// StoredRollout implements fedserver.RolloutLog.
+func (l *Log) StoredRollout() (*rollout.State, uint64, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.roll == nil {
+		return nil, 0, nil
+	}
+	cp := *l.roll
+	cp.Bind(l.rollRev)
+	return &cp, l.rollRev, nil
 }
 
 // Watch implements fedserver.Log.
