@@ -13,7 +13,8 @@
 //	fed/stream/objects/K/N    federated policy objects (policy/code JSON)
 //	fed/stream/scan/DIGEST    federated scan results
 //	fed/history/REV           the federated objects as of a fed apply, for rollback
-//	fed/rollout               the rollout in force (rollout.State)
+//	fed/rollout               the rollout in force (rollout.State), written in
+//	                          the transaction of the objects it rolls out
 //
 // Everything under fed/stream/ is what remotes receive, with "fed/stream/"
 // replaced by "federated/" in their own store.
@@ -153,7 +154,6 @@ func (h *Hub) Run(ctx context.Context) error {
 		}
 	}
 	defer stop()
-	var seenRollout uint64
 	for {
 		want := h.st.IsLeader() && clusterinfo.Get(h.st).Role == clusterinfo.Primary
 		if _, ok, _ := h.st.Get(KeySigningKey); !ok {
@@ -171,7 +171,6 @@ func (h *Hub) Run(ctx context.Context) error {
 			h.mu.Lock()
 			h.server = srv
 			h.mu.Unlock()
-			seenRollout = h.rolloutRevision()
 			go func() {
 				defer close(done)
 				if err := srv.Run(sctx); err != nil {
@@ -183,15 +182,10 @@ func (h *Hub) Run(ctx context.Context) error {
 			h.log.Info("no longer serving federation")
 			stop()
 		case cancel != nil:
-			// Rollout changes made through the API on any replica.
-			if rev := h.rolloutRevision(); rev != seenRollout {
-				seenRollout = rev
-				if st, ok := h.storedRollout(); ok {
-					h.Server().SetRollout(&st)
-				} else {
-					h.Server().SetRollout(nil)
-				}
-			}
+			// Rollout records written without a federated change (by an
+			// earlier leader, for example); the server reads the record
+			// itself before it streams each revision.
+			h.Server().SyncRollout()
 		}
 		select {
 		case <-ctx.Done():
@@ -201,22 +195,45 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 }
 
-func (h *Hub) rolloutRevision() uint64 {
-	kv, _, _ := h.st.Get(KeyRollout)
-	return kv.ModRevision
+// storedRollout reads the rollout record: the rollout (nil: none), bound
+// to the revision of its record when it was written with its change, and
+// that revision.
+func storedRollout(st *store.Store) (*rollout.State, uint64, error) {
+	kv, ok, _ := st.Get(KeyRollout)
+	if !ok {
+		return nil, 0, nil
+	}
+	var r rollout.State
+	if err := json.Unmarshal(kv.Value, &r); err != nil {
+		return nil, 0, fmt.Errorf("rollout record at revision %d: %w", kv.ModRevision, err)
+	}
+	r.Bind(kv.ModRevision)
+	return &r, kv.ModRevision, nil
 }
 
-func (h *Hub) storedRollout() (rollout.State, bool) {
-	kv, ok, _ := h.st.Get(KeyRollout)
-	if !ok {
-		return rollout.State{}, false
+// persistRollout writes a rollout state the server changed, unless the
+// record already holds another rollout (a newer one started) or a later
+// copy of this one: the record only ever moves forward.
+func persistRollout(ctx context.Context, st *store.Store, r rollout.State) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
 	}
-	var s rollout.State
-	if err := json.Unmarshal(kv.Value, &s); err != nil {
-		h.log.Warn("unreadable rollout state", logfields.Error, err)
-		return rollout.State{}, false
+	for range 8 {
+		cond := store.Cond{Kind: store.CondAbsent, Key: KeyRollout}
+		if kv, ok, _ := st.Get(KeyRollout); ok {
+			var cur rollout.State
+			if json.Unmarshal(kv.Value, &cur) == nil && (cur.ID != r.ID || cur.Seq >= r.Seq) {
+				return nil
+			}
+			cond = store.Cond{Kind: store.CondModRevision, Key: KeyRollout, ModRevision: kv.ModRevision}
+		}
+		_, err = st.Txn(ctx, store.Txn{Conds: []store.Cond{cond}, Ops: []store.Op{{Type: store.OpPut, Key: KeyRollout, Value: b}}})
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
 	}
-	return s, true
+	return fmt.Errorf("rollout %s: record kept changing: %w", r.ID, err)
 }
 
 func (h *Hub) signingKey() (*jointoken.Key, error) {
@@ -245,14 +262,10 @@ func (h *Hub) newServer() (*fedserver.Server, error) {
 	scfg.IsCompacted = func(err error) bool { return errors.Is(err, store.ErrCompacted) }
 	scfg.Target = target
 	scfg.Logger = h.cfg.Logger
-	if st, ok := h.storedRollout(); ok {
-		scfg.Rollout = &st
-	}
 	scfg.OnRolloutChange = func(s rollout.State) {
-		b, _ := json.Marshal(s)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := h.st.Put(ctx, KeyRollout, b); err != nil {
+		if err := persistRollout(ctx, h.st, s); err != nil {
 			h.log.Warn("persist rollout state", logfields.Error, err)
 		}
 	}
@@ -277,6 +290,17 @@ func (l storeLog) Snapshot(context.Context) (uint64, []fedproto.Object, error) {
 		objs = append(objs, fedproto.Object{Key: strings.TrimPrefix(kv.Key, PrefixStream), Value: kv.Value})
 	}
 	return rev, objs, nil
+}
+
+// RolloutRevision implements fedserver.RolloutLog.
+func (l storeLog) RolloutRevision() uint64 {
+	kv, _, _ := l.st.Get(KeyRollout)
+	return kv.ModRevision
+}
+
+// StoredRollout implements fedserver.RolloutLog.
+func (l storeLog) StoredRollout() (*rollout.State, uint64, error) {
+	return storedRollout(l.st)
 }
 
 type storeWatcher struct{ w *store.Watcher }

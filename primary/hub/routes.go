@@ -603,6 +603,12 @@ func (h *Hub) writeObjects(c *gin.Context, current, desired map[string][]byte, d
 				return nil, apierr.BadRequest("canary", "no remote named %q", name)
 			}
 		}
+		// The rollout is written in the same transaction as the objects,
+		// without a revision (bound to the transaction's on read): no
+		// replica can stream the objects without the rollout that gates
+		// them. The record must not have changed since it was checked.
+		kv, had, _ := h.st.Get(KeyRollout)
+		srv.SyncRollout()
 		if cur, ok := srv.Rollout(); ok && !finished(cur) {
 			return nil, apierr.Conflict("rollout %s is still in phase %s; resume or roll it back first", cur.ID, cur.Phase)
 		}
@@ -610,27 +616,25 @@ func (h *Hub) writeObjects(c *gin.Context, current, desired map[string][]byte, d
 		if ro, err = rollout.New(newID(), h.st.Revision(), canaries, time.Now()); err != nil {
 			return nil, apierr.BadRequest("canary", "%v", err)
 		}
-		srv.SetRollout(ro)
-		b, _ := json.Marshal(ro)
-		if _, err := h.st.Put(ctx, KeyRollout, b); err != nil {
+		b, err := json.Marshal(ro)
+		if err != nil {
 			return nil, err
 		}
+		cond := store.Cond{Kind: store.CondAbsent, Key: KeyRollout}
+		if had {
+			cond = store.Cond{Kind: store.CondModRevision, Key: KeyRollout, ModRevision: kv.ModRevision}
+		}
+		txn.Conds = append(txn.Conds, cond)
+		txn.Ops = append(txn.Ops, store.Op{Type: store.OpPut, Key: KeyRollout, Value: b})
 	}
 	rev, err := h.st.Txn(ctx, txn)
 	if err != nil {
-		if ro != nil {
-			srv.SetRollout(nil)
-			h.st.Delete(context.WithoutCancel(ctx), KeyRollout)
-		}
 		return nil, err
 	}
 	resp.Revision = rev
 	if ro != nil {
-		st, err := srv.UpdateRollout(func(s *rollout.State) error { return s.SetRevision(rev, time.Now()) })
-		if err != nil {
-			return nil, err
-		}
-		resp.Rollout = st.ID
+		srv.SyncRollout()
+		resp.Rollout = ro.ID
 	}
 	h.recordHistory(ctx, rev, httpapi.SessionOf(c).User, desired)
 	return resp, nil
