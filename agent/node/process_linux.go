@@ -27,7 +27,10 @@ import (
 // observer that learns (Discover) and reports (Monitor) what workloads run,
 // and the fanotify guard that denies a forbidden exec before it runs
 // (Protect). Workloads are found by their cgroup; a workload without one is
-// not under process control.
+// not under process control. The same guard enforces file rules: it
+// watches the places the workloads' file rules cover from the first sync
+// that has any (whatever the mode), denies opens under blocking rules in
+// Protect and reports opens and changes under the rules.
 type ProcessConfig struct {
 	// Disabled turns process control off.
 	Disabled bool
@@ -152,6 +155,7 @@ func (a *Agent) runProcesses(ctx context.Context) {
 	a.log.Info("process control ready", "guard", guard != nil)
 	armed := false
 	roots := map[uint64]bool{} // devices of workload roots marked
+	fileMarked := map[procguard.Mark]bool{}
 	tick := time.NewTicker(cfg.Resync)
 	defer tick.Stop()
 	for {
@@ -174,6 +178,9 @@ func (a *Agent) runProcesses(ctx context.Context) {
 		}
 		if armed {
 			a.markWorkloadRoots(guard, protected, roots)
+		}
+		if guard != nil {
+			a.syncFileMarks(guard, fileMarked)
 		}
 		select {
 		case <-ctx.Done():
@@ -273,7 +280,7 @@ func (a *Agent) syncProcesses() (protected []string) {
 			continue
 		}
 		p.groups[id] = g
-		a.log.Info("workload process policy", "workload", g.Name, "mode", g.Mode.String(), "rules", len(g.Rules))
+		a.log.Info("workload process policy", "workload", g.Name, "mode", g.Mode.String(), "rules", len(g.Rules), "files", len(g.Files))
 	}
 	slices.Sort(protected)
 	return protected
@@ -299,7 +306,7 @@ func processGroup(t *compile.Table, workload string) (procguard.Group, bool) {
 		return procguard.Group{}, false
 	}
 	prof := t.Profiles[i]
-	g := procguard.Group{Name: workload, Mode: processMode(prof.ProcessMode)}
+	g := procguard.Group{Name: workload, Mode: processMode(prof.ProcessMode), Files: fileRules(prof.Files)}
 	for _, e := range prof.Processes {
 		r := procguard.Rule{Process: e.Process, Path: e.Path, Deny: e.Action == policy.ActionDeny}
 		if r.Validate() == nil {
@@ -388,13 +395,21 @@ func (a *Agent) onExec(e procguard.ExecEvent, v procguard.Verdict, mode procguar
 	}
 }
 
-// onDecision handles what the guard reports: a denied exec.
+// onDecision handles what the guard reports: a denied exec, and opens and
+// changes under file rules.
 func (a *Agent) onDecision(d procguard.Decision) {
-	if d.Kind != procguard.EventExec || !d.Denied {
-		return
-	}
 	wid, ok := a.procs.workloadOf(d.CgroupID)
 	if !ok {
+		return
+	}
+	if e, ok := fileEvent(d, wid, time.Now().UTC()); ok {
+		if d.Denied {
+			a.log.Info("file open denied", "workload", wid, "path", d.Path, "pid", d.Pid, "rule", d.Rule.ID)
+		}
+		a.processEvent(e)
+		return
+	}
+	if d.Kind != procguard.EventExec || !d.Denied {
 		return
 	}
 	a.log.Info("exec denied", "workload", wid, "path", d.Path, "pid", d.Pid)

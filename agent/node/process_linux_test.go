@@ -18,6 +18,10 @@ func TestProcessGroup(t *testing.T) {
 				{Process: "sh", Path: "*", Action: policy.ActionDeny},
 				{Process: "sleep", Path: "/usr/bin/sleep", Action: policy.ActionAllow},
 				{Process: "bad", Path: "relative", Action: policy.ActionAllow},
+			}, Files: []compile.FileEntry{
+				{Filter: "/etc/secret", Behavior: policy.FileBlockAccess, Applications: []string{"api"}, RuleID: 9},
+				{Filter: "/srv/data", Recursive: true, Behavior: policy.FileMonitorChange, RuleID: 10},
+				{Filter: "relative", Behavior: policy.FileBlockAccess, RuleID: 11},
 			}},
 			{ID: 257, ProcessMode: policy.ModeMonitor},
 			{ID: 258},
@@ -30,7 +34,8 @@ func TestProcessGroup(t *testing.T) {
 		ok       bool
 	}{
 		{"shop/a", procguard.Group{Name: "shop/a", Mode: procguard.ModeProtect, Rules: []procguard.Rule{
-			{Process: "sh", Path: "*", Deny: true}, {Process: "sleep", Path: "/usr/bin/sleep"}}}, true},
+			{Process: "sh", Path: "*", Deny: true}, {Process: "sleep", Path: "/usr/bin/sleep"}}, Files: []procguard.FileRule{
+			{Path: "/etc/secret", Block: true, Apps: []string{"api"}, ID: 9}, {Path: "/srv/data", Recursive: true, ID: 10}}}, true},
 		{"shop/b", procguard.Group{Name: "shop/b", Mode: procguard.ModeMonitor}, true},
 		{"shop/c", procguard.Group{Name: "shop/c", Mode: procguard.ModeDiscover}, true},
 		{"shop/d", procguard.Group{}, false}, // no profile

@@ -156,6 +156,27 @@ func (g *Guard) AddMark(m Mark) error {
 	return nil
 }
 
+// RemoveMark stops guarding m: with m.Files it removes only the watching
+// of opens and writes (an exec mark on the same place stays), otherwise
+// the watching of executions.
+func (g *Guard) RemoveMark(m Mark) error {
+	flags := uint(unix.FAN_MARK_REMOVE)
+	mask := uint64(unix.FAN_OPEN_EXEC_PERM)
+	if m.Files {
+		mask = unix.FAN_OPEN_PERM | unix.FAN_CLOSE_WRITE
+	}
+	switch m.Scope {
+	case ScopeMount:
+		flags |= unix.FAN_MARK_MOUNT
+	case ScopeFilesystem:
+		flags |= unix.FAN_MARK_FILESYSTEM
+	}
+	if err := unix.FanotifyMark(int(g.f.Fd()), flags, mask, unix.AT_FDCWD, m.Path); err != nil {
+		return fmt.Errorf("fanotify unmark %s: %w", m.Path, err)
+	}
+	return nil
+}
+
 // Close removes every mark; executions pending an answer are allowed.
 func (g *Guard) Close() error { return g.f.Close() }
 

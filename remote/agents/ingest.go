@@ -52,6 +52,8 @@ type EventRecord struct {
 	Node   string `json:"node"`
 	Client string `json:"client,omitempty"`
 	Server string `json:"server,omitempty"`
+	// RuleName names the rule a file event fell under (Event.Rule).
+	RuleName string `json:"ruleName,omitempty"`
 	agentproto.Event
 }
 
@@ -169,6 +171,7 @@ func (m *Module) ingestEvents(ctx context.Context, node string, evs []agentproto
 		if e.Server.IsValid() {
 			r.Server, _ = m.endpointName(e.Server)
 		}
+		r.RuleName = m.ruleName(e.Rule)
 		b, err := json.Marshal(r)
 		if err != nil {
 			return err

@@ -1,6 +1,7 @@
 package agents
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -278,6 +279,21 @@ func (m *Module) groupsOf(endpoint string) []string {
 		return []string{policy.GroupNodes}
 	}
 	return nil
+}
+
+// ruleName returns the name of a compiled rule by its id; "" when the
+// last compile has no such rule.
+func (m *Module) ruleName(id uint32) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.table == nil || id == 0 {
+		return ""
+	}
+	i, ok := slices.BinarySearchFunc(m.table.Rules, id, func(r compile.RuleName, id uint32) int { return cmp.Compare(r.ID, id) })
+	if !ok {
+		return ""
+	}
+	return m.table.Rules[i].Name
 }
 
 func lookupEndpoint(t *compile.Table, a netip.Addr) uint32 {

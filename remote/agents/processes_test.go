@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -127,4 +128,67 @@ func TestHelloVersions(t *testing.T) {
 		}
 		a.close()
 	}
+}
+
+const filePolicy = `apiVersion: palisade.dev/v1
+kind: SecurityRule
+metadata: {name: orders, namespace: shop}
+spec:
+  target:
+    selector:
+      name: orders
+      criteria: [{key: app, op: "=", value: orders}]
+    processMode: Protect
+  file:
+  - {filter: /etc/orders/secret.conf, behavior: blockAccess, applications: [orders-api]}
+  - {filter: /srv/orders, recursive: true, behavior: monitorChange}
+`
+
+// File rules reach the node in the workload's profile with the group's
+// process mode, and a file event names its rule at the controller.
+func TestSessionFileRules(t *testing.T) {
+	f := newFixture(t, nil)
+	if _, err := f.ps.ApplyYAML(context.Background(), []byte(filePolicy), policystore.ApplyOptions{User: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	addr := f.m.cfg.Addr
+	a, msg := enroll(t, addr, f.tok, "n1")
+	if msg.Type() != agentproto.TypeEnrolled {
+		t.Fatalf("enroll: got %+v", msg)
+	}
+	a.connect(t, addr, "n1")
+	if err := a.enc.Encode(&agentproto.Workloads{Workloads: []agentproto.Workload{
+		{ID: "shop/orders", Name: "orders", Namespace: "shop", Labels: map[string]string{"app": "orders"}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	var secret compile.FileEntry
+	a.until(t, "file rules in the profile", func(tb *compile.Table) bool {
+		p, ok := profileOf(tb, "shop/orders")
+		if !ok || p.ProcessMode != policy.ModeProtect || len(p.Files) != 2 {
+			return false
+		}
+		secret = p.Files[0]
+		return true
+	})
+	want := compile.FileEntry{Filter: "/etc/orders/secret.conf", Behavior: policy.FileBlockAccess, Applications: []string{"orders-api"}, RuleID: secret.RuleID}
+	if secret.RuleID == 0 || !reflect.DeepEqual(secret, want) {
+		t.Fatalf("first file entry %+v, want %+v with a rule id", secret, want)
+	}
+	now := time.Now().UTC()
+	if err := a.enc.Encode(&agentproto.Events{Events: []agentproto.Event{{Time: now, Kind: agentproto.EventFileDenied, Action: "deny", Mode: "protect",
+		Workload: "shop/orders", Path: "/etc/orders/secret.conf", Rule: secret.RuleID}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "file event stored", func() error {
+		for _, e := range f.m.Events() {
+			if e.Kind == agentproto.EventFileDenied {
+				if e.RuleName != "orders:/etc/orders/secret.conf" || e.Workload != "shop/orders" {
+					return fmt.Errorf("event %+v: want rule orders:/etc/orders/secret.conf", e)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no file event")
+	})
 }

@@ -16,8 +16,11 @@
 //
 // Compiled tables and diffs travel as JSON of policy/compile's Table and
 // TableDiff; this package does not look inside them. Each profile of a table
-// carries its identity's process mode and process rules, which is how the
-// compiled process profiles reach the agents.
+// carries its identity's process mode, process rules and file rules, which
+// is how the compiled process and file profiles reach the agents. File
+// events (file-denied, file-violation, file-change) name their compiled
+// rule by id in Event.Rule, an optional field older peers ignore; the
+// controller turns the id into the rule's name.
 package agentproto
 
 import (
@@ -239,6 +242,14 @@ const (
 	EventViolation   = "network-violation"
 	EventExecDenied  = "process-denied"
 	EventExecProfile = "process-violation"
+	// EventFileDenied is an open under a blocking file rule denied in
+	// Protect.
+	EventFileDenied = "file-denied"
+	// EventFileViolation is an open under a blocking file rule reported,
+	// not denied (Discover, Monitor).
+	EventFileViolation = "file-violation"
+	// EventFileChange is a write to a file under a file rule.
+	EventFileChange = "file-change"
 )
 
 // Event is one security event seen on the node.
@@ -253,10 +264,13 @@ type Event struct {
 	Server netip.Addr `json:"server,omitzero"`
 	Proto  uint8      `json:"proto,omitempty"`
 	Port   uint16     `json:"port,omitempty"`
-	// Process events.
+	// Process and file events.
 	Workload string `json:"workload,omitempty"`
 	Path     string `json:"path,omitempty"`
 	Message  string `json:"message,omitempty"`
+	// Rule is the id of the compiled rule a file event fell under (the
+	// table's rule names map it to a name).
+	Rule uint32 `json:"rule,omitempty"`
 }
 
 // Events reports security events.

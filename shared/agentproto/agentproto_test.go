@@ -25,7 +25,8 @@ func sampleMessages() []Message {
 		&Ack{Seq: 2},
 		&Workloads{Workloads: []Workload{{ID: "shop/orders", Name: "orders", Namespace: "shop", Addresses: []netip.Addr{netip.MustParseAddr("10.231.1.2")}}}},
 		&Flows{Flows: []Flow{{Client: netip.MustParseAddr("10.231.1.2"), Server: netip.MustParseAddr("10.231.2.2"), Proto: 6, Port: 80, App: "http", Mode: "discover", Flows: 3, FirstSeen: t0, LastSeen: t0}}},
-		&Events{Events: []Event{{Time: t0, Kind: EventViolation, Action: "deny", Mode: "protect", Client: netip.MustParseAddr("10.231.2.2"), Server: netip.MustParseAddr("10.231.1.2"), Proto: 6, Port: 8080}}},
+		&Events{Events: []Event{{Time: t0, Kind: EventViolation, Action: "deny", Mode: "protect", Client: netip.MustParseAddr("10.231.2.2"), Server: netip.MustParseAddr("10.231.1.2"), Proto: 6, Port: 8080},
+			{Time: t0, Kind: EventFileDenied, Action: "deny", Mode: "protect", Workload: "shop/orders", Path: "/etc/secret.conf", Rule: 12, Message: "denied"}}},
 		&Processes{Processes: []Process{{Workload: "shop/orders", Path: "/usr/bin/sleep", Name: "sleep", Time: t0}}},
 	}
 }
