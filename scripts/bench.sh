@@ -67,4 +67,24 @@ section "Agent datapath: per-packet program cost and traffic ratios" \
   "Program run time per packet at 10 and 100,000 rules (flat is the goal), and TCP request/response and bulk throughput with no program, 10 rules and 100,000 rules, as ratios to the no-program baseline of the same run (ratio/* lines), and the datapath process's CPU and resident memory at rest (agent/BENCH.md). Needs root." \
   go test -run '^$' -bench BenchmarkPrivileged -benchtime 1s ./agent/datapath/
 
+section "Agent link: rule commit -> verdict in every agent's table" \
+  "100 simulated agents on real QUIC links to one controller; time from a rule commit to the verdict being in every agent's compiled table. Goal: p99 <= 500 ms (remote/agents/BENCH.md)." \
+  go test -run '^$' -bench BenchmarkCommitToAgents -benchtime 200x ./remote/agents/
+
+section "Admission webhook latency" \
+  "AdmissionReview round trips over HTTPS on loopback at 500 requests/s with 200 rules. Goal: p99 <= 5 ms (remote/admission/BENCH.md)." \
+  go test -run '^$' -bench 'WebhookLatency' -benchtime 1x ./remote/admission/
+
+section "Scan results to remotes" \
+  "10,000 federated scan results from a primary to 100 remotes over real QUIC links. Goal: under 10 s (remote/scanning/BENCH.md)." \
+  go test -run '^$' -bench ScanResultsToRemotes -benchtime=1x -timeout 20m ./e2e/
+
+section "Scanner workers: a registry pass" \
+  "20 new images scanned by in-process workers versus one remote 'palisade scanner' worker (remote/scanning/BENCH.md)." \
+  go test -run '^$' -bench BenchmarkPass -benchtime=3x ./remote/scanning/worker/
+
+section "Console: first useful paint in headless Chromium" \
+  "Fleet page with 1,000 clusters and network map with 2,000 groups, measured in Debian's chromium (remote/console/BENCH.md)." \
+  go test -run '^$' -bench 'FleetFirstPaint|NetworkMapFirstPaint' -benchtime 5x ./remote/console/
+
 echo "wrote $out" >&2
