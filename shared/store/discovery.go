@@ -73,6 +73,7 @@ type discovery struct {
 	unknownSince map[string]time.Time
 	bootstrapped bool
 	joined       bool
+	lastJoin     time.Time
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -203,22 +204,41 @@ func (d *discovery) record(ev memberlist.NodeEvent) {
 	d.s.log.Debug("gossip member", logfields.Replica, ev.Node.Name, logfields.Status, info.status.String())
 }
 
+// rejoinInterval is how often a replica that joined gossip but is not yet
+// listed at its own address in the Raft configuration exchanges state with
+// its join addresses again.
+const rejoinInterval = 2 * time.Second
+
+// tryJoin contacts the join addresses until one answers, and afterwards
+// again every rejoinInterval until the Raft configuration lists this
+// replica at its advertised address. A replica restarted under the same
+// name at a new address is refused by its peers (memberlist's address
+// conflict) until they declare the old incarnation dead; only a later full
+// state exchange makes them accept the new address, and waiting for
+// memberlist's own periodic exchange would take tens of seconds.
 func (d *discovery) tryJoin() {
+	if len(d.s.cfg.Join) == 0 {
+		return
+	}
 	d.mu.Lock()
-	joined := d.joined
+	joined, last := d.joined, d.lastJoin
 	d.mu.Unlock()
-	if joined || len(d.s.cfg.Join) == 0 {
+	if joined && (d.s.placed() || time.Since(last) < rejoinInterval) {
 		return
 	}
 	n, err := d.ml.Join(d.s.cfg.Join)
+	d.mu.Lock()
+	d.lastJoin = time.Now()
 	if n > 0 {
-		d.mu.Lock()
 		d.joined = true
-		d.mu.Unlock()
-		d.s.log.Info("joined gossip", logfields.Count, n)
-		return
 	}
-	d.s.log.Debug("gossip join failed, retrying", logfields.Error, err)
+	d.mu.Unlock()
+	switch {
+	case n > 0 && !joined:
+		d.s.log.Info("joined gossip", logfields.Count, n)
+	case n == 0:
+		d.s.log.Debug("gossip join failed, retrying", logfields.Error, err)
+	}
 }
 
 // tryBootstrap forms a new cluster once BootstrapExpect unready replicas
@@ -276,11 +296,13 @@ func (d *discovery) markReady() {
 }
 
 // reconcile runs on the leader: it adds alive replicas missing from the
-// Raft configuration and removes replicas that left or stayed unreachable
-// past the reap timeout.
+// Raft configuration, moves replicas that came back at a new Raft address
+// (a restarted pod gets a new IP but keeps its name and data dir) and
+// removes replicas that left or stayed unreachable past the reap timeout.
 func (d *discovery) reconcile() {
+	voters := d.s.voters()
 	inConfig := map[string]raft.Server{}
-	for _, srv := range d.s.voters() {
+	for _, srv := range voters {
 		inConfig[string(srv.ID)] = srv
 	}
 	now := time.Now()
@@ -288,11 +310,14 @@ func (d *discovery) reconcile() {
 	var add []raft.Server
 	var remove []string
 	for name, m := range d.members {
-		_, in := inConfig[name]
-		if !in && m.status == memberAlive && m.meta.Raft != "" {
+		if name == d.s.cfg.Name || m.status != memberAlive || m.meta.Raft == "" {
+			continue
+		}
+		if _, in := inConfig[name]; !in {
 			add = append(add, raft.Server{ID: raft.ServerID(name), Address: raft.ServerAddress(m.meta.Raft)})
 		}
 	}
+	move := addressChanges(voters, d.s.cfg.Name, d.s.cfg.RaftAdvertise, d.members)
 	for name := range inConfig {
 		if name == d.s.cfg.Name {
 			continue
@@ -321,6 +346,29 @@ func (d *discovery) reconcile() {
 			continue
 		}
 		d.s.log.Info("added replica", logfields.Replica, srv.ID, logfields.Address, srv.Address)
+	}
+	for _, mv := range move {
+		if mv.blockedBy != "" {
+			d.s.log.Warn("replica moved to an address another replica holds in the raft configuration; waiting for that one to move",
+				logfields.Replica, mv.id, logfields.Address, mv.to, "holder", mv.blockedBy)
+			continue
+		}
+		// A stale gossip view (this replica just became leader and has not
+		// yet seen the old incarnation die) would move a replica back to
+		// its dead address; only move to an address that answers.
+		if string(mv.id) != d.s.cfg.Name {
+			if err := probeRaftAddr(mv.to); err != nil {
+				d.s.log.Debug("not moving replica to an unreachable address", logfields.Replica, mv.id, logfields.Address, mv.to, logfields.Error, err)
+				continue
+			}
+		}
+		// AddVoter with a known ID replaces its address and keeps its
+		// vote, so the number of voters and the quorum do not change.
+		if err := d.s.raft.AddVoter(mv.id, mv.to, 0, 5*time.Second).Error(); err != nil {
+			d.s.log.Warn("update replica address failed", logfields.Replica, mv.id, logfields.Address, mv.to, logfields.Error, err)
+			continue
+		}
+		d.s.log.Info("updated replica address", logfields.Replica, mv.id, "from", mv.from, logfields.Address, mv.to)
 	}
 	for _, name := range remove {
 		if err := d.s.raft.RemoveServer(raft.ServerID(name), 0, 5*time.Second).Error(); err != nil {
@@ -356,4 +404,58 @@ func (d *discovery) shutdown() error {
 		return fmt.Errorf("stop gossip: %w", err)
 	}
 	return nil
+}
+
+// addressChange is a voter whose Raft address in the configuration differs
+// from the one it publishes now.
+type addressChange struct {
+	id       raft.ServerID
+	from, to raft.ServerAddress
+	// blockedBy names another voter still listed at the new address; Raft
+	// refuses a configuration with a duplicate address.
+	blockedBy raft.ServerID
+}
+
+// addressChanges compares the voters of the Raft configuration with what
+// gossip says: a voter alive in gossip that publishes another Raft address
+// than the configuration's has moved. The local replica (self, published
+// at selfAddr) is checked too, since a restarted replica may win the
+// election before anyone has fixed its address. Only alive members count,
+// so the last address of a failed replica never overrides a newer one, and
+// memberlist lets only one live node hold a name, so the result does not
+// flap between two claimants.
+func addressChanges(voters []raft.Server, self, selfAddr string, members map[string]memberInfo) []addressChange {
+	holder := map[raft.ServerAddress]raft.ServerID{}
+	for _, srv := range voters {
+		holder[srv.Address] = srv.ID
+	}
+	var out []addressChange
+	for _, srv := range voters {
+		want := ""
+		if string(srv.ID) == self {
+			want = selfAddr
+		} else if m, ok := members[string(srv.ID)]; ok && m.status == memberAlive {
+			want = m.meta.Raft
+		}
+		if want == "" || raft.ServerAddress(want) == srv.Address {
+			continue
+		}
+		c := addressChange{id: srv.ID, from: srv.Address, to: raft.ServerAddress(want)}
+		if h, ok := holder[c.to]; ok && h != srv.ID {
+			c.blockedBy = h
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
+// probeRaftAddr checks that something accepts connections at a Raft
+// address.
+func probeRaftAddr(addr raft.ServerAddress) error {
+	c, err := net.DialTimeout("tcp", string(addr), time.Second)
+	if err != nil {
+		return fmt.Errorf("probe raft address: %w", err)
+	}
+	return c.Close()
 }

@@ -271,6 +271,17 @@ func (s *Store) inConfiguration() bool {
 	return false
 }
 
+// placed reports whether the Raft configuration lists this replica at the
+// Raft address it advertises now.
+func (s *Store) placed() bool {
+	for _, srv := range s.voters() {
+		if srv.ID == raft.ServerID(s.cfg.Name) {
+			return srv.Address == raft.ServerAddress(s.cfg.RaftAdvertise)
+		}
+	}
+	return false
+}
+
 // Name is this replica's name.
 func (s *Store) Name() string { return s.cfg.Name }
 
