@@ -24,6 +24,9 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	if len(args) > 0 && args[0] == "token" {
 		return runAgentToken(ctx, env, args[1:])
 	}
+	if len(args) > 0 && args[0] == "list" {
+		return runAgentList(ctx, env, args[1:])
+	}
 	cfg := node.DefaultConfig()
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	ctl := fs.String("controller", "", "comma-separated controller agent addresses HOST:PORT (UDP) (required)")
@@ -123,13 +126,78 @@ func runAgentToken(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
+func runAgentList(ctx context.Context, env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("agent list", flag.ContinueOnError)
+	o := addAPIFlags(fs)
+	lf := addListFlags(fs)
+	name := fs.String("name", "", "only nodes whose name contains this")
+	connected := fs.String("connected", "", "only nodes whose agent is (true) or is not (false) connected to the replica that answers")
+	workload := fs.String("workload", "", "only nodes running a workload whose ID, name or namespace contains this")
+	pos, err := positionals(fs, env, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q (palisade agent list [--name TEXT] [--connected true|false] [--workload TEXT] [--limit N] [--offset N] [-o json])", errUsage, pos)
+	}
+	conn, err := boolFilter("connected", *connected)
+	if err != nil {
+		return err
+	}
+	w, err := lf.window()
+	if err != nil {
+		return err
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	q := setQuery(url.Values{}, "name", *name, "connected", conn, "workload", *workload)
+	all, err := listWindow[agents.AgentInfo](ctx, c, "/v1/agents", q, w)
+	if err != nil {
+		return err
+	}
+	if o.json() {
+		return writeJSON(env.stdout, all)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tCONNECTED\tADDRESSES\tWORKLOADS\tUPDATED")
+	for _, a := range all.Items {
+		addrs := make([]string, len(a.Addresses))
+		for i, ad := range a.Addresses {
+			addrs[i] = ad.String()
+		}
+		updated := "-"
+		if !a.Updated.IsZero() {
+			updated = a.Updated.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%d\t%s\n", a.Name, a.Connected, orDash(strings.Join(addrs, ",")), len(a.Workloads), updated)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(all.Items) == 0 {
+		fmt.Fprintln(env.stdout, "(no agents)")
+	}
+	return nil
+}
+
+const flowListUsage = "palisade flow list [--group G] [--node N] [--app TEXT] [--mode M] [--port P] [--violations true|false] [--since 24h] [--limit N] [--offset N] [-o json]"
+
 func runFlow(ctx context.Context, env *cliEnv, args []string) error {
 	if len(args) == 0 || args[0] != "list" {
-		return fmt.Errorf("%w: palisade flow list [--group G] [-o json]", errUsage)
+		return fmt.Errorf("%w: %s", errUsage, flowListUsage)
 	}
 	fs := flag.NewFlagSet("flow list", flag.ContinueOnError)
 	o := addAPIFlags(fs)
+	lf := addListFlags(fs)
 	group := fs.String("group", "", "only flows with an end in this group")
+	node := fs.String("node", "", "only flows reported by this node")
+	app := fs.String("app", "", "only flows whose application contains this")
+	mode := fs.String("mode", "", "only flows last seen under this mode: discover, monitor or protect")
+	port := fs.Int("port", 0, "only flows to this port (0: any)")
+	violations := fs.String("violations", "", "only flows with (true) or without (false) violations")
+	since := fs.String("since", "", "only flows seen since this RFC 3339 time or within this duration (24h)")
 	pos, err := positionals(fs, env, args[1:])
 	if err != nil {
 		return err
@@ -137,24 +205,31 @@ func runFlow(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
 	}
+	viol, err := boolFilter("violations", *violations)
+	if err != nil {
+		return err
+	}
+	portText := ""
+	if *port != 0 {
+		if *port < 1 || *port > 65535 {
+			return fmt.Errorf("%w: --port %d: want a port from 1 to 65535", errUsage, *port)
+		}
+		portText = strconv.Itoa(*port)
+	}
+	w, err := lf.window()
+	if err != nil {
+		return err
+	}
 	c, err := o.client(env)
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	if *group != "" {
-		q.Set("group", *group)
-	}
-	pages, err := fetchAll(ctx, c, "/v1/flows", q, func(p *agents.FlowList) (int, int) { return len(p.Items), p.Total })
+	q := setQuery(url.Values{}, "group", *group, "node", *node, "app", *app, "mode", *mode, "port", portText,
+		"violations", viol, "since", *since)
+	all, err := listWindow[agents.FlowRecord](ctx, c, "/v1/flows", q, w)
 	if err != nil {
 		return err
 	}
-	all := agents.FlowList{Items: []agents.FlowRecord{}}
-	for _, p := range pages {
-		all.Items = append(all.Items, p.Items...)
-		all.Total = p.Total
-	}
-	all.Limit = len(all.Items)
 	if o.json() {
 		return writeJSON(env.stdout, all)
 	}
@@ -173,12 +248,20 @@ func runFlow(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
+const eventListUsage = "palisade event list [--node N] [--kind K] [--action alert|deny] [--workload TEXT] [--since 24h] [--limit N] [--offset N] [-o json]"
+
 func runEvent(ctx context.Context, env *cliEnv, args []string) error {
 	if len(args) == 0 || args[0] != "list" {
-		return fmt.Errorf("%w: palisade event list [-o json]", errUsage)
+		return fmt.Errorf("%w: %s", errUsage, eventListUsage)
 	}
 	fs := flag.NewFlagSet("event list", flag.ContinueOnError)
 	o := addAPIFlags(fs)
+	lf := addListFlags(fs)
+	node := fs.String("node", "", "only events from this node")
+	kind := fs.String("kind", "", "only events of this kind")
+	action := fs.String("action", "", "only events with this action: alert or deny")
+	workload := fs.String("workload", "", "only events of workloads whose ID contains this")
+	since := fs.String("since", "", "only events since this RFC 3339 time or within this duration (24h)")
 	pos, err := positionals(fs, env, args[1:])
 	if err != nil {
 		return err
@@ -186,20 +269,19 @@ func runEvent(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
 	}
+	w, err := lf.window()
+	if err != nil {
+		return err
+	}
 	c, err := o.client(env)
 	if err != nil {
 		return err
 	}
-	pages, err := fetchAll(ctx, c, "/v1/events", url.Values{}, func(p *agents.EventList) (int, int) { return len(p.Items), p.Total })
+	q := setQuery(url.Values{}, "node", *node, "kind", *kind, "action", *action, "workload", *workload, "since", *since)
+	all, err := listWindow[agents.EventRecord](ctx, c, "/v1/events", q, w)
 	if err != nil {
 		return err
 	}
-	all := agents.EventList{Items: []agents.EventRecord{}}
-	for _, p := range pages {
-		all.Items = append(all.Items, p.Items...)
-		all.Total = p.Total
-	}
-	all.Limit = len(all.Items)
 	if o.json() {
 		return writeJSON(env.stdout, all)
 	}

@@ -9,9 +9,11 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/palisade-sec/palisade/policy"
 	"github.com/palisade-sec/palisade/remote/policyapi"
 	"github.com/palisade-sec/palisade/remote/policystore"
 	"github.com/palisade-sec/palisade/shared/apiclient"
+	"github.com/palisade-sec/palisade/shared/httpapi"
 )
 
 // positionals parses flags that may come before, between or after
@@ -23,11 +25,6 @@ func positionals(fs *flag.FlagSet, env *cliEnv, args []string) ([]string, error)
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return pos, nil
-}
-
-// fetchAll pages through a listing until it has every item.
-func fetchAll[T any](ctx context.Context, c *apiclient.Client, path string, q url.Values, items func(*T) (int, int)) ([]*T, error) {
-	return apiclient.Pages(ctx, c, path, q, apiclient.Window{}, items)
 }
 
 // listFlags are the paging flags of every list verb.
@@ -48,6 +45,30 @@ func (l *listFlags) window() (apiclient.Window, error) {
 		return w, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return w, nil
+}
+
+// listWindow fetches the window w of the listing at path with the query
+// q, following every page when w has no limit, and returns it as one
+// page whose Limit is the number of items it holds.
+func listWindow[T any](ctx context.Context, c *apiclient.Client, path string, q url.Values, w apiclient.Window) (httpapi.List[T], error) {
+	items, total, err := apiclient.List[T](ctx, c, path, q, w)
+	if err != nil {
+		return httpapi.List[T]{}, err
+	}
+	return httpapi.List[T]{Items: items, Total: total, Limit: len(items), Offset: w.Offset}, nil
+}
+
+// boolFilter checks the value of a true/false filter flag; empty means
+// the filter is off.
+func boolFilter(flagName, v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return "", fmt.Errorf("%w: --%s %q: want true or false", errUsage, flagName, v)
+	}
+	return strconv.FormatBool(b), nil
 }
 
 // setQuery sets the query parameters whose values are not empty.
@@ -175,17 +196,14 @@ func runRule(ctx context.Context, env *cliEnv, args []string) error {
 		return writeJSON(env.stdout, all)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tNAME\tSOURCE\tFROM\tTO\tPORTS\tAPPLICATIONS\tACTION")
+	fmt.Fprintln(tw, "#\tKIND\tNAME\tSOURCE\tFROM\tTO\tPORTS\tAPPLICATIONS\tACTION")
 	for _, r := range all.Items {
-		apps := strings.Join(r.Applications, ",")
-		if apps == "" {
-			apps = "any"
-		}
 		action := string(r.Action)
 		if r.Disabled {
 			action += " (disabled)"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Order, r.Name, r.Source, r.From, r.To, r.Ports, apps, action)
+		kind, from, to, ports, apps := ruleColumns(r)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Order, kind, r.Name, r.Source, from, to, ports, apps, action)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -194,6 +212,29 @@ func runRule(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintln(env.stdout, "(no rules)")
 	}
 	return nil
+}
+
+// ruleColumns renders the kind and the FROM, TO, PORTS and APPLICATIONS
+// cells of a rule: a process rule runs from its group to its process
+// (and executable path) and has no ports or applications.
+func ruleColumns(r policystore.RuleInfo) (kind, from, to, ports, apps string) {
+	if r.Kind == policy.KindProcessRule {
+		to = r.Process
+		switch {
+		case to == "" && r.Path == "":
+			to = "any"
+		case to == "":
+			to = r.Path
+		case r.Path != "":
+			to += " (" + r.Path + ")"
+		}
+		return "process", orDash(r.Group), to, "-", "-"
+	}
+	apps = strings.Join(r.Applications, ",")
+	if apps == "" {
+		apps = "any"
+	}
+	return "network", r.From, r.To, r.Ports, apps
 }
 
 const modeUsage = "palisade mode set GROUP|--all discover|monitor|protect [--process]"

@@ -25,6 +25,7 @@ import (
 	"github.com/palisade-sec/palisade/shared/apidoc"
 	"github.com/palisade-sec/palisade/shared/apierr"
 	"github.com/palisade-sec/palisade/shared/httpapi"
+	"github.com/palisade-sec/palisade/shared/store"
 )
 
 // wiredController is one controller replica run in this process with
@@ -36,6 +37,7 @@ type wiredController struct {
 	token  string            // admin's session
 	client *apiclient.Client // logged in as admin
 	engine *gin.Engine
+	store  *store.Store // the replica's replicated store
 }
 
 func freeLoopback(t *testing.T, used map[string]bool) string {
@@ -133,7 +135,7 @@ func startWiredController(t *testing.T) *wiredController {
 	if !ok {
 		t.Fatalf("the API handler is %T, not a gin engine", h.API())
 	}
-	w.engine = eng
+	w.engine, w.store = eng, h.Store
 	return w
 }
 

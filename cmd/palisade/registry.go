@@ -49,7 +49,8 @@ Subcommands:
                      are kept sealed and never shown (list says auth: basic)
   credentials NAME --username U --password-stdin | --token-stdin | --delete
                      set or remove a registry's credentials
-  list               list registries with their last scan
+  list [--name TEXT] [--federated true|false] [--limit N] [--offset N]
+                     list registries with their last scan
   delete NAME        stop scanning a registry
   scan NAME          scan a registry now
 
@@ -232,15 +233,30 @@ func runRegistryCredentials(ctx context.Context, env *cliEnv, args []string) err
 func runRegistryList(ctx context.Context, env *cliEnv, args []string) error {
 	fs := flag.NewFlagSet("registry list", flag.ContinueOnError)
 	o := addAPIFlags(fs)
-	if err := parseFlags(fs, env, args); err != nil {
+	lf := addListFlags(fs)
+	name := fs.String("name", "", "only registries whose name contains this")
+	federated := fs.String("federated", "", "only federated (true) or local (false) registries")
+	pos, err := positionals(fs, env, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
+	}
+	fed, err := boolFilter("federated", *federated)
+	if err != nil {
+		return err
+	}
+	w, err := lf.window()
+	if err != nil {
 		return err
 	}
 	c, err := o.client(env)
 	if err != nil {
 		return err
 	}
-	var out scanning.RegistryList
-	if err := c.Do(ctx, "GET", "/v1/registries", nil, &out); err != nil {
+	out, err := listWindow[scanning.RegistryInfo](ctx, c, "/v1/registries", setQuery(url.Values{}, "name", *name, "federated", fed), w)
+	if err != nil {
 		return err
 	}
 	if o.json() {
@@ -313,6 +329,10 @@ func runScanResult(ctx context.Context, env *cliEnv, args []string) error {
 	fs.SetOutput(env.stderr)
 	o := addAPIFlags(fs)
 	full := fs.Bool("full", false, "show the full report (packages, fixed versions, secrets) of an image this cluster scanned")
+	lf := addListFlags(fs)
+	image := fs.String("image", "", "list the results whose reference contains this")
+	source := fs.String("source", "", "list the results of this origin: "+scanning.SourceLocal+" or "+scanning.SourceFederated)
+	severity := fs.String("severity", "", "list the results with a finding of this severity or worse: critical, high, medium or low")
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -320,8 +340,14 @@ func runScanResult(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: want one image DIGEST or REF", errUsage)
+	listing := flagSet(fs, "image") || flagSet(fs, "source") || flagSet(fs, "severity") || flagSet(fs, "limit") || flagSet(fs, "offset")
+	switch {
+	case len(pos) == 0 && !*full:
+		return runScanResultList(ctx, env, o, lf, setQuery(url.Values{}, "image", *image, "source", *source, "severity", *severity))
+	case len(pos) != 1:
+		return fmt.Errorf("%w: want one image DIGEST or REF, or none to list results", errUsage)
+	case listing:
+		return fmt.Errorf("%w: --image, --source, --severity, --limit and --offset list results; give them without a DIGEST or REF", errUsage)
 	}
 	q := url.Values{}
 	if strings.HasPrefix(pos[0], "sha256:") {
@@ -368,6 +394,98 @@ func runScanResult(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(env.stdout, "Advisories: %s\n", strings.Join(r.CVEs, ", "))
 	}
 	return nil
+}
+
+// runScanResultList lists the stored scan results that match q, latest
+// scan first.
+func runScanResultList(ctx context.Context, env *cliEnv, o *apiOpts, lf *listFlags, q url.Values) error {
+	w, err := lf.window()
+	if err != nil {
+		return err
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	out, err := listWindow[scanning.Result](ctx, c, "/v1/scan/results", q, w)
+	if err != nil {
+		return err
+	}
+	if o.json() {
+		return writeJSON(env.stdout, out)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REF\tDIGEST\tSOURCE\tSCANNED\tCRITICAL\tHIGH\tMEDIUM\tLOW")
+	for _, r := range out.Items {
+		scanned := "-"
+		if !r.ScannedAt.IsZero() {
+			scanned = r.ScannedAt.Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", regDash(r.Ref), shortDigest(r.Digest), r.Source, scanned,
+			r.Critical, r.High, r.Medium, r.Low)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(out.Items) == 0 {
+		fmt.Fprintln(env.stdout, "(no scan results)")
+	}
+	return nil
+}
+
+// runScanFailures lists the images whose scan failed.
+func runScanFailures(ctx context.Context, env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("scan failures", flag.ContinueOnError)
+	o := addAPIFlags(fs)
+	lf := addListFlags(fs)
+	registry := fs.String("registry", "", "only failures of this registry")
+	image := fs.String("image", "", "only failures whose reference contains this")
+	pos, err := positionals(fs, env, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
+	}
+	w, err := lf.window()
+	if err != nil {
+		return err
+	}
+	c, err := o.client(env)
+	if err != nil {
+		return err
+	}
+	out, err := listWindow[scanning.Failure](ctx, c, "/v1/scan/failures", setQuery(url.Values{}, "registry", *registry, "image", *image), w)
+	if err != nil {
+		return err
+	}
+	if o.json() {
+		return writeJSON(env.stdout, out)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REGISTRY\tREF\tATTEMPTS\tAT\tRETRY AT\tERROR")
+	for _, f := range out.Items {
+		retry := "-"
+		if !f.RetryAt.IsZero() {
+			retry = f.RetryAt.Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", f.Registry, f.Ref, f.Attempts, f.At.Local().Format(time.DateTime), retry, regDash(f.Error))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(out.Items) == 0 {
+		fmt.Fprintln(env.stdout, "(no scan failures)")
+	}
+	return nil
+}
+
+// shortDigest cuts a digest to its algorithm and first 12 hex digits.
+func shortDigest(d string) string {
+	if alg, hex, ok := strings.Cut(d, ":"); ok && len(hex) > 12 {
+		return alg + ":" + hex[:12]
+	}
+	return regDash(d)
 }
 
 func regDash(s string) string {

@@ -24,7 +24,11 @@ const (
 )
 
 const scanUsage = `Usage: palisade scan image REF|--tar FILE [flags]
-       palisade scan result DIGEST|REF [-o json]   (a controller's stored result)
+       palisade scan result DIGEST|REF [--full] [-o json]   (a controller's stored result)
+       palisade scan result [--image TEXT] [--source local|federated] [--severity S] [--limit N] [--offset N]
+                                                  (list a controller's stored results, latest first)
+       palisade scan failures [--registry R] [--image TEXT] [--limit N] [--offset N]
+                                                  (images a controller could not scan)
 
 Scans one image for vulnerable packages and secrets, with no controller.
 Exit status: 0 pass, 1 a finding at or above --fail-on, 2 could not scan.
@@ -47,8 +51,10 @@ func runScan(ctx context.Context, env *cliEnv, args []string) error {
 		return runScanImage(ctx, env, args[1:])
 	case "result":
 		return runScanResult(ctx, env, args[1:])
+	case "failures":
+		return runScanFailures(ctx, env, args[1:])
 	}
-	return fmt.Errorf("%w: unknown scan subcommand %q (want image or result)", errUsage, args[0])
+	return fmt.Errorf("%w: unknown scan subcommand %q (want image, result or failures)", errUsage, args[0])
 }
 
 type scanOptions struct {

@@ -16,7 +16,7 @@ import (
 
 const scannerUsage = `Usage: palisade scanner --controller HOST:PORT[,HOST:PORT] --token T [--workers N] [--data-dir DIR] [--name NAME]
        palisade scanner token create [--ttl 1h]     make an enrolment token
-       palisade scanner list                        workers with their load and last contact
+       palisade scanner list [--limit N] [--offset N]  workers with their load and last contact
        palisade scanner delete NAME                 revoke a worker
 
 Runs a scanner worker: it takes registry scan jobs from the controller's
@@ -122,15 +122,24 @@ func runScannerToken(ctx context.Context, env *cliEnv, args []string) error {
 func runScannerList(ctx context.Context, env *cliEnv, args []string) error {
 	fs := flag.NewFlagSet("scanner list", flag.ContinueOnError)
 	o := addAPIFlags(fs)
-	if err := parseFlags(fs, env, args); err != nil {
+	lf := addListFlags(fs)
+	pos, err := positionals(fs, env, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
+	}
+	w, err := lf.window()
+	if err != nil {
 		return err
 	}
 	c, err := o.client(env)
 	if err != nil {
 		return err
 	}
-	var out scanning.WorkerList
-	if err := c.Do(ctx, "GET", fmt.Sprintf("/v1/scanners?limit=%d", scanning.MaxLimit), nil, &out); err != nil {
+	out, err := listWindow[scanning.WorkerInfo](ctx, c, "/v1/scanners", nil, w)
+	if err != nil {
 		return err
 	}
 	if o.json() {
