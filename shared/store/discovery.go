@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -458,4 +459,35 @@ func probeRaftAddr(addr raft.ServerAddress) error {
 		return fmt.Errorf("probe raft address: %w", err)
 	}
 	return c.Close()
+}
+
+// errAddrUnknown makes the Raft transport fall back to the configuration's
+// address.
+var errAddrUnknown = errors.New("store: raft address not known from gossip")
+
+// gossipAddrs resolves the Raft address of a replica from gossip for the
+// Raft transport, ahead of the address stored in the Raft configuration.
+// Replicas that all restarted at new addresses (every pod rescheduled) can
+// then still reach each other and elect a leader, which moves them in the
+// configuration; with the stored addresses alone no vote would arrive.
+type gossipAddrs struct {
+	disc atomic.Pointer[discovery]
+}
+
+// ServerAddr implements raft.ServerAddressProvider: the address a live
+// member publishes, else the one in the Raft configuration.
+func (g *gossipAddrs) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
+	d := g.disc.Load()
+	if d == nil {
+		return "", errAddrUnknown
+	}
+	if m, ok := d.member(string(id)); ok && m.status == memberAlive && m.meta.Raft != "" {
+		return raft.ServerAddress(m.meta.Raft), nil
+	}
+	for _, srv := range d.s.voters() {
+		if srv.ID == id {
+			return srv.Address, nil
+		}
+	}
+	return "", errAddrUnknown
 }

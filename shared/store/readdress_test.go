@@ -267,3 +267,77 @@ func TestOpenSingleReplicaRestartedAtNewAddress(t *testing.T) {
 		t.Fatal("restarted replica lost its data")
 	}
 }
+
+// TestOpenClusterRestartedAtNewAddresses restarts every replica at once on
+// new ports (every pod rescheduled): no stored address is right any more,
+// yet the replicas must find each other through gossip, elect a leader,
+// and end up listed at their new addresses with their data.
+func TestOpenClusterRestartedAtNewAddresses(t *testing.T) {
+	base := t.TempDir()
+	names := []string{"r0", "r1", "r2"}
+	stores := make([]*Store, 3)
+	t.Cleanup(func() {
+		for _, s := range stores {
+			if s != nil {
+				s.Close()
+			}
+		}
+	})
+	open := func() []string {
+		gossip := []string{freePort(t), freePort(t), freePort(t)}
+		raftAddrs := make([]string, 3)
+		for i, name := range names {
+			raftAddrs[i] = freePort(t)
+			stores[i] = openReplica(t, name, filepath.Join(base, name), raftAddrs[i], gossip[i], []string{gossip[0]}, 3)
+		}
+		return raftAddrs
+	}
+	settled := func(raftAddrs []string) *Store {
+		var leader *Store
+		for i, s := range stores {
+			eventually(t, 60*time.Second, names[i]+" sees every replica at its address", func() (bool, string) {
+				for j, name := range names {
+					if got := configAddr(s, name); got != raftAddrs[j] {
+						return false, fmt.Sprintf("%s at %q, want %s", name, got, raftAddrs[j])
+					}
+				}
+				return len(s.voters()) == 3, fmt.Sprintf("voters %v", s.voters())
+			})
+		}
+		eventually(t, 30*time.Second, "a leader", func() (bool, string) {
+			for _, s := range stores {
+				if s.IsLeader() {
+					leader = s
+					return true, ""
+				}
+			}
+			return false, "no leader"
+		})
+		return leader
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	leader := settled(open())
+	if _, err := leader.Put(ctx, "before", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range stores {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		stores[i] = nil
+	}
+	settled(open())
+	rev, err := stores[0].Put(ctx, "after", []byte("2"))
+	if err != nil {
+		t.Fatalf("write after the restart: %v", err)
+	}
+	for i, s := range stores {
+		if err := s.WaitFor(ctx, rev); err != nil {
+			t.Fatalf("%s: %v", names[i], err)
+		}
+		if _, ok, _ := s.Get("before"); !ok {
+			t.Fatalf("%s lost the write from before the restart", names[i])
+		}
+	}
+}

@@ -553,8 +553,10 @@ func Open(cfg Config) (*Store, error) {
 		return fail(err)
 	}
 	closers = append(closers, mux.Close)
+	addrs := &gossipAddrs{}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: mux, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl.Named("transport"),
+		ServerAddressProvider: addrs,
 	})
 	closers = append(closers, trans.Close)
 
@@ -575,6 +577,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.disc = disc
+	addrs.disc.Store(disc)
 	return s, nil
 }
 
