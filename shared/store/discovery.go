@@ -75,6 +75,9 @@ type discovery struct {
 	bootstrapped bool
 	joined       bool
 	lastJoin     time.Time
+	// blockedAt is the address each replica waits to move to while another
+	// voter holds it, so the wait is logged once.
+	blockedAt map[raft.ServerID]raft.ServerAddress
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -101,6 +104,7 @@ func startDiscovery(s *Store, hasState bool, logOut io.Writer) (*discovery, erro
 		local:        nodeMeta{Raft: cfg.RaftAdvertise, API: cfg.APIAddr, Ready: hasState, Meta: cfg.Meta},
 		members:      map[string]memberInfo{},
 		unknownSince: map[string]time.Time{},
+		blockedAt:    map[raft.ServerID]raft.ServerAddress{},
 		bootstrapped: hasState,
 		stop:         make(chan struct{}),
 	}
@@ -204,6 +208,12 @@ func (d *discovery) record(ev memberlist.NodeEvent) {
 	d.mu.Unlock()
 	d.s.log.Debug("gossip member", logfields.Replica, ev.Node.Name, logfields.Status, info.status.String())
 }
+
+// Log field names of address moves.
+const (
+	logFrom   = "from"
+	logHolder = "holder"
+)
 
 // rejoinInterval is how often a replica that joined gossip but is not yet
 // listed at its own address in the Raft configuration exchanges state with
@@ -350,8 +360,16 @@ func (d *discovery) reconcile() {
 	}
 	for _, mv := range move {
 		if mv.blockedBy != "" {
-			d.s.log.Warn("replica moved to an address another replica holds in the raft configuration; waiting for that one to move",
-				logfields.Replica, mv.id, logfields.Address, mv.to, "holder", mv.blockedBy)
+			// Said once per address: the holder may stay put until it
+			// restarts elsewhere or is reaped.
+			d.mu.Lock()
+			first := d.blockedAt[mv.id] != mv.to
+			d.blockedAt[mv.id] = mv.to
+			d.mu.Unlock()
+			if first {
+				d.s.log.Warn("replica moved to an address another replica holds in the raft configuration; waiting for that one to move or be reaped",
+					logfields.Replica, mv.id, logfields.Address, mv.to, logHolder, mv.blockedBy)
+			}
 			continue
 		}
 		// A stale gossip view (this replica just became leader and has not
@@ -369,7 +387,10 @@ func (d *discovery) reconcile() {
 			d.s.log.Warn("update replica address failed", logfields.Replica, mv.id, logfields.Address, mv.to, logfields.Error, err)
 			continue
 		}
-		d.s.log.Info("updated replica address", logfields.Replica, mv.id, "from", mv.from, logfields.Address, mv.to)
+		d.mu.Lock()
+		delete(d.blockedAt, mv.id)
+		d.mu.Unlock()
+		d.s.log.Info("updated replica address", logfields.Replica, mv.id, logFrom, mv.from, logfields.Address, mv.to)
 	}
 	for _, name := range remove {
 		if err := d.s.raft.RemoveServer(raft.ServerID(name), 0, 5*time.Second).Error(); err != nil {
@@ -475,7 +496,11 @@ type gossipAddrs struct {
 }
 
 // ServerAddr implements raft.ServerAddressProvider: the address a live
-// member publishes, else the one in the Raft configuration.
+// member publishes, else the one in the Raft configuration. A stored
+// address that another live replica now publishes (a restarted pod got a
+// dead peer's old IP) is never dialed for this one: the other replica
+// would answer, and Raft would count its acknowledgements twice. The empty
+// address returned then fails to dial, as a dead peer would.
 func (g *gossipAddrs) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
 	d := g.disc.Load()
 	if d == nil {
@@ -485,9 +510,29 @@ func (g *gossipAddrs) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
 		return raft.ServerAddress(m.meta.Raft), nil
 	}
 	for _, srv := range d.s.voters() {
-		if srv.ID == id {
-			return srv.Address, nil
+		if srv.ID != id {
+			continue
 		}
+		if d.publishedByOther(string(id), string(srv.Address)) {
+			return "", nil
+		}
+		return srv.Address, nil
 	}
 	return "", errAddrUnknown
+}
+
+// publishedByOther reports whether a live member other than name (this
+// replica included) publishes addr as its Raft address.
+func (d *discovery) publishedByOther(name, addr string) bool {
+	if name != d.s.cfg.Name && addr == d.s.cfg.RaftAdvertise {
+		return true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for other, m := range d.members {
+		if other != name && m.status == memberAlive && m.meta.Raft == addr {
+			return true
+		}
+	}
+	return false
 }

@@ -341,3 +341,44 @@ func TestOpenClusterRestartedAtNewAddresses(t *testing.T) {
 		}
 	}
 }
+
+func TestGossipAddrsResolvesFromGossipThenConfiguration(t *testing.T) {
+	c := newTestCluster(t, 3, nil) // s0, s1, s2 at inmem-0, inmem-1, inmem-2
+	alive := func(addr string) memberInfo { return memberInfo{meta: nodeMeta{Raft: addr}, status: memberAlive} }
+	failed := func(addr string) memberInfo { return memberInfo{meta: nodeMeta{Raft: addr}, status: memberFailed} }
+	tests := []struct {
+		name    string
+		members map[string]memberInfo
+		id      raft.ServerID
+		want    raft.ServerAddress
+		wantErr bool
+	}{
+		{name: "unknown to gossip: configuration", id: "s1", want: "inmem-1"},
+		{name: "alive in gossip: its published address", members: map[string]memberInfo{"s1": alive("10.0.0.9:1")}, id: "s1", want: "10.0.0.9:1"},
+		{name: "alive without an address: configuration", members: map[string]memberInfo{"s1": alive("")}, id: "s1", want: "inmem-1"},
+		{name: "failed in gossip: configuration", members: map[string]memberInfo{"s1": failed("10.0.0.9:1")}, id: "s1", want: "inmem-1"},
+		{
+			name:    "stored address now published by another replica: not dialed",
+			members: map[string]memberInfo{"s1": alive("inmem-2"), "s2": failed("inmem-2")},
+			id:      "s2", want: "",
+		},
+		{name: "neither in gossip nor in the configuration", id: "s9", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			members := tc.members
+			if members == nil {
+				members = map[string]memberInfo{}
+			}
+			g := &gossipAddrs{}
+			g.disc.Store(&discovery{s: c.stores[0], members: members})
+			got, err := g.ServerAddr(tc.id)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("ServerAddr(%s) = %q, %v; want %q, error %v", tc.id, got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+	if _, err := (&gossipAddrs{}).ServerAddr("s1"); err == nil {
+		t.Fatal("ServerAddr before discovery started: no error")
+	}
+}
