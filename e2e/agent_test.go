@@ -228,8 +228,9 @@ func runInCgroup(t *testing.T, cg, name string, args ...string) error {
 // with their applications and the executable the orders workload runs; in
 // Protect those flows still work, payments -> orders is dropped and
 // reported, a shell exec in orders is denied before it runs and reported
-// while the learned executable still runs, and a restarted agent keeps
-// enforcing.
+// while the learned executable still runs, a blocking file rule denies
+// the orders workload (only) the opens of its file and reports them, and a
+// restarted agent keeps enforcing.
 func TestAgentCoffeeShop(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces and eBPF")
@@ -437,6 +438,32 @@ func TestAgentCoffeeShop(t *testing.T) {
 		return fmt.Errorf("no process-denied event for %s in shop/orders in %d events", shell, len(evs.Items))
 	})
 
+	// File rules: a blocking rule of the orders group on a file of a
+	// tmpfs denies its opens to orders' processes (dd, allowed to run by a
+	// process rule) and reports them, while the same opens from outside the
+	// workload pass.
+	fileStart := time.Now()
+	secret, secretRule := shopFileRule(t, dir, mustCLI)
+	agent.WaitLog(regexp.MustCompile(`msg="workload process policy" workload=shop/orders mode=protect rules=\d+ files=1`), 1, 20*time.Second)
+	agent.WaitLog(regexp.MustCompile(`msg="file guard marked"`), 1, 10*time.Second)
+	if m := regexp.MustCompile(`workload=shop/(payments|inventory|redis) mode=\w+ rules=\d+ files=[1-9]`).FindString(agent.Log()); m != "" {
+		t.Fatalf("file rule of orders reached another workload: %s", m)
+	}
+	checkFileRule(t, cgOf("orders"), secret)
+	harness.Eventually(t, 10*time.Second, "file-denied event", func() error {
+		var evs agents.EventList
+		if err := json.Unmarshal([]byte(mustCLI("event", "list", "-o", "json")), &evs); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Kind == "file-denied" && e.Action == "deny" && e.Workload == "shop/orders" && e.Path == secret && e.RuleName == secretRule {
+				return nil
+			}
+		}
+		return fmt.Errorf("no file-denied event for %s in shop/orders under %s in %d events", secret, secretRule, len(evs.Items))
+	})
+	t.Logf("file rule checks took %s", time.Since(fileStart).Round(time.Millisecond))
+
 	// The controller is gone: the agent keeps enforcing, and reconnects
 	// when the controller is back.
 	connected := regexp.MustCompile(`msg="agent connected"`)
@@ -476,5 +503,88 @@ func TestAgentCoffeeShop(t *testing.T) {
 	}
 	if err := runInCgroup(t, cgOf("orders"), worker, "0"); err != nil {
 		t.Fatalf("agent restarted, learned worker: %v", err)
+	}
+	agent.WaitLog(regexp.MustCompile(`msg="file guard marked"`), 2, 20*time.Second)
+	checkFileRule(t, cgOf("orders"), secret)
+}
+
+// shopFileRule mounts a tmpfs holding the orders workload's secret file
+// and applies a blocking file rule on it for a group of the orders
+// workload, with a process rule letting it run dd (the group's process
+// mode is the default, and the workload keeps the Protect of its learned
+// group). It returns the file and the rule's name.
+func shopFileRule(t *testing.T, dir string, cli func(...string) string) (secret, rule string) {
+	t.Helper()
+	mnt := fmt.Sprintf("/run/pal-e2e-shop-%d", os.Getpid())
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m,mode=0755"); err != nil {
+		t.Fatalf("mount tmpfs on %s: %v", mnt, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+		os.Remove(mnt)
+	})
+	secret = filepath.Join(mnt, "orders", "secret.conf")
+	if err := os.MkdirAll(filepath.Dir(secret), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secret, []byte("db-password\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dd := ddPath(t)
+	doc := fmt.Sprintf(`apiVersion: palisade.dev/v1
+kind: SecurityRule
+metadata: {name: orders-files, namespace: shop}
+spec:
+  target:
+    selector:
+      name: orders-files
+      criteria: [{key: app, op: "=", value: orders}]
+  process:
+  - {name: dd, path: %s, action: allow}
+  file:
+  - {filter: %s, behavior: blockAccess}
+`, dd, secret)
+	cli("policy", "apply", "-f", writeFile(t, dir, "orders-files.yaml", doc))
+	return secret, "orders-files:" + secret
+}
+
+// ddPath returns dd's path as the node sees it.
+func ddPath(t *testing.T) string {
+	t.Helper()
+	dd, err := exec.LookPath("dd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dd, err = filepath.EvalSymlinks(dd); err != nil {
+		t.Fatal(err)
+	}
+	return dd
+}
+
+// checkFileRule checks that dd in the cgroup can neither read nor write
+// secret while dd outside the workloads can read it.
+func checkFileRule(t *testing.T, cg, secret string) {
+	t.Helper()
+	dd := ddPath(t)
+	for _, args := range [][]string{
+		{"if=" + secret, "of=/dev/null", "status=none"},
+		{"if=/dev/null", "of=" + secret, "conv=notrunc", "status=none"},
+	} {
+		cmd, done := inCgroup(t, cg, dd, args...)
+		out, err := cmd.CombinedOutput()
+		done()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || !strings.Contains(string(out), "Operation not permitted") {
+			t.Fatalf("dd %s in %s: got %v (%q), want a denied open", strings.Join(args, " "), cg, err, out)
+		}
+	}
+	out, err := exec.Command(dd, "if="+secret, "status=none").Output()
+	if err != nil || string(out) != "db-password\n" {
+		t.Fatalf("dd if=%s outside the workloads: got %q, %v", secret, out, err)
 	}
 }
