@@ -3,6 +3,11 @@
 // with Raft (hashicorp/raft, raft-boltdb log and stable store, file
 // snapshots), replicas found with memberlist.
 //
+// A replica keeps its name and data dir across restarts but may come back
+// at a new address (a Kubernetes pod gets a new IP): Raft dials peers at
+// the address they publish through gossip, and the leader moves a replica
+// in the Raft configuration when that address changes.
+//
 // Every write is a transaction that gets the Raft index as its revision.
 // Writes may be submitted on any replica: a follower forwards them to the
 // leader over the Raft port and waits until it has applied the result
