@@ -156,16 +156,17 @@ func (g *Guard) AddMark(m Mark) error {
 	return nil
 }
 
-// RemoveMark stops guarding m: with m.Files it removes only the watching
-// of opens and writes (an exec mark on the same place stays), otherwise
-// the watching of executions.
+// RemoveMark stops guarding m: it takes away what AddMark(m) placed (a
+// place marked by two Marks of the same scope loses both).
 func (g *Guard) RemoveMark(m Mark) error {
 	flags := uint(unix.FAN_MARK_REMOVE)
 	mask := uint64(unix.FAN_OPEN_EXEC_PERM)
 	if m.Files {
-		mask = unix.FAN_OPEN_PERM | unix.FAN_CLOSE_WRITE
+		mask |= unix.FAN_OPEN_PERM | unix.FAN_CLOSE_WRITE
 	}
 	switch m.Scope {
+	case ScopeDirectory:
+		mask |= unix.FAN_EVENT_ON_CHILD
 	case ScopeMount:
 		flags |= unix.FAN_MARK_MOUNT
 	case ScopeFilesystem:
