@@ -294,7 +294,8 @@ func TestPrivilegedGuardFileRules(t *testing.T) {
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "secret")
 	watched := filepath.Join(dir, "watched")
-	for _, f := range []string{secret, watched} {
+	key := filepath.Join(dir, "tls.key")
+	for _, f := range []string{secret, watched, key} {
 		if err := os.WriteFile(f, []byte("data\n"), 0o644); err != nil {
 			t.Fatalf("write %s: %v", f, err)
 		}
@@ -303,6 +304,7 @@ func TestPrivilegedGuardFileRules(t *testing.T) {
 	err := policy.Set(Group{Name: "web", CgroupID: cgid, Mode: ModeProtect, Files: []FileRule{
 		{Path: secret, Block: true},
 		{Path: watched},
+		{Path: filepath.Join(dir, "*.key"), Block: true, Apps: []string{"head"}},
 	}})
 	if err != nil {
 		t.Fatalf("set policy: %v", err)
@@ -341,6 +343,8 @@ func TestPrivilegedGuardFileRules(t *testing.T) {
 		{"blocked file unreadable in the group", cgfd, "cat " + secret, true},
 		{"blocked file readable outside the group", -1, "cat " + secret, false},
 		{"watched file writable in the group", cgfd, "echo more >> " + watched, false},
+		{"wildcard rule blocks in the group", cgfd, "cat " + key, true},
+		{"the rule's application may read", cgfd, "head " + key, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
