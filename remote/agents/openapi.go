@@ -34,7 +34,7 @@ func (m *Module) OpenAPI() []httpapi.Op {
 		{Method: http.MethodGet, Path: "/events", Tag: tag, Summary: "list security events, newest first", Paged: true,
 			Params: []httpapi.Param{
 				node,
-				{Name: "kind", Description: "keep events of this kind"},
+				{Name: "kind", Description: "keep events of this kind (network-violation, process-violation, process-denied, file-violation, file-change, file-denied)"},
 				{Name: "action", Description: "keep events with this action (alert, deny)"},
 				{Name: "workload", Description: "keep events of workloads whose ID contains this"},
 				since,
