@@ -177,6 +177,8 @@ func TestConvertErrors(t *testing.T) {
 			`does not match metadata.namespace "x"`},
 		{"target without criteria", doc("kind: ClusterSecurityRule\nmetadata: {name: a}\nspec: {target: {selector: {name: a}}}\n"),
 			`spec.target.selector: group "a" has no criteria`},
+		{"namespaced target without criteria", doc("kind: SecurityRule\nmetadata: {name: a, namespace: shop}\nspec: {target: {selector: {name: learned.orders.shop}}}\n"),
+			`spec.target.selector: group "learned.orders.shop" has no criteria`},
 		{"bad mode", doc("kind: ClusterSecurityRule\nmetadata: {name: a}\nspec: {target: {mode: Enforce, selector: {name: a, criteria: [{key: app, op: '=', value: a}]}}}\n"),
 			`spec.target.mode: "Enforce" is not Discover, Monitor or Protect`},
 		{"conflicting group", doc("kind: GroupDefinition\nmetadata: {name: a}\nspec: {selector: {name: a, criteria: [{key: app, op: '=', value: a}]}}\n---\n") +

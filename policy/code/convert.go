@@ -200,6 +200,11 @@ func (b *builder) securityRule(d *SecurityRule) error {
 		}
 	}
 	sel := d.Spec.Target.Selector
+	if ns != "" && len(sel.Criteria) == 0 && sel.Name != "" {
+		// Adding the namespace criterion below would turn a reference into
+		// a definition of the whole namespace: say so instead.
+		return fmt.Errorf("%w: %s: spec.target.selector: group %q has no criteria; a rule's target defines its group (give its criteria, or use ClusterSecurityRule with the same criteria as the group's definition)", ErrConvert, doc, sel.Name)
+	}
 	if ns != "" {
 		// A namespaced rule's target stays inside its namespace.
 		found := false
