@@ -67,6 +67,10 @@ section "Agent datapath: per-packet program cost and traffic ratios" \
   "Program run time per packet at 10 and 100,000 rules (flat is the goal), and TCP request/response and bulk throughput with no program, 10 rules and 100,000 rules, as ratios to the no-program baseline of the same run (ratio/* lines), and the datapath process's CPU and resident memory at rest (agent/BENCH.md). Needs root." \
   go test -run '^$' -bench BenchmarkPrivileged -benchtime 1s ./agent/datapath/
 
+section "Agent at rest: a real palisade agent beside its controller" \
+  "Resident memory (VmRSS) and CPU per second over a 20 s quiet window of an enrolled agent (eBPF programs loaded, process control on, no workloads), with the controller's own figures as the baseline of the same run. Needs root (agent/BENCH.md)." \
+  go test -run '^$' -bench AgentAtRest -benchtime 1x ./e2e/
+
 section "Agent link: rule commit -> verdict in every agent's table" \
   "100 simulated agents on real QUIC links to one controller; time from a rule commit to the verdict being in every agent's compiled table. Goal: p99 <= 500 ms (remote/agents/BENCH.md)." \
   go test -run '^$' -bench BenchmarkCommitToAgents -benchtime 200x ./remote/agents/

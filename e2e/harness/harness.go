@@ -114,6 +114,16 @@ func Start(t testing.TB, bin, dir, name string, args ...string) *Proc {
 	return p
 }
 
+// Pid is the process's ID while it runs, or 0.
+func (p *Proc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 func tail(b []byte, n int) []byte {
 	if len(b) > n {
 		return b[len(b)-n:]
