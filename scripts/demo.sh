@@ -189,9 +189,11 @@ until as west scan result "$REG/shop/orders:1.0" >/dev/null 2>&1 && as east scan
   sleep 0.5
 done
 echo "-- west (never pulled the image):"
-as west scan result "$REG/shop/orders:1.0" | head -12
+out=$(as west scan result "$REG/shop/orders:1.0")
+head -n 12 <<<"$out"
 echo "-- hq, the Palisade image (Go modules read from the binary's build information):"
-as hq scan result "$REG/palisade:$IMAGE_VERSION" | head -12
+out=$(as hq scan result "$REG/palisade:$IMAGE_VERSION")
+head -n 12 <<<"$out"
 
 say "Starting the coffee shop in network namespaces: orders, payments, inventory (HTTP), redis, and an outside client"
 ip netns del "$NODE_NS" 2>/dev/null || true
@@ -244,11 +246,20 @@ pids+=($!)
 sleep 3
 
 say "Discover mode: the shop's normal traffic flows, and east learns it (HTTP 200s and a Redis PONG)"
-deadline=$((SECONDS + 40))
+# learned_all: every one of the shop's four flows is a learned rule.
+learned_all() {
+  local rules pair
+  rules=$(as east rule list --learned 2>/dev/null) || return 1
+  for pair in 'orders\.shop +learned\.payments\.shop' 'orders\.shop +learned\.inventory\.shop' \
+    'inventory\.shop +learned\.redis\.shop' 'client\.outside +learned\.orders\.shop'; do
+    grep -Eq "learned\.$pair" <<<"$rules" || return 1
+  done
+}
+deadline=$((SECONDS + 60))
 while :; do
   traffic
-  n=$(as east rule list --learned -o json 2>/dev/null | grep -c '"name"' || true)
-  if [ "${n:-0}" -ge 4 ] || [ $SECONDS -ge $deadline ]; then break; fi
+  if learned_all; then break; fi
+  if [ $SECONDS -ge $deadline ]; then echo "  (not every flow was learned within 60 s)"; break; fi
   sleep 2
 done
 as east rule list --learned
@@ -260,7 +271,8 @@ traffic
 printf '  payments -> orders (never seen before): %s\n' "$(http payments orders)"
 sleep 2
 say "The blocked connection, reported by the agent"
-as east event list | head -8
+events=$(as east event list)
+head -n 8 <<<"$events"
 
 cat <<MSG
 
