@@ -129,6 +129,29 @@ func httpServe(t *testing.T, ns, addr, name string) {
 	t.Cleanup(func() { srv.Close(); <-done })
 }
 
+// keepAliveGet makes one HTTP/1.1 request on an open connection and wants
+// the body want back.
+func keepAliveGet(c net.Conn, r *bufio.Reader, want string) error {
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: shop\r\n\r\n"); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if string(b) != want {
+		return fmt.Errorf("got %q, want %q", b, want)
+	}
+	return nil
+}
+
 // httpGet makes one request from ns (a new connection each time).
 func httpGet(fromNS, addr string) (string, error) {
 	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(_ context.Context, _, a string) (net.Conn, error) { return dialFrom(fromNS, a) }}
@@ -481,7 +504,17 @@ func TestAgentCoffeeShop(t *testing.T) {
 		t.Fatalf("controller restarted: %v", err)
 	}
 
-	// The agent is gone: enforcement stays; back again: still enforced.
+	// The agent is gone: enforcement stays; back again: still enforced,
+	// and a connection established before the restart carries on.
+	held, err := dialFrom(n.ns["orders"], n.ip["payments"]+":8080")
+	if err != nil {
+		t.Fatalf("orders -> payments, held connection: %v", err)
+	}
+	defer held.Close()
+	heldBuf := bufio.NewReader(held)
+	if err := keepAliveGet(held, heldBuf, "payments"); err != nil {
+		t.Fatalf("held connection, before the agent restart: %v", err)
+	}
 	agent.Stop()
 	if err := blocked(); err != nil {
 		t.Fatalf("agent stopped: %v", err)
@@ -489,8 +522,14 @@ func TestAgentCoffeeShop(t *testing.T) {
 	if err := traffic(); err != nil {
 		t.Fatalf("agent stopped, learned flows: %v", err)
 	}
+	if err := keepAliveGet(held, heldBuf, "payments"); err != nil {
+		t.Fatalf("held connection, agent stopped: %v", err)
+	}
 	agent.Restart()
 	agent.WaitLog(ready, 2, 20*time.Second)
+	if err := keepAliveGet(held, heldBuf, "payments"); err != nil {
+		t.Fatalf("held connection, agent restarted: %v", err)
+	}
 	if err := blocked(); err != nil {
 		t.Fatalf("agent restarted: %v", err)
 	}
