@@ -4,6 +4,7 @@ package datapath
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -98,6 +99,16 @@ func mapMemory() uint64 {
 // program, with the program and 10 rules, and with 100,000 rules (Protect),
 // and logs each figure as a ratio of the no-program one.
 //
+// Each rule count has its own datapath, loaded once before any
+// measurement, so switching configurations is only an attach or a detach:
+// no table load, its garbage or its freed map memory lands in a measured
+// phase. A round measures one phase (rr, crr, bulk) for every
+// configuration back to back, in an order that rotates from round to
+// round, and a ratio is the median over rounds of the ratio within a
+// round: drift and the bursts of other work on a shared machine hit the
+// configurations they are compared with, not a baseline measured seconds
+// earlier.
+//
 //	go test -run '^$' -bench BenchmarkPrivilegedDatapath -benchtime 3s ./agent/datapath/
 func BenchmarkPrivilegedDatapath(b *testing.B) {
 	skipUnlessRoot(b)
@@ -106,13 +117,53 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 	echoServer(b, n.b, "tcp4", "10.199.2.2:8080")
 	sinkServer(b, n.b, "10.199.2.2:7004")
 
-	cfg := DefaultConfig()
-	cfg.PinDir = filepath.Join("/sys/fs/bpf/palisade", fmt.Sprintf("bench-%d", os.Getpid()))
-	d, err := Open(cfg, quietLogger())
-	if err != nil {
-		b.Fatalf("open: %+v", err)
+	configs := []struct {
+		name  string
+		rules int // 0: no program attached
+	}{{"none", 0}, {"rules10", 10}, {"rules100k", 100000}}
+	paths := map[string]*Datapath{}
+	for _, c := range configs[1:] {
+		cfg := DefaultConfig()
+		cfg.PinDir = filepath.Join("/sys/fs/bpf/palisade", fmt.Sprintf("bench-%d-%s", os.Getpid(), c.name))
+		d, err := Open(cfg, quietLogger())
+		if err != nil {
+			b.Fatalf("open: %+v", err)
+		}
+		b.Cleanup(func() { d.Destroy() })
+		start := time.Now()
+		if err := d.ApplyTable(benchTable(c.rules)); err != nil {
+			b.Fatalf("apply %d rules: %v", c.rules, err)
+		}
+		b.Logf("%s: table applied in %s", c.name, time.Since(start).Round(time.Millisecond))
+		if c.rules == 100000 {
+			runtime.GC()
+			b.Logf("at rest with %d verdicts (%d policy prefixes): process RSS %.1f MiB, BPF map memory %.1f MiB",
+				c.rules, d.policyCount, float64(rssBytes())/(1<<20), float64(mapMemory())/(1<<20))
+		}
+		paths[c.name] = d
 	}
-	b.Cleanup(func() { d.Destroy() })
+	attached := ""
+	use := func(name string) {
+		if name == attached {
+			return
+		}
+		inNetns(b, n.r, func() {
+			if d := paths[attached]; d != nil {
+				if err := errors.Join(d.DetachInterface(n.raIf), d.DetachInterface(n.rbIf)); err != nil {
+					b.Fatalf("detach: %v", err)
+				}
+			}
+			if d := paths[name]; d != nil {
+				if err := d.AttachInterface(n.raIf, idA); err != nil {
+					b.Fatalf("attach: %v", err)
+				}
+				if err := d.AttachInterface(n.rbIf, idB); err != nil {
+					b.Fatalf("attach: %v", err)
+				}
+			}
+		})
+		attached = name
+	}
 
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
@@ -123,133 +174,101 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 	progCost := func() (time.Duration, uint64) {
 		var t time.Duration
 		var n uint64
-		for _, p := range []*ebpf.Program{d.objs.PalisadeTcxIngress, d.objs.PalisadeTcxEgress} {
-			st, err := p.Stats()
-			if err != nil {
-				b.Fatalf("program stats: %v", err)
+		for _, d := range paths {
+			for _, p := range []*ebpf.Program{d.objs.PalisadeTcxIngress, d.objs.PalisadeTcxEgress} {
+				st, err := p.Stats()
+				if err != nil {
+					b.Fatalf("program stats: %v", err)
+				}
+				t += st.Runtime
+				n += st.RunCount
 			}
-			t += st.Runtime
-			n += st.RunCount
 		}
 		return t, n
 	}
-	type result struct {
-		rr, crr, bulk    []float64
-		rrNs, crrNs, bNs []float64 // program run time per packet in each phase
-	}
-	results := map[string]*result{}
-	configs := []struct {
-		name  string
-		rules int // 0: no program attached
-	}{{"none", 0}, {"rules10", 10}, {"rules100k", 100000}}
-	rounds := 5
-	if v, err := strconv.Atoi(os.Getenv("PALISADE_BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	} // configurations alternate, so drift hits all alike
-	for round := 1; round <= rounds; round++ {
-		for _, c := range configs {
-			if c.rules == 0 {
-				inNetns(b, n.r, func() { d.DetachInterface(n.raIf); d.DetachInterface(n.rbIf) })
-			} else {
-				start := time.Now()
-				if err := d.ApplyTable(benchTable(c.rules)); err != nil {
-					b.Fatalf("apply %d rules: %v", c.rules, err)
-				}
-				if round == 1 {
-					b.Logf("%s: table applied in %s", c.name, time.Since(start).Round(time.Millisecond))
-				}
-				inNetns(b, n.r, func() {
-					if err := d.AttachInterface(n.raIf, idA); err != nil {
-						b.Fatalf("attach: %v", err)
-					}
-					if err := d.AttachInterface(n.rbIf, idB); err != nil {
-						b.Fatalf("attach: %v", err)
-					}
-				})
+
+	phases := []struct {
+		name, unit string
+		run        func(b *testing.B) float64
+	}{
+		{"rr", "trans/s", func(b *testing.B) float64 {
+			conn, err := benchDial(b, n.a, "10.199.2.2:8080")
+			if err != nil {
+				b.Fatalf("dial: %v", err)
 			}
-			r := results[c.name]
-			if r == nil {
-				r = &result{}
-				results[c.name] = r
-			}
-			prefix := fmt.Sprintf("round%d/%s", round, c.name)
-			var t0 time.Duration
-			var n0 uint64
-			cost := func(into *[]float64) {
-				if t1, n1 := progCost(); n1 > n0 {
-					*into = append(*into, float64(t1-t0)/float64(n1-n0))
+			defer conn.Close()
+			buf := []byte{1}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := conn.Write(buf); err != nil {
+					b.Fatalf("write: %v", err)
+				}
+				if _, err := io.ReadFull(conn, buf); err != nil {
+					b.Fatalf("read: %v", err)
 				}
 			}
-			var last float64
-			t0, n0 = progCost()
-			b.Run(prefix+"/rr", func(b *testing.B) {
+			return float64(b.N) / b.Elapsed().Seconds()
+		}},
+		{"crr", "conn/s", func(b *testing.B) float64 {
+			buf := []byte{1}
+			for i := 0; i < b.N; i++ {
 				conn, err := benchDial(b, n.a, "10.199.2.2:8080")
 				if err != nil {
 					b.Fatalf("dial: %v", err)
 				}
-				defer conn.Close()
-				buf := []byte{1}
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					if _, err := conn.Write(buf); err != nil {
-						b.Fatalf("write: %v", err)
-					}
-					if _, err := io.ReadFull(conn, buf); err != nil {
-						b.Fatalf("read: %v", err)
-					}
+				conn.Write(buf)
+				io.ReadFull(conn, buf)
+				conn.Close()
+			}
+			return float64(b.N) / b.Elapsed().Seconds()
+		}},
+		{"bulk", "Gbit/s", func(b *testing.B) float64 {
+			conn, err := benchDial(b, n.a, "10.199.2.2:7004")
+			if err != nil {
+				b.Fatalf("dial: %v", err)
+			}
+			defer conn.Close()
+			chunk := make([]byte, 128<<10)
+			b.SetBytes(int64(len(chunk)))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := conn.Write(chunk); err != nil {
+					b.Fatalf("write: %v", err)
 				}
-				v := float64(b.N) / b.Elapsed().Seconds()
-				last = v
-				b.ReportMetric(v, "trans/s")
-			})
-			r.rr = append(r.rr, last)
-			cost(&r.rrNs)
-			t0, n0 = progCost()
-			b.Run(prefix+"/crr", func(b *testing.B) {
-				buf := []byte{1}
-				for i := 0; i < b.N; i++ {
-					conn, err := benchDial(b, n.a, "10.199.2.2:8080")
-					if err != nil {
-						b.Fatalf("dial: %v", err)
-					}
-					conn.Write(buf)
-					io.ReadFull(conn, buf)
-					conn.Close()
+			}
+			return float64(b.N) * float64(len(chunk)) * 8 / b.Elapsed().Seconds() / 1e9
+		}},
+	}
+	// value[phase][config] holds one figure per round, cost[phase][config]
+	// the programs' run time per packet in that phase.
+	value := map[string]map[string][]float64{}
+	cost := map[string]map[string][]float64{}
+	for _, ph := range phases {
+		value[ph.name], cost[ph.name] = map[string][]float64{}, map[string][]float64{}
+	}
+	rounds := 5
+	if v, err := strconv.Atoi(os.Getenv("PALISADE_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	for round := 1; round <= rounds; round++ {
+		for _, ph := range phases {
+			for k := range configs {
+				c := configs[(k+round-1)%len(configs)] // rotate who goes first
+				use(c.name)
+				t0, n0 := progCost()
+				var last float64
+				b.Run(fmt.Sprintf("round%d/%s/%s", round, c.name, ph.name), func(b *testing.B) {
+					last = ph.run(b)
+					b.ReportMetric(last, ph.unit)
+				})
+				value[ph.name][c.name] = append(value[ph.name][c.name], last)
+				if t1, n1 := progCost(); n1 > n0 {
+					cost[ph.name][c.name] = append(cost[ph.name][c.name], float64(t1-t0)/float64(n1-n0))
 				}
-				v := float64(b.N) / b.Elapsed().Seconds()
-				last = v
-				b.ReportMetric(v, "conn/s")
-			})
-			r.crr = append(r.crr, last)
-			cost(&r.crrNs)
-			t0, n0 = progCost()
-			b.Run(prefix+"/bulk", func(b *testing.B) {
-				conn, err := benchDial(b, n.a, "10.199.2.2:7004")
-				if err != nil {
-					b.Fatalf("dial: %v", err)
-				}
-				defer conn.Close()
-				chunk := make([]byte, 128<<10)
-				b.SetBytes(int64(len(chunk)))
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					if _, err := conn.Write(chunk); err != nil {
-						b.Fatalf("write: %v", err)
-					}
-				}
-				v := float64(b.N) * float64(len(chunk)) * 8 / b.Elapsed().Seconds() / 1e9
-				last = v
-				b.ReportMetric(v, "Gbit/s")
-			})
-			r.bulk = append(r.bulk, last)
-			cost(&r.bNs)
-			if c.rules == 100000 && round == 1 {
-				runtime.GC()
-				b.Logf("at rest with %d verdicts (%d policy prefixes): process RSS %.1f MiB, BPF map memory %.1f MiB",
-					c.rules, d.policyCount, float64(rssBytes())/(1<<20), float64(mapMemory())/(1<<20))
 			}
 		}
 	}
+	use("none")
 	median := func(v []float64) float64 {
 		s := slices.Clone(v)
 		slices.Sort(s)
@@ -258,25 +277,31 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 		}
 		return s[len(s)/2]
 	}
-	base := results["none"]
-	for _, c := range configs {
-		r := results[c.name]
-		if r == nil || median(base.rr) == 0 {
-			continue
+	// ratio is the median over rounds of a configuration's figure as a
+	// percentage of the no-program figure of the same round.
+	ratio := func(phase, config string) float64 {
+		var r []float64
+		for i, v := range value[phase][config] {
+			if base := value[phase]["none"]; i < len(base) && base[i] > 0 {
+				r = append(r, 100*v/base[i])
+			}
 		}
+		return median(r)
+	}
+	for _, c := range configs {
 		b.Logf("%-9s median of %d: rr %.0f/s (%.1f%%)  crr %.0f/s (%.1f%%)  bulk %.2f Gbit/s (%.1f%%)  program ns/packet: rr %.0f crr %.0f bulk %.0f",
-			c.name, len(r.rr),
-			median(r.rr), 100*median(r.rr)/median(base.rr),
-			median(r.crr), 100*median(r.crr)/median(base.crr),
-			median(r.bulk), 100*median(r.bulk)/median(base.bulk),
-			median(r.rrNs), median(r.crrNs), median(r.bNs))
+			c.name, rounds,
+			median(value["rr"][c.name]), ratio("rr", c.name),
+			median(value["crr"][c.name]), ratio("crr", c.name),
+			median(value["bulk"][c.name]), ratio("bulk", c.name),
+			median(cost["rr"][c.name]), median(cost["crr"][c.name]), median(cost["bulk"][c.name]))
 		// The same as benchmark lines, for bench/results.md.
 		b.Run("ratio/"+c.name, func(b *testing.B) {
-			b.ReportMetric(100*median(r.rr)/median(base.rr), "rr-%")
-			b.ReportMetric(100*median(r.crr)/median(base.crr), "crr-%")
-			b.ReportMetric(100*median(r.bulk)/median(base.bulk), "bulk-%")
-			b.ReportMetric(median(r.rrNs), "rr-prog-ns/pkt")
-			b.ReportMetric(median(r.crrNs), "crr-prog-ns/pkt")
+			b.ReportMetric(ratio("rr", c.name), "rr-%")
+			b.ReportMetric(ratio("crr", c.name), "crr-%")
+			b.ReportMetric(ratio("bulk", c.name), "bulk-%")
+			b.ReportMetric(median(cost["rr"][c.name]), "rr-prog-ns/pkt")
+			b.ReportMetric(median(cost["crr"][c.name]), "crr-prog-ns/pkt")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
