@@ -63,6 +63,16 @@ section "Registry scanning" \
   "Cold inventory of the Debian minbase image, re-scan of an unchanged digest, matching against the feed (registryscan/BENCH.md)." \
   go test -run '^$' -bench . -benchtime 5x -benchmem ./registryscan/scan/
 
+# Trivy is built once into the development cache (scripts/trivy.sh, about
+# 20 minutes); when it cannot be built the section says why.
+if trivy_err=$(scripts/trivy.sh 2>&1 >/dev/null); then
+  section "Registry scanning: side by side with Trivy" \
+    "Cold package inventory of the same Debian minbase image tarball, interleaved runs, medians: palisade scan image --tar --format json (no cache) against trivy image --input --format cyclonedx (empty cache dir, no DB, offline), the ratio palisade/trivy, and the dpkg packages each one lists (registryscan/BENCH.md)." \
+    scripts/trivy.sh bench 9
+else
+  printf '## Registry scanning: side by side with Trivy\n\nSkipped: Trivy could not be built.\n\n```\n%s\n```\n\n' "$(tail -5 <<<"$trivy_err")" >> "$out"
+fi
+
 section "Agent datapath: per-packet program cost and traffic ratios" \
   "Program run time per packet at 10 and 100,000 rules (flat is the goal), and TCP request/response and bulk throughput with no program, 10 rules and 100,000 rules, as ratios to the no-program baseline of the same run (ratio/* lines), and the datapath process's CPU and resident memory at rest (agent/BENCH.md). Needs root." \
   go test -run '^$' -bench BenchmarkPrivileged -benchtime 1s ./agent/datapath/
