@@ -137,7 +137,17 @@ func (s *scheduler) run(ctx context.Context) {
 	// still written.
 	defer func() { <-writerDone }()
 	defer stopWriter()
+	// The in-process workers: remote workers' polls may already be
+	// adding their slots, which their polls drain.
+	s.wmu.Lock()
+	var local []*slot
 	for _, w := range s.workers {
+		if w.remote == nil {
+			local = append(local, w)
+		}
+	}
+	s.wmu.Unlock()
+	for _, w := range local {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
