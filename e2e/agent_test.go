@@ -27,13 +27,18 @@ import (
 	"github.com/palisade-sec/palisade/remote/policyapi"
 )
 
-// shopNet is the coffee shop in network namespaces: a node namespace
-// holding the host side of every veth and routing between them, four
-// workloads and an external client.
+// shopNet is a set of network namespaces: a node namespace holding the
+// host side of every veth and routing between them, and one namespace per
+// role (a workload or an external client).
 type shopNet struct {
 	node string
 	ns   map[string]string // role -> namespace
 	ip   map[string]string // role -> address
+}
+
+// shopRoles returns the coffee shop's four workloads and its external client.
+func shopRoles() []string {
+	return []string{"orders", "payments", "inventory", "redis", "client"}
 }
 
 func sh(t *testing.T, args ...string) {
@@ -43,9 +48,13 @@ func sh(t *testing.T, args ...string) {
 	}
 }
 
-func newShopNet(t *testing.T) *shopNet {
+// newShopNet makes the node namespace prefix+"-node" and, for the i-th
+// role, a namespace prefix+"-"+role with eth0 at 10.octet.i.2/24 behind the
+// node's veth vethPrefix+i. Distinct prefixes, veth names and octets let
+// tests run at the same time.
+func newShopNet(t *testing.T, prefix, vethPrefix string, octet int, roles ...string) *shopNet {
 	t.Helper()
-	n := &shopNet{node: "pal-e2e-node", ns: map[string]string{}, ip: map[string]string{}}
+	n := &shopNet{node: prefix + "-node", ns: map[string]string{}, ip: map[string]string{}}
 	add := func(ns string) {
 		exec.Command("ip", "netns", "del", ns).Run() // left over from a killed run
 		sh(t, "ip", "netns", "add", ns)
@@ -54,11 +63,11 @@ func newShopNet(t *testing.T) *shopNet {
 	}
 	add(n.node)
 	sh(t, "ip", "netns", "exec", n.node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	for i, role := range []string{"orders", "payments", "inventory", "redis", "client"} {
-		ns := "pal-e2e-" + role
+	for i, role := range roles {
+		ns := prefix + "-" + role
 		add(ns)
-		host := fmt.Sprintf("pe%d", i+1)
-		sub := fmt.Sprintf("10.231.%d", i+1)
+		host := fmt.Sprintf("%s%d", vethPrefix, i+1)
+		sub := fmt.Sprintf("10.%d.%d", octet, i+1)
 		sh(t, "ip", "-n", n.node, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns)
 		sh(t, "ip", "-n", ns, "addr", "add", sub+".2/24", "dev", "eth0")
 		sh(t, "ip", "-n", ns, "link", "set", "eth0", "up")
@@ -68,6 +77,36 @@ func newShopNet(t *testing.T) *shopNet {
 		n.ns[role], n.ip[role] = ns, sub+".2"
 	}
 	return n
+}
+
+// agentCluster is a one-replica controller listening for agents, with the
+// CLI logged in as admin and an agent enrolment token made.
+type agentCluster struct {
+	ctl       *harness.Controller
+	cli       func(args ...string) string // runs the CLI; fails the test on a non-zero exit
+	agentAddr string                      // where agents reach the controller
+	token     string                      // agent enrolment token, valid 10 minutes
+}
+
+// startAgentCluster starts an agentCluster whose admin has password.
+func startAgentCluster(t *testing.T, dir, prefix, password string) *agentCluster {
+	t.Helper()
+	pw := writeFile(t, dir, "admin.pw", password)
+	agentAddr := ports.Next(t)
+	c := harness.StartCluster(t, bin, dir, &ports, harness.ClusterSpec{Prefix: prefix, Replicas: 1, PasswordFile: pw,
+		Extra: []string{"--agent-addr", agentAddr}})[0]
+	env := []string{"PALISADE_SESSION_FILE=" + filepath.Join(dir, "session.json")}
+	cli := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := harness.CLI(t, bin, env, args...)
+		if code != 0 {
+			t.Fatalf("palisade %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+		}
+		return out
+	}
+	cli("login", "--api", c.API, "--ca-file", c.CAFile(), "--password-file", pw)
+	token := strings.TrimSpace(cli("agent", "token", "create", "--ttl", "10m"))
+	return &agentCluster{ctl: c, cli: cli, agentAddr: agentAddr, token: token}
 }
 
 // inNetns runs fn on an OS thread inside namespace ns; sockets fn creates
@@ -263,7 +302,7 @@ func TestAgentCoffeeShop(t *testing.T) {
 		t.Skip("redis-server not installed (scripts/deps.sh)")
 	}
 	dir := t.TempDir()
-	n := newShopNet(t)
+	n := newShopNet(t, "pal-e2e", "pe", 231, shopRoles()...)
 	for _, role := range []string{"orders", "payments", "inventory"} {
 		httpServe(t, n.ns[role], n.ip[role], role)
 	}
@@ -277,22 +316,8 @@ func TestAgentCoffeeShop(t *testing.T) {
 	t.Cleanup(func() { redis.Process.Kill(); redis.Wait(); redisLog.Close() })
 	harness.Eventually(t, 10*time.Second, "redis answers", func() error { return redisPing(n.ns["inventory"], n.ip["redis"]) })
 
-	pw := writeFile(t, dir, "admin.pw", "admin-password-1")
-	agentAddr := ports.Next(t)
-	cs := harness.StartCluster(t, bin, dir, &ports, harness.ClusterSpec{Prefix: "agt", Replicas: 1, PasswordFile: pw,
-		Extra: []string{"--agent-addr", agentAddr}})
-	c := cs[0]
-	env := []string{"PALISADE_SESSION_FILE=" + filepath.Join(dir, "session.json")}
-	mustCLI := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := harness.CLI(t, bin, env, args...)
-		if code != 0 {
-			t.Fatalf("palisade %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
-		}
-		return out
-	}
-	mustCLI("login", "--api", c.API, "--ca-file", c.CAFile(), "--password-file", pw)
-	token := strings.TrimSpace(mustCLI("agent", "token", "create", "--ttl", "10m"))
+	ac := startAgentCluster(t, dir, "agt", "admin-password-1")
+	c, mustCLI, agentAddr, token := ac.ctl, ac.cli, ac.agentAddr, ac.token
 
 	roles := []string{"orders", "payments", "inventory", "redis"}
 	cgParent := shopCgroups(t, roles)

@@ -36,7 +36,7 @@ func startShop(t *testing.T, dir, password string) *shop {
 	if err != nil {
 		t.Skip("redis-server not installed (scripts/deps.sh)")
 	}
-	n := newConsoleShopNet(t)
+	n := newShopNet(t, "pal-ui", "pu", 233, shopRoles()...)
 	for _, role := range []string{"orders", "payments", "inventory"} {
 		httpServe(t, n.ns[role], n.ip[role], role)
 	}
@@ -50,21 +50,8 @@ func startShop(t *testing.T, dir, password string) *shop {
 	t.Cleanup(func() { redis.Process.Kill(); redis.Wait(); redisLog.Close() })
 	harness.Eventually(t, 10*time.Second, "redis answers", func() error { return redisPing(n.ns["inventory"], n.ip["redis"]) })
 
-	pw := writeFile(t, dir, "admin.pw", password)
-	agentAddr := ports.Next(t)
-	c := harness.StartCluster(t, bin, dir, &ports, harness.ClusterSpec{Prefix: "shop", Replicas: 1, PasswordFile: pw,
-		Extra: []string{"--agent-addr", agentAddr}})[0]
-	env := []string{"PALISADE_SESSION_FILE=" + filepath.Join(dir, "session.json")}
-	cli := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := harness.CLI(t, bin, env, args...)
-		if code != 0 {
-			t.Fatalf("palisade %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
-		}
-		return out
-	}
-	cli("login", "--api", c.API, "--ca-file", c.CAFile(), "--password-file", pw)
-	token := strings.TrimSpace(cli("agent", "token", "create", "--ttl", "10m"))
+	ac := startAgentCluster(t, dir, "shop", password)
+	c, cli, agentAddr, token := ac.ctl, ac.cli, ac.agentAddr, ac.token
 	var wl strings.Builder
 	for _, role := range []string{"orders", "payments", "inventory", "redis"} {
 		fmt.Fprintf(&wl, "- {name: %s, namespace: shop, netns: %s, labels: {app: %s}}\n", role, n.ns[role], role)
@@ -93,35 +80,6 @@ func startShop(t *testing.T, dir, password string) *shop {
 		return nil
 	})
 	return s
-}
-
-// newConsoleShopNet is newShopNet under names and addresses of its own, so
-// the console's test and the agent's can run at the same time.
-func newConsoleShopNet(t *testing.T) *shopNet {
-	t.Helper()
-	n := &shopNet{node: "pal-ui-node", ns: map[string]string{}, ip: map[string]string{}}
-	add := func(ns string) {
-		exec.Command("ip", "netns", "del", ns).Run() // left over from a killed run
-		sh(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	add(n.node)
-	sh(t, "ip", "netns", "exec", n.node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	for i, role := range []string{"orders", "payments", "inventory", "redis", "client"} {
-		ns := "pal-ui-" + role
-		add(ns)
-		host := fmt.Sprintf("pu%d", i+1)
-		sub := fmt.Sprintf("10.233.%d", i+1)
-		sh(t, "ip", "-n", n.node, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns)
-		sh(t, "ip", "-n", ns, "addr", "add", sub+".2/24", "dev", "eth0")
-		sh(t, "ip", "-n", ns, "link", "set", "eth0", "up")
-		sh(t, "ip", "-n", ns, "route", "add", "default", "via", sub+".1")
-		sh(t, "ip", "-n", n.node, "addr", "add", sub+".1/24", "dev", host)
-		sh(t, "ip", "-n", n.node, "link", "set", host, "up")
-		n.ns[role], n.ip[role] = ns, sub+".2"
-	}
-	return n
 }
 
 // traffic makes the shop's usual requests once.

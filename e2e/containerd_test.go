@@ -38,7 +38,7 @@ func TestAgentContainerd(t *testing.T) {
 	dir := t.TempDir()
 	roles := []string{"orders", "payments", "inventory"}
 	pod := map[string]string{"orders": "orders-7c9f", "payments": "payments-5d2a", "inventory": "inventory-0b41"}
-	n := newCtrNet(t, roles...)
+	n := newShopNet(t, "pal-ctr", "pc", 232, roles...)
 	ctrd := startContainerd(t, filepath.Join(dir, "ctrd"))
 	server := buildCtrServer(t, dir)
 	ref, digest := map[string]string{}, map[string]string{}
@@ -49,21 +49,8 @@ func TestAgentContainerd(t *testing.T) {
 		ctrd.importImage(archive)
 	}
 
-	pw := writeFile(t, dir, "admin.pw", "admin-password-1")
-	agentAddr := ports.Next(t)
-	c := harness.StartCluster(t, bin, dir, &ports, harness.ClusterSpec{Prefix: "ctd", Replicas: 1, PasswordFile: pw,
-		Extra: []string{"--agent-addr", agentAddr}})[0]
-	env := []string{"PALISADE_SESSION_FILE=" + filepath.Join(dir, "session.json")}
-	mustCLI := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := harness.CLI(t, bin, env, args...)
-		if code != 0 {
-			t.Fatalf("palisade %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
-		}
-		return out
-	}
-	mustCLI("login", "--api", c.API, "--ca-file", c.CAFile(), "--password-file", pw)
-	token := strings.TrimSpace(mustCLI("agent", "token", "create", "--ttl", "10m"))
+	ac := startAgentCluster(t, dir, "ctd", "admin-password-1")
+	c, mustCLI, agentAddr, token := ac.ctl, ac.cli, ac.agentAddr, ac.token
 	apiToken := login(t, c, "admin", "admin-password-1")
 
 	pinDir := fmt.Sprintf("/sys/fs/bpf/pal-e2e-ctr-%d", os.Getpid())
