@@ -102,28 +102,9 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func runAgentToken(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 || args[0] != "create" {
-		return fmt.Errorf("%w: palisade agent token create [--ttl 1h] [-o json]", errUsage)
-	}
-	fs := flag.NewFlagSet("agent token create", flag.ContinueOnError)
-	o := addAPIFlags(fs)
-	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
-	if err := parseFlags(fs, env, args[1:]); err != nil {
-		return err
-	}
-	c, err := o.client(env)
-	if err != nil {
-		return err
-	}
-	var out agents.CreatedToken
-	if err := c.Do(ctx, "POST", "/v1/agents/tokens", agents.TokenRequest{TTL: ttl.String()}, &out); err != nil {
-		return err
-	}
-	if o.json() {
-		return writeJSON(env.stdout, out)
-	}
-	fmt.Fprintln(env.stdout, out.Token)
-	return nil
+	return runTokenCreate(ctx, env, args, "agent", "/v1/agents/tokens",
+		func(ttl string) any { return agents.TokenRequest{TTL: ttl} },
+		func(out agents.CreatedToken) string { return out.Token })
 }
 
 func runAgentList(ctx context.Context, env *cliEnv, args []string) error {
@@ -144,21 +125,10 @@ func runAgentList(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := lf.window()
-	if err != nil {
-		return err
-	}
-	c, err := o.client(env)
-	if err != nil {
-		return err
-	}
 	q := setQuery(url.Values{}, "name", *name, "connected", conn, "workload", *workload)
-	all, err := listWindow[agents.AgentInfo](ctx, c, "/v1/agents", q, w)
-	if err != nil {
+	all, done, err := fetchList[agents.AgentInfo](ctx, env, o, lf, "/v1/agents", q)
+	if err != nil || done {
 		return err
-	}
-	if o.json() {
-		return writeJSON(env.stdout, all)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tCONNECTED\tADDRESSES\tWORKLOADS\tUPDATED")
@@ -216,22 +186,11 @@ func runFlow(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		portText = strconv.Itoa(*port)
 	}
-	w, err := lf.window()
-	if err != nil {
-		return err
-	}
-	c, err := o.client(env)
-	if err != nil {
-		return err
-	}
 	q := setQuery(url.Values{}, "group", *group, "node", *node, "app", *app, "mode", *mode, "port", portText,
 		"violations", viol, "since", *since)
-	all, err := listWindow[agents.FlowRecord](ctx, c, "/v1/flows", q, w)
-	if err != nil {
+	all, done, err := fetchList[agents.FlowRecord](ctx, env, o, lf, "/v1/flows", q)
+	if err != nil || done {
 		return err
-	}
-	if o.json() {
-		return writeJSON(env.stdout, all)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLIENT\tSERVER\tPORT\tAPP\tMODE\tFLOWS\tVIOLATIONS\tLAST SEEN")
@@ -269,21 +228,10 @@ func runEvent(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
 	}
-	w, err := lf.window()
-	if err != nil {
-		return err
-	}
-	c, err := o.client(env)
-	if err != nil {
-		return err
-	}
 	q := setQuery(url.Values{}, "node", *node, "kind", *kind, "action", *action, "workload", *workload, "since", *since)
-	all, err := listWindow[agents.EventRecord](ctx, c, "/v1/events", q, w)
-	if err != nil {
+	all, done, err := fetchList[agents.EventRecord](ctx, env, o, lf, "/v1/events", q)
+	if err != nil || done {
 		return err
-	}
-	if o.json() {
-		return writeJSON(env.stdout, all)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tNODE\tKIND\tACTION\tMODE\tCLIENT\tSERVER\tPORT\tDETAIL")

@@ -247,20 +247,9 @@ func runRegistryList(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := lf.window()
-	if err != nil {
+	out, done, err := fetchList[scanning.RegistryInfo](ctx, env, o, lf, "/v1/registries", setQuery(url.Values{}, "name", *name, "federated", fed))
+	if err != nil || done {
 		return err
-	}
-	c, err := o.client(env)
-	if err != nil {
-		return err
-	}
-	out, err := listWindow[scanning.RegistryInfo](ctx, c, "/v1/registries", setQuery(url.Values{}, "name", *name, "federated", fed), w)
-	if err != nil {
-		return err
-	}
-	if o.json() {
-		return writeJSON(env.stdout, out)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tURL\tFILTER\tINTERVAL\tSCOPE\tAUTH\tLAST SCAN\tIMAGES\tSCANNED\tSKIPPED\tFAILED\tERROR")
@@ -399,20 +388,9 @@ func runScanResult(ctx context.Context, env *cliEnv, args []string) error {
 // runScanResultList lists the stored scan results that match q, latest
 // scan first.
 func runScanResultList(ctx context.Context, env *cliEnv, o *apiOpts, lf *listFlags, q url.Values) error {
-	w, err := lf.window()
-	if err != nil {
+	out, done, err := fetchList[scanning.Result](ctx, env, o, lf, "/v1/scan/results", q)
+	if err != nil || done {
 		return err
-	}
-	c, err := o.client(env)
-	if err != nil {
-		return err
-	}
-	out, err := listWindow[scanning.Result](ctx, c, "/v1/scan/results", q, w)
-	if err != nil {
-		return err
-	}
-	if o.json() {
-		return writeJSON(env.stdout, out)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REF\tDIGEST\tSOURCE\tSCANNED\tCRITICAL\tHIGH\tMEDIUM\tLOW")
@@ -447,20 +425,9 @@ func runScanFailures(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
 	}
-	w, err := lf.window()
-	if err != nil {
+	out, done, err := fetchList[scanning.Failure](ctx, env, o, lf, "/v1/scan/failures", setQuery(url.Values{}, "registry", *registry, "image", *image))
+	if err != nil || done {
 		return err
-	}
-	c, err := o.client(env)
-	if err != nil {
-		return err
-	}
-	out, err := listWindow[scanning.Failure](ctx, c, "/v1/scan/failures", setQuery(url.Values{}, "registry", *registry, "image", *image), w)
-	if err != nil {
-		return err
-	}
-	if o.json() {
-		return writeJSON(env.stdout, out)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REGISTRY\tREF\tATTEMPTS\tAT\tRETRY AT\tERROR")

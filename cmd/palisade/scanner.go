@@ -95,28 +95,9 @@ func runScanner(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 func runScannerToken(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 || args[0] != "create" {
-		return fmt.Errorf("%w: palisade scanner token create [--ttl 1h] [-o json]", errUsage)
-	}
-	fs := flag.NewFlagSet("scanner token create", flag.ContinueOnError)
-	o := addAPIFlags(fs)
-	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
-	if err := parseFlags(fs, env, args[1:]); err != nil {
-		return err
-	}
-	c, err := o.client(env)
-	if err != nil {
-		return err
-	}
-	var out scanning.CreatedWorkerToken
-	if err := c.Do(ctx, "POST", "/v1/scanners/tokens", scanning.WorkerTokenRequest{TTL: ttl.String()}, &out); err != nil {
-		return err
-	}
-	if o.json() {
-		return writeJSON(env.stdout, out)
-	}
-	fmt.Fprintln(env.stdout, out.Token)
-	return nil
+	return runTokenCreate(ctx, env, args, "scanner", "/v1/scanners/tokens",
+		func(ttl string) any { return scanning.WorkerTokenRequest{TTL: ttl} },
+		func(out scanning.CreatedWorkerToken) string { return out.Token })
 }
 
 func runScannerList(ctx context.Context, env *cliEnv, args []string) error {
@@ -130,20 +111,9 @@ func runScannerList(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
 	}
-	w, err := lf.window()
-	if err != nil {
+	out, done, err := fetchList[scanning.WorkerInfo](ctx, env, o, lf, "/v1/scanners", nil)
+	if err != nil || done {
 		return err
-	}
-	c, err := o.client(env)
-	if err != nil {
-		return err
-	}
-	out, err := listWindow[scanning.WorkerInfo](ctx, c, "/v1/scanners", nil, w)
-	if err != nil {
-		return err
-	}
-	if o.json() {
-		return writeJSON(env.stdout, out)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tCONNECTED\tSLOTS\tLOAD\tLAST CONTACT")
