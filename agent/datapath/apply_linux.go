@@ -230,6 +230,17 @@ func (d *Datapath) commit(next *state, pairs map[[2]Identity]bool) error {
 		return fmt.Errorf("%w: %d verdict entries, capacity %d; previous policy kept", ErrMapFull, n, d.cfg.VerdictMaxEntries)
 	}
 
+	// A change that writes and deletes nothing (the same table applied
+	// again, as a restarted agent does) leaves the generation alone:
+	// established flows have nothing to be decided again against. A
+	// change cut short earlier (dirty) still goes through, so flows
+	// admitted against the partial maps are decided again.
+	if !d.dirty && len(pol.keys) == 0 && len(ids.keys) == 0 && len(modes.keys) == 0 && len(recs.keys) == 0 &&
+		!hasStale(oldPol, newPol, d.st, next, touched) {
+		d.st = next
+		return nil
+	}
+
 	if err := d.writeConfig(d.gen, true); err != nil {
 		return fmt.Errorf("mark change in progress: %w", err)
 	}
@@ -328,6 +339,33 @@ func (d *Datapath) commit(next *state, pairs map[[2]Identity]bool) error {
 	}
 	d.log.Debug("datapath policy applied", "generation", d.gen, "prefixes_added", added, "prefixes_deleted", len(stalePol))
 	return errors.Join(errs...)
+}
+
+// hasStale reports whether moving from cur to next deletes any map entry.
+func hasStale(oldPol, newPol map[policyKey]policyValue, cur, next *state, touched map[[2]Identity]bool) bool {
+	for k := range oldPol {
+		if _, ok := newPol[k]; !ok {
+			return true
+		}
+	}
+	for p := range cur.endpoints {
+		if _, ok := next.endpoints[p]; !ok {
+			return true
+		}
+	}
+	for id := range cur.modes {
+		if _, ok := next.modes[id]; !ok {
+			return true
+		}
+	}
+	for pair := range touched {
+		for vid := range cur.verdicts[pair] {
+			if _, ok := next.verdict(vid); !ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (d *Datapath) clearDirty() {

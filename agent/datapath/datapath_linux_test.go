@@ -377,7 +377,9 @@ func TestPrivilegedEnforcement(t *testing.T) {
 		}
 		close(stopTraffic)
 		if err := <-trafficErr; err != nil {
-			t.Errorf("traffic during restart: %v", err)
+			cs, _ := d.Counters()
+			ct, _ := d.Conntrack()
+			t.Errorf("traffic during restart: %v\ncounters %+v\nconntrack %+v", err, cs, ct)
 		}
 		if exchanges == 0 {
 			t.Errorf("no exchange happened during the restart")
