@@ -47,6 +47,9 @@ func newTestNet(t testing.TB) *testNet {
 		name := ns
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
 		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		// No duplicate address detection: a link-local address still
+		// tentative holds back neighbour discovery and the first dial.
+		run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
 	}
 	for _, w := range []struct{ ns, peer, net string }{{n.a, "ra", "1"}, {n.b, "rb", "2"}} {
 		run(t, "ip", "-n", n.r, "link", "add", w.peer, "type", "veth", "peer", "name", "eth0", "netns", w.ns)
