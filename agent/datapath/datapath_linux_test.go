@@ -349,7 +349,7 @@ func TestPrivilegedEnforcement(t *testing.T) {
 					return
 				default:
 				}
-				if err := roundTrip(busy, "x"); err != nil {
+				if err := roundTripWithin(busy, "x", 5*time.Second); err != nil {
 					trafficErr <- fmt.Errorf("exchange %d: %w", exchanges, err)
 					return
 				}

@@ -175,8 +175,13 @@ func dial(t testing.TB, ns, network, addr string) (net.Conn, error) {
 
 // roundTrip writes msg and reads it back, with a deadline standing in for
 // "dropped".
-func roundTrip(c net.Conn, msg string) error {
-	c.SetDeadline(time.Now().Add(700 * time.Millisecond))
+func roundTrip(c net.Conn, msg string) error { return roundTripWithin(c, msg, 700*time.Millisecond) }
+
+// roundTripWithin is roundTrip with its own deadline: a flow whose packets
+// are dropped for good never answers, while a loaded machine may take
+// longer than roundTrip's deadline to schedule a retransmission.
+func roundTripWithin(c net.Conn, msg string, d time.Duration) error {
+	c.SetDeadline(time.Now().Add(d))
 	defer c.SetDeadline(time.Time{})
 	if _, err := c.Write([]byte(msg)); err != nil {
 		return err
