@@ -16,6 +16,7 @@ import (
 	"github.com/palisade-sec/palisade/remote/api"
 	"github.com/palisade-sec/palisade/remote/federation"
 	"github.com/palisade-sec/palisade/shared/apierr"
+	"github.com/palisade-sec/palisade/shared/jointoken"
 )
 
 // fedCluster is one cluster of the federation test with a logged-in CLI.
@@ -215,7 +216,13 @@ func TestFederation(t *testing.T) {
 	// An impostor: another primary whose tokens name hq's address but pin
 	// its own CA, so hq's certificate fails the pin.
 	other := startFedCluster(t, dir, "other", 1, pw)
-	other.cli(0, "fed", "promote", "--fed-addr", primary.reps[0].Fed)
+	// Federation is served on hq's Raft leader, whose address hq's own
+	// token lists first.
+	hqTok, err := jointoken.Parse(tok)
+	if err != nil || len(hqTok.Addrs) == 0 {
+		t.Fatalf("hq's token: %v (%d addresses)", err, len(hqTok.Addrs))
+	}
+	other.cli(0, "fed", "promote", "--fed-addr", hqTok.Addrs[0])
 	wrongCA, _ := other.cli(0, "fed", "token", "create")
 	time.Sleep(1500 * time.Millisecond)
 	for _, bad := range []struct{ name, token, want string }{
