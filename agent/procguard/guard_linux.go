@@ -137,20 +137,7 @@ func NewGuard(cfg GuardConfig, policy *Policy, log *slog.Logger) (*Guard, error)
 
 // AddMark starts guarding m.
 func (g *Guard) AddMark(m Mark) error {
-	flags := uint(unix.FAN_MARK_ADD)
-	mask := uint64(unix.FAN_OPEN_EXEC_PERM)
-	if m.Files {
-		mask |= unix.FAN_OPEN_PERM | unix.FAN_CLOSE_WRITE
-	}
-	switch m.Scope {
-	case ScopeDirectory:
-		mask |= unix.FAN_EVENT_ON_CHILD
-	case ScopeMount:
-		flags |= unix.FAN_MARK_MOUNT
-	case ScopeFilesystem:
-		flags |= unix.FAN_MARK_FILESYSTEM
-	}
-	if err := unix.FanotifyMark(int(g.f.Fd()), flags, mask, unix.AT_FDCWD, m.Path); err != nil {
+	if err := g.mark(unix.FAN_MARK_ADD, m); err != nil {
 		return fmt.Errorf("fanotify mark %s: %w", m.Path, err)
 	}
 	return nil
@@ -159,7 +146,15 @@ func (g *Guard) AddMark(m Mark) error {
 // RemoveMark stops guarding m: it takes away what AddMark(m) placed (a
 // place marked by two Marks of the same scope loses both).
 func (g *Guard) RemoveMark(m Mark) error {
-	flags := uint(unix.FAN_MARK_REMOVE)
+	if err := g.mark(unix.FAN_MARK_REMOVE, m); err != nil {
+		return fmt.Errorf("fanotify unmark %s: %w", m.Path, err)
+	}
+	return nil
+}
+
+// mark adds or removes (op) the events and scope m asks for.
+func (g *Guard) mark(op uint, m Mark) error {
+	flags := op
 	mask := uint64(unix.FAN_OPEN_EXEC_PERM)
 	if m.Files {
 		mask |= unix.FAN_OPEN_PERM | unix.FAN_CLOSE_WRITE
@@ -172,10 +167,7 @@ func (g *Guard) RemoveMark(m Mark) error {
 	case ScopeFilesystem:
 		flags |= unix.FAN_MARK_FILESYSTEM
 	}
-	if err := unix.FanotifyMark(int(g.f.Fd()), flags, mask, unix.AT_FDCWD, m.Path); err != nil {
-		return fmt.Errorf("fanotify unmark %s: %w", m.Path, err)
-	}
-	return nil
+	return unix.FanotifyMark(int(g.f.Fd()), flags, mask, unix.AT_FDCWD, m.Path)
 }
 
 // Close removes every mark; executions pending an answer are allowed.
