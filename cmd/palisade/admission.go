@@ -179,6 +179,7 @@ func decisionWord(r admission.TestResult) string {
 	return "admitted"
 }
 
+// dash shows an empty cell as "-".
 func dash(s string) string {
 	if s == "" {
 		return "-"

@@ -141,7 +141,7 @@ func runAgentList(ctx context.Context, env *cliEnv, args []string) error {
 		if !a.Updated.IsZero() {
 			updated = a.Updated.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%v\t%s\t%d\t%s\n", a.Name, a.Connected, orDash(strings.Join(addrs, ",")), len(a.Workloads), updated)
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%d\t%s\n", a.Name, a.Connected, dash(strings.Join(addrs, ",")), len(a.Workloads), updated)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -195,7 +195,7 @@ func runFlow(ctx context.Context, env *cliEnv, args []string) error {
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLIENT\tSERVER\tPORT\tAPP\tMODE\tFLOWS\tVIOLATIONS\tLAST SEEN")
 	for _, f := range all.Items {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.Client, f.Server, protoPort(f.Proto, f.Port), orDash(f.App), f.Mode,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", f.Client, f.Server, protoPort(f.Proto, f.Port), dash(f.App), f.Mode,
 			f.Flows, f.Violations, f.LastSeen.Format(time.RFC3339))
 	}
 	if err := tw.Flush(); err != nil {
@@ -238,7 +238,7 @@ func runEvent(ctx context.Context, env *cliEnv, args []string) error {
 	for _, e := range all.Items {
 		detail := strings.TrimSpace(e.Path + " " + e.Message)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Node, e.Kind, e.Action, e.Mode,
-			orDash(e.Client), orDash(e.Server), protoPort(e.Proto, e.Port), orDash(detail))
+			dash(e.Client), dash(e.Server), protoPort(e.Proto, e.Port), dash(detail))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -259,13 +259,6 @@ func protoPort(proto uint8, port uint16) string {
 		return "udp/" + strconv.Itoa(int(port))
 	}
 	return fmt.Sprintf("%d/%d", proto, port)
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // agentsModule builds the agent side of a controller replica.

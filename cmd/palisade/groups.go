@@ -228,7 +228,7 @@ func ruleColumns(r policystore.RuleInfo) (kind, from, to, ports, apps string) {
 		case r.Path != "":
 			to += " (" + r.Path + ")"
 		}
-		return "process", orDash(r.Group), to, "-", "-"
+		return "process", dash(r.Group), to, "-", "-"
 	}
 	apps = strings.Join(r.Applications, ",")
 	if apps == "" {

@@ -226,7 +226,7 @@ func runRegistryCredentials(ctx context.Context, env *cliEnv, args []string) err
 	if o.json() {
 		return writeJSON(env.stdout, out)
 	}
-	fmt.Fprintf(env.stdout, "registry %s: auth %s\n", out.Name, regDash(out.Auth))
+	fmt.Fprintf(env.stdout, "registry %s: auth %s\n", out.Name, dash(out.Auth))
 	return nil
 }
 
@@ -271,8 +271,8 @@ func runRegistryList(ctx context.Context, env *cliEnv, args []string) error {
 		if r.Filter.Tag != "" {
 			filter += ":" + r.Filter.Tag
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", r.Name, r.URL, regDash(filter), time.Duration(r.Interval), scope, regDash(r.Auth), last,
-			imgs, scanned, skipped, failed, regDash(errText))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", r.Name, r.URL, dash(filter), time.Duration(r.Interval), scope, dash(r.Auth), last,
+			imgs, scanned, skipped, failed, dash(errText))
 	}
 	return tw.Flush()
 }
@@ -374,7 +374,7 @@ func runScanResult(ctx context.Context, env *cliEnv, args []string) error {
 	if r.IndexDigest != "" {
 		fmt.Fprintf(env.stdout, "Index:      %s\n", r.IndexDigest)
 	}
-	fmt.Fprintf(env.stdout, "Ref:        %s\n", regDash(r.Ref))
+	fmt.Fprintf(env.stdout, "Ref:        %s\n", dash(r.Ref))
 	fmt.Fprintf(env.stdout, "Source:     %s\n", r.Source)
 	fmt.Fprintf(env.stdout, "Scanned at: %s\n", r.ScannedAt.Local().Format(time.RFC3339))
 	fmt.Fprintf(env.stdout, "Critical %d (%d fixable), High %d (%d fixable), Medium %d (%d fixable), Low %d\n",
@@ -399,7 +399,7 @@ func runScanResultList(ctx context.Context, env *cliEnv, o *apiOpts, lf *listFla
 		if !r.ScannedAt.IsZero() {
 			scanned = r.ScannedAt.Local().Format(time.DateTime)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", regDash(r.Ref), shortDigest(r.Digest), r.Source, scanned,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", dash(r.Ref), shortDigest(r.Digest), r.Source, scanned,
 			r.Critical, r.High, r.Medium, r.Low)
 	}
 	if err := tw.Flush(); err != nil {
@@ -436,7 +436,7 @@ func runScanFailures(ctx context.Context, env *cliEnv, args []string) error {
 		if !f.RetryAt.IsZero() {
 			retry = f.RetryAt.Local().Format(time.DateTime)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", f.Registry, f.Ref, f.Attempts, f.At.Local().Format(time.DateTime), retry, regDash(f.Error))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", f.Registry, f.Ref, f.Attempts, f.At.Local().Format(time.DateTime), retry, dash(f.Error))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -452,12 +452,5 @@ func shortDigest(d string) string {
 	if alg, hex, ok := strings.Cut(d, ":"); ok && len(hex) > 12 {
 		return alg + ":" + hex[:12]
 	}
-	return regDash(d)
-}
-
-func regDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
+	return dash(d)
 }
