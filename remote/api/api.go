@@ -161,7 +161,6 @@ type Server struct {
 
 	// Filled while New registers routes, read-only afterwards.
 	registered []apidoc.Route
-	doc        *apidoc.Document
 	docJSON    []byte
 }
 
@@ -225,7 +224,6 @@ func New(cfg Config) (*Server, error) {
 	if s.docJSON, err = json.MarshalIndent(doc, "", " "); err != nil {
 		return nil, fmt.Errorf("api: encode OpenAPI document: %w", err)
 	}
-	s.doc = doc
 	s.engine = e
 	return s, nil
 }
@@ -236,12 +234,6 @@ const APIVersion = "1.0.0"
 func (s *Server) record(method, path string, access httpapi.Access, leader bool) {
 	s.registered = append(s.registered, apidoc.Route{Method: method, Path: "/v1" + path, Access: access, Leader: leader})
 }
-
-// Routes returns the routes registered under /v1, in order.
-func (s *Server) Routes() []apidoc.Route { return append([]apidoc.Route(nil), s.registered...) }
-
-// Document returns the OpenAPI document served at GET /v1/openapi.json.
-func (s *Server) Document() *apidoc.Document { return s.doc }
 
 // Handler returns the HTTP handler.
 func (s *Server) Handler() http.Handler { return s.engine }
