@@ -11,12 +11,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/palisade-sec/palisade/agent/datapath"
 	"github.com/palisade-sec/palisade/agent/workload"
@@ -276,37 +273,7 @@ func (a *Agent) attachLocked() {
 // inHostNetns runs fn on a thread in the namespace holding the host side of
 // the veths.
 func (a *Agent) inHostNetns(fn func() error) error {
-	path := a.cfg.Workloads.HostNetns
-	if path == "" {
-		return fn()
-	}
-	target, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("open netns %s: %w", path, err)
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", path, err)
-			return
-		}
-		ferr := fn()
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
+	return workload.InNetns(a.cfg.Workloads.HostNetns, fn)
 }
 
 // applyTable makes t the policy in force and keeps a copy on disk.

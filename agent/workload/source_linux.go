@@ -114,8 +114,9 @@ func (s *Source) Run(ctx context.Context, fn func(Change)) error {
 	}
 }
 
-// inNetns runs fn on a thread inside the namespace at path.
-func inNetns(path string, fn func() error) error {
+// InNetns runs fn on a thread inside the network namespace at path (the
+// calling thread's namespace when path is empty).
+func InNetns(path string, fn func() error) error {
 	if path == "" {
 		return fn()
 	}
@@ -255,7 +256,7 @@ func dumpAddrs() (map[int][]netip.Prefix, error) {
 func Resolve(netnsPath, hostNetns string) ([]Interface, error) {
 	var links map[int]link
 	var addrs map[int][]netip.Prefix
-	err := inNetns(netnsPath, func() error {
+	err := InNetns(netnsPath, func() error {
 		var err error
 		if links, err = dumpLinks(); err != nil {
 			return err
@@ -267,7 +268,7 @@ func Resolve(netnsPath, hostNetns string) ([]Interface, error) {
 		return nil, err
 	}
 	var host map[int]link
-	err = inNetns(hostNetns, func() error {
+	err = InNetns(hostNetns, func() error {
 		var err error
 		host, err = dumpLinks()
 		return err
