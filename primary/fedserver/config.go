@@ -141,9 +141,6 @@ type Config struct {
 	// Version is the protocol version served; zero means fedproto.Current().
 	// Only a test of version skew sets it.
 	Version fedproto.Version
-	// Rollout is the rollout in force at start, or nil. A Log that is a
-	// RolloutLog supplies its stored rollout instead when it has one.
-	Rollout *rollout.State
 	// OnRolloutChange is called (outside locks) with every rollout state
 	// change the server makes, so the caller can persist it.
 	OnRolloutChange func(rollout.State)

@@ -182,12 +182,7 @@ func New(cfg Config) (*Server, error) {
 	if s.version == (fedproto.Version{}) {
 		s.version = fedproto.Current()
 	}
-	g := &gateState{changed: make(chan struct{})}
-	if cfg.Rollout != nil {
-		r := *cfg.Rollout
-		g.roll = &r
-	}
-	s.gate.Store(g)
+	s.gate.Store(&gateState{changed: make(chan struct{})})
 	s.syncRollout()
 	return s, nil
 }
