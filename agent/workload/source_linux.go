@@ -94,8 +94,16 @@ func (s *Source) Run(ctx context.Context, fn func(Change)) error {
 			lastFile = data
 		}
 		cur := map[string]Endpoint{}
-		for _, w := range list {
-			ifs, err := Resolve(filepath.Join(s.cfg.NetnsDir, w.Netns), s.cfg.HostNetns)
+		resolving := list
+		var host HostLinks
+		if len(list) > 0 {
+			if host, err = ListHostLinks(s.cfg.HostNetns); err != nil {
+				s.log.Debug("host namespace unreadable", "netns", s.cfg.HostNetns, "err", err)
+				resolving = nil
+			}
+		}
+		for _, w := range resolving {
+			ifs, err := host.Resolve(filepath.Join(s.cfg.NetnsDir, w.Netns))
 			if err != nil {
 				s.log.Debug("workload namespace unreadable", "workload", w.ID(), "err", err)
 				continue
@@ -254,6 +262,32 @@ func dumpAddrs() (map[int][]netip.Prefix, error) {
 // process's namespace). A peer is accepted only if it is a veth there whose
 // own peer is the workload's interface.
 func Resolve(netnsPath, hostNetns string) ([]Interface, error) {
+	host, err := ListHostLinks(hostNetns)
+	if err != nil {
+		return nil, err
+	}
+	return host.Resolve(netnsPath)
+}
+
+// HostLinks is one listing of the links of the namespace holding the host
+// side of the veths, so that many workloads resolve against one listing.
+type HostLinks struct{ links map[int]link }
+
+// ListHostLinks lists the links of hostNetns ("" for this process's
+// namespace).
+func ListHostLinks(hostNetns string) (HostLinks, error) {
+	var h HostLinks
+	err := InNetns(hostNetns, func() error {
+		var err error
+		h.links, err = dumpLinks()
+		return err
+	})
+	return h, err
+}
+
+// Resolve is Resolve(netnsPath, hostNetns) against this listing of
+// hostNetns.
+func (h HostLinks) Resolve(netnsPath string) ([]Interface, error) {
 	var links map[int]link
 	var addrs map[int][]netip.Prefix
 	err := InNetns(netnsPath, func() error {
@@ -267,15 +301,7 @@ func Resolve(netnsPath, hostNetns string) ([]Interface, error) {
 	if err != nil {
 		return nil, err
 	}
-	var host map[int]link
-	err = InNetns(hostNetns, func() error {
-		var err error
-		host, err = dumpLinks()
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
+	host := h.links
 	var out []Interface
 	for _, idx := range slices.Sorted(maps.Keys(links)) {
 		l := links[idx]

@@ -36,7 +36,7 @@ const namespaceHeader = "containerd-namespace"
 type Source struct {
 	cfg     Config
 	log     *slog.Logger
-	resolve func(netnsPath, hostNetns string) ([]workload.Interface, error)
+	resolve func(host workload.HostLinks, netnsPath string) ([]workload.Interface, error)
 }
 
 // New returns a source; it connects when run.
@@ -44,7 +44,7 @@ func New(cfg Config, log *slog.Logger) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Source{cfg: cfg, log: log, resolve: workload.Resolve}, nil
+	return &Source{cfg: cfg, log: log, resolve: workload.HostLinks.Resolve}, nil
 }
 
 // clients are the containerd services the source uses.
@@ -179,14 +179,23 @@ func (s *Source) scan(ctx context.Context, cl clients) (map[string]workload.Endp
 	}
 	host := cmp.Or(s.cfg.HostNetns, "/proc/self/ns/net")
 	out := map[string]workload.Endpoint{}
-	for id, c := range group(s.cfg.Namespace, cs) {
+	running := group(s.cfg.Namespace, cs)
+	if len(running) == 0 {
+		return out, nil
+	}
+	links, err := workload.ListHostLinks(s.cfg.HostNetns)
+	if err != nil {
+		s.log.Debug("host namespace unreadable", "netns", s.cfg.HostNetns, "err", err)
+		return out, nil
+	}
+	for id, c := range running {
 		netns := filepath.Join(s.cfg.ProcRoot, strconv.FormatUint(uint64(c.Pid), 10), "ns", "net")
 		if sameFile(netns, host) {
 			// A host-network pod: its interfaces are the node's, not its own.
 			s.log.Debug("workload in the host network namespace skipped", "workload", id)
 			continue
 		}
-		ifs, err := s.resolve(netns, s.cfg.HostNetns)
+		ifs, err := s.resolve(links, netns)
 		if err != nil {
 			s.log.Debug("workload namespace unreadable", "workload", id, "netns", netns, "err", err)
 			continue

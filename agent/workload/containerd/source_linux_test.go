@@ -229,7 +229,7 @@ func TestSourceFollowsEvents(t *testing.T) {
 	}
 	var resolved []string
 	var resolvedMu sync.Mutex
-	src.resolve = func(netns, host string) ([]workload.Interface, error) {
+	src.resolve = func(_ workload.HostLinks, netns string) ([]workload.Interface, error) {
 		resolvedMu.Lock()
 		resolved = append(resolved, netns)
 		resolvedMu.Unlock()
@@ -323,7 +323,7 @@ func BenchmarkScan(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	src.resolve = func(string, string) ([]workload.Interface, error) { return nil, nil }
+	src.resolve = func(workload.HostLinks, string) ([]workload.Interface, error) { return nil, nil }
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)
@@ -364,7 +364,7 @@ func TestSourceWaitsForContainerd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src.resolve = func(string, string) ([]workload.Interface, error) { return nil, nil }
+	src.resolve = func(workload.HostLinks, string) ([]workload.Interface, error) { return nil, nil }
 	ctx, cancel := context.WithCancel(context.Background())
 	changes := make(chan workload.Change, 8)
 	done := make(chan error, 1)
