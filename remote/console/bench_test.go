@@ -204,10 +204,8 @@ func BenchmarkNetworkMapFirstPaint(b *testing.B) {
 	if testing.Verbose() {
 		entries, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify(performance.getEntries().filter(e => e.entryType !== "resource" || e.name.includes("/ui/")).map(e => [e.name.replace(location.origin, ""), Math.round(e.startTime), Math.round(e.duration)]))`))
 		b.Logf("timeline (name, start ms, duration ms): %s", entries)
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err == nil {
-			os.WriteFile(filepath.Join(b.TempDir(), "netmap.png"), png, 0o644)
-			if dir := os.Getenv("PALISADE_BENCH_SHOTS"); dir != "" {
+		if dir := os.Getenv("PALISADE_BENCH_SHOTS"); dir != "" {
+			if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
 				os.WriteFile(filepath.Join(dir, "netmap-2000.png"), png, 0o644)
 			}
 		}
