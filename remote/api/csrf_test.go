@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,25 +16,6 @@ import (
 	"github.com/palisade-sec/palisade/shared/clusterinfo"
 	"github.com/palisade-sec/palisade/shared/store/storetest"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		u, uerr := net.ListenPacket("udp", addr)
-		l.Close()
-		if uerr == nil {
-			u.Close()
-			return addr
-		}
-	}
-	t.Fatal("no port free for TCP and UDP")
-	return ""
-}
 
 // testServer runs the real API over a real single-replica store with an
 // admin and a reader, and a UI handler that answers "ui <path>".
