@@ -138,18 +138,6 @@ type AdmissionRuleList struct {
 	Revision uint64              `json:"revision"`
 }
 
-func boolParam(c *gin.Context, name string) (bool, error) {
-	s := c.Query(name)
-	if s == "" {
-		return false, nil
-	}
-	b, err := strconv.ParseBool(s)
-	if err != nil {
-		return false, apierr.BadRequest(name, "%q is not true or false", s)
-	}
-	return b, nil
-}
-
 // readYAML reads a YAML request body, bounded.
 func (a *API) readYAML(c *gin.Context) ([]byte, error) {
 	if ct := c.GetHeader("Content-Type"); ct != "" {
@@ -174,11 +162,11 @@ func (a *API) readYAML(c *gin.Context) ([]byte, error) {
 func (a *API) applyOptions(c *gin.Context, prune bool) (policystore.ApplyOptions, error) {
 	opts := policystore.ApplyOptions{User: httpapi.SessionOf(c).User}
 	var err error
-	if opts.DryRun, err = boolParam(c, "dryRun"); err != nil {
+	if opts.DryRun, _, err = httpapi.QueryBool(c, "dryRun"); err != nil {
 		return opts, err
 	}
 	if prune {
-		if opts.Prune, err = boolParam(c, "prune"); err != nil {
+		if opts.Prune, _, err = httpapi.QueryBool(c, "prune"); err != nil {
 			return opts, err
 		}
 	}
@@ -287,7 +275,7 @@ func (a *API) rules(c *gin.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.Learned, err = boolParam(c, "learned"); err != nil {
+	if f.Learned, _, err = httpapi.QueryBool(c, "learned"); err != nil {
 		return nil, err
 	}
 	action, err := httpapi.QueryEnum(c, "action", string(policy.ActionAllow), string(policy.ActionDeny))
