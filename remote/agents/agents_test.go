@@ -12,49 +12,12 @@ import (
 	"github.com/palisade-sec/palisade/policy/compile"
 	"github.com/palisade-sec/palisade/remote/policystore"
 	"github.com/palisade-sec/palisade/shared/agentproto"
+	"github.com/palisade-sec/palisade/shared/enroltoken"
 )
-
-func TestParseToken(t *testing.T) {
-	id, sec, ca := strings.Repeat("a", 16), strings.Repeat("b", 64), strings.Repeat("c", 64)
-	tests := []struct {
-		in   string
-		want error
-	}{
-		{"pat1." + id + "." + sec + "." + ca, nil},
-		{"pat2." + id + "." + sec + "." + ca, ErrTokenMalformed},
-		{"pat1." + id + "." + sec, ErrTokenMalformed},
-		{"pat1." + id[:15] + "." + sec + "." + ca, ErrTokenMalformed},
-		{"pat1." + id + "." + strings.Repeat("z", 64) + "." + ca, ErrTokenMalformed},
-		{"", ErrTokenMalformed},
-	}
-	for _, tc := range tests {
-		tok, err := ParseToken(tc.in)
-		if !errors.Is(err, tc.want) {
-			t.Errorf("ParseToken(%q): got %v, want %v", tc.in, err, tc.want)
-		}
-		if err == nil && tok.String() != tc.in {
-			t.Errorf("String: got %q, want %q", tok.String(), tc.in)
-		}
-	}
-}
-
-func FuzzParseToken(f *testing.F) {
-	f.Add("pat1." + strings.Repeat("a", 16) + "." + strings.Repeat("b", 64) + "." + strings.Repeat("c", 64))
-	f.Add("pat1...")
-	f.Fuzz(func(t *testing.T, s string) {
-		tok, err := ParseToken(s)
-		if err != nil {
-			return
-		}
-		if again, err := ParseToken(tok.String()); err != nil || again != tok {
-			t.Fatalf("round trip of %q: %v %v", s, again, err)
-		}
-	})
-}
 
 func TestCheckToken(t *testing.T) {
 	f := newFixture(t, nil)
-	good, _ := ParseToken(f.tok)
+	good, _ := agentTokens().Parse(f.tok)
 	wrong := good
 	wrong.Secret = strings.Repeat("0", 64)
 	unknown := good
@@ -66,10 +29,10 @@ func TestCheckToken(t *testing.T) {
 		want error
 	}{
 		{"good", f.tok, time.Now(), nil},
-		{"wrong secret", wrong.String(), time.Now(), ErrTokenSecret},
-		{"unknown", unknown.String(), time.Now(), ErrTokenUnknown},
-		{"expired", f.tok, time.Now().Add(2 * time.Hour), ErrTokenExpired},
-		{"malformed", "pat1.x", time.Now(), ErrTokenMalformed},
+		{"wrong secret", wrong.String(), time.Now(), enroltoken.ErrSecret},
+		{"unknown", unknown.String(), time.Now(), enroltoken.ErrUnknown},
+		{"expired", f.tok, time.Now().Add(2 * time.Hour), enroltoken.ErrExpired},
+		{"malformed", "pat1.x", time.Now(), enroltoken.ErrMalformed},
 	}
 	for _, tc := range tests {
 		if err := f.m.checkToken(tc.tok, tc.now); !errors.Is(err, tc.want) {
@@ -81,7 +44,7 @@ func TestCheckToken(t *testing.T) {
 func TestRefusals(t *testing.T) {
 	f := newFixture(t, nil)
 	addr := f.m.cfg.Addr
-	good, _ := ParseToken(f.tok)
+	good, _ := agentTokens().Parse(f.tok)
 	bad := good
 	bad.Secret = strings.Repeat("1", 64)
 	_, msg := enroll(t, addr, bad.String(), "n1")

@@ -2,15 +2,14 @@ package scanning
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/palisade-sec/palisade/shared/enroltoken"
 	"github.com/palisade-sec/palisade/shared/pki"
 	"github.com/palisade-sec/palisade/shared/store"
 )
@@ -28,64 +27,23 @@ var (
 	ErrWorkerCredential = errors.New("scanning: bad scanner worker credential")
 )
 
-const (
-	workerTokenPrefix = "pst1"
-	workerCredPrefix  = "psw1"
-)
+const workerCredPrefix = "psw1"
+
+// workerTokens is the kind of token a scanner worker enrols with.
+func workerTokens() enroltoken.Kind {
+	return enroltoken.Kind{Prefix: "pst1", KeyPrefix: PrefixWorkerTokens}
+}
 
 // WorkerToken is a scanner enrolment token's parts.
-type WorkerToken struct {
-	ID            string
-	Secret        string
-	CAFingerprint string
-}
-
-// String is the token's text form.
-func (t WorkerToken) String() string {
-	return strings.Join([]string{workerTokenPrefix, t.ID, t.Secret, t.CAFingerprint}, ".")
-}
+type WorkerToken = enroltoken.Token
 
 // ParseWorkerToken reads a token's text form.
 func ParseWorkerToken(s string) (WorkerToken, error) {
-	p := strings.Split(strings.TrimSpace(s), ".")
-	if len(p) != 4 || p[0] != workerTokenPrefix {
-		return WorkerToken{}, fmt.Errorf("%w: want %s.<id>.<secret>.<ca>", ErrWorkerToken, workerTokenPrefix)
-	}
-	t := WorkerToken{ID: p[1], Secret: p[2], CAFingerprint: p[3]}
-	if err := checkHex("id", t.ID, 16); err != nil {
-		return WorkerToken{}, fmt.Errorf("%w: %v", ErrWorkerToken, err)
-	}
-	if err := checkHex("secret", t.Secret, 64); err != nil {
-		return WorkerToken{}, fmt.Errorf("%w: %v", ErrWorkerToken, err)
-	}
-	if err := checkHex("ca", t.CAFingerprint, 64); err != nil {
-		return WorkerToken{}, fmt.Errorf("%w: %v", ErrWorkerToken, err)
+	t, err := workerTokens().Parse(s)
+	if err != nil {
+		return WorkerToken{}, fmt.Errorf("%w: %w", ErrWorkerToken, err)
 	}
 	return t, nil
-}
-
-func checkHex(field, v string, n int) error {
-	if len(v) != n {
-		return fmt.Errorf("%s has %d characters, want %d", field, len(v), n)
-	}
-	if _, err := hex.DecodeString(v); err != nil {
-		return fmt.Errorf("%s is not hex", field)
-	}
-	return nil
-}
-
-func hashSecret(s string) string {
-	h := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(h[:])
-}
-
-// WorkerTokenRecord is what the store keeps of a token.
-type WorkerTokenRecord struct {
-	ID         string    `json:"id"`
-	SecretHash string    `json:"secretHash"`
-	Created    time.Time `json:"created"`
-	Expires    time.Time `json:"expires"`
-	User       string    `json:"user,omitempty"`
 }
 
 // WorkerRecord is what the store keeps of an enrolled worker.
@@ -134,12 +92,9 @@ func (m *Module) CreateWorkerToken(ctx context.Context, ttl time.Duration, user 
 	if ca == nil {
 		return nil, errors.New("scanning: cluster CA not ready")
 	}
-	t := WorkerToken{ID: randomID(8), Secret: randomID(32), CAFingerprint: ca.Fingerprint()}
-	now := time.Now().UTC()
-	rec := WorkerTokenRecord{ID: t.ID, SecretHash: hashSecret(t.Secret), Created: now, Expires: now.Add(ttl), User: user}
-	b, _ := json.Marshal(rec)
-	if _, err := m.st.Create(ctx, PrefixWorkerTokens+t.ID, b); err != nil {
-		return nil, fmt.Errorf("store scanner token: %w", err)
+	t, rec, err := workerTokens().Issue(ctx, m.st, ca.Fingerprint(), ttl, user, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("scanner token: %w", err)
 	}
 	return &CreatedWorkerToken{Token: t.String(), ID: t.ID, Expires: rec.Expires}, nil
 }
@@ -149,30 +104,16 @@ func (m *Module) Enroll(ctx context.Context, req EnrollRequest, now time.Time) (
 	if !nameRE.MatchString(req.Name) {
 		return nil, fmt.Errorf("%w: name %q: want 1-63 lower-case letters, digits, '.', '_' or '-'", ErrWorkerToken, req.Name)
 	}
-	tok, err := ParseWorkerToken(req.Token)
+	tok, err := workerTokens().Check(m.st, req.Token, now)
 	if err != nil {
-		return nil, err
-	}
-	kv, ok, _ := m.st.Get(PrefixWorkerTokens + tok.ID)
-	if !ok {
-		return nil, fmt.Errorf("%w: unknown token %s", ErrWorkerToken, tok.ID)
-	}
-	var rec WorkerTokenRecord
-	if err := json.Unmarshal(kv.Value, &rec); err != nil {
-		return nil, fmt.Errorf("%w: stored token %s: %v", ErrWorkerToken, tok.ID, err)
-	}
-	if subtle.ConstantTimeCompare([]byte(hashSecret(tok.Secret)), []byte(rec.SecretHash)) != 1 {
-		return nil, fmt.Errorf("%w: wrong secret for token %s", ErrWorkerToken, tok.ID)
-	}
-	if !now.Before(rec.Expires) {
-		return nil, fmt.Errorf("%w: token %s expired at %s", ErrWorkerToken, tok.ID, rec.Expires.Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: %w", ErrWorkerToken, err)
 	}
 	ca := m.ca()
 	if ca == nil {
 		return nil, errors.New("scanning: cluster CA not ready")
 	}
 	id, secret := randomID(8), randomID(32)
-	w := WorkerRecord{ID: id, Name: req.Name, SecretHash: hashSecret(secret), Enrolled: now.UTC(), Token: tok.ID}
+	w := WorkerRecord{ID: id, Name: req.Name, SecretHash: enroltoken.HashSecret(secret), Enrolled: now.UTC(), Token: tok.ID}
 	b, _ := json.Marshal(w)
 	ops := []store.Op{{Type: store.OpPut, Key: PrefixWorkers + id, Value: b}}
 	for _, old := range m.workerRecords() {
@@ -203,7 +144,7 @@ func (m *Module) workerRecords() []WorkerRecord {
 // authenticateWorker checks a worker credential and returns its record.
 func (m *Module) authenticateWorker(cred string) (WorkerRecord, error) {
 	p := strings.Split(strings.TrimSpace(cred), ".")
-	if len(p) != 3 || p[0] != workerCredPrefix || checkHex("id", p[1], 16) != nil || checkHex("secret", p[2], 64) != nil {
+	if len(p) != 3 || p[0] != workerCredPrefix || enroltoken.CheckHex("id", p[1], 16) != nil || enroltoken.CheckHex("secret", p[2], 64) != nil {
 		return WorkerRecord{}, fmt.Errorf("%w: want %s.<id>.<secret>", ErrWorkerCredential, workerCredPrefix)
 	}
 	kv, ok, _ := m.st.Get(PrefixWorkers + p[1])
@@ -214,7 +155,7 @@ func (m *Module) authenticateWorker(cred string) (WorkerRecord, error) {
 	if err := json.Unmarshal(kv.Value, &w); err != nil {
 		return WorkerRecord{}, fmt.Errorf("%w: stored worker %s: %v", ErrWorkerCredential, p[1], err)
 	}
-	if subtle.ConstantTimeCompare([]byte(hashSecret(p[2])), []byte(w.SecretHash)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(enroltoken.HashSecret(p[2])), []byte(w.SecretHash)) != 1 {
 		return WorkerRecord{}, fmt.Errorf("%w: wrong secret for worker %s", ErrWorkerCredential, p[1])
 	}
 	return w, nil

@@ -403,8 +403,10 @@ func TestEnrolRefusals(t *testing.T) {
 	c := startController(t)
 	tok := c.token(t)
 	parsed, _ := scanning.ParseWorkerToken(tok)
-	wrongSecret := scanning.WorkerToken{ID: parsed.ID, Secret: parsed.ID + parsed.ID + parsed.ID + parsed.ID, CAFingerprint: parsed.CAFingerprint}
-	otherCA := scanning.WorkerToken{ID: parsed.ID, Secret: parsed.Secret, CAFingerprint: parsed.Secret}
+	wrongSecret := parsed
+	wrongSecret.Secret = parsed.ID + parsed.ID + parsed.ID + parsed.ID
+	otherCA := parsed
+	otherCA.CAFingerprint = parsed.Secret
 	for _, tc := range []struct {
 		name, token, worker, want string
 	}{
