@@ -222,11 +222,10 @@ func runUser(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		items, total, err := apiclient.List[auth.User](ctx, c, "/v1/users", setQuery(url.Values{}, "name", name, "role", *role), w)
+		list, err := listWindow[auth.User](ctx, c, "/v1/users", setQuery(url.Values{}, "name", name, "role", *role), w)
 		if err != nil {
 			return err
 		}
-		list := api.UserList{Items: items, Total: total, Limit: len(items), Offset: w.Offset}
 		if o.json() {
 			return writeJSON(env.stdout, list)
 		}

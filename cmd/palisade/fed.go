@@ -158,11 +158,10 @@ func runFed(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		items, total, err := apiclient.List[hub.HistoryEntry](ctx, c, "/v1/fed/history", setQuery(url.Values{}, "user", *user, "since", *since), w)
+		resp, err := listWindow[hub.HistoryEntry](ctx, c, "/v1/fed/history", setQuery(url.Values{}, "user", *user, "since", *since), w)
 		if err != nil {
 			return err
 		}
-		resp := hub.HistoryList{Items: items, Total: total, Limit: len(items), Offset: w.Offset}
 		if o.json() {
 			return writeJSON(env.stdout, resp)
 		}
@@ -177,16 +176,16 @@ func runFed(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		items, total, err := apiclient.List[hub.RemoteInfo](ctx, c, "/v1/fed/clusters", setQuery(url.Values{}, "name", *name, "selector", *selector), w)
+		list, err := listWindow[hub.RemoteInfo](ctx, c, "/v1/fed/clusters", setQuery(url.Values{}, "name", *name, "selector", *selector), w)
 		if err != nil {
 			return err
 		}
 		if o.json() {
-			return writeJSON(env.stdout, hub.ClusterList{Items: items, Total: total, Limit: len(items), Offset: w.Offset})
+			return writeJSON(env.stdout, list)
 		}
 		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tCONNECTED\tHEALTHY\tACKED\tLAG\tLAST CONTACT\tLABELS")
-		for _, r := range items {
+		for _, r := range list.Items {
 			var labels []string
 			for k, v := range r.Labels {
 				labels = append(labels, k+"="+v)
@@ -201,7 +200,7 @@ func runFed(ctx context.Context, env *cliEnv, args []string) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
-		if len(items) == 0 {
+		if len(list.Items) == 0 {
 			fmt.Fprintln(env.stdout, "(no remotes)")
 		}
 		return nil
