@@ -205,6 +205,32 @@ func httpGet(fromNS, addr string) (string, error) {
 	return string(b), err
 }
 
+// serveShop starts the shop's HTTP servers in their namespaces and Redis
+// in its own, and waits for Redis to answer from inventory; it skips the
+// test when redis-server is not installed.
+func serveShop(t *testing.T, dir string, n *shopNet) {
+	t.Helper()
+	redisBin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not installed (scripts/deps.sh)")
+	}
+	for _, role := range []string{"orders", "payments", "inventory"} {
+		httpServe(t, n.ns[role], n.ip[role], role)
+	}
+	redis := exec.Command("ip", "netns", "exec", n.ns["redis"], redisBin, "--port", "6379", "--bind", n.ip["redis"],
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no")
+	redisLog, err := os.Create(filepath.Join(dir, "redis.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	redis.Stdout, redis.Stderr = redisLog, redisLog
+	if err := redis.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { redis.Process.Kill(); redis.Wait(); redisLog.Close() })
+	harness.Eventually(t, 10*time.Second, "redis answers", func() error { return redisPing(n.ns["inventory"], n.ip["redis"]) })
+}
+
 // redisPing sends PING from ns to the Redis server.
 func redisPing(fromNS, addr string) error {
 	c, err := dialFrom(fromNS, addr+":6379")
@@ -297,24 +323,9 @@ func TestAgentCoffeeShop(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces and eBPF")
 	}
-	redisBin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not installed (scripts/deps.sh)")
-	}
 	dir := t.TempDir()
 	n := newShopNet(t, "pal-e2e", "pe", 231, shopRoles()...)
-	for _, role := range []string{"orders", "payments", "inventory"} {
-		httpServe(t, n.ns[role], n.ip[role], role)
-	}
-	redis := exec.Command("ip", "netns", "exec", n.ns["redis"], redisBin, "--port", "6379", "--bind", n.ip["redis"],
-		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no")
-	redisLog, _ := os.Create(filepath.Join(dir, "redis.log"))
-	redis.Stdout, redis.Stderr = redisLog, redisLog
-	if err := redis.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { redis.Process.Kill(); redis.Wait(); redisLog.Close() })
-	harness.Eventually(t, 10*time.Second, "redis answers", func() error { return redisPing(n.ns["inventory"], n.ip["redis"]) })
+	serveShop(t, dir, n)
 
 	ac := startAgentCluster(t, dir, "agt", "admin-password-1")
 	c, mustCLI, agentAddr, token := ac.ctl, ac.cli, ac.agentAddr, ac.token

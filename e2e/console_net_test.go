@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -32,23 +31,8 @@ type shop struct {
 // Discover before it returns.
 func startShop(t *testing.T, dir, password string) *shop {
 	t.Helper()
-	redisBin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not installed (scripts/deps.sh)")
-	}
 	n := newShopNet(t, "pal-ui", "pu", 233, shopRoles()...)
-	for _, role := range []string{"orders", "payments", "inventory"} {
-		httpServe(t, n.ns[role], n.ip[role], role)
-	}
-	redis := exec.Command("ip", "netns", "exec", n.ns["redis"], redisBin, "--port", "6379", "--bind", n.ip["redis"],
-		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no")
-	redisLog, _ := os.Create(filepath.Join(dir, "redis.log"))
-	redis.Stdout, redis.Stderr = redisLog, redisLog
-	if err := redis.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { redis.Process.Kill(); redis.Wait(); redisLog.Close() })
-	harness.Eventually(t, 10*time.Second, "redis answers", func() error { return redisPing(n.ns["inventory"], n.ip["redis"]) })
+	serveShop(t, dir, n)
 
 	ac := startAgentCluster(t, dir, "shop", password)
 	c, cli, agentAddr, token := ac.ctl, ac.cli, ac.agentAddr, ac.token
