@@ -25,31 +25,12 @@ func BenchmarkAgentAtRest(b *testing.B) {
 	}
 	const window = 20 * time.Second
 	dir := b.TempDir()
-	pw := filepath.Join(dir, "admin.pw")
-	if err := os.WriteFile(pw, []byte("admin-password-1"), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	agentAddr := ports.Next(b)
-	cs := harness.StartCluster(b, bin, dir, &ports, harness.ClusterSpec{Prefix: "rest", Replicas: 1, PasswordFile: pw,
-		Extra: []string{"--agent-addr", agentAddr}})
-	c := cs[0]
-	env := []string{"PALISADE_SESSION_FILE=" + filepath.Join(dir, "session.json")}
-	cli := func(args ...string) string {
-		out, errOut, code := harness.CLI(b, bin, env, args...)
-		if code != 0 {
-			b.Fatalf("palisade %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
-		}
-		return out
-	}
-	cli("login", "--api", c.API, "--ca-file", c.CAFile(), "--password-file", pw)
-	token := strings.TrimSpace(cli("agent", "token", "create", "--ttl", "10m"))
-	wl := filepath.Join(dir, "workloads.yaml")
-	if err := os.WriteFile(wl, []byte("[]\n"), 0o644); err != nil {
-		b.Fatal(err)
-	}
+	ac := startAgentCluster(b, dir, "rest", "admin-password-1")
+	c := ac.ctl
+	wl := writeFile(b, dir, "workloads.yaml", "[]")
 	pinDir := fmt.Sprintf("/sys/fs/bpf/pal-rest-%d", os.Getpid())
 	b.Cleanup(func() { os.RemoveAll(pinDir) })
-	agent := harness.Start(b, bin, dir, "agent", "agent", "--controller", agentAddr, "--token", token, "--node", "rest1",
+	agent := harness.Start(b, bin, dir, "agent", "agent", "--controller", ac.agentAddr, "--token", ac.token, "--node", "rest1",
 		"--data-dir", filepath.Join(dir, "agent"), "--workloads", wl, "--pin-dir", pinDir)
 	agent.WaitLog(regexp.MustCompile(`msg="agent ready"`), 1, 30*time.Second)
 	// Let start-up work (enrolment, first table, GC of start-up garbage)

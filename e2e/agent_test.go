@@ -89,7 +89,7 @@ type agentCluster struct {
 }
 
 // startAgentCluster starts an agentCluster whose admin has password.
-func startAgentCluster(t *testing.T, dir, prefix, password string) *agentCluster {
+func startAgentCluster(t testing.TB, dir, prefix, password string) *agentCluster {
 	t.Helper()
 	pw := writeFile(t, dir, "admin.pw", password)
 	agentAddr := ports.Next(t)

@@ -19,7 +19,7 @@ import (
 	"github.com/palisade-sec/palisade/shared/apierr"
 )
 
-func writeFile(t *testing.T, dir, name, content string) string {
+func writeFile(t testing.TB, dir, name, content string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(content+"\n"), 0o600); err != nil {
