@@ -188,7 +188,7 @@ func (h *Hub) drillIn(c *gin.Context) {
 			pr.Out.URL.RawPath = ""
 			pr.Out.Header.Del("Authorization")
 			pr.Out.Header.Del("Cookie")
-			pr.Out.Header.Set("X-Palisade-Link-User", user)
+			pr.Out.Header.Set(httpapi.LinkUserHeader, user)
 		},
 		Transport: srv.RoundTripper(name),
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/palisade-sec/palisade/remote/auth"
 	"github.com/palisade-sec/palisade/remote/fedclient"
 	"github.com/palisade-sec/palisade/shared/apierr"
 	"github.com/palisade-sec/palisade/shared/clusterinfo"
@@ -427,15 +428,6 @@ func (a applier) ApplySnapshot(ctx context.Context, snap fedproto.Snapshot) erro
 	return err
 }
 
-// Headers the primary sets on requests it carries over the link.
-const (
-	HeaderLinkUser = "X-Palisade-Link-User"
-)
-
-// LinkRole is the role a request from the primary acts with here: it may
-// read everything and change nothing.
-const LinkRole = "fedReader"
-
 // serveLink serves an API request the primary carried over the link.
 func (m *Module) serveLink(w http.ResponseWriter, r *http.Request) {
 	var h http.Handler
@@ -446,12 +438,12 @@ func (m *Module) serveLink(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"code":"unavailable","message":"API not ready"}`, http.StatusServiceUnavailable)
 		return
 	}
-	user := r.Header.Get(HeaderLinkUser)
+	user := r.Header.Get(httpapi.LinkUserHeader)
 	if user == "" {
 		user = "unknown"
 	}
 	r.Header.Del("Authorization")
 	r.Header.Del("Cookie")
-	ctx := httpapi.WithLinkSession(r.Context(), httpapi.Session{User: "primary:" + user, Role: LinkRole})
+	ctx := httpapi.WithLinkSession(r.Context(), httpapi.Session{User: "primary:" + user, Role: string(auth.RoleFedReader)})
 	h.ServeHTTP(w, r.WithContext(ctx))
 }

@@ -88,6 +88,10 @@ func SessionOf(c *gin.Context) Session {
 	return s
 }
 
+// LinkUserHeader names the primary's user on an API request the primary
+// carries to a remote over the federation link.
+const LinkUserHeader = "X-Palisade-Link-User"
+
 type linkSessionKey struct{}
 
 // WithLinkSession marks a request as carried over the federation link from
