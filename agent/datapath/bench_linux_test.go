@@ -429,14 +429,7 @@ func BenchmarkPrivilegedDatapathAtRest(b *testing.B) {
 	if err := d.ApplyTable(benchTable(100000)); err != nil {
 		b.Fatalf("apply: %v", err)
 	}
-	inNetns(b, n.r, func() {
-		if err := d.AttachInterface(n.raIf, idA); err != nil {
-			b.Fatalf("attach: %v", err)
-		}
-		if err := d.AttachInterface(n.rbIf, idB); err != nil {
-			b.Fatalf("attach: %v", err)
-		}
-	})
+	n.attach(b, d)
 	events := startEvents(d)
 	defer events.stop()
 	rest := 10 * time.Second

@@ -94,14 +94,7 @@ func TestPrivilegedConntrackStates(t *testing.T) {
 			t.Errorf("destroy: %v", err)
 		}
 	}()
-	inNetns(t, n.r, func() {
-		if err := d.AttachInterface(n.raIf, idA); err != nil {
-			t.Fatalf("attach ra: %v", err)
-		}
-		if err := d.AttachInterface(n.rbIf, idB); err != nil {
-			t.Fatalf("attach rb: %v", err)
-		}
-	})
+	n.attach(t, d)
 	if err := d.ApplyTable(baseTable(ModeProtect)); err != nil {
 		t.Fatalf("apply: %v", err)
 	}

@@ -138,14 +138,7 @@ func TestPrivilegedEnforcement(t *testing.T) {
 			t.Errorf("destroy: %v", err)
 		}
 	}()
-	inNetns(t, n.r, func() {
-		if err := d.AttachInterface(n.raIf, idA); err != nil {
-			t.Fatalf("attach ra: %v", err)
-		}
-		if err := d.AttachInterface(n.rbIf, idB); err != nil {
-			t.Fatalf("attach rb: %v", err)
-		}
-	})
+	n.attach(t, d)
 	events := startEvents(d)
 	defer func() {
 		if err := events.stop(); err != nil {

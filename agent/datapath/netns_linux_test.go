@@ -29,6 +29,20 @@ type testNet struct {
 	raIf, rbIf int
 }
 
+// attach attaches d to the router's interfaces towards a (as idA) and b
+// (as idB).
+func (n *testNet) attach(t testing.TB, d *Datapath) {
+	t.Helper()
+	inNetns(t, n.r, func() {
+		if err := d.AttachInterface(n.raIf, idA); err != nil {
+			t.Fatalf("attach ra: %v", err)
+		}
+		if err := d.AttachInterface(n.rbIf, idB); err != nil {
+			t.Fatalf("attach rb: %v", err)
+		}
+	})
+}
+
 func run(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
