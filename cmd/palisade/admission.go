@@ -411,27 +411,10 @@ func runAdmissionRules(ctx context.Context, env *cliEnv, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
-	w, err := lf.window()
-	if err != nil {
-		return err
-	}
-	c, err := o.client(env)
-	if err != nil {
-		return err
-	}
 	q := setQuery(url.Values{}, "source", *source, "name", *name, "action", *action)
-	pages, err := apiclient.Pages(ctx, c, "/v1/admission/rules", q, w, func(p *policyapi.AdmissionRuleList) (int, int) { return len(p.Items), p.Total })
-	if err != nil {
+	all, done, err := fetchRevisionList[policyapi.AdmissionRuleInfo](ctx, env, o, lf, "/v1/admission/rules", q)
+	if err != nil || done {
 		return err
-	}
-	all := policyapi.AdmissionRuleList{Items: []policyapi.AdmissionRuleInfo{}, Offset: w.Offset}
-	for _, p := range pages {
-		all.Items = append(all.Items, p.Items...)
-		all.Total, all.Revision = p.Total, p.Revision
-	}
-	all.Limit = len(all.Items)
-	if o.json() {
-		return writeJSON(env.stdout, all)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\tNAME\tSOURCE\tACTION\tCRITERIA")

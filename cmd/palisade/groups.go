@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/palisade-sec/palisade/policy"
-	"github.com/palisade-sec/palisade/remote/policyapi"
 	"github.com/palisade-sec/palisade/remote/policystore"
 	"github.com/palisade-sec/palisade/shared/apiclient"
 	"github.com/palisade-sec/palisade/shared/httpapi"
@@ -99,27 +98,10 @@ func runGroup(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
 	}
-	c, err := o.client(env)
-	if err != nil {
-		return err
-	}
-	w, err := lf.window()
-	if err != nil {
-		return err
-	}
 	q := setQuery(url.Values{}, "source", *source, "name", *name, "mode", *mode, "criteria", *criteria)
-	pages, err := apiclient.Pages(ctx, c, "/v1/groups", q, w, func(p *policyapi.GroupList) (int, int) { return len(p.Items), p.Total })
-	if err != nil {
+	all, done, err := fetchRevisionList[policystore.GroupInfo](ctx, env, o, lf, "/v1/groups", q)
+	if err != nil || done {
 		return err
-	}
-	all := policyapi.GroupList{Items: []policystore.GroupInfo{}, Offset: w.Offset}
-	for _, p := range pages {
-		all.Items = append(all.Items, p.Items...)
-		all.Total, all.Revision = p.Total, p.Revision
-	}
-	all.Limit = len(all.Items)
-	if o.json() {
-		return writeJSON(env.stdout, all)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSOURCE\tNETWORK\tPROCESS\tMEMBERS\tCRITERIA")
@@ -170,30 +152,13 @@ func runRule(ctx context.Context, env *cliEnv, args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
 	}
-	c, err := o.client(env)
-	if err != nil {
-		return err
-	}
-	w, err := lf.window()
-	if err != nil {
-		return err
-	}
 	q := setQuery(url.Values{}, "group", *group, "source", *source, "name", *name, "action", *action)
 	if *learned {
 		q.Set("learned", "true")
 	}
-	pages, err := apiclient.Pages(ctx, c, "/v1/rules", q, w, func(p *policyapi.RuleList) (int, int) { return len(p.Items), p.Total })
-	if err != nil {
+	all, done, err := fetchRevisionList[policystore.RuleInfo](ctx, env, o, lf, "/v1/rules", q)
+	if err != nil || done {
 		return err
-	}
-	all := policyapi.RuleList{Items: []policystore.RuleInfo{}, Offset: w.Offset}
-	for _, p := range pages {
-		all.Items = append(all.Items, p.Items...)
-		all.Total, all.Revision = p.Total, p.Revision
-	}
-	all.Limit = len(all.Items)
-	if o.json() {
-		return writeJSON(env.stdout, all)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\tKIND\tNAME\tSOURCE\tFROM\tTO\tPORTS\tAPPLICATIONS\tACTION")

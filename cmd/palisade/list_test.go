@@ -57,6 +57,9 @@ func TestListVerbsPageAndFilter(t *testing.T) {
 	if len(all.Items) < 3 || len(all.Items) != all.Total {
 		t.Fatalf("group list: %d items of %d, want every group (at least 3)", len(all.Items), all.Total)
 	}
+	if all.Revision == 0 {
+		t.Errorf("group list: revision 0, want the policy revision it was read at")
+	}
 	decode([]string{"group", "list", "--limit", "2", "--offset", "1", "-o", "json"}, &window)
 	if len(window.Items) != 2 || window.Items[0].Name != all.Items[1].Name || window.Items[1].Name != all.Items[2].Name {
 		t.Errorf("group list --limit 2 --offset 1 = %v, want groups 2 and 3 of %v", names(window.Items), names(all.Items))
