@@ -98,9 +98,6 @@ func newProcControl() *procControl {
 
 // poke asks for the process policy to be brought up to date.
 func (p *procControl) poke() {
-	if p == nil {
-		return
-	}
 	select {
 	case p.poked <- struct{}{}:
 	default:
@@ -112,7 +109,7 @@ func (p *procControl) poke() {
 // off; network enforcement goes on.
 func (a *Agent) runProcesses(ctx context.Context) {
 	cfg := a.cfg.Processes
-	if cfg.Disabled || a.procs == nil {
+	if cfg.Disabled {
 		return
 	}
 	if err := checkCgroupRoot(cfg.CgroupRoot); err != nil {
@@ -427,7 +424,7 @@ func (a *Agent) processEvent(e agentproto.Event) {
 // drainProcesses returns the learned executables to send, if the
 // controller takes them.
 func (p *procControl) drainProcesses() []agentproto.Process {
-	if p == nil || p.peer.Load() < 2 {
+	if p.peer.Load() < 2 {
 		return nil
 	}
 	p.mu.Lock()
