@@ -166,28 +166,22 @@ contexts:
 
 func (kc *kubeCluster) kubectl(args ...string) (string, string, int) {
 	kc.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", kc.kubeconfig}, args...)...)
-	var out, errOut strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		kc.t.Fatalf("kubectl: %v", err)
-	}
-	return out.String(), errOut.String(), code
+	return kc.kubectlIn("", args...)
 }
 
 // apply runs `kubectl apply` of a manifest from stdin.
 func (kc *kubeCluster) apply(manifest string) (string, string, int) {
 	kc.t.Helper()
+	return kc.kubectlIn(manifest, "apply", "-f", "-")
+}
+
+// kubectlIn runs kubectl with stdin and returns its output and exit code.
+func (kc *kubeCluster) kubectlIn(stdin string, args ...string) (string, string, int) {
+	kc.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kc.kubeconfig, "apply", "-f", "-")
-	cmd.Stdin = strings.NewReader(manifest)
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", kc.kubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -195,7 +189,7 @@ func (kc *kubeCluster) apply(manifest string) (string, string, int) {
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		kc.t.Fatalf("kubectl apply: %v", err)
+		kc.t.Fatalf("kubectl %s: %v", args[0], err)
 	}
 	return out.String(), errOut.String(), code
 }
