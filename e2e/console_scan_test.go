@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,13 +19,7 @@ import (
 // package list, and a secret left in a file, by file and rule.
 func TestConsoleRegistries(t *testing.T) {
 	ctx := browser(t)
-	vulnDir, err := filepath.Abs(filepath.Join("..", "..", "shared", "vulndata", "alpine-secdb"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(vulnDir); err != nil {
-		t.Fatalf("shared vulndata missing: %v", err)
-	}
+	vulnDir := alpineSecDB(t)
 	reg := scanningtest.NewRegistry(t)
 	// The marker file carries an AWS access key ID: a secret to find.
 	img := scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "AWS_ACCESS_KEY_ID=AKIAZQ3XK7TNB2R4HWEM\n")

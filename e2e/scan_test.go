@@ -73,19 +73,27 @@ func (fc *fedCluster) registryStatus(name string) (*scanning.Status, error) {
 	return nil, fmt.Errorf("no registry %s", name)
 }
 
+// alpineSecDB is the shared Alpine advisory data the scanning tests give
+// the controller's --vulndb.
+func alpineSecDB(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "..", "shared", "vulndata", "alpine-secdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("shared vulndata missing: %v", err)
+	}
+	return dir
+}
+
 // TestFederatedRegistryScan runs a primary and two remotes as real
 // processes and a real registry in this process: a federated registry is
 // scanned once by the primary, both remotes get the result by digest with
 // the federated stream, every layer is pulled exactly once, and a remote
 // that configures the same registry itself pulls nothing.
 func TestFederatedRegistryScan(t *testing.T) {
-	vulnDir, err := filepath.Abs(filepath.Join("..", "..", "shared", "vulndata", "alpine-secdb"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(vulnDir); err != nil {
-		t.Fatalf("shared vulndata missing: %v", err)
-	}
+	vulnDir := alpineSecDB(t)
 	reg := scanningtest.NewRegistry(t)
 	img := scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "e2e")
 	digest := reg.Push(t, "apps/web:1.0", img)
@@ -478,10 +486,7 @@ func mustJSON(v any) []byte {
 // result is queryable with `palisade scan result`, and the controller
 // itself never pulled a layer.
 func TestScannerWorkers(t *testing.T) {
-	vulnDir, err := filepath.Abs(filepath.Join("..", "..", "shared", "vulndata", "alpine-secdb"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	vulnDir := alpineSecDB(t)
 	reg := scanningtest.NewRegistry(t)
 	refs := map[string]string{}
 	for _, repo := range []string{"apps/a", "apps/b", "apps/c", "apps/held"} {
@@ -582,10 +587,7 @@ func TestScannerWorkers(t *testing.T) {
 // follower; when the leader is killed, the worker goes on with the new
 // leader's scheduler, which scans a new image and skips the known one.
 func TestScannerWorkerFollowsLeader(t *testing.T) {
-	vulnDir, err := filepath.Abs(filepath.Join("..", "..", "shared", "vulndata", "alpine-secdb"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	vulnDir := alpineSecDB(t)
 	reg := scanningtest.NewRegistry(t)
 	reg.Push(t, "apps/one:1", scanningtest.AlpineImage(t, "3.11.6", "ansible", "2.9.2-r0", "one"))
 	dir := t.TempDir()
