@@ -332,8 +332,10 @@ func runAdmissionEvents(ctx context.Context, env *cliEnv, args []string) error {
 	denied := fs.Bool("denied", false, "only denials (and denials monitor mode let through)")
 	ns := fs.String("namespace", "", "only this namespace")
 	rule := fs.String("rule", "", "only decisions of this rule")
-	limit := fs.Int("limit", 50, "most events to show, newest first (0: all)")
-	offset := fs.Int("offset", 0, "newest events to skip first")
+	lf := &listFlags{
+		limit:  fs.Int("limit", 50, "most events to show, newest first (0: all)"),
+		offset: fs.Int("offset", 0, "newest events to skip first"),
+	}
 	since := fs.Duration("since", 0, "only events this recent (e.g. 10m)")
 	kind := fs.String("kind", "", "only objects of this kind")
 	name := fs.String("name", "", "only objects whose name contains this")
@@ -348,19 +350,13 @@ func runAdmissionEvents(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	w := apiclient.Window{Limit: *limit, Offset: *offset}
-	if err := w.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	w, err := lf.window()
+	if err != nil {
+		return err
 	}
-	q := setQuery(url.Values{}, "kind", *kind, "name", *name, "image", *image)
+	q := setQuery(url.Values{}, "namespace", *ns, "rule", *rule, "kind", *kind, "name", *name, "image", *image)
 	if *denied {
 		q.Set("denied", "true")
-	}
-	if *ns != "" {
-		q.Set("namespace", *ns)
-	}
-	if *rule != "" {
-		q.Set("rule", *rule)
 	}
 	if *since > 0 {
 		q.Set("since", time.Now().Add(-*since).UTC().Format(time.RFC3339Nano))
