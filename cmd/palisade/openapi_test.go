@@ -276,7 +276,7 @@ func TestOpenAPIDocumentMatchesRoutes(t *testing.T) {
 			continue // not JSON (export, this document)
 		}
 		status, b := w.get(t, path)
-		if paged(op) && status != http.StatusOK {
+		if op.Paged() && status != http.StatusOK {
 			t.Errorf("GET %s (a listing) = %d %s, want 200", path, status, b)
 			continue
 		}
@@ -314,9 +314,6 @@ func TestOpenAPIDocumentMatchesRoutes(t *testing.T) {
 	}
 }
 
-// paged reports whether an operation takes limit and offset.
-func paged(op *apidoc.Operation) bool { return op.Paged() }
-
 // TestEveryListingPagesAndRefusesBadPages finds the listings in the
 // document (JSON bodies with items) and checks each takes limit and
 // offset, honours them, and names the parameter of a bad value.
@@ -342,7 +339,7 @@ func TestEveryListingPagesAndRefusesBadPages(t *testing.T) {
 			continue
 		}
 		listings++
-		if !paged(op) {
+		if !op.Paged() {
 			t.Errorf("GET %s lists items but is not paged: read ?limit=&offset= with httpapi.ParsePage, answer httpapi.NewList (or a list type with items, total, limit, offset) and set Paged: true on its httpapi.Op", path)
 			continue
 		}
