@@ -60,7 +60,7 @@ func runRegistry(ctx context.Context, env *cliEnv, args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(env.stdout, registryUsage)
 		if len(args) == 0 {
-			return fmt.Errorf("%w: missing subcommand (want add, list, delete or scan)", errUsage)
+			return fmt.Errorf("%w: missing subcommand (want add, credentials, list, delete or scan)", errUsage)
 		}
 		return nil
 	}
