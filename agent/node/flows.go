@@ -2,6 +2,7 @@ package node
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/palisade-sec/palisade/agent/appdetect"
@@ -118,16 +119,34 @@ func (a *aggregator) add(e datapath.FlowEvent, now time.Time) {
 	}
 }
 
+// evictOldest forgets the oldest eighth of the flows: a stream of new
+// flows at the bound then costs one pass over the flows per eighth of the
+// bound, not one per flow.
 func (a *aggregator) evictOldest() {
-	var oldest flowID
-	var t time.Time
-	first := true
-	for id, p := range a.flows {
-		if first || p.seen.Before(t) {
-			oldest, t, first = id, p.seen, false
+	seen := make([]time.Time, 0, len(a.flows))
+	for _, p := range a.flows {
+		seen = append(seen, p.seen)
+	}
+	slices.SortFunc(seen, time.Time.Compare)
+	need := max(1, len(seen)/8)
+	cut := seen[need-1]
+	// Every flow older than cut goes (fewer than need), then flows seen
+	// at cut until need are gone.
+	atCut := need
+	for _, t := range seen[:need] {
+		if t.Before(cut) {
+			atCut--
 		}
 	}
-	delete(a.flows, oldest)
+	for id, p := range a.flows {
+		switch {
+		case p.seen.Before(cut):
+			delete(a.flows, id)
+		case p.seen.Equal(cut) && atCut > 0:
+			delete(a.flows, id)
+			atCut--
+		}
+	}
 }
 
 // addEvent queues an event that is not a flow's (a process event).

@@ -115,4 +115,52 @@ func TestAggregator(t *testing.T) {
 	if small.lost != 1 {
 		t.Errorf("lost: got %d, want 1", small.lost)
 	}
+	// Flows beyond their bound evict the oldest eighth, ties included.
+	for _, tc := range []struct {
+		name string
+		at   func(i int) time.Time
+	}{
+		{"distinct times", func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }},
+		{"oldest two tied", func(i int) time.Time { return t0.Add(time.Duration(max(i, 1)) * time.Second) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAggregator(100, 16, 10)
+			for i := range 17 {
+				a.add(ev(datapath.EventNewFlow, uint16(i), false, ""), tc.at(i))
+			}
+			if len(a.flows) != 15 {
+				t.Fatalf("flows: got %d, want 15 (16 less the oldest two, and the new one)", len(a.flows))
+			}
+			for id := range a.flows {
+				if id.client.Port() < 2 {
+					t.Errorf("flow from port %d kept, want the two oldest gone", id.client.Port())
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkAggregatorFull measures adding new flows to an aggregator
+// holding as many flows as it keeps (the agent's bound, 65536), as under
+// a scan of many ports.
+func BenchmarkAggregatorFull(b *testing.B) {
+	const max = 65536
+	a := newAggregator(max, max, max)
+	cl, sv := netip.MustParseAddr("10.231.1.2"), netip.MustParseAddr("10.231.2.2")
+	t0 := time.Unix(1000, 0)
+	ev := func(i int) datapath.FlowEvent {
+		return datapath.FlowEvent{Kind: datapath.EventNewFlow, SrcAddr: cl, DstAddr: sv,
+			SrcPort: uint16(i), DstPort: uint16(i >> 16), Proto: 6, Mode: datapath.ModeDiscover}
+	}
+	for i := range max {
+		a.add(ev(i), t0.Add(time.Duration(i)))
+	}
+	i := max
+	for b.Loop() {
+		a.add(ev(i), t0.Add(time.Duration(i)))
+		i++
+	}
+	if len(a.flows) > max {
+		b.Fatalf("flows: %d, want at most %d", len(a.flows), max)
+	}
 }
