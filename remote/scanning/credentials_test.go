@@ -105,7 +105,7 @@ func TestScanWithCredentials(t *testing.T) {
 	cfg.MaxAttempts = 2
 	m := runModule(t, cfg)
 	e := gin.New()
-	m.WithWorkerRoutes().Routes(testRouter{e})
+	m.WithWorkerRoutes().Routes(scanningtest.Router{E: e})
 
 	code, body := call(t, e, http.MethodPost, "/v1/registries", "admin", fmt.Sprintf(`{"name":"private","url":"http://%s","interval":"1h"}`, reg.Host))
 	if code != http.StatusCreated {
@@ -250,7 +250,7 @@ func TestDeletedFederatedRegistryWithdrawsResults(t *testing.T) {
 	}
 	streamed := func(d string) bool { _, ok, _ := st.Get(PrefixFedStream + d); return ok }
 	deleteRegistry("one")
-	waitFor(t, 10*time.Second, "the result only registry one referenced is withdrawn", func() error {
+	scanningtest.WaitFor(t, 10*time.Second, "the result only registry one referenced is withdrawn", func() error {
 		if streamed(only) {
 			return fmt.Errorf("%s still streamed", only)
 		}
@@ -267,7 +267,7 @@ func TestDeletedFederatedRegistryWithdrawsResults(t *testing.T) {
 		t.Errorf("ref index entry of the deleted registry kept: %+v", e)
 	}
 	deleteRegistry("two")
-	waitFor(t, 10*time.Second, "the shared result is withdrawn with its last registry", func() error {
+	scanningtest.WaitFor(t, 10*time.Second, "the shared result is withdrawn with its last registry", func() error {
 		if streamed(shared) {
 			return fmt.Errorf("%s still streamed", shared)
 		}

@@ -3,7 +3,6 @@ package scanning
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,49 +15,8 @@ import (
 	"github.com/palisade-sec/palisade/registryscan/report"
 	"github.com/palisade-sec/palisade/remote/admission"
 	"github.com/palisade-sec/palisade/remote/admission/verdict"
-	"github.com/palisade-sec/palisade/shared/apierr"
-	"github.com/palisade-sec/palisade/shared/httpapi"
+	"github.com/palisade-sec/palisade/remote/scanning/scanningtest"
 )
-
-// testRouter serves a module's routes the way the controller's router
-// does (status codes, errors), with the caller's role taken from a header.
-type testRouter struct{ e *gin.Engine }
-
-func (r testRouter) Handle(method, path string, _ httpapi.Access, h httpapi.Handler) {
-	r.e.Handle(method, "/v1"+path, func(c *gin.Context) {
-		httpapi.SetSession(c, httpapi.Session{User: "u", Role: c.GetHeader("X-Role")})
-		body, err := h(c)
-		var ae *apierr.Error
-		switch {
-		case errors.As(err, &ae):
-			c.JSON(ae.Status(), ae)
-		case err != nil:
-			c.JSON(http.StatusInternalServerError, gin.H{"message": err.Error()})
-		default:
-			if st, ok := body.(httpapi.Status); ok {
-				if st.Body == nil {
-					c.Status(st.Code)
-				} else {
-					c.JSON(st.Code, st.Body)
-				}
-				return
-			}
-			c.JSON(http.StatusOK, body)
-		}
-	})
-}
-
-func (r testRouter) HandleLeader(method, path string, a httpapi.Access, h httpapi.Handler) {
-	r.Handle(method, path, a, h)
-}
-
-func (r testRouter) Raw(method, path string, _ httpapi.Access, h gin.HandlerFunc) {
-	r.e.Handle(method, "/v1"+path, h)
-}
-
-func (r testRouter) RawLeader(method, path string, a httpapi.Access, h gin.HandlerFunc) {
-	r.Raw(method, path, a, h)
-}
 
 func call(t *testing.T, h http.Handler, method, path, role, body string) (int, string) {
 	t.Helper()
@@ -83,10 +41,10 @@ func TestRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := gin.New()
-	m.Routes(testRouter{e})
+	m.Routes(scanningtest.Router{E: e})
 	// The admission module serves /v1/scan/results/:digest beside these
 	// routes in the same router; registering both must not clash.
-	(&admission.Webhook{}).Routes(testRouter{e})
+	(&admission.Webhook{}).Routes(scanningtest.Router{E: e})
 
 	ctx := context.Background()
 	d1, d2 := "sha256:"+strings.Repeat("1", 64), "sha256:"+strings.Repeat("2", 64)
@@ -161,7 +119,7 @@ func TestRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	e2 := gin.New()
-	m2.Routes(testRouter{e2})
+	m2.Routes(scanningtest.Router{E: e2})
 	for _, tc := range []struct {
 		path string
 		code int

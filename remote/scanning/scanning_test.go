@@ -54,21 +54,6 @@ func openStore(t testing.TB) *store.Store {
 	return storetest.Open(t, "s1")
 }
 
-func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s: %v", what, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func testConfig(t testing.TB, st *store.Store, cacheDir string) Config {
 	cfg := DefaultConfig()
 	cfg.Store = st
@@ -127,7 +112,7 @@ func getJSON(t testing.TB, st *store.Store, key string, v any) bool {
 func waitStatus(t testing.TB, st *store.Store, name string, done func(Status) bool) Status {
 	t.Helper()
 	var got Status
-	waitFor(t, 30*time.Second, "registry "+name+" scanned", func() error {
+	scanningtest.WaitFor(t, 30*time.Second, "registry "+name+" scanned", func() error {
 		if !getJSON(t, st, PrefixStatus+name, &got) || got.Finished.IsZero() || !done(got) {
 			return fmt.Errorf("status %+v", got)
 		}
@@ -381,7 +366,7 @@ func TestResultWriterBatches(t *testing.T) {
 				}}
 			}
 			if tc.flushWait < time.Second {
-				waitFor(t, 10*time.Second, "flush by time", func() error {
+				scanningtest.WaitFor(t, 10*time.Second, "flush by time", func() error {
 					if kvs, _ := st.List(prefix); len(kvs) != 2*tc.writes {
 						return fmt.Errorf("%d keys", len(kvs))
 					}
@@ -434,7 +419,7 @@ func TestFeedUpdateRewritesResults(t *testing.T) {
 	if err != nil || !u.Changed || len(u.Changes) != 1 {
 		t.Fatalf("refresh: %+v, %v; want one changed image", u, err)
 	}
-	waitFor(t, 10*time.Second, "result rewritten", func() error {
+	scanningtest.WaitFor(t, 10*time.Second, "result rewritten", func() error {
 		if !getJSON(t, st, PrefixResults+digest, &v) || !slices.Contains(v.CVEs, "CVE-2019-14904") {
 			return fmt.Errorf("result %+v", v)
 		}
@@ -513,7 +498,7 @@ func TestOnlyTheLeaderScans(t *testing.T) {
 	}
 	leader := func(skip *store.Store) *store.Store {
 		var l *store.Store
-		waitFor(t, 30*time.Second, "a leader", func() error {
+		scanningtest.WaitFor(t, 30*time.Second, "a leader", func() error {
 			for _, st := range stores {
 				if st != skip && st.IsLeader() {
 					l = st
@@ -527,7 +512,7 @@ func TestOnlyTheLeaderScans(t *testing.T) {
 	first := leader(nil)
 	// Start scanning once every replica follows the same leader, so that
 	// the first scan is not cut short by an election.
-	waitFor(t, 30*time.Second, "replicas agree on the leader", func() error {
+	scanningtest.WaitFor(t, 30*time.Second, "replicas agree on the leader", func() error {
 		for _, st := range stores {
 			if n, _ := st.Leader(); n != first.Name() {
 				return fmt.Errorf("%s follows %q, not %s", st.Name(), n, first.Name())

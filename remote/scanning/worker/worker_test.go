@@ -24,8 +24,6 @@ import (
 	"github.com/palisade-sec/palisade/remote/admission/verdict"
 	"github.com/palisade-sec/palisade/remote/scanning"
 	"github.com/palisade-sec/palisade/remote/scanning/scanningtest"
-	"github.com/palisade-sec/palisade/shared/apierr"
-	"github.com/palisade-sec/palisade/shared/httpapi"
 	"github.com/palisade-sec/palisade/shared/pki"
 	"github.com/palisade-sec/palisade/shared/store"
 	"github.com/palisade-sec/palisade/shared/store/storetest"
@@ -37,44 +35,6 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*NetworkTransport).handleConn"),
 	)
-}
-
-// router serves module routes as the controller's router does (errors to
-// status codes), as an admin; worker routes authenticate themselves.
-type router struct{ e *gin.Engine }
-
-func (r router) Handle(method, path string, _ httpapi.Access, h httpapi.Handler) {
-	r.e.Handle(method, "/v1"+path, func(c *gin.Context) {
-		httpapi.SetSession(c, httpapi.Session{User: "admin", Role: "admin"})
-		body, err := h(c)
-		var ae *apierr.Error
-		switch {
-		case errors.As(err, &ae):
-			c.JSON(ae.Status(), ae)
-		case err != nil:
-			c.JSON(http.StatusInternalServerError, apierr.Internal("%v", err))
-		default:
-			if st, ok := body.(httpapi.Status); ok {
-				if st.Body == nil {
-					c.Status(st.Code)
-				} else {
-					c.JSON(st.Code, st.Body)
-				}
-				return
-			}
-			c.JSON(http.StatusOK, body)
-		}
-	})
-}
-
-func (r router) HandleLeader(method, path string, a httpapi.Access, h httpapi.Handler) {
-	r.Handle(method, path, a, h)
-}
-func (r router) Raw(method, path string, _ httpapi.Access, h gin.HandlerFunc) {
-	r.e.Handle(method, "/v1"+path, h)
-}
-func (r router) RawLeader(method, path string, a httpapi.Access, h gin.HandlerFunc) {
-	r.Raw(method, path, a, h)
 }
 
 // controller is a single-replica scanning module with no in-process
@@ -124,7 +84,7 @@ func startControllerWith(t testing.TB, workers int) *controller {
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
 	e := gin.New()
-	m.WithWorkerRoutes().Routes(router{e})
+	m.WithWorkerRoutes().Routes(scanningtest.Router{E: e})
 	srv := httptest.NewUnstartedServer(e)
 	leaf, err := ca.Issue(pki.LeafRequest{CommonName: "controller", Server: true, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Validity: time.Hour})
 	if err != nil {
@@ -185,21 +145,6 @@ func runWorker(t testing.TB, c *controller, name, token string, slots int, dataD
 	return w, stop
 }
 
-func waitFor(t testing.TB, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s: %v", what, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func putRegistry(t testing.TB, st *store.Store, reg scanning.Registry) {
 	t.Helper()
 	b, _ := json.Marshal(reg)
@@ -211,7 +156,7 @@ func putRegistry(t testing.TB, st *store.Store, reg scanning.Registry) {
 func waitStatus(t testing.TB, st *store.Store, name string, done func(scanning.Status) bool) scanning.Status {
 	t.Helper()
 	var got scanning.Status
-	waitFor(t, 30*time.Second, "registry "+name+" scanned", func() error {
+	scanningtest.WaitFor(t, 30*time.Second, "registry "+name+" scanned", func() error {
 		kv, ok, _ := st.Get(scanning.PrefixStatus + name)
 		if !ok {
 			return fmt.Errorf("no status")
@@ -256,7 +201,7 @@ func TestWorkersScanForTheController(t *testing.T) {
 	dir := t.TempDir()
 	w1, _ := runWorker(t, c, "w1", tok, 1, filepath.Join(dir, "w1"))
 	w2, _ := runWorker(t, c, "w2", tok, 1, "")
-	waitFor(t, 10*time.Second, "both workers connected", func() error { return connected(c, "w1", "w2") })
+	scanningtest.WaitFor(t, 10*time.Second, "both workers connected", func() error { return connected(c, "w1", "w2") })
 
 	putRegistry(t, c.st, scanning.Registry{Name: "private", URL: "http://" + reg.Host, Auth: scanning.AuthBasic, Interval: scanning.Duration(time.Hour)})
 	body, _ := json.Marshal(scanning.Credentials{Username: "robot", Password: "pw"})
@@ -344,7 +289,7 @@ func TestLostWorkersJobIsRetriedElsewhere(t *testing.T) {
 	}
 	putRegistry(t, c.st, scanning.Registry{Name: "r", URL: reg.Host, Insecure: true, Interval: scanning.Duration(time.Hour)})
 	var taken scanning.PollResponse
-	waitFor(t, 10*time.Second, "the dying worker takes the list job", func() error {
+	scanningtest.WaitFor(t, 10*time.Second, "the dying worker takes the list job", func() error {
 		body, _ := json.Marshal(scanning.PollRequest{Slots: 1, Free: 1})
 		req, _ := http.NewRequest(http.MethodPost, "https://"+c.addr+"/v1/scanners/poll", bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+e.Credential)
@@ -382,7 +327,7 @@ func TestLostWorkersJobIsRetriedElsewhere(t *testing.T) {
 		t.Fatalf("DELETE worker: %s", resp.Status)
 	}
 	var runErr error
-	waitFor(t, 10*time.Second, "the revoked worker stops", func() error {
+	scanningtest.WaitFor(t, 10*time.Second, "the revoked worker stops", func() error {
 		done := make(chan error, 1)
 		go func() { done <- stop() }()
 		select {
@@ -457,7 +402,7 @@ func BenchmarkPass(b *testing.B) {
 				c := startControllerWith(b, workers)
 				if remote {
 					runWorker(b, c, "w", c.token(b), 2, "")
-					waitFor(b, 10*time.Second, "worker connected", func() error { return connected(c, "w") })
+					scanningtest.WaitFor(b, 10*time.Second, "worker connected", func() error { return connected(c, "w") })
 				}
 				b.StartTimer()
 				putRegistry(b, c.st, scanning.Registry{Name: "r", URL: reg.Host, Insecure: true, Interval: scanning.Duration(time.Hour)})
