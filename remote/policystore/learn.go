@@ -43,7 +43,19 @@ func (s *Store) LearnProcesses(ctx context.Context, execs []learn.Exec) (*learn.
 	return s.storeLearned(ctx, learning{
 		name:   "learn processes",
 		stored: "learned process rules",
-		run:    func(set *policy.Set) (*learn.Result, error) { return s.learner.LearnProcesses(set, execs) },
+		run: func(set *policy.Set) (*learn.Result, error) {
+			res, err := s.learner.LearnProcesses(set, execs)
+			if err != nil {
+				return nil, err
+			}
+			// Store what one change holds (the revision bump takes one
+			// op); the rest is learned when the executables are reported
+			// again.
+			room := store.MaxTxnOps - 1
+			res.Groups = res.Groups[:min(len(res.Groups), room)]
+			res.ProcessRules = res.ProcessRules[:min(len(res.ProcessRules), room-len(res.Groups))]
+			return res, nil
+		},
 		rules: func(res *learn.Result) ([]store.Op, error) {
 			var ops []store.Op
 			for _, r := range res.ProcessRules {
@@ -55,9 +67,6 @@ func (s *Store) LearnProcesses(ctx context.Context, execs []learn.Exec) (*learn.
 			}
 			return ops, nil
 		},
-		// Store what one change holds; the rest is learned when the
-		// executables are reported again.
-		fitTxn: true,
 	})
 }
 
@@ -68,7 +77,6 @@ type learning struct {
 	stored string // what is stored, in the log and in store errors
 	run    func(*policy.Set) (*learn.Result, error)
 	rules  func(*learn.Result) ([]store.Op, error) // one put per learned rule
-	fitTxn bool                                    // drop the ops one transaction cannot hold
 }
 
 // storeLearned runs l on the current policy and stores the learned groups
@@ -101,9 +109,6 @@ func (s *Store) storeLearned(ctx context.Context, l learning) (*learn.Result, er
 			return res, nil
 		}
 		ops = append(ops, rules...)
-		if l.fitTxn && len(ops)+1 > store.MaxTxnOps {
-			ops = ops[:store.MaxTxnOps-1]
-		}
 		cond, bump := v.revisionOps("", "learn")
 		rev, err := s.kv.Txn(ctx, store.Txn{Conds: []store.Cond{cond}, Ops: append(ops, bump)})
 		if err == nil {
