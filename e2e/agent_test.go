@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/palisade-sec/palisade/e2e/harness"
+	"github.com/palisade-sec/palisade/policy"
 	"github.com/palisade-sec/palisade/remote/agents"
 	"github.com/palisade-sec/palisade/remote/policyapi"
 )
@@ -205,6 +206,57 @@ func httpGet(fromNS, addr string) (string, error) {
 	return string(b), err
 }
 
+// shopTraffic makes the shop's usual requests once: orders to payments
+// and inventory, inventory to Redis, and the outside client to orders.
+func shopTraffic(n *shopNet) error {
+	if _, err := httpGet(n.ns["orders"], n.ip["payments"]); err != nil {
+		return fmt.Errorf("orders -> payments: %w", err)
+	}
+	if _, err := httpGet(n.ns["orders"], n.ip["inventory"]); err != nil {
+		return fmt.Errorf("orders -> inventory: %w", err)
+	}
+	if err := redisPing(n.ns["inventory"], n.ip["redis"]); err != nil {
+		return fmt.Errorf("inventory -> redis: %w", err)
+	}
+	if _, err := httpGet(n.ns["client"], n.ip["orders"]); err != nil {
+		return fmt.Errorf("client -> orders: %w", err)
+	}
+	return nil
+}
+
+// learnedRules lists the controller's learned rules: network rules as
+// "FROM->TO" to "PORTS APPS", and process rules as "GROUP PATH" to whether
+// the rule is a learned allow.
+func learnedRules(cli func(args ...string) string) (map[string]string, map[string]bool, error) {
+	var rules policyapi.RuleList
+	if err := json.Unmarshal([]byte(cli("rule", "list", "--learned", "-o", "json")), &rules); err != nil {
+		return nil, nil, err
+	}
+	network, procs := map[string]string{}, map[string]bool{}
+	for _, r := range rules.Items {
+		if r.Kind == policy.KindProcessRule {
+			procs[r.Group+" "+r.Path] = r.Source == "learned" && r.Action == "allow"
+			continue
+		}
+		network[r.From+"->"+r.To] = r.Ports + " " + strings.Join(r.Applications, ",")
+	}
+	return network, procs, nil
+}
+
+// checkLearned says whether the learned network rules got are exactly the
+// pairs of want, each with want's application.
+func checkLearned(got, want map[string]string) error {
+	for pair, app := range want {
+		if g, ok := got[pair]; !ok || !strings.Contains(strings.ToLower(g), app) {
+			return fmt.Errorf("rule %s: got %q, want app %s (all: %v)", pair, g, app, got)
+		}
+	}
+	if len(got) != len(want) {
+		return fmt.Errorf("learned %d rules, want %d: %v", len(got), len(want), got)
+	}
+	return nil
+}
+
 // serveShop starts the shop's HTTP servers in their namespaces and Redis
 // in its own, and waits for Redis to answer from inventory; it skips the
 // test when redis-server is not installed.
@@ -372,21 +424,7 @@ func TestAgentCoffeeShop(t *testing.T) {
 	t.Cleanup(func() { workerCmd.Process.Kill(); workerCmd.Wait() })
 
 	// Discover: the shop's traffic is learned.
-	traffic := func() error {
-		if _, err := httpGet(n.ns["orders"], n.ip["payments"]); err != nil {
-			return fmt.Errorf("orders -> payments: %w", err)
-		}
-		if _, err := httpGet(n.ns["orders"], n.ip["inventory"]); err != nil {
-			return fmt.Errorf("orders -> inventory: %w", err)
-		}
-		if err := redisPing(n.ns["inventory"], n.ip["redis"]); err != nil {
-			return fmt.Errorf("inventory -> redis: %w", err)
-		}
-		if _, err := httpGet(n.ns["client"], n.ip["orders"]); err != nil {
-			return fmt.Errorf("client -> orders: %w", err)
-		}
-		return nil
-	}
+	traffic := func() error { return shopTraffic(n) }
 	want := map[string]string{
 		"learned.orders.shop->learned.payments.shop":  "http",
 		"learned.orders.shop->learned.inventory.shop": "http",
@@ -397,31 +435,14 @@ func TestAgentCoffeeShop(t *testing.T) {
 		if err := traffic(); err != nil {
 			return err
 		}
-		var rules policyapi.RuleList
-		if err := json.Unmarshal([]byte(mustCLI("rule", "list", "--learned", "-o", "json")), &rules); err != nil {
+		got, procs, err := learnedRules(mustCLI)
+		if err != nil {
 			return err
-		}
-		got := map[string]string{}
-		procs := map[string]bool{}
-		for _, r := range rules.Items {
-			if r.Kind == "processRule" {
-				procs[r.Group+" "+r.Path] = r.Source == "learned" && r.Action == "allow"
-				continue
-			}
-			got[r.From+"->"+r.To] = r.Ports + " " + strings.Join(r.Applications, ",")
 		}
 		if !procs["learned.orders.shop "+worker] {
 			return fmt.Errorf("no learned process rule for %s in learned.orders.shop: %v", worker, procs)
 		}
-		for pair, app := range want {
-			if g, ok := got[pair]; !ok || !strings.Contains(strings.ToLower(g), app) {
-				return fmt.Errorf("rule %s: got %q, want app %s (all: %v)", pair, g, app, got)
-			}
-		}
-		if len(got) != len(want) {
-			return fmt.Errorf("learned %d rules, want %d: %v", len(got), len(want), got)
-		}
-		return nil
+		return checkLearned(got, want)
 	})
 	var flows agents.FlowList
 	if err := json.Unmarshal([]byte(mustCLI("flow", "list", "--group", "learned.orders.shop", "-o", "json")), &flows); err != nil {

@@ -67,22 +67,7 @@ func startShop(t *testing.T, dir, password string) *shop {
 }
 
 // traffic makes the shop's usual requests once.
-func (s *shop) traffic() error {
-	n := s.net
-	if _, err := httpGet(n.ns["orders"], n.ip["payments"]); err != nil {
-		return fmt.Errorf("orders -> payments: %w", err)
-	}
-	if _, err := httpGet(n.ns["orders"], n.ip["inventory"]); err != nil {
-		return fmt.Errorf("orders -> inventory: %w", err)
-	}
-	if err := redisPing(n.ns["inventory"], n.ip["redis"]); err != nil {
-		return fmt.Errorf("inventory -> redis: %w", err)
-	}
-	if _, err := httpGet(n.ns["client"], n.ip["orders"]); err != nil {
-		return fmt.Errorf("client -> orders: %w", err)
-	}
-	return nil
-}
+func (s *shop) traffic() error { return shopTraffic(s.net) }
 
 // blockedFlow waits until the controller lists a flow from client to
 // server with dropped connections.

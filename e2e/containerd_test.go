@@ -2,21 +2,17 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/palisade-sec/palisade/e2e/harness"
-	"github.com/palisade-sec/palisade/policy"
 	"github.com/palisade-sec/palisade/remote/agents"
-	"github.com/palisade-sec/palisade/remote/policyapi"
 	"github.com/palisade-sec/palisade/shared/agentproto"
 )
 
@@ -152,26 +148,12 @@ func TestAgentContainerd(t *testing.T) {
 		if err := traffic(); err != nil {
 			return err
 		}
-		var rules policyapi.RuleList
-		if err := json.Unmarshal([]byte(mustCLI("rule", "list", "--learned", "-o", "json")), &rules); err != nil {
+		// The containers' own executables are learned too, as process rules.
+		got, _, err := learnedRules(mustCLI)
+		if err != nil {
 			return err
 		}
-		got := map[string]string{}
-		for _, r := range rules.Items {
-			if r.Kind == policy.KindProcessRule {
-				continue // the containers' own executables, learned too
-			}
-			got[r.From+"->"+r.To] = r.Ports + " " + strings.Join(r.Applications, ",")
-		}
-		for pair, app := range want {
-			if g, ok := got[pair]; !ok || !strings.Contains(strings.ToLower(g), app) {
-				return fmt.Errorf("rule %s: got %q, want app %s (all: %v)", pair, g, app, got)
-			}
-		}
-		if len(got) != len(want) {
-			return fmt.Errorf("learned %d rules, want %d: %v", len(got), len(want), got)
-		}
-		return nil
+		return checkLearned(got, want)
 	})
 
 	// Protect: learned flows pass, payments -> orders is dropped.
