@@ -178,7 +178,7 @@ say "Building the Palisade image (make image: the static binary on an empty base
 if ! make --no-print-directory -s image IMAGE_PUSH="$REG/palisade" > "$work/image.log" 2>&1; then
   echo "make image failed:"; tail -20 "$work/image.log"; exit 1
 fi
-sed -n 's/^pushed /pushed /p' "$work/image.log"
+sed -n '/^pushed /p' "$work/image.log"
 
 say "The primary scans the registry once for the whole fleet; the results stream to east and west by digest"
 as hq registry add shop "http://$REG" --fed --insecure
@@ -243,7 +243,7 @@ agent_token=$(as east agent token create --ttl 30m 2>/dev/null)
 "$BIN" agent --controller "127.0.0.1:$((BASE + 46))" --token "$agent_token" --node node-1 \
   --data-dir "$work/agent" --workloads "$work/workloads.yaml" --host-netns "$NODE_NS" --pin-dir "$PIN_DIR" > "$work/agent.log" 2>&1 &
 pids+=($!)
-sleep 3
+wait_log "$work/agent.log" 'agent ready' 30
 
 say "Discover mode: the shop's normal traffic flows, and east learns it (HTTP 200s and a Redis PONG)"
 # learned_all: every one of the shop's four flows is a learned rule.
