@@ -3,12 +3,14 @@ package deploy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -127,15 +129,38 @@ func flagsOf(t *testing.T, bin, verb string) []string {
 	return flags
 }
 
-// buildPalisade builds cmd/palisade from this tree into a temporary folder.
+// built is cmd/palisade built once for the package's tests.
+var built struct {
+	once     sync.Once
+	dir, bin string
+	err      error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// buildPalisade builds cmd/palisade from this tree into a temporary
+// folder, once for all the tests that run it.
 func buildPalisade(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "palisade")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/palisade")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/palisade: %v\n%s", err, out)
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "palisade-deploy-test-"); built.err != nil {
+			return
+		}
+		built.bin = filepath.Join(built.dir, "palisade")
+		if out, err := exec.Command("go", "build", "-o", built.bin, "../cmd/palisade").CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build ./cmd/palisade: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	return bin
+	return built.bin
 }
 
 // TestManifestFlags checks every flag the manifests pass to `palisade
