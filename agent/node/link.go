@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,22 +74,6 @@ func tokenCA(token string) (string, error) {
 	return p[3], nil
 }
 
-func verifyChain(chain []*x509.Certificate, ca *x509.Certificate) error {
-	if len(chain) == 0 {
-		return errors.New("node: controller presented no certificate")
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca)
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-		return fmt.Errorf("verify controller certificate: %w", err)
-	}
-	return nil
-}
-
 // pinnedTLS accepts a controller whose chain holds a CA with the pinned
 // fingerprint, and that signs the controller's certificate.
 func pinnedTLS(fingerprint string) *tls.Config {
@@ -99,35 +82,21 @@ func pinnedTLS(fingerprint string) *tls.Config {
 		MinVersion:         tls.VersionTLS13,
 		InsecureSkipVerify: true, // verification is VerifyConnection, below
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			for _, c := range cs.PeerCertificates {
-				if c.IsCA && pki.Fingerprint(c) == fingerprint {
-					return verifyChain(cs.PeerCertificates, c)
-				}
+			ca := pki.PinnedCA(cs.PeerCertificates, fingerprint)
+			if ca == nil {
+				return fmt.Errorf("node: controller CA does not match the token's %s", fingerprint)
 			}
-			return fmt.Errorf("node: controller CA does not match the token's %s", fingerprint)
+			if err := pki.VerifyServer(cs.PeerCertificates, ca, ""); err != nil {
+				return fmt.Errorf("verify controller certificate: %w", err)
+			}
+			return nil
 		},
 	}
 }
 
 // memberTLS presents the agent's certificate and trusts only its CA.
 func memberTLS(id *Identity) (*tls.Config, error) {
-	ca, err := pki.ParseCert(id.CAPEM)
-	if err != nil {
-		return nil, fmt.Errorf("identity ca: %w", err)
-	}
-	pair, err := tls.X509KeyPair(id.CertPEM, id.KeyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("identity key pair: %w", err)
-	}
-	return &tls.Config{
-		Certificates:       []tls.Certificate{pair},
-		NextProtos:         []string{ALPN},
-		MinVersion:         tls.VersionTLS13,
-		InsecureSkipVerify: true, // verification is VerifyConnection, below
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyChain(cs.PeerCertificates, ca)
-		},
-	}, nil
+	return pki.MemberTLS(id.CertPEM, id.KeyPEM, id.CAPEM, ALPN)
 }
 
 // conn is one QUIC connection with its stream.

@@ -3,7 +3,6 @@ package fedclient
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -49,7 +48,10 @@ func verifyPinned(chain []*x509.Certificate, tok jointoken.Token) error {
 			seen = append(seen, pki.Fingerprint(c))
 			continue
 		}
-		return verifyLeaf(chain, c)
+		if err := pki.VerifyServer(chain, c, ""); err != nil {
+			return fmt.Errorf("verify primary certificate: %w", err)
+		}
+		return nil
 	}
 	if len(seen) == 0 {
 		return fmt.Errorf("%w: token pins %s, primary presented no CA certificate in its chain", jointoken.ErrCAPinMismatch, tok.CAFingerprint)
@@ -57,38 +59,8 @@ func verifyPinned(chain []*x509.Certificate, tok jointoken.Token) error {
 	return fmt.Errorf("%w: token pins %s, primary presented %s", jointoken.ErrCAPinMismatch, tok.CAFingerprint, strings.Join(seen, ", "))
 }
 
-// verifyLeaf checks that chain[0] is a server certificate signed by ca.
-func verifyLeaf(chain []*x509.Certificate, ca *x509.Certificate) error {
-	roots := x509.NewCertPool()
-	roots.AddCert(ca)
-	_, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	if err != nil {
-		return fmt.Errorf("verify primary certificate: %w", err)
-	}
-	return nil
-}
-
 // memberTLS returns the TLS config of a joined remote: its client
 // certificate, and the primary CA it received at join as the only root.
 func memberTLS(id *Identity) (*tls.Config, error) {
-	ca, err := pki.ParseCert(id.CAPEM)
-	if err != nil {
-		return nil, fmt.Errorf("identity ca: %w", err)
-	}
-	pair, err := tls.X509KeyPair(id.CertPEM, id.KeyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("identity key pair: %w", err)
-	}
-	return &tls.Config{
-		Certificates:       []tls.Certificate{pair},
-		NextProtos:         []string{ALPN},
-		MinVersion:         tls.VersionTLS13,
-		InsecureSkipVerify: true, // verification is VerifyConnection, below
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("fedclient: primary presented no certificate")
-			}
-			return verifyLeaf(cs.PeerCertificates, ca)
-		},
-	}, nil
+	return pki.MemberTLS(id.CertPEM, id.KeyPEM, id.CAPEM, ALPN)
 }
