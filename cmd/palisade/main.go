@@ -32,7 +32,7 @@ func commands() []command {
 		{"cluster", "show the controller cluster (status)", runCluster},
 		{"user", "manage users (create, list, delete)", runUser},
 		{"scan", "scan an image (scan image REF|--tar FILE), or show scan results and failures (scan result, scan failures)", runScan},
-		{"registry", "registry scanning: add, list, delete, scan now (results: scan result REF)", runRegistry},
+		{"registry", "registry scanning: add, list, delete, credentials, scan now (results: scan result REF)", runRegistry},
 		{"policy", "policy as code: validate offline, apply, export, import-neuvector", runPolicy},
 		{"group", "list the cluster's groups with their modes (group list)", runGroup},
 		{"rule", "list the cluster's network rules in precedence order (rule list)", runRule},
