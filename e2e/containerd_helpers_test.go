@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,7 +108,7 @@ func (c *privateContainerd) importImage(archive string) {
 func (c *privateContainerd) run(id, image, netns string, labels map[string]string) {
 	c.t.Helper()
 	args := []string{"run", "-d", "--snapshotter", "overlayfs", "--with-ns", "network:/var/run/netns/" + netns}
-	for _, k := range slices.Sorted(mapsKeys(labels)) {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		args = append(args, "--label", k+"="+labels[k])
 	}
 	c.t.Cleanup(func() { c.remove(id) })
@@ -138,16 +139,6 @@ func (c *privateContainerd) remove(id string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	c.ctrOut("container", "delete", id)
-}
-
-func mapsKeys(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // killShims kills the runc shims started for containerd socket sock (their
@@ -194,21 +185,12 @@ func buildCtrServer(t *testing.T, dir string) string {
 	t.Helper()
 	out := filepath.Join(dir, "ctrserver")
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s", "-o", out, "./e2e/testdata/ctrserver")
-	cmd.Dir = filepath.Join(mustGetwd(t), "..")
+	cmd.Dir = ".." // the repository, from the package folder
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build ctrserver: %v\n%s", err, b)
 	}
 	return out
-}
-
-func mustGetwd(t *testing.T) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return wd
 }
 
 // serverImage builds an image running server as /server with NAME=name,
