@@ -52,40 +52,9 @@ func (s *Scanner) ScanRegistry(ctx context.Context, registry string, f Filter) (
 	if err := f.Validate(); err != nil {
 		return nil, err
 	}
-	reg, err := name.NewRegistry(registry, s.nameOpts()...)
+	refs, err := ListRefs(ctx, registry, s.cfg.Insecure, f, s.remoteOpts(ctx)...)
 	if err != nil {
-		return nil, fmt.Errorf("registry %q: %w", registry, err)
-	}
-	repos, err := remote.Catalog(ctx, reg, s.remoteOpts(ctx)...)
-	if err != nil {
-		return nil, fmt.Errorf("registry %s: catalog: %w", registry, err)
-	}
-	sort.Strings(repos)
-	var refs []string
-	for _, repo := range repos {
-		if ok, _ := path.Match(f.Repository, repo); f.Repository != "" && !ok {
-			continue
-		}
-		r, err := name.NewRepository(reg.Name()+"/"+repo, s.nameOpts()...)
-		if err != nil {
-			return nil, fmt.Errorf("registry %s: repository %q: %w", registry, repo, err)
-		}
-		tags, err := remote.List(r, s.remoteOpts(ctx)...)
-		if err != nil {
-			return nil, fmt.Errorf("registry %s: tags of %s: %w", registry, repo, err)
-		}
-		var picked []string
-		for _, t := range tags {
-			if ok, _ := path.Match(f.Tag, t); f.Tag == "" || ok {
-				picked = append(picked, t)
-			}
-		}
-		if f.MaxTags > 0 && len(picked) > f.MaxTags {
-			picked = picked[len(picked)-f.MaxTags:]
-		}
-		for _, t := range picked {
-			refs = append(refs, r.Name()+":"+t)
-		}
+		return nil, fmt.Errorf("registry %s: %w", registry, err)
 	}
 	results := make([]ImageResult, len(refs))
 	next := make(chan int)
@@ -120,4 +89,51 @@ feed:
 		return results, err
 	}
 	return results, nil
+}
+
+// ListRefs lists the images (repository:tag, normalized) of the registry
+// at host that match f, in repository order, with opts for every request;
+// insecure speaks plain HTTP. A repository whose name the catalog gives
+// but no reference can hold is skipped.
+func ListRefs(ctx context.Context, host string, insecure bool, f Filter, opts ...remote.Option) ([]string, error) {
+	var nopts []name.Option
+	if insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(host, nopts...)
+	if err != nil {
+		return nil, err
+	}
+	repos, err := remote.Catalog(ctx, reg, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	sort.Strings(repos)
+	var refs []string
+	for _, repo := range repos {
+		if ok, _ := path.Match(f.Repository, repo); f.Repository != "" && !ok {
+			continue
+		}
+		r, err := name.NewRepository(reg.Name()+"/"+repo, nopts...)
+		if err != nil {
+			continue
+		}
+		tags, err := remote.List(r, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("tags of %s: %w", repo, err)
+		}
+		var picked []string
+		for _, tag := range tags {
+			if ok, _ := path.Match(f.Tag, tag); f.Tag == "" || ok {
+				picked = append(picked, tag)
+			}
+		}
+		if f.MaxTags > 0 && len(picked) > f.MaxTags {
+			picked = picked[len(picked)-f.MaxTags:]
+		}
+		for _, tag := range picked {
+			refs = append(refs, r.Tag(tag).Name())
+		}
+	}
+	return refs, nil
 }

@@ -180,14 +180,21 @@ func (s *Scanner) remoteOpts(ctx context.Context) []remote.Option {
 // remoteOptsAuth is remoteOpts with auth in place of the Keychain when
 // auth is not nil.
 func (s *Scanner) remoteOptsAuth(ctx context.Context, auth authn.Authenticator) []remote.Option {
+	return RemoteOptions(ctx, s.cfg, auth)
+}
+
+// RemoteOptions are the go-containerregistry options of one registry
+// access under cfg: auth when not nil, else cfg's Keychain, and cfg's
+// Transport.
+func RemoteOptions(ctx context.Context, cfg Config, auth authn.Authenticator) []remote.Option {
 	opts := []remote.Option{remote.WithContext(ctx)}
 	if auth != nil {
 		opts = append(opts, remote.WithAuth(auth))
-	} else if s.cfg.Keychain != nil {
-		opts = append(opts, remote.WithAuthFromKeychain(s.cfg.Keychain))
+	} else if cfg.Keychain != nil {
+		opts = append(opts, remote.WithAuthFromKeychain(cfg.Keychain))
 	}
-	if s.cfg.Transport != nil {
-		opts = append(opts, remote.WithTransport(s.cfg.Transport))
+	if cfg.Transport != nil {
+		opts = append(opts, remote.WithTransport(cfg.Transport))
 	}
 	return opts
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"path"
-	"sort"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -93,16 +91,7 @@ type JobResult struct {
 // RemoteOptions are the go-containerregistry options of one registry
 // access: creds when given, else the scan configuration's keychain.
 func RemoteOptions(ctx context.Context, sc scan.Config, creds *Credentials) []remote.Option {
-	opts := []remote.Option{remote.WithContext(ctx)}
-	if creds != nil {
-		opts = append(opts, remote.WithAuth(creds.Authenticator()))
-	} else if sc.Keychain != nil {
-		opts = append(opts, remote.WithAuthFromKeychain(sc.Keychain))
-	}
-	if sc.Transport != nil {
-		opts = append(opts, remote.WithTransport(sc.Transport))
-	}
-	return opts
+	return scan.RemoteOptions(ctx, sc, creds.Authenticator())
 }
 
 func nameOpts(insecure bool) []name.Option {
@@ -115,40 +104,9 @@ func nameOpts(insecure bool) []name.Option {
 // ListRefs lists the images (repository:tag, normalized) of the registry
 // at host that match f.
 func ListRefs(ctx context.Context, registryName, host string, insecure bool, f scan.Filter, opts []remote.Option) ([]string, error) {
-	reg, err := name.NewRegistry(host, nameOpts(insecure)...)
+	refs, err := scan.ListRefs(ctx, host, insecure, f, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("registry %s: %w", registryName, err)
-	}
-	repos, err := remote.Catalog(ctx, reg, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("registry %s: catalog: %w", registryName, err)
-	}
-	sort.Strings(repos)
-	var refs []string
-	for _, repo := range repos {
-		if ok, _ := path.Match(f.Repository, repo); f.Repository != "" && !ok {
-			continue
-		}
-		r, err := name.NewRepository(reg.Name()+"/"+repo, nameOpts(insecure)...)
-		if err != nil {
-			continue
-		}
-		tags, err := remote.List(r, opts...)
-		if err != nil {
-			return nil, fmt.Errorf("registry %s: tags of %s: %w", registryName, repo, err)
-		}
-		var picked []string
-		for _, tag := range tags {
-			if ok, _ := path.Match(f.Tag, tag); f.Tag == "" || ok {
-				picked = append(picked, tag)
-			}
-		}
-		if f.MaxTags > 0 && len(picked) > f.MaxTags {
-			picked = picked[len(picked)-f.MaxTags:]
-		}
-		for _, tag := range picked {
-			refs = append(refs, r.Tag(tag).Name())
-		}
 	}
 	return refs, nil
 }
