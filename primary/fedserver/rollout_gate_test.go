@@ -142,12 +142,6 @@ func TestRolloutInstalledAfterAcksAdvances(t *testing.T) {
 		name    string
 		install func(g *gateServer, r *rollout.State)
 	}{
-		{"SetRollout", func(g *gateServer, r *rollout.State) {
-			if err := r.SetRevision(11, gateNow); err != nil {
-				t.Fatal(err)
-			}
-			g.SetRollout(r)
-		}},
 		{"stored record", func(g *gateServer, r *rollout.State) {
 			g.log.store(r, 11)
 			g.SyncRollout()

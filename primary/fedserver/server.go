@@ -353,25 +353,6 @@ func (s *Server) Rollout() (rollout.State, bool) {
 	return *g.roll, true
 }
 
-// SetRollout replaces the rollout in force (nil: none), then moves it
-// forward with the acks already received (an ack that came in before the
-// rollout was installed counts), reporting that move, if any, to
-// OnRolloutChange. Each replica advances a rollout from the acks of the
-// remotes connected to it; the caller shares the result through its store.
-func (s *Server) SetRollout(r *rollout.State) {
-	s.mu.Lock()
-	var c *rollout.State
-	if r != nil {
-		cp := *r
-		c = &cp
-	}
-	changed := s.installLocked(c, s.gate.Load().rev)
-	s.mu.Unlock()
-	if changed {
-		s.reportRollout()
-	}
-}
-
 // SyncRollout installs the rollout stored in the Log when its record is
 // newer than the rollout in force (see RolloutLog), moving it forward with
 // the acks already received. The server syncs before it sends every

@@ -382,11 +382,10 @@ func TestRolloutCanaryThenRest(t *testing.T) {
 	if err := st.Pause(time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	f.srv.SetRollout(st)
-	rev := f.log.Put("rule", []byte("v2"))
-	if _, err := f.srv.UpdateRollout(func(s *rollout.State) error { return s.SetRevision(rev, time.Now()) }); err != nil {
-		t.Fatal(err)
-	}
+	// The change and the rollout that gates it are one commit, as the
+	// hub writes them.
+	rev := f.log.CommitRollout(st, fedproto.Op{Kind: fedproto.OpPut, Key: "rule", Value: []byte("v2")})
+	f.srv.SyncRollout()
 	waitFor(t, "canary acked", ackedBy(f.srv, "canary", rev))
 	for _, n := range []string{"a", "b"} {
 		waitFor(t, n+" held", func() bool { return statusOf(f.srv, n).HeldAt == base })
@@ -422,16 +421,11 @@ func TestRolloutRollback(t *testing.T) {
 	waitFor(t, "rest at base", func() bool { return rest.a.Applied() == base })
 
 	st, _ := rollout.New("r", base, []string{"canary"}, time.Now())
-	f.srv.SetRollout(st)
-	bad := f.log.Put("rule", []byte("bad"))
-	if _, err := f.srv.UpdateRollout(func(s *rollout.State) error {
-		if err := s.SetRevision(bad, time.Now()); err != nil {
-			return err
-		}
-		return s.Pause(time.Now()) // the operator looks at the canary first
-	}); err != nil {
+	if err := st.Pause(time.Now()); err != nil { // the operator looks at the canary first
 		t.Fatal(err)
 	}
+	bad := f.log.CommitRollout(st, fedproto.Op{Kind: fedproto.OpPut, Key: "rule", Value: []byte("bad")})
+	f.srv.SyncRollout()
 	waitFor(t, "canary got the bad revision", func() bool { return canary.a.Applied() == bad })
 	waitFor(t, "rest held", func() bool { return statusOf(f.srv, "rest").HeldAt == base })
 
