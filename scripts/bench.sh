@@ -77,6 +77,14 @@ section "Agent datapath: per-packet program cost and traffic ratios" \
   "Program run time per packet at 10 and 100,000 rules (flat is the goal), and TCP request/response and bulk throughput with no program, 10 rules and 100,000 rules, as ratios to the no-program baseline of the same run (ratio/* lines), and the datapath process's CPU and resident memory at rest (agent/BENCH.md). Needs root." \
   go test -run '^$' -bench BenchmarkPrivileged -benchtime 1s ./agent/datapath/
 
+section "Agent datapath: compiling 100,000 verdicts" \
+  "Time and memory to compile a table of 100,000 verdicts into the datapath's map entries (agent/BENCH.md)." \
+  go test -run '^$' -bench BenchmarkCompileVerdicts -benchtime 3x -benchmem ./agent/datapath/
+
+section "Agent flow table at its bound" \
+  "New flows added to the agent's flow aggregator while it holds its bound of 65,536 flows (agent/BENCH.md)." \
+  go test -run '^$' -bench BenchmarkAggregatorFull -benchtime 2000x ./agent/node/
+
 section "Agent at rest: a real palisade agent beside its controller" \
   "Resident memory (VmRSS) and CPU per second over a 20 s quiet window of an enrolled agent (eBPF programs loaded, process control on, no workloads), with the controller's own figures as the baseline of the same run. Needs root (agent/BENCH.md)." \
   go test -run '^$' -bench AgentAtRest -benchtime 1x ./e2e/
