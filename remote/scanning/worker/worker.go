@@ -505,19 +505,14 @@ func verifyPinned(cs tls.ConnectionState, pin string) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("worker: server sent no certificate")
 	}
-	for _, c := range cs.PeerCertificates {
-		if pki.Fingerprint(c) != pin {
-			continue
-		}
-		roots := x509.NewCertPool()
-		roots.AddCert(c)
-		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, DNSName: cs.ServerName})
-		if err != nil {
-			return fmt.Errorf("%w: server certificate: %w", ErrPin, err)
-		}
-		return nil
+	ca := pki.PinnedCA(cs.PeerCertificates, pin)
+	if ca == nil {
+		return fmt.Errorf("%w: the server's chain does not hold the CA %s… the token names", ErrPin, pin[:12])
 	}
-	return fmt.Errorf("%w: the server's chain does not hold the CA %s… the token names", ErrPin, pin[:12])
+	if err := pki.VerifyServer(cs.PeerCertificates, ca, cs.ServerName); err != nil {
+		return fmt.Errorf("%w: server certificate: %w", ErrPin, err)
+	}
+	return nil
 }
 
 // use adopts an identity: its credential and the CA it trusts.
