@@ -424,7 +424,7 @@ func (a *Agent) processEvent(e agentproto.Event) {
 // drainProcesses returns the learned executables to send, if the
 // controller takes them.
 func (p *procControl) drainProcesses() []agentproto.Process {
-	if p.peer.Load() < 2 {
+	if p.peer.Load() < agentproto.ProcessesVersion {
 		return nil
 	}
 	p.mu.Lock()

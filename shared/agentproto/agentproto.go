@@ -51,6 +51,9 @@ const Version = 2
 // MinVersion is the oldest agent version a controller accepts.
 const MinVersion = 1
 
+// ProcessesVersion is the first version whose controllers take Processes.
+const ProcessesVersion = 2
+
 // MaxPathLen bounds an executable path in a Processes message.
 const MaxPathLen = 4096
 
