@@ -177,10 +177,7 @@ func TestManifestFlags(t *testing.T) {
 		checked := 0
 		for _, m := range readManifests(t, path) {
 			for _, c := range m.Spec.Template.Spec.Containers {
-				if len(c.Args) == 0 || known[c.Args[0]] == nil && c.Args[0] != "controller" {
-					if len(c.Args) > 0 && c.Args[0] == "agent" {
-						t.Logf("%s: %s/%s: this build has no agent command; its flags are not checked", path, m.Metadata.Name, c.Name)
-					}
+				if len(c.Args) == 0 || known[c.Args[0]] == nil {
 					continue
 				}
 				verb := c.Args[0]
