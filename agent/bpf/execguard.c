@@ -1,0 +1,197 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Palisade exec fallback guard. While the agent's fanotify guard is not
+ * running (no heartbeat, or one older than the bound the agent set), an exec
+ * in a protected cgroup of an executable outside the cgroup's allowed set
+ * gets SIGKILL, delivered before its first user-space instruction, and is
+ * recorded for the agent to report when it is back. In Monitor the exec is
+ * only recorded. The program, its link and its maps are pinned, so they
+ * outlive the agent.
+ *
+ * An executable is known by what the kernel holds without a path: the
+ * device and inode of the new mm's exe_file. For a script that is its
+ * interpreter.
+ */
+#include "common.h"
+#include <bpf/bpf_core_read.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define FILENAME_MAX 256
+#define COMM_LEN 16
+#define SIGKILL 9
+
+/* Just the kernel fields read, relocated against the running kernel. */
+struct super_block {
+	__u32 s_dev;
+} __attribute__((preserve_access_index));
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct inode *f_inode;
+} __attribute__((preserve_access_index));
+
+struct mm_struct {
+	struct file *exe_file;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct mm_struct *mm;
+} __attribute__((preserve_access_index));
+
+/* Layout of /sys/kernel/tracing/events/sched/sched_process_exec/format. */
+struct eg_exec_args {
+	__u16 common_type;
+	__u8 common_flags;
+	__u8 common_preempt_count;
+	__s32 common_pid;
+	__u32 data_loc_filename;
+	__s32 pid;
+	__s32 old_pid;
+};
+
+/* Group modes; a cgroup missing from eg_groups is not guarded. */
+enum eg_mode {
+	EG_MONITOR = 1,
+	EG_PROTECT = 2,
+};
+
+struct eg_exe_key {
+	__u64 cgroup_id;
+	__u64 ino;
+	__u32 dev; /* kernel encoding: major << 20 | minor */
+	__u32 pad;
+};
+
+/* The agent's heartbeat: bpf_ktime_get_ns() of its last beat, 0 when it
+ * left cleanly; the fallback acts once the beat is older than stale_ns. */
+struct eg_beat {
+	__u64 beat_ns;
+	__u64 stale_ns;
+};
+
+struct eg_record {
+	__u64 ts_ns;
+	__u64 cgroup_id;
+	__u64 ino;
+	__u32 dev;
+	__u32 pid;
+	__u32 uid;
+	__u8 mode;
+	__u8 killed;
+	__u16 filename_len;
+	char comm[COMM_LEN];
+	char filename[FILENAME_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} eg_groups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 16);
+	__type(key, struct eg_exe_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} eg_allowed SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct eg_beat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} eg_heartbeat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 18);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} eg_records SEC(".maps");
+
+/* Records the ring buffer could not hold. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} eg_lost SEC(".maps");
+
+const struct eg_record *unused_eg_record __attribute__((unused));
+const struct eg_exe_key *unused_eg_exe_key __attribute__((unused));
+const struct eg_beat *unused_eg_beat __attribute__((unused));
+const enum eg_mode *unused_eg_mode __attribute__((unused));
+
+SEC("tracepoint/sched/sched_process_exec")
+int palisade_execguard(struct eg_exec_args *ctx)
+{
+	struct eg_exe_key key = {};
+	struct eg_record *rec;
+	struct eg_beat *beat;
+	struct task_struct *task;
+	struct inode *inode;
+	__u32 zero = 0, *mode;
+	__u64 now;
+	__u32 off;
+	long n;
+
+	key.cgroup_id = bpf_get_current_cgroup_id();
+	mode = bpf_map_lookup_elem(&eg_groups, &key.cgroup_id);
+	if (!mode)
+		return 0;
+	now = bpf_ktime_get_ns();
+	beat = bpf_map_lookup_elem(&eg_heartbeat, &zero);
+	if (beat && beat->beat_ns && (beat->beat_ns >= now || now - beat->beat_ns <= beat->stale_ns))
+		return 0; /* the agent's guard decides */
+
+	task = (struct task_struct *)bpf_get_current_task();
+	inode = BPF_CORE_READ(task, mm, exe_file, f_inode);
+	if (!inode)
+		return 0;
+	key.ino = BPF_CORE_READ(inode, i_ino);
+	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	if (bpf_map_lookup_elem(&eg_allowed, &key))
+		return 0;
+
+	rec = bpf_ringbuf_reserve(&eg_records, sizeof(*rec), 0);
+	if (*mode == EG_PROTECT) {
+		long err = bpf_send_signal(SIGKILL);
+
+		if (rec)
+			rec->killed = err == 0;
+	} else if (rec) {
+		rec->killed = 0;
+	}
+	if (!rec) {
+		__u64 *lost = bpf_map_lookup_elem(&eg_lost, &zero);
+
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return 0;
+	}
+	rec->ts_ns = now;
+	rec->cgroup_id = key.cgroup_id;
+	rec->ino = key.ino;
+	rec->dev = key.dev;
+	rec->pid = bpf_get_current_pid_tgid() >> 32;
+	rec->uid = (__u32)bpf_get_current_uid_gid();
+	rec->mode = *mode;
+	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
+	off = ctx->data_loc_filename & 0xffff;
+	n = bpf_probe_read_kernel_str(rec->filename, sizeof(rec->filename), (void *)ctx + off);
+	rec->filename_len = n > 0 ? n - 1 : 0;
+	bpf_ringbuf_submit(rec, 0);
+	return 0;
+}
