@@ -203,30 +203,50 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	spec.Maps[bpf.DatapathMapIdentities].MaxEntries = cfg.IdentityMaxEntries
 
 	d := &Datapath{log: log, cfg: cfg}
-	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}}
-	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
-		if errors.Is(err, ebpf.ErrMapIncompatible) {
-			return nil, fmt.Errorf("load datapath programs: maps pinned under %s have the layout of another release; "+
-				"detach and remove them (Destroy) to start over: %w", cfg.PinDir, err)
-		}
-		// A *ebpf.VerifierError in the chain carries the verifier log.
-		return nil, fmt.Errorf("load datapath programs: %w", err)
-	}
-	d.verdicts, err = ebpf.NewMapWithOptions(&ebpf.MapSpec{
+	verdictsSpec := &ebpf.MapSpec{
 		Name:       "verdicts",
 		Type:       ebpf.Hash,
 		KeySize:    16,
 		ValueSize:  8,
 		MaxEntries: cfg.VerdictMaxEntries,
 		Pinning:    ebpf.PinByName,
-	}, ebpf.MapOptions{PinPath: cfg.PinDir})
+	}
+	specs := pinnedSpecs(spec, verdictsSpec)
+	moved, err := setAside(cfg.PinDir, specs)
+	if err != nil {
+		return nil, fmt.Errorf("migrate pinned maps: %w", err)
+	}
+	for name, why := range moved {
+		log.Info("datapath migration: pinned map set aside", "map", name, "why", why)
+	}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}}
+	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
+		// A *ebpf.VerifierError in the chain carries the verifier log.
+		return nil, fmt.Errorf("load datapath programs: %w", err)
+	}
+	d.verdicts, err = ebpf.NewMapWithOptions(verdictsSpec, ebpf.MapOptions{PinPath: cfg.PinDir})
 	if err != nil {
 		d.objs.Close()
 		return nil, fmt.Errorf("open verdicts map: %w", err)
 	}
+	if err := writeLayout(cfg.PinDir, specs); err != nil {
+		d.Close()
+		return nil, err
+	}
+	policyMoved, err := d.restoreSetAside(d.mapsByName())
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
 	if err := d.readState(); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("read pinned policy: %w", err)
+	}
+	if policyMoved {
+		if err := d.rewritePolicy(); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	// The timeouts of this configuration apply from now on.
 	if err := d.writeConfig(d.gen, d.dirty); err != nil {
@@ -234,6 +254,10 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 		return nil, err
 	}
 	if err := d.relink(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if err := d.finishMigration(); err != nil {
 		d.Close()
 		return nil, err
 	}

@@ -43,6 +43,9 @@
 // Enforcement outlives the process that set it up: maps and links are
 // pinned, Close leaves them in place, and the next Open reuses them and
 // swaps its freshly loaded programs into the pinned links. Only Destroy
-// detaches and unpins. Pinned maps of a release with another map layout
-// are refused with an error (Destroy and start over).
+// detaches and unpins. Maps pinned by a release with another map layout
+// (entry shape, capacity, flags) are migrated by Open: set aside, their
+// entries carried over where the shape allows it or the policy compiled
+// afresh from the recorded verdicts, and the links swapped to the new
+// programs only then (migrate_linux.go).
 package datapath

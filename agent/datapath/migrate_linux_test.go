@@ -1,0 +1,233 @@
+//go:build linux
+
+package datapath
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/palisade-sec/palisade/agent/bpf"
+)
+
+// TestPrivilegedMigratesPinnedMaps opens a datapath over maps pinned by an
+// "older release": a policy map whose values are narrower, a conntrack
+// table of another capacity, and a fragments map whose recorded entry
+// layout differs. Open must set them aside, carry the conntrack entries
+// over, compile the policy afresh from the recorded verdicts, move the
+// links, and keep enforcing: established connections survive, the policy
+// in force is the one recorded. A migration cut short is finished by the
+// next Open.
+func TestPrivilegedMigratesPinnedMaps(t *testing.T) {
+	skipUnlessRoot(t)
+	n := newTestNet(t)
+	cfg := testConfig(t)
+	d := openDatapath(t, cfg)
+	n.attach(t, d)
+	defer func() {
+		if err := d.Destroy(); err != nil {
+			t.Errorf("destroy: %v", err)
+		}
+	}()
+	if err := d.ApplyTable(baseTable(ModeProtect)); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	echoServer(t, n.b, "tcp4", "10.199.2.2:8080")
+	echoServer(t, n.b, "tcp4", "10.199.2.2:9090")
+	connects := func(addr string) bool {
+		c, err := dial(t, n.a, "tcp4", addr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return roundTrip(c, "ping") == nil
+	}
+	passes := func(addr string) bool {
+		for i := 0; i < 3; i++ {
+			if connects(addr) {
+				return true
+			}
+		}
+		return false
+	}
+	c, err := dial(t, n.a, "tcp4", "10.199.2.2:8080")
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer c.Close()
+	if err := roundTrip(c, "before"); err != nil {
+		t.Fatalf("before: %v", err)
+	}
+	ctBefore, err := d.Conntrack()
+	if err != nil || len(ctBefore) == 0 {
+		t.Fatalf("conntrack before: %d entries, %v", len(ctBefore), err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+
+	// The older release: its policy values were 12 bytes, its conntrack
+	// table was smaller, its fragments entries had another shape.
+	oldPolicy, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LPMTrie, KeySize: 16, ValueSize: 12,
+		MaxEntries: cfg.PolicyMaxEntries, Flags: 1 /* BPF_F_NO_PREALLOC */})
+	if err != nil {
+		t.Fatalf("create old policy map: %v", err)
+	}
+	defer oldPolicy.Close()
+	policyPin := filepath.Join(cfg.PinDir, "policy")
+	if err := os.Remove(policyPin); err != nil {
+		t.Fatalf("remove policy pin: %v", err)
+	}
+	if err := oldPolicy.Pin(policyPin); err != nil {
+		t.Fatalf("pin old policy map: %v", err)
+	}
+	layout, err := ebpf.LoadPinnedMap(filepath.Join(cfg.PinDir, layoutMapName), nil)
+	if err != nil {
+		t.Fatalf("open layout record: %v", err)
+	}
+	var fp [8]byte
+	if err := layout.Lookup(layoutKey("fragments"), &fp); err != nil {
+		t.Fatalf("layout record of fragments: %v", err)
+	}
+	if err := layout.Put(layoutKey("fragments"), [8]byte{1}); err != nil {
+		t.Fatalf("change layout record: %v", err)
+	}
+	layout.Close()
+	cfg.ConntrackMaxEntries *= 2
+
+	d = openDatapath(t, cfg)
+	if _, err := os.Stat(filepath.Join(cfg.PinDir, migrateDirName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("set-aside maps left after open: %v", err)
+	}
+	if got := d.objs.Policy.ValueSize(); got != uint32(bpfPolicyValueSize()) {
+		t.Errorf("policy value size %d, want %d", got, bpfPolicyValueSize())
+	}
+	if got := d.objs.Conntrack.MaxEntries(); got != cfg.ConntrackMaxEntries {
+		t.Errorf("conntrack capacity %d, want %d", got, cfg.ConntrackMaxEntries)
+	}
+	ctAfter, err := d.Conntrack()
+	if err != nil {
+		t.Fatalf("conntrack after: %v", err)
+	}
+	if !sameFlows(ctBefore, ctAfter) {
+		t.Errorf("conntrack entries not carried over:\nbefore %+v\nafter  %+v", ctBefore, ctAfter)
+	}
+	pol, err := d.readPolicy()
+	if err != nil {
+		t.Fatalf("read policy: %v", err)
+	}
+	if want := compileVerdicts(d.st, nil); len(pol) != len(want) || len(pol) == 0 {
+		t.Errorf("policy map holds %d prefixes, want %d", len(pol), len(want))
+	}
+	if err := roundTrip(c, "after"); err != nil {
+		t.Errorf("established connection dropped by the migration: %v", err)
+	}
+	if !passes("10.199.2.2:8080") {
+		t.Errorf("allowed flow dropped after the migration")
+	}
+	if connects("10.199.2.2:9090") {
+		t.Errorf("violation passed after the migration")
+	}
+	if got := d.Table(); len(got.Verdicts) != 4 || got.Modes[idA] != ModeProtect {
+		t.Errorf("table after migration: %+v", got)
+	}
+
+	// Cut short: the conntrack table was set aside, the process died
+	// before the links moved. The next Open carries it over and finishes.
+	ctBefore, _ = d.Conntrack()
+	if err := d.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.PinDir, migrateDirName, "carry"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(cfg.PinDir, "conntrack"), filepath.Join(cfg.PinDir, migrateDirName, "carry", "conntrack")); err != nil {
+		t.Fatalf("set conntrack aside: %v", err)
+	}
+	d = openDatapath(t, cfg)
+	if _, err := os.Stat(filepath.Join(cfg.PinDir, migrateDirName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("set-aside maps left after the finishing open: %v", err)
+	}
+	ctAfter, err = d.Conntrack()
+	if err != nil {
+		t.Fatalf("conntrack: %v", err)
+	}
+	if !sameFlows(ctBefore, ctAfter) {
+		t.Errorf("conntrack of the cut-short migration not carried over:\nbefore %+v\nafter  %+v", ctBefore, ctAfter)
+	}
+	if err := roundTrip(c, "finished"); err != nil {
+		t.Errorf("established connection dropped: %v", err)
+	}
+}
+
+// sameFlows reports whether every flow of want is in got.
+func sameFlows(want, got []Conn) bool {
+	type flow struct {
+		ep           uint64
+		dir          Direction
+		src, dst     string
+		sport, dport uint16
+		proto        uint8
+	}
+	key := func(c Conn) flow {
+		return flow{c.Endpoint, c.Dir, c.SrcAddr.String(), c.DstAddr.String(), c.SrcPort, c.DstPort, c.Proto}
+	}
+	have := map[flow]bool{}
+	for _, c := range got {
+		have[key(c)] = true
+	}
+	for _, c := range want {
+		if !have[key(c)] {
+			return false
+		}
+	}
+	return len(want) > 0
+}
+
+func bpfPolicyValueSize() int {
+	spec, err := bpf.LoadDatapath()
+	if err != nil {
+		return -1
+	}
+	return int(spec.Maps[bpf.DatapathMapPolicy].ValueSize)
+}
+
+// TestPrivilegedLayoutRecord checks the round trip of the layout record
+// and that distinct layouts get distinct fingerprints.
+func TestPrivilegedLayoutRecord(t *testing.T) {
+	skipUnlessRoot(t)
+	dir := testConfig(t).PinDir
+	if err := ensureBPFFS(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if got, err := readLayout(dir); err != nil || len(got) != 0 {
+		t.Errorf("no record: %v %v, want empty", got, err)
+	}
+	spec, err := bpf.LoadDatapath()
+	if err != nil {
+		t.Fatalf("load spec: %v", err)
+	}
+	specs := pinnedSpecs(spec)
+	if err := writeLayout(dir, specs); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	got, err := readLayout(dir)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	for name, ms := range specs {
+		if fp := fingerprint(ms); got[name] != fp || (fp == "" && ms.Type != ebpf.RingBuf) {
+			t.Errorf("map %s: read %q, want %q", name, got[name], fp)
+		}
+	}
+	if fingerprint(specs["policy"]) == fingerprint(specs["conntrack"]) {
+		t.Errorf("policy and conntrack share a fingerprint")
+	}
+}
