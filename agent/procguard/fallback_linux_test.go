@@ -1,0 +1,318 @@
+//go:build linux
+
+package procguard
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// testFallback opens a fallback pinned under a fresh bpffs directory that
+// the test removes (detaching the program) when it ends.
+func testFallback(t *testing.T) FallbackConfig {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/bpf", &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
+		t.Skip("needs bpffs on /sys/fs/bpf")
+	}
+	cfg := DefaultFallbackConfig()
+	cfg.PinDir = fmt.Sprintf("/sys/fs/bpf/palisade-test-fallback-%d-%s", os.Getpid(), filepath.Base(t.TempDir()))
+	t.Cleanup(func() {
+		if err := os.RemoveAll(cfg.PinDir); err != nil {
+			t.Errorf("remove %s: %v", cfg.PinDir, err)
+		}
+	})
+	return cfg
+}
+
+// outcome runs path in the cgroup and tells whether it was killed by
+// SIGKILL and whether it left its marker file.
+func outcome(t *testing.T, cgfd int, marker, path string, args ...string) (killed, ran bool) {
+	t.Helper()
+	os.Remove(marker)
+	cmd := exec.Command(path, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		ws := ee.Sys().(syscall.WaitStatus)
+		killed = ws.Signaled() && ws.Signal() == syscall.SIGKILL
+	} else if err != nil {
+		t.Fatalf("run %s: %v", path, err)
+	}
+	_, serr := os.Stat(marker)
+	return killed, serr == nil
+}
+
+func TestPrivilegedFallbackKillsForbiddenExecs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: eBPF, bpffs and cgroups")
+	}
+	cfg := testFallback(t)
+	_, cgfd, cgid := testCgroup(t)
+	dir := t.TempDir()
+	forbidden := filepath.Join(dir, "forbidden-sh")
+	copyFile(t, "/bin/sh", forbidden, 0o755)
+	touchBin, err := exec.LookPath("touch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := filepath.Join(dir, "allowed-touch")
+	copyFile(t, touchBin, allowed, 0o755)
+	shell, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(dir, "allowed-script")
+	if err := os.WriteFile(script, []byte("#!"+shell+"\nexec "+allowed+" \"$1\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "marker")
+
+	fb, err := OpenFallback(cfg, quiet())
+	if err != nil {
+		t.Fatalf("open fallback: %v", err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			fb.Close()
+		}
+	}()
+	g := Group{Name: "shop/orders", CgroupID: cgid, Mode: ModeProtect,
+		Rules: []Rule{{Process: "*", Path: script}, {Process: "*", Path: allowed}, {Process: "sh", Path: "*", Deny: true}}}
+	ids, missing := FallbackExecutables(g, "/")
+	if len(missing) != 0 {
+		t.Fatalf("FallbackExecutables missing %v", missing)
+	}
+	var shellSt unix.Stat_t
+	if err := unix.Stat(shell, &shellSt); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(ids, FileID{Dev: shellSt.Dev, Ino: shellSt.Ino}) {
+		t.Fatalf("FallbackExecutables = %v: lacks the interpreter %s of the allowed script", ids, shell)
+	}
+	if err := fb.Set(FallbackGroup{CgroupID: cgid, Mode: ModeProtect, Exes: ids}); err != nil {
+		t.Fatalf("set group: %v", err)
+	}
+	if err := fb.ClearBeat(); err != nil {
+		t.Fatal(err)
+	}
+
+	type run struct {
+		name         string
+		path         string
+		args         []string
+		killed, runs bool
+	}
+	forbiddenRun := run{"forbidden", forbidden, []string{"-c", "echo > " + marker}, true, false}
+	allowedRuns := []run{
+		{"allowed binary", allowed, []string{marker}, false, true},
+		{"allowed script", script, []string{marker}, false, true},
+	}
+	check := func(stage string, runs ...run) {
+		t.Helper()
+		for _, r := range runs {
+			killed, ran := outcome(t, cgfd, marker, r.path, r.args...)
+			if killed != r.killed || ran != r.runs {
+				t.Errorf("%s: %s: killed %v, ran %v; want killed %v, ran %v", stage, r.name, killed, ran, r.killed, r.runs)
+			}
+		}
+	}
+	records := func() []FallbackRecord {
+		t.Helper()
+		var out []FallbackRecord
+		if err := fb.Drain(func(r FallbackRecord) { out = append(out, r) }); err != nil {
+			t.Fatalf("drain: %v", err)
+		}
+		return out
+	}
+
+	check("no heartbeat", append([]run{forbiddenRun}, allowedRuns...)...)
+	recs := records()
+	if len(recs) != 1 {
+		t.Fatalf("no heartbeat: %d records, want 1: %+v", len(recs), recs)
+	}
+	r := recs[0]
+	var fst unix.Stat_t
+	if err := unix.Stat(forbidden, &fst); err != nil {
+		t.Fatal(err)
+	}
+	if r.CgroupID != cgid || !r.Killed || r.Mode != ModeProtect || r.Filename != forbidden ||
+		r.Exe != (FileID{Dev: fst.Dev, Ino: fst.Ino}) || r.Pid == 0 || r.Time.IsZero() || r.Time.After(time.Now()) {
+		t.Errorf("record %+v: want cgroup %d, killed, protect, %s (%d:%d)", r, cgid, forbidden, fst.Dev, fst.Ino)
+	}
+
+	// A fresh heartbeat: the agent's guard decides, the fallback is idle.
+	if err := fb.Beat(); err != nil {
+		t.Fatal(err)
+	}
+	check("fresh heartbeat", run{"forbidden", forbidden, forbiddenRun.args, false, true})
+	if recs := records(); len(recs) != 0 {
+		t.Errorf("fresh heartbeat: records %+v, want none", recs)
+	}
+	if err := fb.ClearBeat(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The agent is gone (its handles closed): the pinned program keeps
+	// killing; a new agent finds the group and the record in the pins.
+	if err := fb.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	closed = true
+	check("no agent", forbiddenRun, allowedRuns[0])
+	fb, err = OpenFallback(cfg, quiet())
+	if err != nil {
+		t.Fatalf("reopen fallback: %v", err)
+	}
+	closed = false
+	if got := fb.Groups(); got[cgid] != ModeProtect || len(got) != 1 {
+		t.Errorf("reopened: groups %v, want %d in protect", got, cgid)
+	}
+	check("reopened", forbiddenRun, allowedRuns[1])
+	if recs := records(); len(recs) != 2 || !recs[0].Killed || !recs[1].Killed || recs[0].KernelTimeNs > recs[1].KernelTimeNs {
+		t.Errorf("reopened: records %+v, want the two kills, oldest first", recs)
+	}
+
+	// Monitor: recorded, not killed.
+	if err := fb.Set(FallbackGroup{CgroupID: cgid, Mode: ModeMonitor, Exes: ids}); err != nil {
+		t.Fatal(err)
+	}
+	check("monitor", run{"forbidden", forbidden, forbiddenRun.args, false, true})
+	if recs := records(); len(recs) != 1 || recs[0].Killed || recs[0].Mode != ModeMonitor {
+		t.Errorf("monitor: records %+v, want one, not killed", recs)
+	}
+
+	// The group leaves: nothing is guarded.
+	if err := fb.Remove(cgid); err != nil {
+		t.Fatal(err)
+	}
+	check("removed", run{"forbidden", forbidden, forbiddenRun.args, false, true})
+	if recs := records(); len(recs) != 0 {
+		t.Errorf("removed: records %+v, want none", recs)
+	}
+	if n, err := fb.Lost(); err != nil || n != 0 {
+		t.Errorf("Lost() = %d, %v; want 0", n, err)
+	}
+}
+
+func TestPrivilegedFallbackSetKeepsInStep(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: eBPF and bpffs")
+	}
+	cfg := testFallback(t)
+	fb, err := OpenFallback(cfg, quiet())
+	if err != nil {
+		t.Fatalf("open fallback: %v", err)
+	}
+	defer fb.Close()
+	a, b, c := FileID{Dev: unix.Mkdev(8, 1), Ino: 10}, FileID{Dev: unix.Mkdev(259, 1<<19), Ino: 11}, FileID{Dev: 42, Ino: 12}
+	steps := []struct {
+		set    []FallbackGroup
+		remove []uint64
+		want   map[uint64][]FileID
+	}{
+		{set: []FallbackGroup{{CgroupID: 7, Mode: ModeProtect, Exes: []FileID{a, b}}, {CgroupID: 8, Mode: ModeMonitor, Exes: []FileID{c}}},
+			want: map[uint64][]FileID{7: {a, b}, 8: {c}}},
+		{set: []FallbackGroup{{CgroupID: 7, Mode: ModeProtect, Exes: []FileID{b, c}}}, want: map[uint64][]FileID{7: {b, c}, 8: {c}}},
+		{remove: []uint64{8, 9}, want: map[uint64][]FileID{7: {b, c}}},
+	}
+	for i, st := range steps {
+		for _, g := range st.set {
+			if err := fb.Set(g); err != nil {
+				t.Fatalf("step %d: set %d: %v", i, g.CgroupID, err)
+			}
+		}
+		for _, id := range st.remove {
+			if err := fb.Remove(id); err != nil {
+				t.Fatalf("step %d: remove %d: %v", i, id, err)
+			}
+		}
+		// What the kernel maps hold, read back as a new agent would.
+		fb2, err := OpenFallback(cfg, quiet())
+		if err != nil {
+			t.Fatalf("step %d: reopen: %v", i, err)
+		}
+		got := map[uint64][]FileID{}
+		for id, m := range fb2.exes {
+			for f := range m {
+				got[id] = append(got[id], f)
+			}
+			slices.SortFunc(got[id], func(x, y FileID) int { return int(x.Ino) - int(y.Ino) })
+		}
+		modes := fb2.Groups()
+		fb2.Close()
+		if fmt.Sprint(got) != fmt.Sprint(st.want) {
+			t.Errorf("step %d: pinned executables %v, want %v", i, got, st.want)
+		}
+		if len(modes) != len(st.want) {
+			t.Errorf("step %d: pinned groups %v, want %d", i, modes, len(st.want))
+		}
+	}
+	for _, g := range []FallbackGroup{{CgroupID: 7, Mode: ModeDiscover}, {CgroupID: 0, Mode: ModeProtect}} {
+		if err := fb.Set(g); err == nil {
+			t.Errorf("Set(%+v) = nil, want an error", g)
+		}
+	}
+}
+
+func TestFallbackConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*FallbackConfig)
+		ok   bool
+	}{
+		{"default", func(*FallbackConfig) {}, true},
+		{"relative pin dir", func(c *FallbackConfig) { c.PinDir = "sys/fs/bpf/x" }, false},
+		{"stale too short", func(c *FallbackConfig) { c.Stale = time.Millisecond }, false},
+	}
+	for _, tc := range tests {
+		c := DefaultFallbackConfig()
+		tc.edit(&c)
+		if err := c.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%s: Validate() = %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+}
+
+func TestFileIDKernelDev(t *testing.T) {
+	tests := []struct {
+		major, minor uint32
+		want         uint32
+	}{
+		{8, 1, 8<<20 | 1},
+		{0, 27, 27},
+		{259, 1 << 19, 259<<20 | 1<<19},
+	}
+	for _, tc := range tests {
+		id := FileID{Dev: unix.Mkdev(tc.major, tc.minor)}
+		if got := id.kernelDev(); got != tc.want {
+			t.Errorf("kernelDev(%d:%d) = %#x, want %#x", tc.major, tc.minor, got, tc.want)
+		}
+	}
+}
+
+func FuzzDecodeFallbackRecord(f *testing.F) {
+	f.Add(make([]byte, 320))
+	f.Add([]byte{1, 2, 3})
+	f.Add(append(make([]byte, 56), []byte("sh\x00")...))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		r, err := DecodeFallbackRecord(raw)
+		if err != nil {
+			return
+		}
+		if len(r.Comm) > 16 || len(r.Filename) > 256 {
+			t.Errorf("decoded %+v: strings longer than their fields", r)
+		}
+	})
+}
