@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -47,16 +48,29 @@ type ProcessConfig struct {
 	// MaxPending bounds the learned executables and events kept while the
 	// controller is away.
 	MaxPending int
+	// NoFallback leaves out the kernel exec fallback (procguard.Fallback),
+	// which kills a forbidden exec in a protected workload, and records
+	// execs outside the profile of a monitored one, while the agent's guard
+	// is not running (the agent restarting, stopped or dead).
+	NoFallback bool
+	// FallbackPinDir is the bpffs directory of the fallback's pins; empty
+	// is "execguard" under the datapath's PinDir.
+	FallbackPinDir string
+	// FallbackStale is how long after the agent's last heartbeat the
+	// fallback takes over when the agent dies; a clean exit hands over at
+	// once.
+	FallbackStale time.Duration
 }
 
 // DefaultProcessConfig turns process control on with the cgroup root of
 // this project's nodes.
 func DefaultProcessConfig() ProcessConfig {
 	return ProcessConfig{
-		CgroupRoot: procguard.DefaultGuardConfig().CgroupRoot,
-		Marks:      []procguard.Mark{{Path: "/", Scope: procguard.ScopeFilesystem}},
-		Resync:     2 * time.Second,
-		MaxPending: 4096,
+		CgroupRoot:    procguard.DefaultGuardConfig().CgroupRoot,
+		Marks:         []procguard.Mark{{Path: "/", Scope: procguard.ScopeFilesystem}},
+		Resync:        2 * time.Second,
+		MaxPending:    4096,
+		FallbackStale: procguard.DefaultFallbackConfig().Stale,
 	}
 }
 
@@ -72,6 +86,15 @@ func (c ProcessConfig) Validate() error {
 	if c.Resync <= 0 || c.MaxPending <= 0 {
 		return fmt.Errorf("node: config: processes: Resync %s and MaxPending %d must be positive", c.Resync, c.MaxPending)
 	}
+	if !c.NoFallback {
+		fc := procguard.FallbackConfig{PinDir: c.FallbackPinDir, Stale: c.FallbackStale}
+		if fc.PinDir == "" {
+			fc.PinDir = "/"
+		}
+		if err := fc.Validate(); err != nil {
+			return fmt.Errorf("node: config: processes: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -86,6 +109,7 @@ type procControl struct {
 
 	mu       sync.Mutex
 	groups   map[uint64]procguard.Group // by cgroup id, as last set
+	cgroups  map[uint64]string          // cgroup paths of groups, by id
 	reported map[string]bool            // workload \x00 path sent as learned
 	learned  []agentproto.Process
 	lost     uint64
@@ -93,7 +117,7 @@ type procControl struct {
 
 func newProcControl() *procControl {
 	return &procControl{policy: procguard.NewPolicy(), poked: make(chan struct{}, 1),
-		groups: map[uint64]procguard.Group{}, reported: map[string]bool{}}
+		groups: map[uint64]procguard.Group{}, cgroups: map[uint64]string{}, reported: map[string]bool{}}
 }
 
 // poke asks for the process policy to be brought up to date.
@@ -129,6 +153,18 @@ func (a *Agent) runProcesses(ctx context.Context) {
 	} else {
 		defer guard.Close()
 	}
+	// The fallback's defer runs before guard.Close: the kernel takes over
+	// as the guard lets go.
+	fb := a.openFallback()
+	if fb != nil {
+		defer func() {
+			if err := fb.ClearBeat(); err != nil {
+				a.log.Warn("exec fallback", "err", err)
+			}
+			fb.Close()
+		}()
+	}
+	var guardLive, beating atomic.Bool
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -141,15 +177,25 @@ func (a *Agent) runProcesses(ctx context.Context) {
 		}
 	}()
 	if guard != nil {
+		guardLive.Store(true)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer guardLive.Store(false)
 			if err := guard.Run(ctx, a.onDecision); err != nil && ctx.Err() == nil {
 				a.log.Error("process guard stopped", "err", err)
 			}
 		}()
 	}
-	a.log.Info("process control ready", "guard", guard != nil)
+	if fb != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			beatLoop(ctx, fb, func() bool { return beating.Load() && guardLive.Load() }, a.log)
+		}()
+	}
+	a.log.Info("process control ready", "guard", guard != nil, "fallback", fb != nil)
+	fbs := fallbackState{absent: map[uint64]time.Time{}}
 	armed := false
 	roots := map[uint64]bool{} // devices of workload roots marked
 	fileMarked := map[procguard.Mark]bool{}
@@ -178,6 +224,26 @@ func (a *Agent) runProcesses(ctx context.Context) {
 		}
 		if guard != nil {
 			a.syncFileMarks(guard, fileMarked)
+		}
+		if fb != nil {
+			a.syncFallback(fb, &fbs)
+			// The agent's guard decides while it runs and covers every
+			// protected workload; the fallback stays idle meanwhile.
+			beat := guardLive.Load() && (armed || len(protected) == 0)
+			if beat != beating.Load() {
+				beating.Store(beat)
+				var err error
+				if beat {
+					err = fb.Beat()
+				} else {
+					err = fb.ClearBeat()
+				}
+				if err != nil {
+					a.log.Warn("exec fallback", "err", err)
+				}
+				a.log.Info("exec fallback", "idle", beat)
+			}
+			a.drainFallback(fb, &fbs)
 		}
 		select {
 		case <-ctx.Done():
@@ -255,6 +321,7 @@ func (a *Agent) syncProcesses() (protected []string) {
 		if _, ok := want[id]; !ok {
 			p.policy.Remove(id)
 			delete(p.groups, id)
+			delete(p.cgroups, id)
 			a.log.Info("workload process control off", "workload", old.Name)
 		}
 	}
@@ -277,6 +344,7 @@ func (a *Agent) syncProcesses() (protected []string) {
 			continue
 		}
 		p.groups[id] = g
+		p.cgroups[id] = cgroups[id]
 		a.log.Info("workload process policy", "workload", g.Name, "mode", g.Mode.String(), "rules", len(g.Rules), "files", len(g.Files))
 	}
 	slices.Sort(protected)
@@ -470,4 +538,198 @@ func checkCgroupRoot(root string) error {
 		return fmt.Errorf("%w: %s: %v", errNoCgroup2, root, err)
 	}
 	return nil
+}
+
+// fallbackGrace is how long a cgroup the fallback guards stays guarded
+// while the agent does not know it (at start, before the workloads are
+// found), and how long a record of an unknown cgroup is kept.
+const fallbackGrace = 30 * time.Second
+
+// openFallback opens the kernel exec fallback, or logs why it is off.
+func (a *Agent) openFallback() *procguard.Fallback {
+	cfg := a.cfg.Processes
+	if cfg.NoFallback {
+		a.log.Info("exec fallback off by configuration: forbidden execs are denied only while the agent runs")
+		return nil
+	}
+	fc := procguard.FallbackConfig{PinDir: cfg.FallbackPinDir, Stale: cfg.FallbackStale}
+	if fc.PinDir == "" {
+		fc.PinDir = filepath.Join(a.cfg.Datapath.PinDir, "execguard")
+	}
+	fb, err := procguard.OpenFallback(fc, a.log)
+	if err != nil {
+		a.log.Warn("exec fallback off: forbidden execs are denied only while the agent runs", "err", err)
+		return nil
+	}
+	return fb
+}
+
+// beatLoop keeps the fallback's heartbeat fresh while on says so.
+func beatLoop(ctx context.Context, fb *procguard.Fallback, on func() bool, log *slog.Logger) {
+	tick := time.NewTicker(fb.BeatEvery())
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !on() {
+			continue
+		}
+		if err := fb.Beat(); err != nil {
+			log.Warn("exec fallback heartbeat", "err", err)
+		}
+	}
+}
+
+// fallbackState is what runProcesses keeps between fallback syncs.
+type fallbackState struct {
+	// absent holds when a guarded cgroup the agent does not know was
+	// first seen so.
+	absent map[uint64]time.Time
+	// pending are records of cgroups not attributed to a workload yet.
+	pending []pendingRecord
+}
+
+type pendingRecord struct {
+	rec  procguard.FallbackRecord
+	seen time.Time
+}
+
+// syncFallback brings the fallback's groups in step with the process
+// policy: workloads in Monitor and Protect with the executables their
+// profiles allow (looked up in their root), no others. A guarded cgroup
+// the agent does not know is let go after fallbackGrace.
+func (a *Agent) syncFallback(fb *procguard.Fallback, st *fallbackState) {
+	a.mu.Lock()
+	haveTable := a.table != nil
+	a.mu.Unlock()
+	p := a.procs
+	p.mu.Lock()
+	groups := make(map[uint64]procguard.Mode, len(p.groups))
+	paths := make(map[uint64]string, len(p.cgroups))
+	for id, g := range p.groups {
+		groups[id], paths[id] = g.Mode, p.cgroups[id]
+	}
+	p.mu.Unlock()
+	pinned := fb.Groups()
+	now := time.Now()
+	for id, mode := range groups {
+		delete(st.absent, id)
+		_, was := pinned[id]
+		if mode == procguard.ModeDiscover {
+			if was {
+				if err := fb.Remove(id); err != nil {
+					a.log.Warn("exec fallback", "err", err)
+				}
+			}
+			continue
+		}
+		g, ok := p.policy.Group(id)
+		if !ok {
+			continue
+		}
+		exes, missing := procguard.FallbackExecutables(g, a.workloadRoot(paths[id]))
+		if len(missing) > 0 {
+			a.log.Debug("exec fallback: allowed executables not found", "workload", g.Name, "paths", missing)
+		}
+		if err := fb.Set(procguard.FallbackGroup{CgroupID: id, Mode: mode, Exes: exes}); err != nil {
+			a.log.Warn("exec fallback", "workload", g.Name, "err", err)
+			continue
+		}
+		if !was || pinned[id] != mode {
+			a.log.Info("exec fallback guards workload", "workload", g.Name, "mode", mode.String(), "executables", len(exes))
+		}
+	}
+	if !haveTable {
+		return
+	}
+	for id := range pinned {
+		if _, ok := groups[id]; ok {
+			continue
+		}
+		since, ok := st.absent[id]
+		if !ok {
+			st.absent[id] = now
+			continue
+		}
+		if now.Sub(since) < fallbackGrace {
+			continue
+		}
+		delete(st.absent, id)
+		if err := fb.Remove(id); err != nil {
+			a.log.Warn("exec fallback", "err", err)
+			continue
+		}
+		a.log.Info("exec fallback lets go of a cgroup no workload has", "cgroup", id)
+	}
+}
+
+// workloadRoot returns the root directory of a workload as the agent can
+// open it: that of a process of its cgroup, or the host's.
+func (a *Agent) workloadRoot(cg string) string {
+	if cg == "" {
+		return "/"
+	}
+	b, err := os.ReadFile(filepath.Join(a.cfg.Processes.CgroupRoot, cg, "cgroup.procs"))
+	if err != nil {
+		return "/"
+	}
+	pid, _, _ := strings.Cut(string(b), "\n")
+	if pid == "" {
+		return "/"
+	}
+	return "/proc/" + pid + "/root"
+}
+
+// drainFallback reports what the fallback did: a killed exec as a denial,
+// an exec outside a monitored profile as a violation.
+func (a *Agent) drainFallback(fb *procguard.Fallback, st *fallbackState) {
+	now := time.Now()
+	err := fb.Drain(func(r procguard.FallbackRecord) {
+		if len(st.pending) < a.cfg.Processes.MaxPending {
+			st.pending = append(st.pending, pendingRecord{rec: r, seen: now})
+		}
+	})
+	if err != nil {
+		a.log.Warn("exec fallback records", "err", err)
+	}
+	keep := st.pending[:0]
+	for _, pr := range st.pending {
+		wid, ok := a.procs.workloadOf(pr.rec.CgroupID)
+		switch {
+		case ok:
+			a.fallbackEvent(wid, pr.rec)
+		case now.Sub(pr.seen) < fallbackGrace:
+			keep = append(keep, pr)
+		default:
+			a.log.Warn("exec fallback record of no workload", "cgroup", pr.rec.CgroupID, "path", pr.rec.Filename, "pid", pr.rec.Pid, "killed", pr.rec.Killed)
+		}
+	}
+	clear(st.pending[len(keep):])
+	st.pending = keep
+}
+
+// fallbackEvent queues the event of one fallback record. The path is the
+// name given to execve, symbolic links resolved when it is absolute.
+func (a *Agent) fallbackEvent(wid string, r procguard.FallbackRecord) {
+	path := r.Filename
+	if filepath.IsAbs(path) {
+		if real, err := filepath.EvalSymlinks(path); err == nil {
+			path = real
+		}
+	}
+	if len(path) > agentproto.MaxPathLen {
+		path = path[:agentproto.MaxPathLen]
+	}
+	if r.Killed {
+		a.log.Info("exec killed by the exec fallback", "workload", wid, "path", path, "pid", r.Pid)
+		a.processEvent(agentproto.Event{Time: r.Time.UTC(), Kind: agentproto.EventExecDenied, Action: "deny", Mode: modeName(r.Mode),
+			Workload: wid, Path: path, Message: fmt.Sprintf("%s: exec of %s by pid %d killed before it ran, while the agent's guard was not running", wid, path, r.Pid)})
+		return
+	}
+	a.log.Info("exec outside the profile seen by the exec fallback", "workload", wid, "path", path, "pid", r.Pid)
+	a.processEvent(agentproto.Event{Time: r.Time.UTC(), Kind: agentproto.EventExecProfile, Action: "alert", Mode: modeName(r.Mode),
+		Workload: wid, Path: path, Message: fmt.Sprintf("%s: pid %d (%s) ran %s outside the process profile, while the agent's guard was not running", wid, r.Pid, r.Comm, path)})
 }

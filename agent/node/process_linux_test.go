@@ -5,6 +5,7 @@ package node
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/palisade-sec/palisade/agent/procguard"
 	"github.com/palisade-sec/palisade/policy"
@@ -61,6 +62,9 @@ func TestProcessConfigValidate(t *testing.T) {
 		{"relative mark", func(c *ProcessConfig) { c.Marks = []procguard.Mark{{Path: "tmp"}} }, false},
 		{"no resync", func(c *ProcessConfig) { c.Resync = 0 }, false},
 		{"no pending", func(c *ProcessConfig) { c.MaxPending = 0 }, false},
+		{"fallback stale too short", func(c *ProcessConfig) { c.FallbackStale = time.Millisecond }, false},
+		{"relative fallback pin dir", func(c *ProcessConfig) { c.FallbackPinDir = "sys/fs/bpf/x" }, false},
+		{"no fallback ignores its settings", func(c *ProcessConfig) { c.NoFallback, c.FallbackStale = true, 0 }, true},
 	}
 	for _, tc := range tests {
 		c := DefaultProcessConfig()
