@@ -7,7 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/palisade-sec/palisade/agent/procguard"
 	"github.com/palisade-sec/palisade/policy"
@@ -18,7 +22,13 @@ import (
 // File rules are enforced by the process guard: a profile's file rules
 // join its workload's procguard.Group, and the guard watches, besides
 // executions, the opens and writes under each rule (Mark.Files). Rule
-// paths are the paths as the node sees them.
+// paths are the paths as the workload sees them: the marks of a container
+// sit in its own root filesystem, reached through /proc/PID/root of one of
+// its processes, and those of a workload sharing the node's root (the
+// netns source) in the node's. The guard names a file in a container by
+// its path in the container; the devices the marks sit on
+// (procguard.Policy.SetFileDevices) keep a rule of one root off the same
+// path in another.
 
 // fileRules converts a profile's compiled file rules; entries the guard
 // cannot take are left out.
@@ -34,50 +44,188 @@ func fileRules(entries []compile.FileEntry) []procguard.FileRule {
 	return out
 }
 
-// fileMarks returns the marks that make the guard see what rules cover: a
-// directory mark on a directory rule's directory or on the directory
-// holding a file (or the names a wildcard matches), and a mount mark for a
-// recursive rule, at its directory or the closest existing one above it.
-// A non-recursive rule whose directory does not exist yet gets no mark.
-func fileMarks(rules []procguard.FileRule) []procguard.Mark {
-	seen := map[procguard.Mark]bool{}
-	var out []procguard.Mark
-	for _, r := range rules {
-		dir := r.Path
-		if r.Glob() {
-			dir = filepath.Dir(r.Path)
-		} else if st, err := os.Stat(r.Path); err != nil || !st.IsDir() {
-			if !r.Recursive || err == nil {
-				dir = filepath.Dir(r.Path)
-			}
-		}
-		m := procguard.Mark{Path: dir, Scope: procguard.ScopeDirectory, Files: true}
-		if r.Recursive {
-			for {
-				if st, err := os.Stat(dir); err == nil && st.IsDir() {
-					break
-				}
-				dir = filepath.Dir(dir)
-			}
-			m = procguard.Mark{Path: dir, Scope: procguard.ScopeMount, Files: true}
-		} else if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			continue
-		}
+// fileMark is one place a workload's file rules need watched, by its path
+// as the workload sees it.
+type fileMark struct {
+	Path  string
+	Scope procguard.Scope
+}
+
+// fileMarks returns the marks that make the guard see what rules cover,
+// with paths resolved in the root directory open as root (symbolic links
+// stay inside it): a directory mark on a directory rule's directory or on
+// the directory holding a file (or the names a wildcard matches), and a
+// mount mark for a recursive rule, at its directory or the closest
+// existing one above it. A file that is a mount point of its own (a
+// container's /etc/hosts) is marked itself too, as opens of it are not
+// seen through its directory. A non-recursive rule whose directory does
+// not exist yet gets no mark.
+func fileMarks(root *os.File, rules []procguard.FileRule) []fileMark {
+	seen := map[fileMark]bool{}
+	var out []fileMark
+	add := func(m fileMark) {
 		if !seen[m] {
 			seen[m] = true
 			out = append(out, m)
 		}
 	}
-	slices.SortFunc(out, func(a, b procguard.Mark) int {
-		if a.Path != b.Path {
-			if a.Path < b.Path {
-				return -1
+	for _, r := range rules {
+		dir := r.Path
+		if r.Glob() {
+			dir = filepath.Dir(r.Path)
+		} else if st, err := statIn(root, r.Path); err != nil || !isDir(st) {
+			if !r.Recursive || err == nil {
+				dir = filepath.Dir(r.Path)
 			}
-			return 1
+			if err == nil && !r.Recursive && ownMount(root, r.Path) {
+				add(fileMark{Path: r.Path, Scope: procguard.ScopeDirectory})
+			}
+		}
+		m := fileMark{Path: dir, Scope: procguard.ScopeDirectory}
+		if r.Recursive {
+			for {
+				if st, err := statIn(root, dir); (err == nil && isDir(st)) || dir == "/" {
+					break
+				}
+				dir = filepath.Dir(dir)
+			}
+			m = fileMark{Path: dir, Scope: procguard.ScopeMount}
+		} else if st, err := statIn(root, dir); err != nil || !isDir(st) {
+			continue
+		}
+		add(m)
+	}
+	slices.SortFunc(out, func(a, b fileMark) int {
+		if c := strings.Compare(a.Path, b.Path); c != 0 {
+			return c
 		}
 		return int(a.Scope) - int(b.Scope)
 	})
 	return out
+}
+
+func isDir(st unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
+
+// openIn opens path (absolute, as a process whose root is root sees it)
+// as an O_PATH descriptor; absolute symbolic links and ".." resolve
+// inside root.
+func openIn(root *os.File, path string) (*os.File, error) {
+	fd, err := unix.Openat2(int(root.Fd()), path, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+	if err != nil {
+		return nil, fmt.Errorf("open %s in its root: %w", path, err)
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// statIn stats path inside root (see openIn).
+func statIn(root *os.File, path string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	f, err := openIn(root, path)
+	if err != nil {
+		return st, err
+	}
+	defer f.Close()
+	err = unix.Fstat(int(f.Fd()), &st)
+	return st, err
+}
+
+// mountID returns the id of the mount f is on.
+func mountID(f *os.File) (uint64, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID_UNIQUE, &stx); err != nil {
+		return 0, fmt.Errorf("statx %s: %w", f.Name(), err)
+	}
+	if stx.Mask&unix.STATX_MNT_ID_UNIQUE == 0 && stx.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, fmt.Errorf("statx %s: no mount id", f.Name())
+	}
+	return stx.Mnt_id, nil
+}
+
+// ownMount reports whether path inside root is on another mount than its
+// directory.
+func ownMount(root *os.File, path string) bool {
+	ids := [2]uint64{}
+	for i, p := range []string{path, filepath.Dir(path)} {
+		f, err := openIn(root, p)
+		if err != nil {
+			return false
+		}
+		ids[i], err = mountID(f)
+		f.Close()
+		if err != nil {
+			return false
+		}
+	}
+	return ids[0] != ids[1]
+}
+
+// markKey is what a mark is placed on: an inode (directory scope) or a
+// mount (mount scope; ino holds the mount id).
+type markKey struct {
+	scope    procguard.Scope
+	dev, ino uint64
+}
+
+// guardMark is the guard's mark on the place open as f.
+func guardMark(f *os.File, scope procguard.Scope) procguard.Mark {
+	return procguard.Mark{Path: "/proc/self/fd/" + strconv.Itoa(int(f.Fd())), Scope: scope, Files: true}
+}
+
+// identify returns what a mark of scope on f is placed on, and the device
+// of the files it sees.
+func identify(f *os.File, scope procguard.Scope) (markKey, uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return markKey{}, 0, fmt.Errorf("stat %s: %w", f.Name(), err)
+	}
+	k := markKey{scope: scope, dev: st.Dev, ino: st.Ino}
+	if scope == procguard.ScopeMount {
+		id, err := mountID(f)
+		if err != nil {
+			return markKey{}, 0, err
+		}
+		k.dev, k.ino = 0, id
+	}
+	return k, st.Dev, nil
+}
+
+// rootPath names the place path in root: root and path joined, the name
+// a placed mark is known by (placedPath reads it back).
+func rootPath(root, path string) string {
+	if root == "/" {
+		return path
+	}
+	return root + path
+}
+
+// placedPath splits the name of a placed mark into a root ("/" or
+// /proc/PID/root) and the path in it.
+func placedPath(name string) (root, path string) {
+	parts := strings.SplitN(name, "/", 5) // "", "proc", PID, "root", rest
+	if len(parts) < 4 || parts[1] != "proc" || parts[3] != "root" {
+		return "/", name
+	}
+	if _, err := strconv.Atoi(parts[2]); err != nil {
+		return "/", name
+	}
+	root = "/proc/" + parts[2] + "/root"
+	if len(parts) == 4 {
+		return root, "/"
+	}
+	return root, "/" + parts[4]
+}
+
+// openPlaced opens the place a placed mark was put on, if its root is
+// still there.
+func openPlaced(m procguard.Mark) (*os.File, error) {
+	root, path := placedPath(m.Path)
+	rf, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer rf.Close()
+	return openIn(rf, path)
 }
 
 // marker places and removes guard marks.
@@ -86,44 +234,203 @@ type marker interface {
 	RemoveMark(procguard.Mark) error
 }
 
+// fileWorkload is a workload with file rules and the roots its processes
+// see.
+type fileWorkload struct {
+	name     string
+	cgroupID uint64
+	rules    []procguard.FileRule
+	roots    []string
+}
+
 // syncFileMarks brings the guard's file marks in step with the file rules
-// of the workloads under process control: placed holds the marks in place
-// and is updated. A mark that cannot be placed is tried again at the next
-// sync.
+// of the workloads under process control and their roots, and holds each
+// workload's rules to the devices of its marks. placed holds the marks in
+// place, each named by its root and path (/proc/PID/root/etc for a
+// container's /etc), and is updated. A place is marked once, whatever
+// process it was found through; a placed mark whose root is gone (the
+// process exited) is forgotten, as its place went with the workload's
+// root filesystem or is found again through another process. A mark that
+// cannot be placed is tried again at the next sync.
 func (a *Agent) syncFileMarks(g marker, placed map[procguard.Mark]bool) {
+	have := map[markKey]procguard.Mark{}
+	open := map[procguard.Mark]*os.File{}
+	defer func() {
+		for _, f := range open {
+			f.Close()
+		}
+	}()
+	for m := range placed {
+		f, err := openPlaced(m)
+		if err != nil {
+			delete(placed, m)
+			continue
+		}
+		k, _, err := identify(f, m.Scope)
+		if _, dup := have[k]; err != nil || dup {
+			f.Close()
+			delete(placed, m)
+			continue
+		}
+		have[k], open[m] = m, f
+	}
 	want := map[procguard.Mark]bool{}
-	for _, m := range fileMarks(a.procs.fileRules()) {
-		want[m] = true
-		if placed[m] {
-			continue
+	for _, w := range a.fileWorkloads() {
+		var devs []uint64
+		for _, root := range w.roots {
+			devs = a.markRoot(g, w, root, placed, have, want, devs)
 		}
-		if err := g.AddMark(m); err != nil {
-			a.log.Warn("file guard mark", "path", m.Path, "err", err)
-			continue
-		}
-		placed[m] = true
-		a.log.Info("file guard marked", "path", m.Path, "scope", int(m.Scope))
+		slices.Sort(devs)
+		a.procs.policy.SetFileDevices(w.cgroupID, slices.Compact(devs))
 	}
 	for m := range placed {
 		if want[m] {
 			continue
 		}
-		if err := g.RemoveMark(m); err != nil {
-			a.log.Debug("file guard unmark", "path", m.Path, "err", err)
+		if f := open[m]; f != nil {
+			if err := g.RemoveMark(guardMark(f, m.Scope)); err != nil {
+				a.log.Debug("file guard unmark", "path", m.Path, "err", err)
+			}
 		}
 		delete(placed, m)
-		a.log.Info("file guard unmarked", "path", m.Path)
+		a.log.Info("file guard unmarked", "path", m.Path, "scope", int(m.Scope))
 	}
 }
 
-// fileRules returns the file rules of every workload under process
-// control.
-func (p *procControl) fileRules() []procguard.FileRule {
+// markRoot places the marks workload w's rules need in root, with have
+// (the places of the marks in place) and want (the marks to keep), and
+// returns devs with the devices of the marks.
+func (a *Agent) markRoot(g marker, w fileWorkload, root string, placed map[procguard.Mark]bool, have map[markKey]procguard.Mark,
+	want map[procguard.Mark]bool, devs []uint64) []uint64 {
+	rf, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		a.log.Debug("file guard: workload root", "workload", w.name, "root", root, "err", err)
+		return devs
+	}
+	defer rf.Close()
+	for _, fm := range fileMarks(rf, w.rules) {
+		f, err := openIn(rf, fm.Path)
+		if err != nil {
+			continue
+		}
+		k, dev, err := identify(f, fm.Scope)
+		if err != nil {
+			f.Close()
+			continue
+		}
+		devs = append(devs, dev)
+		if m, ok := have[k]; ok {
+			f.Close()
+			want[m] = true
+			continue
+		}
+		err = g.AddMark(guardMark(f, fm.Scope))
+		f.Close()
+		if err != nil {
+			a.log.Warn("file guard mark", "workload", w.name, "path", fm.Path, "root", root, "err", err)
+			continue
+		}
+		m := procguard.Mark{Path: rootPath(root, fm.Path), Scope: fm.Scope, Files: true}
+		placed[m], have[k], want[m] = true, m, true
+		a.log.Info("file guard marked", "workload", w.name, "path", fm.Path, "root", root, "scope", int(fm.Scope), "dev", dev)
+	}
+	return devs
+}
+
+// fileWorkloads returns the workloads under process control that have
+// file rules, with their roots (workloadRoots).
+func (a *Agent) fileWorkloads() []fileWorkload {
+	p := a.procs
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []procguard.FileRule
-	for _, g := range p.groups {
-		out = append(out, g.Files...)
+	byID := map[uint64]fileWorkload{}
+	for id, g := range p.groups {
+		if len(g.Files) > 0 {
+			byID[id] = fileWorkload{name: g.Name, cgroupID: id, rules: g.Files}
+		}
+	}
+	p.mu.Unlock()
+	if len(byID) == 0 {
+		return nil
+	}
+	type ep struct {
+		cgroup    string
+		container bool
+	}
+	a.mu.Lock()
+	eps := make([]ep, 0, len(a.endpoints))
+	for _, e := range a.endpoints {
+		if e.Cgroup != "" {
+			eps = append(eps, ep{e.Cgroup, len(e.Images) > 0})
+		}
+	}
+	a.mu.Unlock()
+	cgRoot := a.cfg.Processes.CgroupRoot
+	var out []fileWorkload
+	for _, e := range eps {
+		id, err := cgroupID(cgRoot, e.cgroup)
+		if err != nil {
+			continue
+		}
+		w, ok := byID[id]
+		if !ok {
+			continue
+		}
+		delete(byID, id)
+		w.roots = workloadRoots(filepath.Join(cgRoot, e.cgroup), !e.container)
+		out = append(out, w)
+	}
+	slices.SortFunc(out, func(a, b fileWorkload) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+// maxRoots bounds the roots looked up for one workload.
+const maxRoots = 16
+
+// workloadRoots returns the root directories the processes of the cgroup
+// at dir and of its child cgroups see: "/" for the node's own root, else
+// /proc/PID/root of one process per root (a container's root
+// filesystem). A cgroup without processes has the node's root if
+// hostRoot (a workload of the netns source), else none.
+func workloadRoots(dir string, hostRoot bool) []string {
+	var self unix.Stat_t
+	if unix.Stat("/", &self) != nil {
+		return nil
+	}
+	dirs := []string{dir}
+	if ents, err := os.ReadDir(dir); err == nil {
+		for _, e := range ents {
+			if e.IsDir() {
+				dirs = append(dirs, filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	seen := map[[2]uint64]bool{}
+	var out []string
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		if err != nil {
+			continue
+		}
+		for _, pid := range strings.Fields(string(b)) {
+			root := "/proc/" + pid + "/root"
+			var st unix.Stat_t
+			if unix.Stat(root, &st) != nil {
+				continue
+			}
+			k := [2]uint64{st.Dev, st.Ino}
+			if seen[k] || len(seen) >= maxRoots {
+				break
+			}
+			seen[k] = true
+			if st.Dev == self.Dev && st.Ino == self.Ino {
+				root = "/"
+			}
+			out = append(out, root)
+			break
+		}
+	}
+	if len(out) == 0 && hostRoot {
+		out = []string{"/"}
 	}
 	return out
 }

@@ -13,13 +13,16 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/palisade-sec/palisade/agent/procguard"
+	"github.com/palisade-sec/palisade/agent/workload"
 	"github.com/palisade-sec/palisade/shared/agentproto"
 )
 
 func TestFileMarks(t *testing.T) {
 	root := t.TempDir()
-	for _, d := range []string{"etc/app", "srv/data"} {
+	for _, d := range []string{"etc/app", "srv/data", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -27,90 +30,213 @@ func TestFileMarks(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "etc/app/secret.conf"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := func(rel string) string { return filepath.Join(root, rel) }
-	dirMark := func(rel string) procguard.Mark {
-		return procguard.Mark{Path: p(rel), Scope: procguard.ScopeDirectory, Files: true}
+	// An absolute link resolves inside the root, as for the workload.
+	if err := os.Symlink("/etc/app", filepath.Join(root, "conf")); err != nil {
+		t.Fatal(err)
 	}
-	mountMark := func(rel string) procguard.Mark {
-		return procguard.Mark{Path: p(rel), Scope: procguard.ScopeMount, Files: true}
-	}
+	rf := openRoot(t, root)
+	dirMark := func(p string) fileMark { return fileMark{Path: p, Scope: procguard.ScopeDirectory} }
+	mountMark := func(p string) fileMark { return fileMark{Path: p, Scope: procguard.ScopeMount} }
 	tests := []struct {
 		name  string
 		rules []procguard.FileRule
-		want  []procguard.Mark
+		want  []fileMark
 	}{
-		{"file: its directory", []procguard.FileRule{{Path: p("etc/app/secret.conf")}}, []procguard.Mark{dirMark("etc/app")}},
-		{"file yet to be created: its directory", []procguard.FileRule{{Path: p("etc/app/new.conf")}}, []procguard.Mark{dirMark("etc/app")}},
-		{"directory: itself", []procguard.FileRule{{Path: p("etc/app")}}, []procguard.Mark{dirMark("etc/app")}},
-		{"wildcard: its directory", []procguard.FileRule{{Path: p("etc/app/*.conf")}}, []procguard.Mark{dirMark("etc/app")}},
-		{"missing directory: no mark", []procguard.FileRule{{Path: p("opt/x/y.conf")}}, nil},
-		{"recursive: a mount mark", []procguard.FileRule{{Path: p("srv/data"), Recursive: true}}, []procguard.Mark{mountMark("srv/data")}},
-		{"recursive below a missing directory: closest above", []procguard.FileRule{{Path: p("srv/data/a/b"), Recursive: true}}, []procguard.Mark{mountMark("srv/data")}},
-		{"one mark per place", []procguard.FileRule{{Path: p("etc/app/a")}, {Path: p("etc/app/b"), Block: true}, {Path: p("etc/app")}}, []procguard.Mark{dirMark("etc/app")}},
+		{"file: its directory", []procguard.FileRule{{Path: "/etc/app/secret.conf"}}, []fileMark{dirMark("/etc/app")}},
+		{"file yet to be created: its directory", []procguard.FileRule{{Path: "/etc/app/new.conf"}}, []fileMark{dirMark("/etc/app")}},
+		{"directory: itself", []procguard.FileRule{{Path: "/etc/app"}}, []fileMark{dirMark("/etc/app")}},
+		{"wildcard: its directory", []procguard.FileRule{{Path: "/etc/app/*.conf"}}, []fileMark{dirMark("/etc/app")}},
+		{"missing directory: no mark", []procguard.FileRule{{Path: "/opt/x/y.conf"}}, nil},
+		{"directory missing in the root: no mark", []procguard.FileRule{{Path: filepath.Join(root, "etc/app/secret.conf")}}, nil},
+		{"linked directory inside the root", []procguard.FileRule{{Path: "/conf/secret.conf"}}, []fileMark{dirMark("/conf")}},
+		{"recursive: a mount mark", []procguard.FileRule{{Path: "/srv/data", Recursive: true}}, []fileMark{mountMark("/srv/data")}},
+		{"recursive below a missing directory: closest above", []procguard.FileRule{{Path: "/srv/data/a/b", Recursive: true}}, []fileMark{mountMark("/srv/data")}},
+		{"recursive under nothing: the root", []procguard.FileRule{{Path: "/opt/a", Recursive: true}}, []fileMark{mountMark("/")}},
+		{"one mark per place", []procguard.FileRule{{Path: "/etc/app/a"}, {Path: "/etc/app/b", Block: true}, {Path: "/etc/app"}}, []fileMark{dirMark("/etc/app")}},
 	}
 	for _, tc := range tests {
-		if got := fileMarks(tc.rules); !reflect.DeepEqual(got, tc.want) {
+		if got := fileMarks(rf, tc.rules); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: fileMarks = %+v, want %+v", tc.name, got, tc.want)
 		}
 	}
 }
 
-// fakeMarker records marks; paths in fail are refused once.
+// openIn resolves a workload's paths in its root, never in the node's: a
+// link to /tmp leads to the root's tmp.
+func TestOpenInStaysInRoot(t *testing.T) {
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, target := range map[string]string{"abs": "/tmp", "up": "../../../../../../tmp"} {
+		if err := os.Symlink(target, filepath.Join(root, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rf := openRoot(t, root)
+	want, err := os.Stat(filepath.Join(root, "tmp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/abs", "/up", "/../tmp", "/tmp"} {
+		f, err := openIn(rf, p)
+		if err != nil {
+			t.Errorf("openIn(%s): %v", p, err)
+			continue
+		}
+		got, err := f.Stat()
+		f.Close()
+		if err != nil || !os.SameFile(got, want) {
+			t.Errorf("openIn(%s) opened another place than the root's /tmp (err %v)", p, err)
+		}
+	}
+	if _, err := openIn(rf, "/missing"); err == nil {
+		t.Errorf("openIn(/missing) succeeded")
+	}
+}
+
+func openRoot(t *testing.T, dir string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// fakeMarker records marks by the place they name (a guard mark names it
+// by an open descriptor); places in fail are refused once.
 type fakeMarker struct {
-	marks map[procguard.Mark]bool
+	marks map[fileMark]bool
 	fail  map[string]bool
 }
 
+func (f *fakeMarker) place(m procguard.Mark) (fileMark, error) {
+	p, err := os.Readlink(m.Path)
+	if err != nil {
+		return fileMark{}, err
+	}
+	if !m.Files {
+		return fileMark{}, fmt.Errorf("mark of %s does not watch files", p)
+	}
+	return fileMark{Path: p, Scope: m.Scope}, nil
+}
+
 func (f *fakeMarker) AddMark(m procguard.Mark) error {
-	if f.fail[m.Path] {
-		delete(f.fail, m.Path)
+	fm, err := f.place(m)
+	if err != nil {
+		return err
+	}
+	if f.fail[fm.Path] {
+		delete(f.fail, fm.Path)
 		return errors.New("refused")
 	}
-	f.marks[m] = true
+	f.marks[fm] = true
 	return nil
 }
 
 func (f *fakeMarker) RemoveMark(m procguard.Mark) error {
-	if !f.marks[m] {
-		return fmt.Errorf("%s not marked", m.Path)
+	fm, err := f.place(m)
+	if err != nil {
+		return err
 	}
-	delete(f.marks, m)
+	if !f.marks[fm] {
+		return fmt.Errorf("%s not marked", fm.Path)
+	}
+	delete(f.marks, fm)
 	return nil
 }
 
 func testAgent() *Agent {
-	return &Agent{log: slog.New(slog.DiscardHandler), agg: newAggregator(100, 100, 100), procs: newProcControl(), cfg: Config{Processes: DefaultProcessConfig()}}
+	return &Agent{log: slog.New(slog.DiscardHandler), agg: newAggregator(100, 100, 100), procs: newProcControl(), cfg: Config{Processes: DefaultProcessConfig()},
+		endpoints: map[string]workload.Endpoint{}}
 }
 
+// fakeCgroup makes a cgroup directory under a fake cgroup root holding
+// pids, and returns its cgroup id.
+func fakeCgroup(t *testing.T, root, rel string, pids ...int) uint64 {
+	t.Helper()
+	dir := filepath.Join(root, rel)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var procs []byte
+	for _, p := range pids {
+		procs = fmt.Appendf(procs, "%d\n", p)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), procs, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id, err := cgroupID(root, rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// Marks follow the rules and the workloads: a refused mark is tried
+// again, marks of a workload sharing the node's root sit in the node's
+// root, a container without a process has none, and the rules are held
+// to the devices of their marks.
 func TestSyncFileMarks(t *testing.T) {
 	dir := t.TempDir()
 	a := testAgent()
-	g := &fakeMarker{marks: map[procguard.Mark]bool{}, fail: map[string]bool{dir: true}}
+	a.cfg.Processes.CgroupRoot = t.TempDir()
+	orders := fakeCgroup(t, a.cfg.Processes.CgroupRoot, "/shop/orders", os.Getpid())
+	idle := fakeCgroup(t, a.cfg.Processes.CgroupRoot, "/shop/idle")
+	ctr := fakeCgroup(t, a.cfg.Processes.CgroupRoot, "/k8s.io/ctr")
+	a.endpoints["shop/orders"] = workload.Endpoint{Workload: workload.Workload{Name: "orders", Namespace: "shop", Cgroup: "/shop/orders"}}
+	a.endpoints["shop/idle"] = workload.Endpoint{Workload: workload.Workload{Name: "idle", Namespace: "shop", Cgroup: "/shop/idle"}}
+	a.endpoints["shop/ctr"] = workload.Endpoint{Workload: workload.Workload{Name: "ctr", Namespace: "shop", Cgroup: "/k8s.io/ctr"},
+		Images: []workload.Image{{Container: "ctr", Name: "shop/ctr:1"}}}
+	g := &fakeMarker{marks: map[fileMark]bool{}, fail: map[string]bool{dir: true}}
 	placed := map[procguard.Mark]bool{}
-	mark := procguard.Mark{Path: dir, Scope: procguard.ScopeDirectory, Files: true}
-	set := func(files []procguard.FileRule) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	mark := fileMark{Path: dir, Scope: procguard.ScopeDirectory}
+	set := func(id uint64, files []procguard.FileRule) {
+		name := map[uint64]string{orders: "shop/orders", idle: "shop/idle", ctr: "shop/ctr"}[id]
+		g := procguard.Group{Name: name, CgroupID: id, Mode: procguard.ModeProtect, Files: files}
+		if err := a.procs.policy.Set(g); err != nil {
+			t.Fatal(err)
+		}
 		a.procs.mu.Lock()
-		a.procs.groups[7] = procguard.Group{Name: "shop/orders", CgroupID: 7, Files: files}
+		a.procs.groups[id] = g
 		a.procs.mu.Unlock()
 	}
+	secret := []procguard.FileRule{{Path: filepath.Join(dir, "secret.conf"), Block: true}}
 	steps := []struct {
-		name  string
-		files []procguard.FileRule
-		want  []procguard.Mark
+		name        string
+		id          uint64
+		files       []procguard.FileRule
+		want        []fileMark
+		ordersMatch bool // orders' rule covers the secret on dir's device
 	}{
-		{"refused mark is not placed", []procguard.FileRule{{Path: filepath.Join(dir, "secret.conf"), Block: true}}, nil},
-		{"tried again", []procguard.FileRule{{Path: filepath.Join(dir, "secret.conf"), Block: true}}, []procguard.Mark{mark}},
-		{"rule gone, mark gone", nil, nil},
+		{"refused mark is not placed", orders, secret, nil, true},
+		{"tried again", orders, secret, []fileMark{mark}, true},
+		{"a container without a process: no mark", ctr, secret, []fileMark{mark}, true},
+		{"rule gone, mark gone", orders, nil, nil, false},
+		{"a netns workload without a process: the node's root", idle, secret, []fileMark{mark}, false},
 	}
 	for _, s := range steps {
-		set(s.files)
+		set(s.id, s.files)
 		a.syncFileMarks(g, placed)
-		var got []procguard.Mark
+		var got []fileMark
 		for m := range g.marks {
 			got = append(got, m)
 		}
 		if !reflect.DeepEqual(got, s.want) || len(placed) != len(s.want) {
 			t.Errorf("%s: marks %+v (placed %v), want %+v", s.name, got, placed, s.want)
+		}
+		_, m, _, _ := a.procs.policy.CheckFile(orders, uint64(st.Dev), filepath.Join(dir, "secret.conf"), false)
+		if m != s.ordersMatch {
+			t.Errorf("%s: orders' rule covers the secret: %v, want %v", s.name, m, s.ordersMatch)
+		}
+		if _, m, _, _ := a.procs.policy.CheckFile(ctr, uint64(st.Dev), filepath.Join(dir, "secret.conf"), false); m {
+			t.Errorf("%s: the container's rule covers the node's file", s.name)
 		}
 	}
 }
@@ -145,5 +271,24 @@ func TestFileDecisionEvents(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("events:\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestPlacedPath(t *testing.T) {
+	tests := []struct{ root, path, name string }{
+		{"/", "/etc/app", "/etc/app"},
+		{"/proc/42/root", "/etc", "/proc/42/root/etc"},
+		{"/proc/42/root", "/", "/proc/42/root/"},
+		{"/", "/proc/self/root/x", "/proc/self/root/x"}, // not a pid: the node's root
+		{"/", "/srv", "/srv"},
+	}
+	for _, tc := range tests {
+		name := rootPath(tc.root, tc.path)
+		if name != tc.name {
+			t.Errorf("rootPath(%s, %s) = %s, want %s", tc.root, tc.path, name, tc.name)
+		}
+		if root, path := placedPath(name); root != tc.root || path != tc.path {
+			t.Errorf("placedPath(%s) = %s %s, want %s %s", name, root, path, tc.root, tc.path)
+		}
 	}
 }

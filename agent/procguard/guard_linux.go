@@ -253,8 +253,15 @@ func (g *Guard) decideFile(fd, pid int, change bool) Decision {
 	if pid == g.self {
 		return d
 	}
+	// The link names the file as the processes of its mount namespace see
+	// it (a container's file by its path in the container); its device
+	// tells one root filesystem from another.
 	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
 	if err != nil {
+		return d
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
 		return d
 	}
 	cg, err := CgroupOf(g.cfg.CgroupRoot, pid)
@@ -265,11 +272,11 @@ func (g *Guard) decideFile(fd, pid int, change bool) Decision {
 		// The writer is gone (the close came with its exit): attribute
 		// the change to the group whose rule covers the file.
 		var ok bool
-		if cg, ok = g.policy.FileOwner(path); !ok {
+		if cg, ok = g.policy.FileOwner(st.Dev, path); !ok {
 			return d
 		}
 	}
-	rule, matched, mode, deny := g.policy.CheckFile(cg, path, change)
+	rule, matched, mode, deny := g.policy.CheckFile(cg, st.Dev, path, change)
 	if !matched {
 		return d
 	}

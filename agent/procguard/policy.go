@@ -50,7 +50,8 @@ type Group struct {
 
 // FileRule watches a file or a directory for one group.
 type FileRule struct {
-	// Path is a file, or a directory whose files the rule covers; its last
+	// Path is a file, or a directory whose files the rule covers, as the
+	// group's processes see it (inside their root filesystem); its last
 	// element may hold * and ? wildcards, which then match file names in
 	// the parent directory (at any depth below it when Recursive).
 	Path string
@@ -61,8 +62,8 @@ type FileRule struct {
 	// changes are reported.
 	Block bool
 	// Apps are executables still allowed to open the files of a blocking
-	// rule: a full path as the host sees it or a base name, with * and ?
-	// wildcards.
+	// rule: a full path as the group's processes see it or a base name,
+	// with * and ? wildcards.
 	Apps []string
 	// ID is the compiled rule's id, carried into reports.
 	ID uint32
@@ -135,8 +136,8 @@ func (r FileRule) covers(path string) bool {
 	return r.Recursive || !strings.Contains(rest, "/")
 }
 
-// Allows reports whether exe (a path as the host sees it) is one of the
-// rule's applications.
+// Allows reports whether exe (a path as the group's processes see it) is
+// one of the rule's applications.
 func (r FileRule) Allows(exe string) bool {
 	for _, a := range r.Apps {
 		if strings.HasPrefix(a, "/") {
@@ -173,10 +174,15 @@ type group struct {
 type Policy struct {
 	mu     sync.RWMutex
 	groups map[uint64]*group
+	// devs holds, by cgroup id, the devices a group's file rules are
+	// watched on (SetFileDevices); it outlives a Set of the group.
+	devs map[uint64]map[uint64]bool
 }
 
 // NewPolicy returns an empty policy: every exec is unguarded.
-func NewPolicy() *Policy { return &Policy{groups: map[uint64]*group{}} }
+func NewPolicy() *Policy {
+	return &Policy{groups: map[uint64]*group{}, devs: map[uint64]map[uint64]bool{}}
+}
 
 // Set adds or replaces a group.
 func (p *Policy) Set(g Group) error {
@@ -206,11 +212,38 @@ func (p *Policy) Set(g Group) error {
 	return nil
 }
 
-// Remove forgets a group.
+// Remove forgets a group and its file devices.
 func (p *Policy) Remove(cgroupID uint64) {
 	p.mu.Lock()
 	delete(p.groups, cgroupID)
+	delete(p.devs, cgroupID)
 	p.mu.Unlock()
+}
+
+// SetFileDevices records the devices (st_dev) of the filesystems a set
+// group's file rules are watched on, the group's own root filesystem for
+// a container. From then on the group's rules cover only files on those
+// devices: a rule on /etc/shadow of one container says nothing of
+// /etc/shadow of another container or of the host, which the kernel
+// names alike. Until it is called the rules cover a path on any device;
+// an empty devs makes them cover nothing.
+func (p *Policy) SetFileDevices(cgroupID uint64, devs []uint64) {
+	set := make(map[uint64]bool, len(devs))
+	for _, d := range devs {
+		set[d] = true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.groups[cgroupID]; ok {
+		p.devs[cgroupID] = set
+	}
+}
+
+// onDevice reports whether the file rules of group cgroupID cover files
+// on dev. The caller holds p.mu.
+func (p *Policy) onDevice(cgroupID, dev uint64) bool {
+	set, ok := p.devs[cgroupID]
+	return !ok || set[dev]
 }
 
 // Has reports whether a group is set on cgroupID.
@@ -289,17 +322,22 @@ func (p *Policy) check(cgroupID uint64, path string, learn bool) (v Verdict, mod
 }
 
 // CheckFile decides an open (change false) or a change (change true) of
-// path by a process in cgroupID. An open matches only a blocking rule; a
-// change matches any rule covering the path. rule is the first rule that
-// matches; deny is true for an open under a blocking rule in Protect (in
-// Discover and Monitor the open is allowed and reported). The caller lets
-// the rule's applications (FileRule.Allows) through.
-func (p *Policy) CheckFile(cgroupID uint64, path string, change bool) (rule FileRule, matched bool, mode Mode, deny bool) {
+// path, a file on device dev, by a process in cgroupID. An open matches
+// only a blocking rule; a change matches any rule covering the path; a
+// file on a device the group's rules are not watched on (SetFileDevices)
+// matches none. rule is the first rule that matches; deny is true for an
+// open under a blocking rule in Protect (in Discover and Monitor the open
+// is allowed and reported). The caller lets the rule's applications
+// (FileRule.Allows) through.
+func (p *Policy) CheckFile(cgroupID, dev uint64, path string, change bool) (rule FileRule, matched bool, mode Mode, deny bool) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	g, ok := p.groups[cgroupID]
 	if !ok {
 		return FileRule{}, false, 0, false
+	}
+	if !p.onDevice(cgroupID, dev) {
+		return FileRule{}, false, g.mode, false
 	}
 	for _, r := range g.files {
 		if (change || r.Block) && r.covers(path) {
@@ -309,14 +347,20 @@ func (p *Policy) CheckFile(cgroupID uint64, path string, change bool) (rule File
 	return FileRule{}, false, g.mode, false
 }
 
-// FileOwner returns a group with a file rule covering path (the one with
-// the lowest cgroup id when several do).
-func (p *Policy) FileOwner(path string) (uint64, bool) {
+// FileOwner returns a group with a file rule covering path, a file on
+// device dev (the one with the lowest cgroup id when several do). A
+// group whose rules are watched on other devices (SetFileDevices) does
+// not own the file, so that a change in one container is not put on
+// another with the same path.
+func (p *Policy) FileOwner(dev uint64, path string) (uint64, bool) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	var best uint64
 	found := false
 	for id, g := range p.groups {
+		if !p.onDevice(id, dev) {
+			continue
+		}
 		for _, r := range g.files {
 			if r.covers(path) && (!found || id < best) {
 				best, found = id, true

@@ -65,6 +65,8 @@ func TestPolicyCheckFile(t *testing.T) {
 	if err := p.Set(Group{Name: "m", CgroupID: 2, Mode: ModeMonitor, Files: rules}); err != nil {
 		t.Fatalf("set: %v", err)
 	}
+	p.SetFileDevices(2, []uint64{20, 21})
+	p.SetFileDevices(4, []uint64{20}) // no such group: ignored
 	tests := []struct {
 		cg          uint64
 		path        string
@@ -72,7 +74,7 @@ func TestPolicyCheckFile(t *testing.T) {
 		match, deny bool
 		id          uint32
 	}{
-		{1, "/etc/shadow", false, true, true, 0},
+		{1, "/etc/shadow", false, true, true, 0}, // devices never set: any
 		{1, "/etc/shadow", true, true, false, 0}, // a change is reported, never denied
 		{1, "/etc/passwd", false, false, false, 0},
 		{1, "/app/config/a.yaml", false, false, false, 0}, // watching rules ignore opens
@@ -89,9 +91,19 @@ func TestPolicyCheckFile(t *testing.T) {
 		{3, "/etc/shadow", false, false, false, 0},
 	}
 	for _, tc := range tests {
-		r, m, _, d := p.CheckFile(tc.cg, tc.path, tc.change)
+		r, m, _, d := p.CheckFile(tc.cg, 21, tc.path, tc.change)
 		if m != tc.match || d != tc.deny || r.ID != tc.id {
-			t.Errorf("CheckFile(%d, %s, %v) = match %v deny %v rule %d, want %v %v %d", tc.cg, tc.path, tc.change, m, d, r.ID, tc.match, tc.deny, tc.id)
+			t.Errorf("CheckFile(%d, 21, %s, %v) = match %v deny %v rule %d, want %v %v %d", tc.cg, tc.path, tc.change, m, d, r.ID, tc.match, tc.deny, tc.id)
+		}
+	}
+	// Group 2's rules are watched on devices 20 and 21 only: the same
+	// path on another root filesystem is not its.
+	for _, tc := range []struct {
+		cg, dev uint64
+		match   bool
+	}{{2, 20, true}, {2, 22, false}, {1, 22, true}} {
+		if _, m, _, _ := p.CheckFile(tc.cg, tc.dev, "/etc/shadow", false); m != tc.match {
+			t.Errorf("CheckFile(%d, %d, /etc/shadow) = match %v, want %v", tc.cg, tc.dev, m, tc.match)
 		}
 	}
 	for _, bad := range []string{"/a/*/b", "/a/../b"} {
@@ -107,6 +119,59 @@ func TestPolicyCheckFile(t *testing.T) {
 	}
 	if err := p.Set(Group{Name: "bad", CgroupID: 5, Files: []FileRule{{Path: "rel/path"}}}); err == nil {
 		t.Errorf("relative file rule accepted")
+	}
+}
+
+// FileOwner puts a change whose writer is gone on the group whose rule
+// covers the path on the file's device, never on another root's group.
+func TestPolicyFileOwner(t *testing.T) {
+	p := NewPolicy()
+	shadow := []FileRule{{Path: "/etc/shadow", Block: true}}
+	for _, g := range []Group{
+		{Name: "host", CgroupID: 3, Files: shadow},
+		{Name: "orders", CgroupID: 5, Files: shadow},
+		{Name: "payments", CgroupID: 7, Files: shadow},
+		{Name: "data", CgroupID: 9, Files: []FileRule{{Path: "/srv", Recursive: true}}},
+	} {
+		if err := p.Set(g); err != nil {
+			t.Fatalf("set %s: %v", g.Name, err)
+		}
+	}
+	p.SetFileDevices(3, []uint64{100})
+	p.SetFileDevices(5, []uint64{105})
+	p.SetFileDevices(7, []uint64{107, 108})
+	tests := []struct {
+		dev  uint64
+		path string
+		want uint64
+		ok   bool
+	}{
+		{100, "/etc/shadow", 3, true},
+		{105, "/etc/shadow", 5, true},
+		{108, "/etc/shadow", 7, true},
+		{109, "/etc/shadow", 0, false},
+		{105, "/etc/passwd", 0, false},
+		{109, "/srv/a/b", 9, true}, // devices never set: any
+	}
+	for _, tc := range tests {
+		if got, ok := p.FileOwner(tc.dev, tc.path); got != tc.want || ok != tc.ok {
+			t.Errorf("FileOwner(%d, %s) = %d %v, want %d %v", tc.dev, tc.path, got, ok, tc.want, tc.ok)
+		}
+	}
+	// A group set again keeps its devices; removed, it owns nothing.
+	if err := p.Set(Group{Name: "orders", CgroupID: 5, Files: shadow}); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := p.FileOwner(100, "/etc/shadow"); got != 3 || !ok {
+		t.Errorf("FileOwner(100) after a new Set of 5 = %d %v, want 3", got, ok)
+	}
+	p.Remove(3)
+	if got, ok := p.FileOwner(100, "/etc/shadow"); ok {
+		t.Errorf("FileOwner(100) after Remove(3) = %d, want none", got)
+	}
+	p.SetFileDevices(5, nil)
+	if got, ok := p.FileOwner(105, "/etc/shadow"); ok {
+		t.Errorf("FileOwner(105) with no devices left = %d, want none", got)
 	}
 }
 
