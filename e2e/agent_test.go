@@ -370,7 +370,8 @@ func runInCgroup(t *testing.T, cg, name string, args ...string) error {
 // reported, a shell exec in orders is denied before it runs and reported
 // while the learned executable still runs, a blocking file rule denies
 // the orders workload (only) the opens of its file and reports them, and a
-// restarted agent keeps enforcing.
+// restarted agent keeps enforcing: while it is stopped the kernel's exec
+// fallback kills the shell in orders, reported once the agent is back.
 func TestAgentCoffeeShop(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces and eBPF")
@@ -572,9 +573,27 @@ func TestAgentCoffeeShop(t *testing.T) {
 	if err := keepAliveGet(held, heldBuf, "payments"); err != nil {
 		t.Fatalf("held connection, before the agent restart: %v", err)
 	}
+	agent.WaitLog(regexp.MustCompile(`msg="exec fallback guards workload" workload=shop/orders mode=protect`), 1, 20*time.Second)
+	agentStopped := time.Now()
 	agent.Stop()
 	if err := blocked(); err != nil {
 		t.Fatalf("agent stopped: %v", err)
+	}
+	// The kernel's exec fallback keeps the shell out of orders: killed
+	// before it runs (it would leave a file), while the learned worker
+	// still runs.
+	ranFile := filepath.Join(dir, "shell-ran-while-agent-stopped")
+	shellCmd, shellDone := inCgroup(t, cgOf("orders"), "/bin/sh", "-c", "echo ran > "+ranFile)
+	err = shellCmd.Run()
+	shellDone()
+	if ws, ok := shellCmd.ProcessState.Sys().(syscall.WaitStatus); err == nil || !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("agent stopped, shell in orders: got %v, want killed by SIGKILL", err)
+	}
+	if _, err := os.Stat(ranFile); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("agent stopped, shell in orders ran: %s: %v", ranFile, err)
+	}
+	if err := runInCgroup(t, cgOf("orders"), worker, "0"); err != nil {
+		t.Fatalf("agent stopped, learned worker: %v", err)
 	}
 	if err := traffic(); err != nil {
 		t.Fatalf("agent stopped, learned flows: %v", err)
@@ -597,6 +616,19 @@ func TestAgentCoffeeShop(t *testing.T) {
 	if err := runInCgroup(t, cgOf("orders"), "/bin/sh", "-c", "true"); !errors.Is(err, unix.EPERM) {
 		t.Fatalf("agent restarted, shell in orders: got %v, want EPERM", err)
 	}
+	harness.Eventually(t, 20*time.Second, "process-denied event of the exec fallback", func() error {
+		var evs agents.EventList
+		if err := json.Unmarshal([]byte(mustCLI("event", "list", "-o", "json")), &evs); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Kind == "process-denied" && e.Action == "deny" && e.Workload == "shop/orders" && e.Path == shell &&
+				strings.Contains(e.Message, "guard was not running") && e.Time.After(agentStopped) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no process-denied event of the exec fallback for %s in shop/orders in %d events", shell, len(evs.Items))
+	})
 	if err := runInCgroup(t, cgOf("orders"), worker, "0"); err != nil {
 		t.Fatalf("agent restarted, learned worker: %v", err)
 	}
