@@ -10,4 +10,12 @@
 // under a blocking rule is denied with EPERM, and opens (Discover, Monitor)
 // and changes under the rules are reported. Policy decides, per cgroup,
 // what may run and which files its processes may open.
+//
+// The Guard's fanotify group ends with the agent. Fallback is the kernel's
+// stand-in meanwhile: a sched_process_exec program whose link and maps stay
+// pinned in bpffs. While the agent beats, it does nothing; once the beat is
+// cleared (a clean exit) or stale (a crash), an exec in a protected cgroup
+// of an executable outside the group's allowed set (matched by device and
+// inode; for a script, its interpreter) is killed before its first
+// instruction, and recorded for the agent to report when it is back.
 package procguard
