@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -166,4 +167,272 @@ func TestPrivilegedFileRules(t *testing.T) {
 	if err := shell(true, "cat "+secret+" >/dev/null"); err != nil {
 		t.Errorf("cat in the workload once the rule went: %v", err)
 	}
+}
+
+// The file rules of workloads with roots of their own (a process in its
+// own mount namespace, pivoted into a root filesystem of its own, as in a
+// container) are marked in their roots: the guard names the files by
+// their paths inside the root, a blocking rule denies the workload's
+// open of its own file, a same-named file in another root is not the
+// rule's, even for the workload's processes, and the marks go with the
+// workloads.
+func TestPrivilegedFileRulesInRoots(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: fanotify permission events, mounts and cgroups")
+	}
+	root := DefaultProcessConfig().CgroupRoot
+	if err := checkCgroupRoot(root); err != nil {
+		t.Skipf("no cgroup v2: %v", err)
+	}
+	for _, b := range []string{"unshare", "nsenter", "pivot_root"} {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Skipf("%s not installed", b)
+		}
+	}
+	const secret = "/etc/secret.conf"
+	type box struct {
+		id, cgroup string
+		cgfd       int
+		dir        string
+		pid        int
+	}
+	boxes := []*box{{id: "shop/orders"}, {id: "shop/payments"}}
+	a := testAgent()
+	for i, b := range boxes {
+		b.cgroup, b.cgfd = testCgroup(t, root, fmt.Sprintf("/palisade-node-test-%d-%d", os.Getpid(), i))
+		b.dir = testRoot(t, b.id)
+		ns, name, _ := strings.Cut(b.id, "/")
+		a.endpoints[b.id] = workload.Endpoint{Workload: workload.Workload{Name: name, Namespace: ns, Cgroup: b.cgroup},
+			Images: []workload.Image{{Container: name, Name: "palisade.test/" + name + ":1"}}}
+	}
+	rule := func(id uint32) []compile.FileEntry {
+		return []compile.FileEntry{{Filter: secret, Behavior: policy.FileBlockAccess, RuleID: id}}
+	}
+	all := []compile.ProcessEntry{{Process: "*", Path: "*", Action: policy.ActionAllow}}
+	a.table = &compile.Table{
+		Profiles: []compile.Profile{
+			{ID: 256, ProcessMode: policy.ModeProtect, Processes: all, Files: rule(5)},
+			{ID: 257, ProcessMode: policy.ModeMonitor, Processes: all, Files: rule(6)},
+		},
+		Workloads: []compile.WorkloadIdentity{{Workload: "shop/orders", ID: 256}, {Workload: "shop/payments", ID: 257}},
+	}
+	guard, err := procguard.NewGuard(procguard.GuardConfig{CgroupRoot: root}, a.procs.policy, a.log)
+	if err != nil {
+		t.Fatalf("new guard: %v", err)
+	}
+	defer guard.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- guard.Run(ctx, a.onDecision) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("guard run: %v", err)
+		}
+	}()
+	a.syncProcesses()
+	placed := map[procguard.Mark]bool{}
+	a.syncFileMarks(guard, placed)
+	if len(placed) != 0 {
+		t.Fatalf("marks %v before the workloads have processes, want none", placed)
+	}
+
+	for _, b := range boxes {
+		b.pid = startInRoot(t, b.dir, b.cgfd)
+	}
+	a.syncFileMarks(guard, placed)
+	var want []procguard.Mark
+	for _, b := range boxes {
+		want = append(want, procguard.Mark{Path: fmt.Sprintf("/proc/%d/root/etc", b.pid), Scope: procguard.ScopeDirectory, Files: true})
+	}
+	if len(placed) != len(want) || !placed[want[0]] || !placed[want[1]] {
+		t.Fatalf("marks %v, want %v", placed, want)
+	}
+	a.syncFileMarks(guard, placed) // nothing changed: marks kept
+	if len(placed) != len(want) {
+		t.Fatalf("marks %v after a second sync, want %v", placed, want)
+	}
+
+	// cat runs secret's cat in the mount namespace and root of box in, as
+	// a process of the cgroup of box as.
+	cat := func(in, as *box) (string, error) {
+		cmd := exec.Command("nsenter", "--target", strconv.Itoa(in.pid), "--mount", "--root", "--wd", "cat", secret)
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: as.cgfd}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	orders, payments := boxes[0], boxes[1]
+	if out, err := cat(payments, orders); err != nil || out != payments.id+"\n" {
+		t.Errorf("orders' cat of payments' %s: %q, %v; want payments' file (not orders' rule)", secret, out, err)
+	}
+	if out, err := cat(orders, orders); err == nil || !strings.Contains(out, "Operation not permitted") {
+		t.Errorf("orders' cat of its own %s: %q, %v; want EPERM", secret, out, err)
+	}
+	if out, err := cat(payments, payments); err != nil || out != payments.id+"\n" {
+		t.Errorf("payments' cat of its own %s in Monitor: %q, %v", secret, out, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(orders.dir, secret)); err != nil || string(b) != orders.id+"\n" {
+		t.Errorf("the node's read of orders' %s: %q, %v", secret, b, err)
+	}
+	seen := waitFileEvents(t, a, []string{
+		agentproto.EventFileDenied + " deny shop/orders " + secret + " 5",
+		agentproto.EventFileViolation + " alert shop/payments " + secret + " 6",
+	})
+	if len(seen) != 2 {
+		t.Errorf("events %q, want only the denial in orders and the open in payments", seen)
+	}
+
+	// The workloads go: their marks go.
+	syscall.Kill(payments.pid, syscall.SIGKILL)
+	waitGone(t, payments.pid)
+	a.syncFileMarks(guard, placed)
+	if len(placed) != 1 || !placed[want[0]] {
+		t.Errorf("marks %v once payments' process is gone, want %v", placed, want[0])
+	}
+	delete(a.endpoints, orders.id)
+	a.syncProcesses()
+	a.syncFileMarks(guard, placed)
+	if len(placed) != 0 {
+		t.Errorf("marks %v once orders is gone, want none", placed)
+	}
+	if out, err := cat(orders, orders); err != nil || out != orders.id+"\n" {
+		t.Errorf("cat of orders' %s once its rules went: %q, %v", secret, out, err)
+	}
+}
+
+// testCgroup makes a cgroup under root and returns its path relative to
+// root and an open descriptor of it.
+func testCgroup(t *testing.T, root, rel string) (string, int) {
+	t.Helper()
+	if err := os.Mkdir(filepath.Join(root, rel), 0o755); err != nil {
+		t.Fatalf("create cgroup: %v", err)
+	}
+	fd, err := unix.Open(filepath.Join(root, rel), unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		unix.Close(fd)
+		os.WriteFile(filepath.Join(root, rel, "cgroup.kill"), []byte("1"), 0o644)
+		for range 100 {
+			if err := os.Remove(filepath.Join(root, rel)); err == nil || errors.Is(err, os.ErrNotExist) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Errorf("cgroup %s not removed", rel)
+	})
+	return rel, fd
+}
+
+// testRoot makes a root filesystem of its own, a tmpfs with the node's
+// /usr bound in and /etc/secret.conf holding name.
+func testRoot(t *testing.T, name string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m,mode=0755"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	for _, d := range []string{"etc", "usr", "old", "proc"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range []string{"bin", "sbin", "lib", "lib64"} {
+		if err := os.Symlink("usr/"+l, filepath.Join(dir, l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etc/secret.conf"), []byte(name+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("/usr", filepath.Join(dir, "usr"), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		t.Fatalf("bind /usr: %v", err)
+	}
+	return dir
+}
+
+// startInRoot starts a process in cgroup cgfd, in a mount namespace of
+// its own pivoted into dir, and returns its pid once its root is dir.
+func startInRoot(t *testing.T, dir string, cgfd int) int {
+	t.Helper()
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+		"cd \"$1\" && pivot_root . old && mount -t proc proc /proc && umount -l /old && exec sleep 300", "sh", dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start in %s: %v", dir, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	var want unix.Stat_t
+	if err := unix.Stat(dir, &want); err != nil {
+		t.Fatal(err)
+	}
+	root := fmt.Sprintf("/proc/%d/root", cmd.Process.Pid)
+	for range 250 {
+		var st unix.Stat_t
+		if unix.Stat(root, &st) == nil && st.Dev == want.Dev && st.Ino == want.Ino {
+			return cmd.Process.Pid
+		}
+		select {
+		case <-exited:
+			t.Fatalf("process in %s exited: %s", dir, out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("process %d not in its root %s: %s", cmd.Process.Pid, dir, out.String())
+	return 0
+}
+
+// waitGone waits for process pid to be reaped.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	for range 250 {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("process %d still there", pid)
+}
+
+// waitFileEvents waits for the events want ("kind action workload path
+// rule") and returns every event seen meanwhile.
+func waitFileEvents(t *testing.T, a *Agent, want []string) []string {
+	t.Helper()
+	missing := map[string]bool{}
+	for _, w := range want {
+		missing[w] = true
+	}
+	var seen []string
+	deadline := time.Now().Add(5 * time.Second)
+	for len(missing) > 0 {
+		a.mu.Lock()
+		_, evs := a.agg.drain(time.Now(), time.Hour)
+		a.mu.Unlock()
+		for _, e := range evs {
+			k := fmt.Sprintf("%s %s %s %s %d", e.Kind, e.Action, e.Workload, e.Path, e.Rule)
+			seen = append(seen, k)
+			delete(missing, k)
+		}
+		if len(missing) > 0 && time.Now().After(deadline) {
+			t.Fatalf("events %q: want %q", seen, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return seen
 }
