@@ -86,8 +86,53 @@ const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // last whole byte: a content-type value starting with it is gRPC.
 var grpcHuffman = []byte{0x1d, 0x75, 0xd0, 0x62, 0x0d, 0x26, 0x3d, 0x4c, 0x4d, 0x65}
 
+// Bounds of the HTTP/2 frame walk, the kernel's (agent/bpf/datapath.c).
+const (
+	h2WalkFrames = 4   // frames walked in one packet
+	grpcWindow   = 128 // header block bytes searched for the content type
+)
+
+// isGRPC walks the HTTP/2 frames that follow the client preface as the
+// kernel does: control frames of their lawful sizes (SETTINGS,
+// WINDOW_UPDATE, PING, PRIORITY) are skipped, and the first HEADERS frame
+// is gRPC when the first grpcWindow bytes of its header block (as far as
+// the sample goes) hold the gRPC content type, literal or Huffman coded.
+// Anything else first, a frame header cut by the end of the sample, or
+// more than h2WalkFrames frames is not gRPC.
 func isGRPC(frames []byte) bool {
-	return bytes.Contains(frames, []byte("application/grpc")) || bytes.Contains(frames, grpcHuffman)
+	pos := 0
+	for range h2WalkFrames {
+		if pos+9 > len(frames) {
+			return false
+		}
+		n := int(frames[pos])<<16 | int(frames[pos+1])<<8 | int(frames[pos+2])
+		switch frames[pos+3] {
+		case 0x4: // SETTINGS
+			if n%6 != 0 || n > 96 {
+				return false
+			}
+		case 0x8: // WINDOW_UPDATE
+			if n != 4 {
+				return false
+			}
+		case 0x6: // PING
+			if n != 8 {
+				return false
+			}
+		case 0x2: // PRIORITY
+			if n != 5 {
+				return false
+			}
+		case 0x1: // HEADERS
+			block := frames[pos+9:]
+			block = block[:min(len(block), n, grpcWindow)]
+			return bytes.Contains(block, []byte("application/grpc")) || bytes.Contains(block, grpcHuffman)
+		default:
+			return false
+		}
+		pos += 9 + n
+	}
+	return false
 }
 
 var httpMethods = [][]byte{

@@ -23,9 +23,12 @@
  *      decision by mode, ring buffer event, conntrack entries for both
  *      directions.
  *   -> application rules: when the policy entry says some applications are
- *      decided otherwise than the port, a TCP flow is admitted pending and
- *      its first payload packet (either direction) is classified here; the
- *      flow is then confirmed, or reported and (Protect) dropped for good.
+ *      decided otherwise than the port, a TCP or UDP flow is admitted
+ *      pending and its first payload packet (either direction) is
+ *      classified here; the flow is then confirmed, or reported and
+ *      (Protect) dropped for good. HTTP/2 whose policy tells gRPC apart
+ *      stays pending past the preface: the client's next frames are walked
+ *      up to the first HEADERS frame, whose content type decides.
  *
  * Unparseable packets are never let through in Protect mode.
  */
@@ -39,9 +42,19 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define TCX_DROP 2
 
 #define PAYLOAD_MAX 128
-#define CLASSIFY_MAX 32 /* payload bytes the classifier reads */
-#define APP_SLOTS 8
+#define CLASSIFY_MAX 128 /* payload bytes the classifier reads: a sample's worth */
+#define APP_SLOTS 16
 #define APP_UNCLASSIFIED 0xff
+#define APP_WAIT 0xfe /* classifier: the server spoke first, the client's bytes decide */
+#define APP_RETRY 0xfc /* classifier: busy on this CPU, judge a later packet */
+
+/* The HTTP/2 frame walk that tells gRPC from other HTTP/2. */
+#define H2_PREFACE_LEN 24
+#define H2_WALK_PACKETS 8 /* client payload packets after the preface packet */
+#define H2_WALK_FRAMES 4  /* frames per packet */
+#define H2_MORE 0xfd	  /* walk result: control frames only, next boundary in bits 8.. */
+#define GRPC_WINDOW 128	  /* header block bytes searched for the gRPC content type */
+#define WALK_SERVER 0x80  /* ct_entry.walk of the reply entry: pass, the client decides */
 #define IPV6_EXT_MAX 6
 
 /* Direction relative to the workload. */
@@ -68,6 +81,12 @@ enum app {
 	APP_TLS = 3,
 	APP_SSH = 4,
 	APP_REDIS = 5,
+	APP_DNS = 6,
+	APP_POSTGRES = 7,
+	APP_MYSQL = 8,
+	APP_MONGODB = 9,
+	APP_KAFKA = 10,
+	APP_GRPC = 11,
 };
 
 /* Connection states; each has its own idle timeout in dp_config. */
@@ -141,15 +160,16 @@ struct policy_key {
 };
 
 /* rule_id and action decide a flow whose application is not known. A set
- * bit a of app_mask says a flow of application a (TCP) is decided
- * otherwise: allowed if bit a of app_allow is set, denied otherwise, by
- * rule app_rule[a]. */
+ * bit a of app_mask says a flow of application a (TCP; UDP: DNS only) is
+ * decided otherwise: allowed if bit a of app_allow is set, denied
+ * otherwise, by rule app_rule[a]. 76 bytes. */
 struct policy_value {
 	__u32 rule_id;
 	__u8 action;
-	__u8 app_mask;
-	__u8 app_allow;
 	__u8 pad;
+	__u16 app_mask;
+	__u16 app_allow;
+	__u16 pad2;
 	__u32 app_rule[APP_SLOTS];
 };
 
@@ -192,7 +212,11 @@ struct ct_entry {
 	__u8 fin;   /* FIN_CLIENT, FIN_SERVER */
 	__u8 app;   /* enum app, once classified */
 	__u8 mode;  /* mode of the endpoint when the flow was decided */
-	__u16 pad;
+	/* HTTP/2 frame walk of a pending flow. Client entry: payload packets
+	 * left, seq holds the next frame boundary. Reply entry: WALK_SERVER,
+	 * the server's packets pass until the client's decide. */
+	__u8 walk;
+	__u8 pad;
 	__u32 seq; /* TCP: sequence number of this direction's first payload byte */
 	__u32 pad2;
 };
@@ -574,8 +598,21 @@ struct eval {
 
 /* decide sets the verdict of pv for a flow of application app
  * (APP_UNCLASSIFIED: not known yet). */
+/* app_mask_of returns the applications pv decides otherwise for protocol
+ * proto: any over TCP, DNS over UDP, none over anything else. */
+static __always_inline __u32 app_mask_of(struct policy_value *pv, __u8 proto)
+{
+	if (proto == IPPROTO_TCP)
+		return pv->app_mask;
+	if (proto == IPPROTO_UDP)
+		return pv->app_mask & (1 << APP_DNS);
+	return 0;
+}
+
 static __always_inline void decide(struct policy_value *pv, __u8 proto, __u32 app, struct eval *e)
 {
+	__u32 mask;
+
 	e->pending = 0;
 	e->app = app == APP_UNCLASSIFIED ? APP_NONE : app;
 	if (!pv) {
@@ -585,19 +622,24 @@ static __always_inline void decide(struct policy_value *pv, __u8 proto, __u32 ap
 	}
 	e->rule_id = pv->rule_id;
 	e->action = pv->action;
-	if (!pv->app_mask || proto != IPPROTO_TCP)
+	mask = app_mask_of(pv, proto);
+	if (!mask)
 		return;
 	if (app == APP_UNCLASSIFIED) {
 		/* Some application is decided otherwise: admit the flow while
 		 * any outcome can still be allow, and decide on its payload. */
-		if (pv->action == ACTION_ALLOW || pv->app_allow) {
+		if (pv->action == ACTION_ALLOW || (pv->app_allow & mask)) {
 			e->action = ACTION_ALLOW;
 			e->pending = 1;
 		}
 		return;
 	}
-	if (app < APP_SLOTS && (pv->app_mask & (1 << app))) {
-		e->rule_id = pv->app_rule[app & (APP_SLOTS - 1)];
+	if (app < APP_SLOTS && (mask & (1 << app))) {
+		__u32 slot = app;
+
+		/* Keep the mask: the verifier must see the index bound. */
+		asm volatile("" : "+r"(slot));
+		e->rule_id = pv->app_rule[slot & (APP_SLOTS - 1)];
 		e->action = (pv->app_allow & (1 << app)) ? ACTION_ALLOW : ACTION_DENY;
 	}
 }
@@ -808,35 +850,161 @@ static __always_inline void ct_tcp_track(struct ct_key *k, struct ct_entry *ce, 
 }
 
 /* The classifier: a few distinctive openings, as agent/appdetect reads
- * them. b holds the first CLASSIFY_MAX payload bytes, zero past the end. */
-/* http_target checks what follows a request method: one space, then the
- * first byte of a request target. */
-static __always_inline int http_target(__u8 sp, __u8 c)
+ * them, over the first CLASSIFY_MAX payload bytes (what a sample holds).
+ * It runs in a global function, verified once per program, and only for
+ * pending flows. */
+struct cls {
+	__u8 b[CLASSIFY_MAX + 16]; /* zero past n */
+	__u32 n;		   /* bytes read */
+	/* DNS name walk (bpf_loop): position of the next label length, name
+	 * length so far, result (0 running, 1 DNS, 2 not DNS). */
+	__u32 next;
+	__u32 total;
+	__u32 res;
+	/* Byte scans (bpf_loop): from start to end, what they found. */
+	__u32 start;
+	__u32 end;
+	__u32 kind;
+	__u32 found;
+	__u32 bad;
+};
+
+/* B reads byte i of the sample, masked where the verifier sees it. */
+static __always_inline __u8 B(struct cls *c, __u32 i)
 {
-	return sp == ' ' && c > ' ' && c != 0x7f;
+	asm volatile("" : "+r"(i));
+	return c->b[i & (CLASSIFY_MAX - 1)];
 }
 
-static __always_inline int is_http_request(__u8 *b)
+static __always_inline int is_digit(__u8 c)
 {
-	if (b[0] == 'G' && b[1] == 'E' && b[2] == 'T')
-		return http_target(b[3], b[4]);
-	if (b[0] == 'P' && b[1] == 'U' && b[2] == 'T')
-		return http_target(b[3], b[4]);
-	if (b[0] == 'P' && b[1] == 'O' && b[2] == 'S' && b[3] == 'T')
-		return http_target(b[4], b[5]);
-	if (b[0] == 'H' && b[1] == 'E' && b[2] == 'A' && b[3] == 'D')
-		return http_target(b[4], b[5]);
-	if (b[0] == 'P' && b[1] == 'A' && b[2] == 'T' && b[3] == 'C' && b[4] == 'H')
-		return http_target(b[5], b[6]);
-	if (b[0] == 'T' && b[1] == 'R' && b[2] == 'A' && b[3] == 'C' && b[4] == 'E')
-		return http_target(b[5], b[6]);
-	if (b[0] == 'D' && b[1] == 'E' && b[2] == 'L' && b[3] == 'E' && b[4] == 'T' && b[5] == 'E')
-		return http_target(b[6], b[7]);
-	if (b[0] == 'O' && b[1] == 'P' && b[2] == 'T' && b[3] == 'I' && b[4] == 'O' && b[5] == 'N' && b[6] == 'S')
-		return http_target(b[7], b[8]);
-	if (b[0] == 'C' && b[1] == 'O' && b[2] == 'N' && b[3] == 'N' && b[4] == 'E' && b[5] == 'C' && b[6] == 'T')
-		return http_target(b[7], b[8]);
+	return c >= '0' && c <= '9';
+}
+
+static __always_inline int printable(__u8 c)
+{
+	return c >= 0x20 && c <= 0x7e;
+}
+
+/* http_step is one byte of a request line (bpf_loop callback): found is
+ * " HTTP/1." seen on the line, bad a space or control character seen. */
+static long http_step(__u64 idx, void *ctx)
+{
+	struct cls *c = *(struct cls **)ctx;
+	__u32 j = c->start + (__u32)idx;
+	__u8 ch;
+
+	if (j >= c->n || j >= CLASSIFY_MAX)
+		return 1;
+	ch = B(c, j);
+	if (ch == '\n') {
+		c->res = c->found ? 1 : 2;
+		return 1;
+	}
+	if (!c->found && ch == ' ' && j + 8 <= c->n && B(c, j + 1) == 'H' && B(c, j + 2) == 'T' &&
+	    B(c, j + 3) == 'T' && B(c, j + 4) == 'P' && B(c, j + 5) == '/' && B(c, j + 6) == '1' && B(c, j + 7) == '.')
+		c->found = 1;
+	if (ch <= ' ' || ch == 0x7f)
+		c->bad = 1;
 	return 0;
+}
+
+/* http_line checks what follows a request method (from start): a request
+ * line naming HTTP/1, or, when the line runs past the sample, a target
+ * with no spaces or control characters. */
+static __always_inline int http_line(struct cls *c, __u32 start)
+{
+	c->start = start;
+	c->found = 0;
+	c->bad = 0;
+	c->res = 0;
+	bpf_loop(CLASSIFY_MAX, http_step, &c, 0);
+	if (c->res)
+		return c->res == 1;
+	return !c->bad && c->n > start;
+}
+
+#define SCAN_LOWER 1	 /* a-z and '_' up to a NUL */
+#define SCAN_PRINT_NUL 2 /* printable up to a NUL */
+#define SCAN_PRINT 3	 /* printable */
+#define SCAN_CRLF 4	 /* find "\r\n" */
+
+/* scan_step is one byte of a scan (bpf_loop callback) from start to end. */
+static long scan_step(__u64 idx, void *ctx)
+{
+	struct cls *c = *(struct cls **)ctx;
+	__u32 j = c->start + (__u32)idx;
+	__u8 ch;
+
+	if (j >= c->end || j >= c->n || j >= CLASSIFY_MAX)
+		return 1;
+	ch = B(c, j);
+	switch (c->kind) {
+	case SCAN_CRLF:
+		if (ch == '\r' && j + 2 <= c->n && B(c, j + 1) == '\n') {
+			c->found = 1;
+			return 1;
+		}
+		return 0;
+	case SCAN_LOWER:
+		if (ch == 0)
+			return 1;
+		if ((ch < 'a' || ch > 'z') && ch != '_')
+			goto bad;
+		return 0;
+	case SCAN_PRINT_NUL:
+		if (ch == 0)
+			return 1;
+		/* fall through */
+	default:
+		if (!printable(ch))
+			goto bad;
+		return 0;
+	}
+bad:
+	c->bad = 1;
+	return 1;
+}
+
+/* scan runs a scan of kind over bytes start..end and returns whether it
+ * found (SCAN_CRLF) or passed (the others). */
+static __always_inline int scan(struct cls *c, __u32 kind, __u32 start, __u32 end)
+{
+	c->kind = kind;
+	c->start = start;
+	c->end = end;
+	c->found = 0;
+	c->bad = 0;
+	bpf_loop(CLASSIFY_MAX, scan_step, &c, 0);
+	return kind == SCAN_CRLF ? c->found : !c->bad;
+}
+
+static __always_inline int is_http_request(struct cls *c)
+{
+	__u8 *b = c->b;
+	__u32 start = 0;
+
+	if (b[0] == 'G' && b[1] == 'E' && b[2] == 'T' && b[3] == ' ')
+		start = 4;
+	else if (b[0] == 'P' && b[1] == 'U' && b[2] == 'T' && b[3] == ' ')
+		start = 4;
+	else if (b[0] == 'P' && b[1] == 'O' && b[2] == 'S' && b[3] == 'T' && b[4] == ' ')
+		start = 5;
+	else if (b[0] == 'H' && b[1] == 'E' && b[2] == 'A' && b[3] == 'D' && b[4] == ' ')
+		start = 5;
+	else if (b[0] == 'P' && b[1] == 'A' && b[2] == 'T' && b[3] == 'C' && b[4] == 'H' && b[5] == ' ')
+		start = 6;
+	else if (b[0] == 'T' && b[1] == 'R' && b[2] == 'A' && b[3] == 'C' && b[4] == 'E' && b[5] == ' ')
+		start = 6;
+	else if (b[0] == 'D' && b[1] == 'E' && b[2] == 'L' && b[3] == 'E' && b[4] == 'T' && b[5] == 'E' && b[6] == ' ')
+		start = 7;
+	else if (b[0] == 'O' && b[1] == 'P' && b[2] == 'T' && b[3] == 'I' && b[4] == 'O' && b[5] == 'N' &&
+		 b[6] == 'S' && b[7] == ' ')
+		start = 8;
+	else if (b[0] == 'C' && b[1] == 'O' && b[2] == 'N' && b[3] == 'N' && b[4] == 'E' && b[5] == 'C' &&
+		 b[6] == 'T' && b[7] == ' ')
+		start = 8;
+	return start && c->n >= start && http_line(c, start);
 }
 
 static __always_inline int is_tls(__u8 *b, __u8 hs)
@@ -856,9 +1024,18 @@ static __always_inline int is_tls_record(__u8 *b)
 	return b[0] >= 0x14 && b[0] <= 0x17 && b[1] == 3 && b[2] <= 4 && n >= 1 && n <= (1 << 14) + 2048;
 }
 
-static __always_inline int is_digit(__u8 c)
+static __always_inline int is_h2_preface(__u8 *b)
 {
-	return c >= '0' && c <= '9';
+	return b[0] == 'P' && b[1] == 'R' && b[2] == 'I' && b[3] == ' ' && b[4] == '*' && b[5] == ' ' && b[6] == 'H' &&
+	       b[7] == 'T' && b[8] == 'T' && b[9] == 'P' && b[10] == '/' && b[11] == '2' && b[12] == '.' &&
+	       b[13] == '0' && b[14] == '\r' && b[15] == '\n' && b[16] == '\r' && b[17] == '\n' && b[18] == 'S' &&
+	       b[19] == 'M' && b[20] == '\r' && b[21] == '\n' && b[22] == '\r' && b[23] == '\n';
+}
+
+/* has_crlf reports whether "\r\n" occurs at or after start. */
+static __always_inline int has_crlf(struct cls *c, __u32 start)
+{
+	return scan(c, SCAN_CRLF, start, CLASSIFY_MAX);
 }
 
 static __always_inline int resp_tail(__u8 a, __u8 b, __u8 c)
@@ -866,69 +1043,447 @@ static __always_inline int resp_tail(__u8 a, __u8 b, __u8 c)
 	return a == '\r' && b == '\n' && c == '$';
 }
 
-static __always_inline int is_redis(__u8 *b)
+static __always_inline int is_redis(struct cls *c)
 {
+	__u8 *b = c->b;
+
 	if (b[0] == '*') {
-		/* RESP array: one to five digits, then "\r\n$". */
-		if (!is_digit(b[1]))
+		/* RESP array: one to five digits, then "\r\n$" (as much of it
+		 * as the sample holds). */
+		__u32 i;
+
+		if (c->n < 4 || !is_digit(b[1]))
 			return 0;
 		if (!is_digit(b[2]))
-			return resp_tail(b[2], b[3], b[4]);
-		if (!is_digit(b[3]))
-			return resp_tail(b[3], b[4], b[5]);
-		if (!is_digit(b[4]))
-			return resp_tail(b[4], b[5], b[6]);
-		if (!is_digit(b[5]))
-			return resp_tail(b[5], b[6], b[7]);
-		if (!is_digit(b[6]))
-			return resp_tail(b[6], b[7], b[8]);
-		return 0;
+			i = 2;
+		else if (!is_digit(b[3]))
+			i = 3;
+		else if (!is_digit(b[4]))
+			i = 4;
+		else if (!is_digit(b[5]))
+			i = 5;
+		else if (!is_digit(b[6]))
+			i = 6;
+		else
+			return 0;
+		if (c->n >= i + 3)
+			return resp_tail(B(c, i), B(c, i + 1), B(c, i + 2));
+		if (c->n == i + 2)
+			return B(c, i) == '\r' && B(c, i + 1) == '\n';
+		if (c->n == i + 1)
+			return B(c, i) == '\r';
+		return 1;
 	}
 #define UP(c) ((c) & 0xdf)
 	if ((UP(b[0]) == 'P' && UP(b[1]) == 'I' && UP(b[2]) == 'N' && UP(b[3]) == 'G') ||
 	    (UP(b[0]) == 'I' && UP(b[1]) == 'N' && UP(b[2]) == 'F' && UP(b[3]) == 'O'))
 		return b[4] == '\r' && b[5] == '\n';
-	/* Inline commands with arguments: matched on the command alone. */
+	/* Inline commands with arguments: the command, then a line end. */
 	if (UP(b[0]) == 'A' && UP(b[1]) == 'U' && UP(b[2]) == 'T' && UP(b[3]) == 'H' && b[4] == ' ')
-		return 1;
+		return has_crlf(c, 5);
 	if (UP(b[0]) == 'H' && UP(b[1]) == 'E' && UP(b[2]) == 'L' && UP(b[3]) == 'L' && UP(b[4]) == 'O' &&
 	    b[5] == ' ')
-		return 1;
-	return UP(b[0]) == 'S' && UP(b[1]) == 'E' && UP(b[2]) == 'L' && UP(b[3]) == 'E' && UP(b[4]) == 'C' &&
-	       UP(b[5]) == 'T' && b[6] == ' ';
+		return has_crlf(c, 6);
+	if (UP(b[0]) == 'S' && UP(b[1]) == 'E' && UP(b[2]) == 'L' && UP(b[3]) == 'E' && UP(b[4]) == 'C' &&
+	    UP(b[5]) == 'T' && b[6] == ' ')
+		return has_crlf(c, 7);
+	return 0;
 #undef UP
 }
 
-/* classify names the application of a flow from its first payload packet
- * (p has payload), sent by the client unless reply. A flow met mid-stream
- * (entries lost) is past its opening: any TLS record names TLS. */
-static __always_inline __u32 classify(struct __sk_buff *skb, struct pkt *p, int reply, int midstream)
+static __always_inline __u32 be32(__u8 *b)
 {
-	__u8 b[CLASSIFY_MAX + 8] = {};
-	__u32 n = p->payload_len;
+	return ((__u32)b[0] << 24) | ((__u32)b[1] << 16) | ((__u32)b[2] << 8) | b[3];
+}
 
+static __always_inline __u32 le32(__u8 *b)
+{
+	return ((__u32)b[3] << 24) | ((__u32)b[2] << 16) | ((__u32)b[1] << 8) | b[0];
+}
+
+/* is_postgres matches a startup message (protocol 3.0, then a parameter
+ * name of a-z and '_'), an SSLRequest, a GSSENCRequest or a CancelRequest. */
+static __always_inline int is_postgres(struct cls *c)
+{
+	__u32 n = be32(c->b), code = be32(&c->b[4]);
+
+	if (c->n < 8)
+		return 0;
+	if (code == 80877103 || code == 80877104)
+		return n == 8;
+	if (code == 80877102)
+		return n == 16;
+	if (code != 0x00030000 || n < 9 || n > 10000 || c->n < 9 || c->b[8] == 0)
+		return 0;
+	return scan(c, SCAN_LOWER, 8, CLASSIFY_MAX);
+}
+
+/* is_mysql_greeting matches the server's initial handshake (protocol 10)
+ * with a printable server version starting with a digit. */
+static __always_inline int is_mysql_greeting(struct cls *c)
+{
+	__u8 *b = c->b;
+	__u32 n = (__u32)b[0] | ((__u32)b[1] << 8) | ((__u32)b[2] << 16);
+
+	if (c->n < 6 || n < 20 || n > 1024 || b[3] != 0 || b[4] != 10 || !is_digit(b[5]))
+		return 0;
+	return scan(c, SCAN_PRINT_NUL, 5, CLASSIFY_MAX);
+}
+
+/* is_mongo matches a wire protocol header with a known opcode. */
+static __always_inline int is_mongo(struct cls *c)
+{
+	__u32 n = le32(c->b), op = le32(&c->b[12]);
+
+	if (c->n < 16 || n < 21 || n > (48 << 20))
+		return 0;
+	if (op == 2013) /* OP_MSG: flag bits, then section kind 0 or 1 */
+		return c->n < 21 || c->b[20] <= 1;
+	return op == 2004 || op == 2012 || op == 1;
+}
+
+/* is_kafka matches a request header: size, API key and version in range,
+ * then a client ID that is null or printable. */
+static __always_inline int is_kafka(struct cls *c)
+{
+	__u8 *b = c->b;
+	__u32 size = be32(b);
+	__s16 key = (__s16)(((__u16)b[4] << 8) | b[5]);
+	__s16 ver = (__s16)(((__u16)b[6] << 8) | b[7]);
+	__s16 cl = (__s16)(((__u16)b[12] << 8) | b[13]);
+
+	if (c->n < 14 || size < 10 || size > (100 << 20) || key < 0 || key > 90 || ver < 0 || ver > 20)
+		return 0;
+	if (cl == -1)
+		return 1;
+	if (cl <= 0 || (__u32)cl > size - 10 || c->n == 14)
+		return 0;
+	return scan(c, SCAN_PRINT, 14, 14 + (__u32)cl);
+}
+
+/* dns_step is one byte of the first question name (bpf_loop callback). */
+static long dns_step(__u64 idx, void *ctx)
+{
+	struct cls *c = *(struct cls **)ctx;
+	__u32 j = c->next, l;
+
+	if (idx >= CLASSIFY_MAX || j >= c->n || j >= CLASSIFY_MAX) {
+		c->res = c->total > 0 ? 1 : 2; /* the name runs past the sample */
+		return 1;
+	}
+	l = B(c, j);
+	if (l == 0) {
+		__u32 class;
+
+		if (j + 5 > c->n) {
+			c->res = 1; /* type and class run past the sample */
+			return 1;
+		}
+		class = (((__u32)B(c, j + 3) << 8) | B(c, j + 4)) & 0x7fff; /* mDNS unicast-response bit */
+		c->res = class == 1 || class == 3 || class == 4 || class == 254 || class == 255 ? 1 : 2;
+		return 1;
+	}
+	if (l > 63)
+		goto bad;
+	c->total += l + 1;
+	if (c->total > 255)
+		goto bad;
+	c->next = j + l + 1;
+	return 0;
+bad:
+	c->res = 2;
+	return 1;
+}
+
+/* label_step checks one byte of the first question name for printable
+ * label characters (bpf_loop callback); length bytes are checked by
+ * dns_step. */
+static long label_step(__u64 idx, void *ctx)
+{
+	struct cls *c = *(struct cls **)ctx;
+	__u32 j = (__u32)idx + c->total; /* total: the name's first byte here */
+
+	if (j >= c->n || j >= CLASSIFY_MAX)
+		return 1;
+	if (j == c->next) {
+		__u8 l = B(c, j);
+
+		if (l == 0 || l > 63)
+			return 1;
+		c->next = j + l + 1;
+		return 0;
+	}
+	if (!printable(B(c, j))) {
+		c->res = 2;
+		return 1;
+	}
+	return 0;
+}
+
+/* is_dns matches a DNS message (after the two-byte length of DNS over
+ * TCP when tcp is set): a plausible header and a well-formed first name. */
+static __always_inline int is_dns(struct cls *c, int tcp)
+{
+	__u32 base = tcp ? 2 : 0, flags, opcode, qd, an, ns, ar;
+
+	if (tcp) {
+		__u32 mlen = ((__u32)c->b[0] << 8) | c->b[1];
+
+		if (c->n < 2 || mlen < 12 || mlen < c->n - 2)
+			return 0;
+	}
+	if (c->n < base + 17)
+		return 0;
+	flags = ((__u32)B(c, base + 2) << 8) | B(c, base + 3);
+	opcode = (flags >> 11) & 0xf;
+	if (opcode != 0 && opcode != 2 && opcode != 4 && opcode != 5)
+		return 0;
+	if (flags & 0x0040) /* Z bit must be zero */
+		return 0;
+	qd = ((__u32)B(c, base + 4) << 8) | B(c, base + 5);
+	an = ((__u32)B(c, base + 6) << 8) | B(c, base + 7);
+	ns = ((__u32)B(c, base + 8) << 8) | B(c, base + 9);
+	ar = ((__u32)B(c, base + 10) << 8) | B(c, base + 11);
+	if (qd == 0 || qd > 8 || an > 256 || ns > 256 || ar > 256)
+		return 0;
+	/* Label characters first, then lengths and the class. */
+	c->res = 0;
+	c->next = base + 12;
+	c->total = base + 12;
+	bpf_loop(CLASSIFY_MAX, label_step, &c, 0);
+	if (c->res == 2)
+		return 0;
+	c->next = base + 12;
+	c->total = 0;
+	c->res = 0;
+	bpf_loop(CLASSIFY_MAX / 2 + 1, dns_step, &c, 0);
+	return c->res == 1;
+}
+
+/* is_h2_settings matches the SETTINGS frame an HTTP/2 server opens with. */
+static __always_inline int is_h2_settings(struct cls *c)
+{
+	__u8 *b = c->b;
+	__u32 n = ((__u32)b[0] << 16) | ((__u32)b[1] << 8) | b[2];
+
+	return c->n >= 9 && b[3] == 4 && b[4] == 0 && !b[5] && !b[6] && !b[7] && !b[8] && n % 6 == 0 && n <= 96;
+}
+
+struct grpc_search {
+	__u8 b[GRPC_WINDOW + 16]; /* zero past n */
+	__u32 n;
+	__u32 found;
+};
+
+/* The classifier's buffers: too large for the stack beside the programs'
+ * own. Per CPU; busy guards against a program that interrupts another on
+ * the same CPU (a softirq over a cgroup egress program): the interrupting
+ * one does not classify (APP_RETRY) rather than overwrite. */
+struct scratch {
+	__u32 busy;
+	__u32 pad;
+	struct cls c;
+	struct grpc_search g;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+#define CLS_REPLY 0x1	  /* sent by the server */
+#define CLS_MIDSTREAM 0x2 /* the flow was met past its opening */
+#define CLS_UDP 0x4
+
+/* classify_payload names the application of a flow from its first payload
+ * packet (len bytes at off), in the order of agent/appdetect's Detect. A
+ * flow met mid-stream (entries lost) is past its opening: any TLS record
+ * names TLS. APP_WAIT: an HTTP/2 server's SETTINGS, sent before the
+ * client's preface; the client's first bytes decide. */
+static __always_inline int classify_in(struct __sk_buff *skb, struct cls *c, __u32 off, __u32 len, __u32 how)
+{
+	__u32 n = len;
+	int reply = how & CLS_REPLY;
+
+	if (n == 0)
+		return APP_NONE;
 	if (n > CLASSIFY_MAX)
 		n = CLASSIFY_MAX;
+	__builtin_memset(c->b, 0, sizeof(c->b));
 	n = ((n - 1) & (CLASSIFY_MAX - 1)) + 1;
-	if (bpf_skb_load_bytes(skb, p->payload_off, b, n))
+	if (bpf_skb_load_bytes(skb, off, c->b, n))
 		return APP_NONE;
-	if (b[0] == 'S' && b[1] == 'S' && b[2] == 'H' && b[3] == '-')
+	c->n = n;
+	if (how & CLS_UDP)
+		return is_dns(c, 0) ? APP_DNS : APP_NONE;
+	if (c->b[0] == 'S' && c->b[1] == 'S' && c->b[2] == 'H' && c->b[3] == '-')
 		return APP_SSH;
-	if (is_tls(b, reply ? 2 : 1) || (midstream && is_tls_record(b)))
+	if (is_tls(c->b, reply ? 2 : 1) || ((how & CLS_MIDSTREAM) && is_tls_record(c->b)))
 		return APP_TLS;
-	if (reply)
-		return b[0] == 'H' && b[1] == 'T' && b[2] == 'T' && b[3] == 'P' && b[4] == '/' && b[5] == '1' &&
-			       b[6] == '.'
-			   ? APP_HTTP
-			   : APP_NONE;
-	if (b[0] == 'P' && b[1] == 'R' && b[2] == 'I' && b[3] == ' ' && b[4] == '*' && b[5] == ' ' && b[6] == 'H' &&
-	    b[7] == 'T' && b[8] == 'T' && b[9] == 'P' && b[10] == '/' && b[11] == '2' && b[12] == '.' && b[13] == '0')
+	if (reply) {
+		if (c->b[0] == 'H' && c->b[1] == 'T' && c->b[2] == 'T' && c->b[3] == 'P' && c->b[4] == '/' &&
+		    c->b[5] == '1' && c->b[6] == '.')
+			return APP_HTTP;
+		if (is_mysql_greeting(c))
+			return APP_MYSQL;
+		if (is_mongo(c))
+			return APP_MONGODB;
+		if (is_dns(c, 1))
+			return APP_DNS;
+		if (is_h2_settings(c))
+			return APP_WAIT;
+		return APP_NONE;
+	}
+	if (is_h2_preface(c->b))
 		return APP_HTTP2;
-	if (is_http_request(b))
+	if (is_http_request(c))
 		return APP_HTTP;
-	if (is_redis(b))
+	if (is_postgres(c))
+		return APP_POSTGRES;
+	if (is_mongo(c))
+		return APP_MONGODB;
+	if (is_kafka(c))
+		return APP_KAFKA;
+	if (is_redis(c))
 		return APP_REDIS;
+	if (is_dns(c, 1))
+		return APP_DNS;
 	return APP_NONE;
+}
+
+__attribute__((noinline)) int classify_payload(struct __sk_buff *skb, __u32 off, __u32 len, __u32 how)
+{
+	struct scratch *s;
+	__u32 zero = 0;
+	int app;
+
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!skb || !s || s->busy)
+		return APP_RETRY;
+	s->busy = 1;
+	app = classify_in(skb, &s->c, off, len, how);
+	s->busy = 0;
+	return app;
+}
+
+/* grpc_step tries one position of the search (bpf_loop callback). */
+static long grpc_step(__u64 idx, void *ctx)
+{
+	static const __u8 huf[] = {0x1d, 0x75, 0xd0, 0x62, 0x0d, 0x26, 0x3d, 0x4c, 0x4d, 0x65};
+	static const char lit[] = "application/grpc";
+	struct grpc_search *g = *(struct grpc_search **)ctx;
+	__u32 i = (__u32)idx, k;
+	__u8 *b;
+
+	if (i + sizeof(huf) > g->n || i >= GRPC_WINDOW)
+		return 1;
+	asm volatile("" : "+r"(i));
+	b = &g->b[i & (GRPC_WINDOW - 1)];
+	for (k = 0; k < sizeof(huf); k++)
+		if (b[k] != huf[k])
+			break;
+	if (k == sizeof(huf)) {
+		g->found = 1;
+		return 1;
+	}
+	if (i + 16 > g->n)
+		return 0;
+	for (k = 0; k < 16; k++)
+		if (b[k] != (__u8)lit[k])
+			break;
+	if (k == 16) {
+		g->found = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* grpc_in searches the first bytes of a HEADERS frame's header block (n
+ * bytes at off) for the gRPC content type, literal or HPACK Huffman coded
+ * up to its last whole byte. */
+static __always_inline int grpc_in(struct __sk_buff *skb, struct grpc_search *g, __u32 off, __u32 n)
+{
+	if (n > GRPC_WINDOW)
+		n = GRPC_WINDOW;
+	if (n < 10)
+		return 0;
+	__builtin_memset(g->b, 0, sizeof(g->b));
+	n = ((n - 1) & (GRPC_WINDOW - 1)) + 1;
+	if (bpf_skb_load_bytes(skb, off, g->b, n))
+		return 0;
+	g->n = n;
+	g->found = 0;
+	bpf_loop(GRPC_WINDOW, grpc_step, &g, 0);
+	return g->found;
+}
+
+/* h2_walk walks the HTTP/2 frames of a client packet (len payload bytes at
+ * off) from offset start: control frames (SETTINGS, WINDOW_UPDATE, PING,
+ * PRIORITY, of their lawful sizes) are skipped; the first HEADERS frame
+ * names gRPC or HTTP/2 by its content type; anything else, a frame header
+ * split across packets or more than H2_WALK_FRAMES frames name HTTP/2.
+ * H2_MORE with the offset of the next frame (in bits 8..): control frames
+ * only, the next packet goes on. */
+static __always_inline int h2_walk_in(struct __sk_buff *skb, struct grpc_search *g, __u32 off, __u32 len, __u32 start)
+{
+	__u32 pos = start, flen;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < H2_WALK_FRAMES; i++) {
+		__u8 h[9];
+
+		if (pos >= len)
+			return (pos << 8) | H2_MORE;
+		if (pos + 9 > len || pos > 0xffff)
+			return APP_HTTP2;
+		if (bpf_skb_load_bytes(skb, off + pos, h, 9))
+			return APP_HTTP2;
+		flen = ((__u32)h[0] << 16) | ((__u32)h[1] << 8) | h[2];
+		switch (h[3]) {
+		case 4: /* SETTINGS */
+			if (flen % 6 || flen > 96)
+				return APP_HTTP2;
+			break;
+		case 8: /* WINDOW_UPDATE */
+			if (flen != 4)
+				return APP_HTTP2;
+			break;
+		case 6: /* PING */
+			if (flen != 8)
+				return APP_HTTP2;
+			break;
+		case 2: /* PRIORITY */
+			if (flen != 5)
+				return APP_HTTP2;
+			break;
+		case 1: /* HEADERS */
+			if (flen > len - pos - 9)
+				flen = len - pos - 9;
+			return grpc_in(skb, g, off + pos + 9, flen) ? APP_GRPC : APP_HTTP2;
+		default:
+			return APP_HTTP2;
+		}
+		pos += 9 + flen;
+	}
+	return pos >= len ? (int)((pos << 8) | H2_MORE) : APP_HTTP2;
+}
+
+__attribute__((noinline)) int h2_walk(struct __sk_buff *skb, __u32 off, __u32 len, __u32 start)
+{
+	struct scratch *s;
+	__u32 zero = 0;
+	int r;
+
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!skb || !s || s->busy)
+		return APP_RETRY;
+	s->busy = 1;
+	r = h2_walk_in(skb, &s->g, off, len, start);
+	s->busy = 0;
+	return r;
 }
 
 /* ct_settle writes the outcome of the application check to both entries
@@ -943,6 +1498,7 @@ static __always_inline void ct_settle(struct ct_key *k, struct ct_entry *ce, str
 	ce->flags = (ce->flags & ~(FLAG_PENDING | FLAG_MIDSTREAM)) | set_flags;
 	ce->app = e->app;
 	ce->rule_id = e->rule_id;
+	ce->walk = 0;
 	if (state)
 		ce->state = state;
 	ct_reverse(k, &r);
@@ -951,19 +1507,97 @@ static __always_inline void ct_settle(struct ct_key *k, struct ct_entry *ce, str
 		rce->flags = (rce->flags & ~(FLAG_PENDING | FLAG_MIDSTREAM)) | set_flags;
 		rce->app = e->app;
 		rce->rule_id = e->rule_id;
+		rce->walk = 0;
 		if (state)
 			rce->state = state;
 	}
 }
 
-/* check_app decides a pending flow on its first payload packet. */
+/* ct_walk_server marks the reply entry of the flow of k (or ce itself when
+ * it is the reply entry): the server's packets pass until the client's
+ * bytes decide. */
+static __always_inline void ct_walk_server(struct ct_key *k, struct ct_entry *ce, int reply)
+{
+	struct ct_entry *rce;
+	struct ct_key r;
+
+	if (reply) {
+		ce->walk = WALK_SERVER;
+		return;
+	}
+	ct_reverse(k, &r);
+	rce = bpf_map_lookup_elem(&conntrack, &r);
+	if (rce)
+		rce->walk = WALK_SERVER;
+}
+
+/* h2_split reports whether pv decides gRPC otherwise than other HTTP/2. */
+static __always_inline int h2_split(struct policy_value *pv, __u8 proto)
+{
+	struct eval a = {}, b = {};
+
+	decide(pv, proto, APP_HTTP2, &a);
+	decide(pv, proto, APP_GRPC, &b);
+	return a.action != b.action || a.rule_id != b.rule_id;
+}
+
+/* hold drops a packet of a pending flow that is not the next one to judge
+ * in Protect, and passes it otherwise. */
+static __always_inline int hold(__u32 mode)
+{
+	if (mode == MODE_PROTECT) {
+		count(COUNTER_PROTECT_DROP);
+		return 0;
+	}
+	return 1;
+}
+
+/* check_app decides a pending flow on its first payload packet (for
+ * HTTP/2 whose policy tells gRPC apart, on the client's first HEADERS
+ * frame). */
 static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struct ct_key *k, struct ct_entry *ce,
 				     __u64 ep, __u32 dir)
 {
-	int reply = ce->flags & FLAG_REPLY;
-	__u32 mode = ce->mode, app;
+	int reply = ce->flags & FLAG_REPLY, r;
+	__u32 mode = ce->mode, app, how = 0;
+	__u16 port = reply ? p->sport : p->dport;
+	struct policy_value *pv;
 	struct eval e = {};
 
+	if (ce->walk && reply) {
+		/* The server's side of an HTTP/2 flow the client's frames
+		 * decide. */
+		count(COUNTER_CT_PASS);
+		return 1;
+	}
+	if (ce->walk) {
+		/* Walking the client's HTTP/2 frames: seq is the next frame
+		 * boundary. */
+		__s32 d = (__s32)(p->seq - ce->seq);
+		__u32 start = 0;
+
+		if (p->any_frag) {
+			app = APP_HTTP2;
+			goto decided;
+		}
+		if (d > 0)
+			return hold(mode); /* out of order: not the next frame */
+		if (d < 0) {
+			if ((__u32)(-d) >= p->payload_len)
+				return 1; /* retransmitted bytes already judged */
+			start = (__u32)(-d);
+		}
+		r = h2_walk(skb, p->payload_off, p->payload_len, start);
+		if ((r & 0xff) == APP_RETRY)
+			return hold(mode);
+		if ((r & 0xff) == H2_MORE && ce->walk > 1) {
+			ce->seq = p->seq + ((__u32)r >> 8);
+			ce->walk--;
+			return 1;
+		}
+		app = (r & 0xff) == H2_MORE ? APP_HTTP2 : (__u32)r & 0xff;
+		goto decided;
+	}
 	if (p->any_frag) {
 		/* An IP fragment cannot be classified: it counts as no
 		 * application (a TCP stack that fragments is not a client). */
@@ -975,17 +1609,44 @@ static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struc
 		 * probe (one byte below, at most one byte) passes. */
 		if (p->seq == ce->seq - 1 && p->payload_len <= 1)
 			return 1;
-		if (mode == MODE_PROTECT) {
-			count(COUNTER_PROTECT_DROP);
-			return 0;
-		}
-		return 1;
+		return hold(mode);
 	} else {
-		app = classify(skb, p, reply, ce->flags & FLAG_MIDSTREAM);
+		if (reply)
+			how |= CLS_REPLY;
+		if (ce->flags & FLAG_MIDSTREAM)
+			how |= CLS_MIDSTREAM;
+		if (p->proto == IPPROTO_UDP)
+			how |= CLS_UDP;
+		app = classify_payload(skb, p->payload_off, p->payload_len, how);
+		if (app == APP_RETRY)
+			return hold(mode);
+		if (app == APP_WAIT) {
+			ct_walk_server(k, ce, reply);
+			return 1;
+		}
+		if (app == APP_HTTP2 && !reply && p->proto == IPPROTO_TCP) {
+			pv = lookup_policy(ce->src_id, ce->dst_id, p->proto, port);
+			if (pv && h2_split(pv, p->proto)) {
+				r = h2_walk(skb, p->payload_off, p->payload_len, H2_PREFACE_LEN);
+				if ((r & 0xff) == APP_RETRY)
+					return hold(mode);
+				if ((r & 0xff) != H2_MORE) {
+					app = (__u32)r & 0xff;
+				} else if (!(ce->flags & FLAG_MIDSTREAM)) {
+					/* Preface and control frames only: the
+					 * next packets go on. */
+					ce->seq = p->seq + ((__u32)r >> 8);
+					ce->walk = H2_WALK_PACKETS;
+					ct_walk_server(k, ce, 0);
+					return 1;
+				}
+			}
+		}
 	}
+decided:
 	e.src_id = ce->src_id;
 	e.dst_id = ce->dst_id;
-	decide(lookup_policy(e.src_id, e.dst_id, p->proto, reply ? p->sport : p->dport), p->proto, app, &e);
+	decide(lookup_policy(e.src_id, e.dst_id, p->proto, port), p->proto, app, &e);
 	count_rule(e.rule_id);
 	if (e.action == ACTION_ALLOW) {
 		count(COUNTER_APP_ALLOWED);
@@ -1127,6 +1788,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 			ce->dst_id = e.dst_id;
 			ce->mode = mode;
 			ce->flags = flags & ~(FLAG_VIOLATION | FLAG_PENDING);
+			if (!e.pending)
+				ce->walk = 0;
 			if (e.pending && !(flags & FLAG_PENDING)) {
 				/* Admitted before the rule. Once payload went by, or
 				 * if the SYN was never seen, the next payload is
@@ -1160,6 +1823,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 		ce->dst_id = e.dst_id;
 		ce->mode = mode;
 		ce->flags = (flags & ~FLAG_PENDING) | FLAG_VIOLATION;
+		ce->walk = 0;
 		if (ce->state == CT_DENIED)
 			ce->state = CT_TCP_ESTABLISHED;
 		ce->seen_ns = now;
@@ -1195,7 +1859,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 			if (p.payload_len && !e.pending)
 				emit(skb, &p, ep, dir, EVENT_SAMPLE, &e, mode, flags);
 		}
-		if (e.pending && !(p.tcp_flags & TCP_SYN))
+		if (e.pending && p.proto == IPPROTO_TCP && !(p.tcp_flags & TCP_SYN))
 			flags |= FLAG_MIDSTREAM;
 		ct_create(&p, ep, dir, &e, gen, flags, mode, p.payload_len != 0 && !e.pending);
 		if (e.pending && (p.payload_len || p.any_frag)) {

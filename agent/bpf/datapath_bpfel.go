@@ -24,12 +24,18 @@ const (
 type DatapathApp uint32
 
 const (
-	DatapathAppAPP_NONE  DatapathApp = 0
-	DatapathAppAPP_HTTP  DatapathApp = 1
-	DatapathAppAPP_HTTP2 DatapathApp = 2
-	DatapathAppAPP_TLS   DatapathApp = 3
-	DatapathAppAPP_SSH   DatapathApp = 4
-	DatapathAppAPP_REDIS DatapathApp = 5
+	DatapathAppAPP_NONE     DatapathApp = 0
+	DatapathAppAPP_HTTP     DatapathApp = 1
+	DatapathAppAPP_HTTP2    DatapathApp = 2
+	DatapathAppAPP_TLS      DatapathApp = 3
+	DatapathAppAPP_SSH      DatapathApp = 4
+	DatapathAppAPP_REDIS    DatapathApp = 5
+	DatapathAppAPP_DNS      DatapathApp = 6
+	DatapathAppAPP_POSTGRES DatapathApp = 7
+	DatapathAppAPP_MYSQL    DatapathApp = 8
+	DatapathAppAPP_MONGODB  DatapathApp = 9
+	DatapathAppAPP_KAFKA    DatapathApp = 10
+	DatapathAppAPP_GRPC     DatapathApp = 11
 )
 
 type DatapathCounter uint32
@@ -68,7 +74,8 @@ type DatapathCtEntry struct {
 	Fin        uint8
 	App        uint8
 	Mode       uint8
-	Pad        uint16
+	Walk       uint8
+	Pad        uint8
 	Seq        uint32
 	Pad2       uint32
 }
@@ -193,15 +200,41 @@ type DatapathPolicyValue struct {
 	_        structs.HostLayout
 	RuleId   uint32
 	Action   uint8
-	AppMask  uint8
-	AppAllow uint8
 	Pad      uint8
-	AppRule  [8]uint32
+	AppMask  uint16
+	AppAllow uint16
+	Pad2     uint16
+	AppRule  [16]uint32
 }
 
 type DatapathRuleCounter struct {
 	_     structs.HostLayout
 	Flows uint64
+}
+
+type DatapathScratch struct {
+	_    structs.HostLayout
+	Busy uint32
+	Pad  uint32
+	C    struct {
+		_     structs.HostLayout
+		B     [144]uint8
+		N     uint32
+		Next  uint32
+		Total uint32
+		Res   uint32
+		Start uint32
+		End   uint32
+		Kind  uint32
+		Found uint32
+		Bad   uint32
+	}
+	G struct {
+		_     structs.HostLayout
+		B     [144]uint8
+		N     uint32
+		Found uint32
+	}
 }
 
 // Names of all BPF objects in the ELF.
@@ -218,6 +251,7 @@ const (
 	DatapathMapModes                  = "modes"
 	DatapathMapPolicy                 = "policy"
 	DatapathMapRuleCounters           = "rule_counters"
+	DatapathMapScratch                = "scratch"
 	DatapathProgPalisadeCgroupEgress  = "palisade_cgroup_egress"
 	DatapathProgPalisadeCgroupIngress = "palisade_cgroup_ingress"
 	DatapathProgPalisadeTcxEgress     = "palisade_tcx_egress"
@@ -293,6 +327,7 @@ type DatapathMapSpecs struct {
 	Modes        *ebpf.MapSpec `ebpf:"modes"`
 	Policy       *ebpf.MapSpec `ebpf:"policy"`
 	RuleCounters *ebpf.MapSpec `ebpf:"rule_counters"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 }
 
 // DatapathVariableSpecs contains global variables before they are loaded into the kernel.
@@ -338,6 +373,7 @@ type DatapathMaps struct {
 	Modes        *ebpf.Map `ebpf:"modes"`
 	Policy       *ebpf.Map `ebpf:"policy"`
 	RuleCounters *ebpf.Map `ebpf:"rule_counters"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
 }
 
 func (m *DatapathMaps) Close() error {
@@ -352,6 +388,7 @@ func (m *DatapathMaps) Close() error {
 		m.Modes,
 		m.Policy,
 		m.RuleCounters,
+		m.Scratch,
 	)
 }
 

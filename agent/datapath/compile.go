@@ -15,13 +15,15 @@ type policyKey struct {
 	Bits     uint8
 }
 
+// policyValue is the value of a policy map entry: 76 bytes in the kernel
+// (struct policy_value).
 type policyValue struct {
 	RuleID uint32
 	Action Action
 	// AppMask bit a: flows of application a are decided otherwise, allowed
 	// when bit a of AppAllow is set, by rule AppRule[a].
-	AppMask  uint8
-	AppAllow uint8
+	AppMask  uint16
+	AppAllow uint16
 	AppRule  [appMax + 1]uint32
 }
 

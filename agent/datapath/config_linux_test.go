@@ -54,8 +54,10 @@ func TestParseApp(t *testing.T) {
 		ok   bool
 	}{
 		{"HTTP", AppHTTP, true}, {"http2", AppHTTP2, true}, {"TLS", AppTLS, true}, {"ssl", AppTLS, true},
-		{"SSH", AppSSH, true}, {" Redis ", AppRedis, true}, {"gRPC", AppNone, false}, {"DNS", AppNone, false},
-		{"PostgreSQL", AppNone, false}, {"", AppNone, false},
+		{"SSH", AppSSH, true}, {" Redis ", AppRedis, true}, {"gRPC", AppGRPC, true}, {"DNS", AppDNS, true},
+		{"PostgreSQL", AppPostgres, true}, {"postgres", AppPostgres, true}, {"MySQL", AppMySQL, true},
+		{"mongodb", AppMongoDB, true}, {"kafka", AppKafka, true}, {"none", AppNone, false}, {"smtp", AppNone, false},
+		{"", AppNone, false},
 	}
 	for _, tc := range tests {
 		got, ok := ParseApp(tc.in)

@@ -71,26 +71,45 @@ func (a Action) String() string {
 }
 
 // App is an application protocol the programs classify in the kernel from
-// the first payload packet of a TCP flow. Applications not listed here are
-// enforced by port only (see VerdictEntry.App).
+// the first payload packet of a TCP or UDP flow (UDP: DNS only). Every
+// protocol agent/appdetect names has one.
 type App uint8
 
-// Applications the kernel classifier names, as agent/appdetect does: HTTP/1
-// requests by method (and responses by "HTTP/1."), the HTTP/2 connection
+// Applications the kernel classifier names, with agent/appdetect's
+// signatures over the same first 128 payload bytes: HTTP/1 requests by
+// method and request line (responses by "HTTP/1."), the HTTP/2 connection
 // preface, a TLS handshake record (ClientHello from the client, ServerHello
-// from the server), an SSH banner, and Redis RESP arrays or inline
-// commands. AppNone is a payload none of them matched.
+// from the server), an SSH banner, Redis RESP arrays or inline commands,
+// DNS (over UDP, and over TCP with its two-byte length), a PostgreSQL
+// startup, SSLRequest, GSSENCRequest or CancelRequest, the MySQL server's
+// greeting (server first: classified in the reply direction), a MongoDB
+// wire header, a Kafka request header. gRPC is HTTP/2 whose first HEADERS
+// frame carries content-type application/grpc: where a policy decides gRPC
+// otherwise than HTTP/2, the kernel walks the client's frames past the
+// preface (a few packets) to that HEADERS frame. AppNone is a payload none
+// of them matched.
 const (
-	AppNone  App = 0
-	AppHTTP  App = 1
-	AppHTTP2 App = 2
-	AppTLS   App = 3
-	AppSSH   App = 4
-	AppRedis App = 5
-	appMax   App = 7 // highest application the policy map has room for
+	AppNone     App = 0
+	AppHTTP     App = 1
+	AppHTTP2    App = 2
+	AppTLS      App = 3
+	AppSSH      App = 4
+	AppRedis    App = 5
+	AppDNS      App = 6
+	AppPostgres App = 7
+	AppMySQL    App = 8
+	AppMongoDB  App = 9
+	AppKafka    App = 10
+	AppGRPC     App = 11
+	appMax      App = 15 // highest application the policy map has room for
 )
 
-var appNames = map[App]string{AppNone: "none", AppHTTP: "http", AppHTTP2: "http2", AppTLS: "tls", AppSSH: "ssh", AppRedis: "redis"}
+// appNames are the names of agent/appdetect and of policy rules.
+var appNames = map[App]string{
+	AppNone: "none", AppHTTP: "http", AppHTTP2: "http2", AppTLS: "tls", AppSSH: "ssh", AppRedis: "redis",
+	AppDNS: "dns", AppPostgres: "postgresql", AppMySQL: "mysql", AppMongoDB: "mongodb", AppKafka: "kafka",
+	AppGRPC: "grpc",
+}
 
 func (a App) String() string {
 	if n, ok := appNames[a]; ok {
@@ -103,17 +122,19 @@ func (a App) String() string {
 // the names of agent/appdetect and of policy rules), and false for a
 // protocol the kernel does not classify.
 func ParseApp(name string) (App, bool) {
-	switch strings.ToLower(strings.TrimSpace(name)) {
-	case "http":
-		return AppHTTP, true
-	case "http2":
-		return AppHTTP2, true
-	case "tls", "ssl", "https":
+	switch n := strings.ToLower(strings.TrimSpace(name)); n {
+	case "ssl", "https":
 		return AppTLS, true
-	case "ssh":
-		return AppSSH, true
-	case "redis":
-		return AppRedis, true
+	case "postgres":
+		return AppPostgres, true
+	case "none", "":
+		return AppNone, false
+	default:
+		for a, an := range appNames {
+			if an == n {
+				return a, true
+			}
+		}
 	}
 	return AppNone, false
 }
@@ -142,12 +163,14 @@ type EndpointEntry struct {
 // over allow. The result does not depend on the order of the entries, so a
 // diff needs no positions.
 //
-// Entries with an App decide TCP flows of that application; they form one
-// space per application, resolved like the entries without App, and where
-// an application's space covers a port it overrides the entries without
-// App for flows of it. Such a flow is admitted pending, classified on its
-// first payload packet, then confirmed or treated as a violation (dropped
-// for good in Protect). Other protocols ignore App entries.
+// Entries with an App decide TCP flows of that application, and UDP flows
+// of DNS; they form one space per application, resolved like the entries
+// without App, and where an application's space covers a port it overrides
+// the entries without App for flows of it. Such a flow is admitted
+// pending, classified on its first payload packet in either direction (a
+// gRPC/HTTP/2 flow on its first HEADERS frame), then confirmed or treated
+// as a violation (dropped for good in Protect). Other protocols, and UDP
+// for applications other than DNS, ignore App entries.
 type VerdictEntry struct {
 	SrcID  Identity
 	DstID  Identity

@@ -10,13 +10,15 @@ import (
 
 // ToDatapath converts a node's compiled table into the datapath's table.
 //
-// A verdict that names an application the kernel classifies (HTTP, TLS,
-// SSH, Redis: datapath.ParseApp) keeps it: the kernel checks the flow's
-// first payload. Other applications are decided at L4: such a verdict is
-// enforced as its L4 entry when it allows and no entry without an
-// application has the same key (the application is still detected and
-// reported); one that denies one application only is left to reporting,
-// since denying the whole port would block the other applications on it.
+// A verdict that names an application the kernel classifies (every one
+// agent/appdetect names: HTTP, HTTP/2, gRPC, TLS, SSH, Redis, DNS,
+// PostgreSQL, MySQL, MongoDB, Kafka; datapath.ParseApp) keeps it: the
+// kernel checks the flow's first payload. An application the kernel does
+// not know is decided at L4: such a verdict is enforced as its L4 entry
+// when it allows and no entry without an application has the same key
+// (the application is still detected and reported); one that denies one
+// application only is left to reporting, since denying the whole port
+// would block the other applications on it.
 func ToDatapath(t *compile.Table) (datapath.Table, error) {
 	out := datapath.Table{Modes: map[datapath.Identity]datapath.Mode{}}
 	for _, e := range t.Endpoints {
