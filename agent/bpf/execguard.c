@@ -12,7 +12,9 @@
  *
  * An executable is known by what the kernel holds without a path: the
  * device and inode of the new mm's exe_file. For a script that is its
- * interpreter.
+ * interpreter. A group's rules that allow a process name anywhere are
+ * matched on the new comm (the base name given to execve, cut to 15
+ * characters).
  */
 #include "common.h"
 #include <bpf/bpf_core_read.h>
@@ -69,6 +71,11 @@ struct eg_exe_key {
 	__u32 pad;
 };
 
+struct eg_comm_key {
+	__u64 cgroup_id;
+	char comm[COMM_LEN];
+};
+
 /* The agent's heartbeat: bpf_ktime_get_ns() of its last beat, 0 when it
  * left cleanly; the fallback acts once the beat is older than stale_ns. */
 struct eg_beat {
@@ -107,6 +114,14 @@ struct {
 } eg_allowed SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct eg_comm_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} eg_comms SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
@@ -131,6 +146,7 @@ struct {
 
 const struct eg_record *unused_eg_record __attribute__((unused));
 const struct eg_exe_key *unused_eg_exe_key __attribute__((unused));
+const struct eg_comm_key *unused_eg_comm_key __attribute__((unused));
 const struct eg_beat *unused_eg_beat __attribute__((unused));
 const enum eg_mode *unused_eg_mode __attribute__((unused));
 
@@ -138,6 +154,7 @@ SEC("tracepoint/sched/sched_process_exec")
 int palisade_execguard(struct eg_exec_args *ctx)
 {
 	struct eg_exe_key key = {};
+	struct eg_comm_key ck = {};
 	struct eg_record *rec;
 	struct eg_beat *beat;
 	struct task_struct *task;
@@ -163,6 +180,10 @@ int palisade_execguard(struct eg_exec_args *ctx)
 	key.ino = BPF_CORE_READ(inode, i_ino);
 	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
 	if (bpf_map_lookup_elem(&eg_allowed, &key))
+		return 0;
+	ck.cgroup_id = key.cgroup_id;
+	bpf_get_current_comm(ck.comm, sizeof(ck.comm));
+	if (bpf_map_lookup_elem(&eg_comms, &ck))
 		return 0;
 
 	rec = bpf_ringbuf_reserve(&eg_records, sizeof(*rec), 0);

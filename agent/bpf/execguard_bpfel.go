@@ -19,6 +19,12 @@ type ExecguardEgBeat struct {
 	StaleNs uint64
 }
 
+type ExecguardEgCommKey struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	Comm     [16]int8
+}
+
 type ExecguardEgExeKey struct {
 	_        structs.HostLayout
 	CgroupId uint64
@@ -54,12 +60,14 @@ type ExecguardEgRecord struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	ExecguardMapEgAllowed          = "eg_allowed"
+	ExecguardMapEgComms            = "eg_comms"
 	ExecguardMapEgGroups           = "eg_groups"
 	ExecguardMapEgHeartbeat        = "eg_heartbeat"
 	ExecguardMapEgLost             = "eg_lost"
 	ExecguardMapEgRecords          = "eg_records"
 	ExecguardProgPalisadeExecguard = "palisade_execguard"
 	ExecguardVarUnusedEgBeat       = "unused_eg_beat"
+	ExecguardVarUnusedEgCommKey    = "unused_eg_comm_key"
 	ExecguardVarUnusedEgExeKey     = "unused_eg_exe_key"
 	ExecguardVarUnusedEgMode       = "unused_eg_mode"
 	ExecguardVarUnusedEgRecord     = "unused_eg_record"
@@ -115,6 +123,7 @@ type ExecguardProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExecguardMapSpecs struct {
 	EgAllowed   *ebpf.MapSpec `ebpf:"eg_allowed"`
+	EgComms     *ebpf.MapSpec `ebpf:"eg_comms"`
 	EgGroups    *ebpf.MapSpec `ebpf:"eg_groups"`
 	EgHeartbeat *ebpf.MapSpec `ebpf:"eg_heartbeat"`
 	EgLost      *ebpf.MapSpec `ebpf:"eg_lost"`
@@ -125,10 +134,11 @@ type ExecguardMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExecguardVariableSpecs struct {
-	UnusedEgBeat   *ebpf.VariableSpec `ebpf:"unused_eg_beat"`
-	UnusedEgExeKey *ebpf.VariableSpec `ebpf:"unused_eg_exe_key"`
-	UnusedEgMode   *ebpf.VariableSpec `ebpf:"unused_eg_mode"`
-	UnusedEgRecord *ebpf.VariableSpec `ebpf:"unused_eg_record"`
+	UnusedEgBeat    *ebpf.VariableSpec `ebpf:"unused_eg_beat"`
+	UnusedEgCommKey *ebpf.VariableSpec `ebpf:"unused_eg_comm_key"`
+	UnusedEgExeKey  *ebpf.VariableSpec `ebpf:"unused_eg_exe_key"`
+	UnusedEgMode    *ebpf.VariableSpec `ebpf:"unused_eg_mode"`
+	UnusedEgRecord  *ebpf.VariableSpec `ebpf:"unused_eg_record"`
 }
 
 // ExecguardObjects contains all objects after they have been loaded into the kernel.
@@ -152,6 +162,7 @@ func (o *ExecguardObjects) Close() error {
 // It can be passed to LoadExecguardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExecguardMaps struct {
 	EgAllowed   *ebpf.Map `ebpf:"eg_allowed"`
+	EgComms     *ebpf.Map `ebpf:"eg_comms"`
 	EgGroups    *ebpf.Map `ebpf:"eg_groups"`
 	EgHeartbeat *ebpf.Map `ebpf:"eg_heartbeat"`
 	EgLost      *ebpf.Map `ebpf:"eg_lost"`
@@ -161,6 +172,7 @@ type ExecguardMaps struct {
 func (m *ExecguardMaps) Close() error {
 	return _ExecguardClose(
 		m.EgAllowed,
+		m.EgComms,
 		m.EgGroups,
 		m.EgHeartbeat,
 		m.EgLost,
@@ -172,10 +184,11 @@ func (m *ExecguardMaps) Close() error {
 //
 // It can be passed to LoadExecguardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExecguardVariables struct {
-	UnusedEgBeat   *ebpf.Variable `ebpf:"unused_eg_beat"`
-	UnusedEgExeKey *ebpf.Variable `ebpf:"unused_eg_exe_key"`
-	UnusedEgMode   *ebpf.Variable `ebpf:"unused_eg_mode"`
-	UnusedEgRecord *ebpf.Variable `ebpf:"unused_eg_record"`
+	UnusedEgBeat    *ebpf.Variable `ebpf:"unused_eg_beat"`
+	UnusedEgCommKey *ebpf.Variable `ebpf:"unused_eg_comm_key"`
+	UnusedEgExeKey  *ebpf.Variable `ebpf:"unused_eg_exe_key"`
+	UnusedEgMode    *ebpf.Variable `ebpf:"unused_eg_mode"`
+	UnusedEgRecord  *ebpf.Variable `ebpf:"unused_eg_record"`
 }
 
 // ExecguardPrograms contains all programs after they have been loaded into the kernel.

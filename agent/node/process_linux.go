@@ -630,16 +630,25 @@ func (a *Agent) syncFallback(fb *procguard.Fallback, st *fallbackState) {
 		if !ok {
 			continue
 		}
-		exes, missing := procguard.FallbackExecutables(g, a.workloadRoot(paths[id]))
-		if len(missing) > 0 {
-			a.log.Debug("exec fallback: allowed executables not found", "workload", g.Name, "paths", missing)
+		allowed := procguard.FallbackExecutables(g, a.workloadRoot(paths[id]))
+		if len(allowed.Missing) > 0 {
+			a.log.Debug("exec fallback: allowed executables not found", "workload", g.Name, "paths", allowed.Missing)
 		}
-		if err := fb.Set(procguard.FallbackGroup{CgroupID: id, Mode: mode, Exes: exes}); err != nil {
+		if allowed.Any {
+			// A rule lets the workload run anything: nothing to guard.
+			if was {
+				if err := fb.Remove(id); err != nil {
+					a.log.Warn("exec fallback", "err", err)
+				}
+			}
+			continue
+		}
+		if err := fb.Set(procguard.FallbackGroup{CgroupID: id, Mode: mode, Exes: allowed.Exes, Names: allowed.Names}); err != nil {
 			a.log.Warn("exec fallback", "workload", g.Name, "err", err)
 			continue
 		}
 		if !was || pinned[id] != mode {
-			a.log.Info("exec fallback guards workload", "workload", g.Name, "mode", mode.String(), "executables", len(exes))
+			a.log.Info("exec fallback guards workload", "workload", g.Name, "mode", mode.String(), "executables", len(allowed.Exes), "names", len(allowed.Names))
 		}
 	}
 	if !haveTable {

@@ -71,6 +71,10 @@ type FallbackGroup struct {
 	Mode Mode
 	// Exes are the executables the group may run.
 	Exes []FileID
+	// Names are process names the group may run from anywhere, matched
+	// on the comm the exec gives the process (the base name given to
+	// execve), of which the kernel keeps 15 characters.
+	Names []string
 }
 
 // FallbackRecord is one exec the fallback acted on.
@@ -112,6 +116,7 @@ type Fallback struct {
 
 	mu    sync.Mutex
 	exes  map[uint64]map[FileID]bool // what the pinned allowed map holds, by cgroup
+	names map[uint64]map[string]bool // what the pinned comms map holds, by cgroup
 	modes map[uint64]Mode            // what the pinned groups map holds
 }
 
@@ -142,7 +147,7 @@ func OpenFallback(cfg FallbackConfig, log *slog.Logger) (*Fallback, error) {
 	if err := ensureTracefs(); err != nil {
 		return nil, err
 	}
-	f := &Fallback{cfg: cfg, log: log, exes: map[uint64]map[FileID]bool{}, modes: map[uint64]Mode{}}
+	f := &Fallback{cfg: cfg, log: log, exes: map[uint64]map[FileID]bool{}, names: map[uint64]map[string]bool{}, modes: map[uint64]Mode{}}
 	if err := f.load(); err != nil {
 		return nil, err
 	}
@@ -230,6 +235,19 @@ func (f *Fallback) readPinned() error {
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read fallback executables: %w", err)
+	}
+	var ck bpf.ExecguardEgCommKey
+	it = f.objs.EgComms.Iterate()
+	for it.Next(&ck, &v) {
+		m := f.names[ck.CgroupId]
+		if m == nil {
+			m = map[string]bool{}
+			f.names[ck.CgroupId] = m
+		}
+		m[cstring(ck.Comm[:])] = true
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read fallback process names: %w", err)
 	}
 	return nil
 }
@@ -338,6 +356,23 @@ func (f *Fallback) Set(g FallbackGroup) error {
 		}
 		have[id] = true
 	}
+	haveNames := f.names[g.CgroupID]
+	if haveNames == nil {
+		haveNames = map[string]bool{}
+		f.names[g.CgroupID] = haveNames
+	}
+	wantNames := make(map[string]bool, len(g.Names))
+	for _, n := range g.Names {
+		n = commOf(n)
+		wantNames[n] = true
+		if haveNames[n] {
+			continue
+		}
+		if err := f.objs.EgComms.Put(commKey(g.CgroupID, n), uint8(1)); err != nil {
+			return fmt.Errorf("allow process name %q in cgroup %d: %w", n, g.CgroupID, err)
+		}
+		haveNames[n] = true
+	}
 	if m, ok := f.modes[g.CgroupID]; !ok || m != g.Mode {
 		if err := f.objs.EgGroups.Put(g.CgroupID, kernelMode(g.Mode)); err != nil {
 			return fmt.Errorf("guard cgroup %d: %w", g.CgroupID, err)
@@ -352,6 +387,15 @@ func (f *Fallback) Set(g FallbackGroup) error {
 			return fmt.Errorf("forget executable %d:%d in cgroup %d: %w", id.Dev, id.Ino, g.CgroupID, err)
 		}
 		delete(have, id)
+	}
+	for n := range haveNames {
+		if wantNames[n] {
+			continue
+		}
+		if err := f.objs.EgComms.Delete(commKey(g.CgroupID, n)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("forget process name %q in cgroup %d: %w", n, g.CgroupID, err)
+		}
+		delete(haveNames, n)
 	}
 	return nil
 }
@@ -371,7 +415,45 @@ func (f *Fallback) Remove(cgroupID uint64) error {
 		delete(f.exes[cgroupID], id)
 	}
 	delete(f.exes, cgroupID)
+	for n := range f.names[cgroupID] {
+		if err := f.objs.EgComms.Delete(commKey(cgroupID, n)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("forget process name %q in cgroup %d: %w", n, cgroupID, err)
+		}
+		delete(f.names[cgroupID], n)
+	}
+	delete(f.names, cgroupID)
 	return nil
+}
+
+// commLen is the size of a task's comm, its terminating NUL included.
+const commLen = 16
+
+// commOf returns the comm an exec of a file named name gives a process.
+func commOf(name string) string {
+	if len(name) >= commLen {
+		return name[:commLen-1]
+	}
+	return name
+}
+
+func commKey(cgroupID uint64, comm string) bpf.ExecguardEgCommKey {
+	k := bpf.ExecguardEgCommKey{CgroupId: cgroupID}
+	for i := 0; i < len(comm) && i < commLen-1; i++ {
+		k.Comm[i] = int8(comm[i])
+	}
+	return k
+}
+
+// cstring returns the NUL-terminated string at the start of b.
+func cstring(in []int8) string {
+	b := make([]byte, len(in))
+	for i, c := range in {
+		b[i] = byte(c)
+	}
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
 }
 
 func exeKey(cgroupID uint64, id FileID) bpf.ExecguardEgExeKey {
@@ -434,16 +516,6 @@ func DecodeFallbackRecord(raw []byte) (FallbackRecord, error) {
 	if _, err := binary.Decode(raw, binary.LittleEndian, &e); err != nil {
 		return FallbackRecord{}, fmt.Errorf("decode fallback record of %d bytes: %w", len(raw), err)
 	}
-	cstr := func(in []int8) string {
-		b := make([]byte, len(in))
-		for i, c := range in {
-			b[i] = byte(c)
-		}
-		if i := bytes.IndexByte(b, 0); i >= 0 {
-			b = b[:i]
-		}
-		return string(b)
-	}
 	return FallbackRecord{
 		KernelTimeNs: e.TsNs,
 		CgroupID:     e.CgroupId,
@@ -452,13 +524,27 @@ func DecodeFallbackRecord(raw []byte) (FallbackRecord, error) {
 		Exe:          FileID{Dev: unix.Mkdev(e.Dev>>20, e.Dev&(1<<20-1)), Ino: e.Ino},
 		Mode:         fallbackMode(uint32(e.Mode)),
 		Killed:       e.Killed != 0,
-		Comm:         cstr(e.Comm[:]),
-		Filename:     cstr(e.Filename[:]),
+		Comm:         cstring(e.Comm[:]),
+		Filename:     cstring(e.Filename[:]),
 	}, nil
 }
 
 // maxInterpreterDepth is how many #! interpreters the kernel follows.
 const maxInterpreterDepth = 4
+
+// FallbackAllowed is what a group may run, told apart as the Fallback can.
+type FallbackAllowed struct {
+	// Exes are the allowed executables.
+	Exes []FileID
+	// Names are process names a rule allows anywhere (path "*", a name
+	// without wildcards, no denying rule before it).
+	Names []string
+	// Any says a rule allows every executable before any rule denies one:
+	// the group has nothing for the fallback to guard.
+	Any bool
+	// Missing lists the allowed paths found nowhere.
+	Missing []string
+}
 
 // FallbackExecutables returns what a group may run as the Fallback knows
 // executables: every path the group allows (its profile, and the exact
@@ -467,21 +553,37 @@ const maxInterpreterDepth = 4
 // for the host's), then on the host if missing there. A script adds its #!
 // interpreter (and that one's, if it is a script too), which is the
 // executable the kernel reports for it; an ELF program's loader is not
-// added, as it is not the executable of the process. missing lists the
-// paths found nowhere.
-func FallbackExecutables(g Group, root string) (ids []FileID, missing []string) {
+// added, as it is not the executable of the process. A rule allowing a
+// name anywhere adds the name; one with wildcards in the name, or with a
+// denying rule before it (which the kernel could not tell apart), adds
+// nothing, so the fallback errs towards killing.
+func FallbackExecutables(g Group, root string) FallbackAllowed {
+	var out FallbackAllowed
 	if g.CgroupID == 0 {
 		g.CgroupID = 1
 	}
 	p := NewPolicy()
 	if err := p.Set(g); err != nil {
-		return nil, nil
+		return out
 	}
-	var paths []string
-	paths = append(paths, g.Allowed...)
+	paths := append([]string(nil), g.Allowed...)
+	denied := false
+	names := map[string]bool{}
 	for _, r := range g.Rules {
-		if !r.Deny && r.Path != "*" && !strings.ContainsAny(r.Path, "*?[") {
-			paths = append(paths, r.Path)
+		switch {
+		case r.Deny:
+			denied = true
+		case r.Path != "*":
+			if !strings.ContainsAny(r.Path, "*?[") {
+				paths = append(paths, r.Path)
+			}
+		case denied:
+		case r.Process == "*":
+			out.Any = true
+			return out
+		case !strings.ContainsAny(r.Process, "*?[") && !names[r.Process]:
+			names[r.Process] = true
+			out.Names = append(out.Names, r.Process)
 		}
 	}
 	seen := map[FileID]bool{}
@@ -499,18 +601,18 @@ func FallbackExecutables(g Group, root string) (ids []FileID, missing []string) 
 			id, interp, err := statExecutable(root, next)
 			if err != nil {
 				if depth == 0 {
-					missing = append(missing, path)
+					out.Missing = append(out.Missing, path)
 				}
 				break
 			}
 			if !seen[id] {
 				seen[id] = true
-				ids = append(ids, id)
+				out.Exes = append(out.Exes, id)
 			}
 			next = interp
 		}
 	}
-	return ids, missing
+	return out
 }
 
 // statExecutable returns the file at path inside root (then on the host)

@@ -76,6 +76,8 @@ func TestPrivilegedFallbackKillsForbiddenExecs(t *testing.T) {
 	if err := os.WriteFile(script, []byte("#!"+shell+"\nexec "+allowed+" \"$1\"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	named := filepath.Join(dir, "touch-by-name")
+	copyFile(t, touchBin, named, 0o755)
 	marker := filepath.Join(dir, "marker")
 
 	fb, err := OpenFallback(cfg, quiet())
@@ -89,11 +91,12 @@ func TestPrivilegedFallbackKillsForbiddenExecs(t *testing.T) {
 		}
 	}()
 	g := Group{Name: "shop/orders", CgroupID: cgid, Mode: ModeProtect,
-		Rules: []Rule{{Process: "*", Path: script}, {Process: "*", Path: allowed}, {Process: "sh", Path: "*", Deny: true}}}
-	ids, missing := FallbackExecutables(g, "/")
-	if len(missing) != 0 {
-		t.Fatalf("FallbackExecutables missing %v", missing)
+		Rules: []Rule{{Process: "*", Path: script}, {Process: "*", Path: allowed}, {Process: "touch-by-name", Path: "*"}, {Process: "sh", Path: "*", Deny: true}}}
+	fa := FallbackExecutables(g, "/")
+	if len(fa.Missing) != 0 || fa.Any || !slices.Equal(fa.Names, []string{"touch-by-name"}) {
+		t.Fatalf("FallbackExecutables = %+v, want no missing, names [touch-by-name]", fa)
 	}
+	ids := fa.Exes
 	var shellSt unix.Stat_t
 	if err := unix.Stat(shell, &shellSt); err != nil {
 		t.Fatal(err)
@@ -101,7 +104,7 @@ func TestPrivilegedFallbackKillsForbiddenExecs(t *testing.T) {
 	if !slices.Contains(ids, FileID{Dev: shellSt.Dev, Ino: shellSt.Ino}) {
 		t.Fatalf("FallbackExecutables = %v: lacks the interpreter %s of the allowed script", ids, shell)
 	}
-	if err := fb.Set(FallbackGroup{CgroupID: cgid, Mode: ModeProtect, Exes: ids}); err != nil {
+	if err := fb.Set(FallbackGroup{CgroupID: cgid, Mode: ModeProtect, Exes: ids, Names: fa.Names}); err != nil {
 		t.Fatalf("set group: %v", err)
 	}
 	if err := fb.ClearBeat(); err != nil {
@@ -118,6 +121,7 @@ func TestPrivilegedFallbackKillsForbiddenExecs(t *testing.T) {
 	allowedRuns := []run{
 		{"allowed binary", allowed, []string{marker}, false, true},
 		{"allowed script", script, []string{marker}, false, true},
+		{"allowed by name", named, []string{marker}, false, true},
 	}
 	check := func(stage string, runs ...run) {
 		t.Helper()
@@ -221,11 +225,14 @@ func TestPrivilegedFallbackSetKeepsInStep(t *testing.T) {
 		set    []FallbackGroup
 		remove []uint64
 		want   map[uint64][]FileID
+		names  map[uint64][]string
 	}{
-		{set: []FallbackGroup{{CgroupID: 7, Mode: ModeProtect, Exes: []FileID{a, b}}, {CgroupID: 8, Mode: ModeMonitor, Exes: []FileID{c}}},
-			want: map[uint64][]FileID{7: {a, b}, 8: {c}}},
-		{set: []FallbackGroup{{CgroupID: 7, Mode: ModeProtect, Exes: []FileID{b, c}}}, want: map[uint64][]FileID{7: {b, c}, 8: {c}}},
-		{remove: []uint64{8, 9}, want: map[uint64][]FileID{7: {b, c}}},
+		{set: []FallbackGroup{{CgroupID: 7, Mode: ModeProtect, Exes: []FileID{a, b}, Names: []string{"nginx", "a-name-longer-than-fifteen"}}, {CgroupID: 8, Mode: ModeMonitor, Exes: []FileID{c}}},
+			want: map[uint64][]FileID{7: {a, b}, 8: {c}}, names: map[uint64][]string{7: {"a-name-longer-t", "nginx"}}},
+		{set: []FallbackGroup{{CgroupID: 7, Mode: ModeProtect, Exes: []FileID{b, c}, Names: []string{"redis"}}},
+			want: map[uint64][]FileID{7: {b, c}, 8: {c}}, names: map[uint64][]string{7: {"redis"}}},
+		{remove: []uint64{8, 9}, want: map[uint64][]FileID{7: {b, c}}, names: map[uint64][]string{7: {"redis"}}},
+		{remove: []uint64{7}, want: map[uint64][]FileID{}, names: map[uint64][]string{}},
 	}
 	for i, st := range steps {
 		for _, g := range st.set {
@@ -250,8 +257,18 @@ func TestPrivilegedFallbackSetKeepsInStep(t *testing.T) {
 			}
 			slices.SortFunc(got[id], func(x, y FileID) int { return int(x.Ino) - int(y.Ino) })
 		}
+		gotNames := map[uint64][]string{}
+		for id, m := range fb2.names {
+			for n := range m {
+				gotNames[id] = append(gotNames[id], n)
+			}
+			slices.Sort(gotNames[id])
+		}
 		modes := fb2.Groups()
 		fb2.Close()
+		if fmt.Sprint(gotNames) != fmt.Sprint(st.names) {
+			t.Errorf("step %d: pinned names %v, want %v", i, gotNames, st.names)
+		}
 		if fmt.Sprint(got) != fmt.Sprint(st.want) {
 			t.Errorf("step %d: pinned executables %v, want %v", i, got, st.want)
 		}
@@ -315,4 +332,84 @@ func FuzzDecodeFallbackRecord(f *testing.F) {
 			t.Errorf("decoded %+v: strings longer than their fields", r)
 		}
 	})
+}
+
+func TestFallbackExecutables(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "app")
+	copyFile(t, "/bin/true", bin, 0o755)
+	other := filepath.Join(dir, "other")
+	copyFile(t, "/bin/true", other, 0o755)
+	interp := filepath.Join(dir, "interp")
+	copyFile(t, "/bin/true", interp, 0o755)
+	script := filepath.Join(dir, "job")
+	if err := os.WriteFile(script, []byte("#!"+interp+" -e\nrun\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "app-link")
+	if err := os.Symlink(bin, link); err != nil {
+		t.Fatal(err)
+	}
+	id := func(path string) FileID {
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		return FileID{Dev: st.Dev, Ino: st.Ino}
+	}
+	missing := filepath.Join(dir, "gone")
+	tests := []struct {
+		name string
+		g    Group
+		want FallbackAllowed
+	}{
+		{"profile and exact rules", Group{Allowed: []string{bin}, Rules: []Rule{{Process: "other", Path: other}}},
+			FallbackAllowed{Exes: []FileID{id(bin), id(other)}}},
+		{"a symbolic link is its target", Group{Allowed: []string{link, bin}}, FallbackAllowed{Exes: []FileID{id(bin)}}},
+		{"a script brings its interpreter", Group{Allowed: []string{script}}, FallbackAllowed{Exes: []FileID{id(script), id(interp)}}},
+		{"a denying rule wins", Group{Allowed: []string{bin, other}, Rules: []Rule{{Process: "app", Path: "*", Deny: true}}},
+			FallbackAllowed{Exes: []FileID{id(other)}}},
+		{"a rule of another name allows nothing", Group{Rules: []Rule{{Process: "nginx", Path: bin}}}, FallbackAllowed{}},
+		{"names anywhere", Group{Rules: []Rule{{Process: "nginx", Path: "*"}, {Process: "ngin?", Path: "*"}, {Process: "nginx", Path: "*"}}},
+			FallbackAllowed{Names: []string{"nginx"}}},
+		{"no name after a denying rule", Group{Rules: []Rule{{Process: "*", Path: "/tmp/*", Deny: true}, {Process: "nginx", Path: "*"}}},
+			FallbackAllowed{}},
+		{"anything", Group{Allowed: []string{bin}, Rules: []Rule{{Process: "*", Path: "*"}}}, FallbackAllowed{Any: true}},
+		{"anything but", Group{Rules: []Rule{{Process: "sh", Path: "*", Deny: true}, {Process: "*", Path: "*"}}}, FallbackAllowed{}},
+		{"missing", Group{Allowed: []string{missing, bin}}, FallbackAllowed{Exes: []FileID{id(bin)}, Missing: []string{missing}}},
+		{"not a regular file", Group{Allowed: []string{dir}}, FallbackAllowed{Missing: []string{dir}}},
+	}
+	for _, tc := range tests {
+		got := FallbackExecutables(tc.g, "/")
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: FallbackExecutables = %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestFallbackExecutablesInRoot(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"bin", "usr/bin"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	real := filepath.Join(root, "bin", "app")
+	copyFile(t, "/bin/true", real, 0o755)
+	// An absolute link, as a container image holds: it points inside root.
+	if err := os.Symlink("/bin/app", filepath.Join(root, "usr/bin/app")); err != nil {
+		t.Fatal(err)
+	}
+	var st, hostSh unix.Stat_t
+	if err := unix.Stat(real, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat("/bin/sh", &hostSh); err != nil {
+		t.Fatal(err)
+	}
+	got := FallbackExecutables(Group{Allowed: []string{"/usr/bin/app", "/bin/sh"}}, root)
+	want := []FileID{{Dev: st.Dev, Ino: st.Ino}, {Dev: hostSh.Dev, Ino: hostSh.Ino}}
+	if !slices.Equal(got.Exes, want) || len(got.Missing) != 0 {
+		t.Errorf("FallbackExecutables in %s = %+v, want %v (the link resolved in the root, /bin/sh found on the host)", root, got, want)
+	}
 }
