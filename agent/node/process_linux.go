@@ -195,7 +195,7 @@ func (a *Agent) runProcesses(ctx context.Context) {
 		}()
 	}
 	a.log.Info("process control ready", "guard", guard != nil, "fallback", fb != nil)
-	fbs := fallbackState{absent: map[uint64]time.Time{}}
+	fbs := fallbackState{grace: fallbackGrace, absent: map[uint64]time.Time{}}
 	armed := false
 	roots := map[uint64]bool{} // devices of workload roots marked
 	fileMarked := map[procguard.Mark]bool{}
@@ -585,6 +585,9 @@ func beatLoop(ctx context.Context, fb *procguard.Fallback, on func() bool, log *
 
 // fallbackState is what runProcesses keeps between fallback syncs.
 type fallbackState struct {
+	// grace is how long a guarded cgroup the agent does not know stays
+	// guarded, and how long a record of such a cgroup is kept.
+	grace time.Duration
 	// absent holds when a guarded cgroup the agent does not know was
 	// first seen so.
 	absent map[uint64]time.Time
@@ -600,7 +603,7 @@ type pendingRecord struct {
 // syncFallback brings the fallback's groups in step with the process
 // policy: workloads in Monitor and Protect with the executables their
 // profiles allow (looked up in their root), no others. A guarded cgroup
-// the agent does not know is let go after fallbackGrace.
+// the agent does not know is let go after st.grace.
 func (a *Agent) syncFallback(fb *procguard.Fallback, st *fallbackState) {
 	a.mu.Lock()
 	haveTable := a.table != nil
@@ -663,7 +666,7 @@ func (a *Agent) syncFallback(fb *procguard.Fallback, st *fallbackState) {
 			st.absent[id] = now
 			continue
 		}
-		if now.Sub(since) < fallbackGrace {
+		if now.Sub(since) < st.grace {
 			continue
 		}
 		delete(st.absent, id)
@@ -710,7 +713,7 @@ func (a *Agent) drainFallback(fb *procguard.Fallback, st *fallbackState) {
 		switch {
 		case ok:
 			a.fallbackEvent(wid, pr.rec)
-		case now.Sub(pr.seen) < fallbackGrace:
+		case now.Sub(pr.seen) < st.grace:
 			keep = append(keep, pr)
 		default:
 			a.log.Warn("exec fallback record of no workload", "cgroup", pr.rec.CgroupID, "path", pr.rec.Filename, "pid", pr.rec.Pid, "killed", pr.rec.Killed)

@@ -3,13 +3,22 @@
 package node
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
+	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/palisade-sec/palisade/agent/procguard"
+	"github.com/palisade-sec/palisade/agent/workload"
 	"github.com/palisade-sec/palisade/policy"
 	"github.com/palisade-sec/palisade/policy/compile"
+	"github.com/palisade-sec/palisade/shared/agentproto"
 )
 
 func TestProcessGroup(t *testing.T) {
@@ -72,5 +81,146 @@ func TestProcessConfigValidate(t *testing.T) {
 		if err := c.Validate(); (err == nil) != tc.ok {
 			t.Errorf("%s: Validate() = %v, want ok %v", tc.name, err, tc.ok)
 		}
+	}
+}
+
+// TestPrivilegedFallbackFollowsPolicy runs the agent's side of the exec
+// fallback on a real cgroup: the workload in Protect gets its profile's
+// executables, a forbidden exec is killed while no guard beats and comes
+// back as a process-denied event of the workload, the workload in
+// Discover is let go, and a cgroup no workload has is let go after the
+// grace.
+func TestPrivilegedFallbackFollowsPolicy(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: eBPF, bpffs and cgroups")
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/bpf", &sfs); err != nil || sfs.Type != unix.BPF_FS_MAGIC {
+		t.Skip("needs bpffs on /sys/fs/bpf")
+	}
+	cfg := DefaultConfig()
+	cfg.Controllers, cfg.Node, cfg.DataDir = []string{"127.0.0.1:1"}, "node1", t.TempDir()
+	if err := checkCgroupRoot(cfg.Processes.CgroupRoot); err != nil {
+		t.Skipf("no cgroup v2: %v", err)
+	}
+	cfg.Processes.FallbackPinDir = fmt.Sprintf("/sys/fs/bpf/palisade-node-test-%d", os.Getpid())
+	t.Cleanup(func() { os.RemoveAll(cfg.Processes.FallbackPinDir) })
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := fmt.Sprintf("/palisade-node-test-%d", os.Getpid())
+	cgPath := filepath.Join(cfg.Processes.CgroupRoot, rel)
+	if err := os.Mkdir(cgPath, 0o755); err != nil {
+		t.Fatalf("create cgroup: %v", err)
+	}
+	cgfd, err := unix.Open(cgPath, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.Close(cgfd)
+		for i := 0; i < 50 && os.Remove(cgPath) != nil; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	dir := t.TempDir()
+	allowed := filepath.Join(dir, "worker")
+	b, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(allowed, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shell, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := func(mode policy.Mode) *compile.Table {
+		return &compile.Table{
+			Profiles: []compile.Profile{{ID: 256, ProcessMode: mode, Processes: []compile.ProcessEntry{
+				{Process: "worker", Path: allowed, Action: policy.ActionAllow}}}},
+			Workloads: []compile.WorkloadIdentity{{Workload: "shop/orders", ID: 256}},
+		}
+	}
+	a.mu.Lock()
+	a.table = table(policy.ModeProtect)
+	a.endpoints["shop/orders"] = workload.Endpoint{Workload: workload.Workload{Name: "orders", Namespace: "shop", Cgroup: rel}}
+	a.mu.Unlock()
+
+	fb := a.openFallback()
+	if fb == nil {
+		t.Fatal("exec fallback did not open")
+	}
+	defer fb.Close()
+	st := fallbackState{grace: fallbackGrace, absent: map[uint64]time.Time{}}
+	if got := a.syncProcesses(); !reflect.DeepEqual(got, []string{rel}) {
+		t.Fatalf("protected cgroups %v, want [%s]", got, rel)
+	}
+	a.syncFallback(fb, &st)
+	if err := fb.ClearBeat(); err != nil {
+		t.Fatal(err)
+	}
+	run := func(path string, args ...string) (killed bool) {
+		t.Helper()
+		cmd := exec.Command(path, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
+		err := cmd.Run()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			return true
+		}
+		if err != nil {
+			t.Fatalf("run %s: %v", path, err)
+		}
+		return false
+	}
+	if !run("/bin/sh", "-c", "true") {
+		t.Errorf("Protect: /bin/sh not killed")
+	}
+	if run(allowed) {
+		t.Errorf("Protect: the profile's %s killed", allowed)
+	}
+	a.drainFallback(fb, &st)
+	a.mu.Lock()
+	_, evs := a.agg.drain(time.Now(), time.Minute)
+	a.mu.Unlock()
+	if len(evs) != 1 || evs[0].Kind != agentproto.EventExecDenied || evs[0].Action != "deny" || evs[0].Workload != "shop/orders" ||
+		evs[0].Path != shell || evs[0].Mode != "protect" {
+		t.Errorf("events %+v, want one process-denied of %s in shop/orders", evs, shell)
+	}
+
+	// Discover: the fallback lets the workload go.
+	a.mu.Lock()
+	a.table = table(policy.ModeDiscover)
+	a.mu.Unlock()
+	a.syncProcesses()
+	a.syncFallback(fb, &st)
+	if got := fb.Groups(); len(got) != 0 {
+		t.Errorf("Discover: fallback groups %v, want none", got)
+	}
+	if run("/bin/sh", "-c", "true") {
+		t.Errorf("Discover: /bin/sh killed")
+	}
+
+	// Back to Protect, then the workload leaves: its cgroup stays guarded
+	// for the grace, then is let go.
+	a.mu.Lock()
+	a.table = table(policy.ModeProtect)
+	a.mu.Unlock()
+	a.syncProcesses()
+	a.syncFallback(fb, &st)
+	a.mu.Lock()
+	delete(a.endpoints, "shop/orders")
+	a.mu.Unlock()
+	a.syncProcesses()
+	a.syncFallback(fb, &st)
+	if got := fb.Groups(); len(got) != 1 {
+		t.Errorf("workload gone, within the grace: fallback groups %v, want its cgroup", got)
+	}
+	st.grace = 0
+	a.syncFallback(fb, &st)
+	if got := fb.Groups(); len(got) != 0 {
+		t.Errorf("workload gone, after the grace: fallback groups %v, want none", got)
 	}
 }
