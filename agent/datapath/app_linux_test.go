@@ -4,17 +4,29 @@ package datapath
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"crypto/tls"
+	"encoding/binary"
+	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/net/http2/hpack"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/palisade-sec/palisade/agent/appdetect"
 	"github.com/palisade-sec/palisade/agent/bpf"
@@ -64,30 +76,203 @@ func goHTTPRequest(t *testing.T) []byte {
 }
 
 // kernelAppOf is the application the kernel is expected to name for what
-// appdetect detects. gRPC is HTTP/2 to the kernel.
+// appdetect detects.
 func kernelAppOf(p appdetect.Protocol) App {
-	if p == appdetect.GRPC {
-		return AppHTTP2
-	}
 	a, _ := ParseApp(string(p))
 	return a
 }
 
+// dnsMessage is a query (or, with answer, a response) for one A record,
+// built by x/net's dnsmessage, with DNS over TCP's length when tcp is set.
+func dnsMessage(t testing.TB, tcp, answer bool) []byte {
+	t.Helper()
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 0x2b1d, Response: answer, RecursionDesired: true})
+	b.EnableCompression()
+	name := dnsmessage.MustNewName("orders.shop.svc.cluster.local.")
+	if err := b.StartQuestions(); err != nil {
+		t.Fatalf("dns: %v", err)
+	}
+	if err := b.Question(dnsmessage.Question{Name: name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}); err != nil {
+		t.Fatalf("dns: %v", err)
+	}
+	if answer {
+		if err := b.StartAnswers(); err != nil {
+			t.Fatalf("dns: %v", err)
+		}
+		h := dnsmessage.ResourceHeader{Name: name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 30}
+		if err := b.AResource(h, dnsmessage.AResource{A: [4]byte{10, 96, 0, 12}}); err != nil {
+			t.Fatalf("dns: %v", err)
+		}
+	}
+	msg, err := b.Finish()
+	if err != nil {
+		t.Fatalf("dns: %v", err)
+	}
+	if tcp {
+		msg = append([]byte{byte(len(msg) >> 8), byte(len(msg))}, msg...)
+	}
+	return msg
+}
+
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// h2Frame is one HTTP/2 frame.
+func h2Frame(typ, flags byte, stream uint32, payload []byte) []byte {
+	n := len(payload)
+	f := []byte{byte(n >> 16), byte(n >> 8), byte(n), typ, flags, byte(stream >> 24), byte(stream >> 16), byte(stream >> 8), byte(stream)}
+	return append(f, payload...)
+}
+
+// h2Headers is a HEADERS frame (END_HEADERS) of a request on stream 1 with
+// the content type given, HPACK-encoded by x/net (Huffman coded, as
+// clients send it).
+func h2Headers(contentType string) []byte {
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range []hpack.HeaderField{
+		{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+		{Name: ":path", Value: "/shop.Orders/List"}, {Name: ":authority", Value: "orders:50051"},
+		{Name: "content-type", Value: contentType}, {Name: "te", Value: "trailers"},
+	} {
+		enc.WriteField(f)
+	}
+	return h2Frame(1, 4, 1, hb.Bytes())
+}
+
+// h2Settings is an empty SETTINGS frame.
+var h2Settings = h2Frame(4, 0, 0, nil)
+
+// grpcClientWrites runs a grpc-go client against a grpc-go server on
+// loopback and returns what the client wrote, one slice per write, until
+// its first call returned.
+func grpcClientWrites(t *testing.T) [][]byte {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	srv := grpc.NewServer()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(l)
+	}()
+	defer func() {
+		srv.Stop()
+		<-served
+	}()
+	rec := &recordingConn{}
+	cc, err := grpc.NewClient("passthrough:///"+l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, "tcp4", addr)
+			rec.Conn = c
+			return rec, err
+		}))
+	if err != nil {
+		t.Fatalf("grpc client: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = cc.Invoke(ctx, "/shop.Orders/List", &emptypb.Empty{}, &emptypb.Empty{})
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("grpc call: %v, want Unimplemented", err)
+	}
+	cc.Close()
+	return rec.writes()
+}
+
+// recordingConn records what is written to it.
+type recordingConn struct {
+	net.Conn
+	mu sync.Mutex
+	w  [][]byte
+}
+
+func (c *recordingConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	c.w = append(c.w, append([]byte(nil), b...))
+	c.mu.Unlock()
+	return c.Conn.Write(b)
+}
+
+func (c *recordingConn) writes() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.w
+}
+
+// untilHeaders concatenates writes up to the one holding the first
+// HEADERS frame (writes hold whole frames after the preface).
+func untilHeaders(t *testing.T, writes [][]byte) []byte {
+	t.Helper()
+	var out []byte
+	for _, w := range writes {
+		out = append(out, w...)
+		for pos := len(h2Preface); pos+9 <= len(out); pos += 9 + int(out[pos])<<16 | int(out[pos+1])<<8 | int(out[pos+2]) {
+			if out[pos+3] == 1 {
+				return out
+			}
+		}
+	}
+	t.Fatalf("no HEADERS frame in %d writes", len(writes))
+	return nil
+}
+
+// Hand-built samples of agent/appdetect's tests, laid out from each
+// protocol's documentation.
+const (
+	// PostgreSQL StartupMessage v3.0: user=app database=orders.
+	pgStartup = "00000026 00030000 7573657200 61707000 646174616261736500 6f726465727300 00"
+	// PostgreSQL SSLRequest, GSSENCRequest, CancelRequest.
+	pgSSL    = "00000008 04d2162f"
+	pgGSS    = "00000008 04d21630"
+	pgCancel = "00000010 04d2162e 00001234 5678abcd"
+	// MySQL 8 initial handshake: length 74, seq 0, protocol 10, "8.0.36\0", thread id, salt.
+	mysqlGreeting = "4a0000 00 0a 382e302e333600 0b000000 3a5d4c1f7e6a2b3c 00 ffff ff 0200 ffdf 15 00000000000000000000 1b4e5d6f7a3c2b1d4f5e6a7b00 6d7973716c5f6e61746976655f70617373776f726400"
+	// MongoDB OP_MSG hello: length 0x5c, request 1, response 0, opcode 2013, flags 0, section kind 0.
+	mongoHello = "5c000000 01000000 00000000 dd070000 00000000 00 47000000 1068656c6c6f0001000000"
+	// Kafka ApiVersions v3 request: size, api key 18, version 3, correlation 1, client id "rdkafka".
+	kafkaAPIVersions = "00000024 0012 0003 00000001 0007 72646b61666b61 00 0a6c6962726466616b61 06322e332e30 00"
+)
+
+func unhex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
+	if err != nil {
+		t.Fatalf("bad hex: %v", err)
+	}
+	return b
+}
+
+// udpFrame is an Ethernet frame 10.199.1.2:sport -> 10.199.2.2:dport
+// carrying payload over UDP.
+func udpFrame(sport, dport uint16, payload []byte) []byte {
+	u := make([]byte, 8)
+	binary.BigEndian.PutUint16(u[0:], sport)
+	binary.BigEndian.PutUint16(u[2:], dport)
+	binary.BigEndian.PutUint16(u[4:], uint16(8+len(payload)))
+	return eth(0x0800, ipv4Packet(5, unix.IPPROTO_UDP, append(u, payload...)))
+}
+
 // TestPrivilegedClassifierAgreesWithAppdetect runs the programs on one
 // mid-stream payload packet per sample and application port (no conntrack
-// entry, so the packet itself is classified) and checks that the packet
-// passes exactly on the port of the application appdetect names.
+// entry, so the packet itself is classified; HTTP/2 frames are walked in
+// that packet only) and checks that the packet passes exactly on the port
+// of the application appdetect names from the same bytes. The rules are
+// for any protocol: a UDP sample meets them too.
 func TestPrivilegedClassifierAgreesWithAppdetect(t *testing.T) {
 	skipUnlessRoot(t)
+	grpcWrites := grpcClientWrites(t)
 	cfg := testConfig(t)
 	cfg.SweepInterval = 0
 	d := openDatapath(t, cfg)
 	t.Cleanup(func() { d.Destroy() })
-	ports := map[App]uint16{AppHTTP: 8080, AppHTTP2: 8081, AppTLS: 8082, AppSSH: 8083, AppRedis: 8084}
+	ports := map[App]uint16{}
 	tab := baseTable(ModeProtect)
 	tab.Verdicts = nil
-	for app, port := range ports {
-		tab.Verdicts = append(tab.Verdicts, VerdictEntry{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: port, PortHi: port, App: app, Action: ActionAllow, RuleID: uint32(40 + app)})
+	for app := AppHTTP; app <= AppGRPC; app++ {
+		ports[app] = 8080 + uint16(app)
+		tab.Verdicts = append(tab.Verdicts, VerdictEntry{SrcID: idA, DstID: idB, PortLo: ports[app], PortHi: ports[app], App: app, Action: ActionAllow, RuleID: uint32(40 + app)})
 	}
 	if err := d.ApplyTable(tab); err != nil {
 		t.Fatalf("apply: %v", err)
@@ -97,52 +282,120 @@ func TestPrivilegedClassifierAgreesWithAppdetect(t *testing.T) {
 		t.Fatalf("endpoint: %v", err)
 	}
 	serverHello := []byte{0x16, 0x03, 0x03, 0x00, 0x7a, 0x02, 0x00, 0x00, 0x76, 0x03, 0x03}
-	h2 := append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4, 0, 0, 0, 0, 0)
+	h2 := append([]byte(h2Preface), h2Settings...)
+	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+	dnsQuery := dnsMessage(t, false, false)
+	dnsTCP := dnsMessage(t, true, false)
+	longName := append([]byte(nil), dnsQuery[:12]...)
+	for range 3 {
+		longName = append(longName, 40)
+		longName = append(longName, strings.Repeat("a", 40)...)
+	}
+	badLabel := append([]byte(nil), dnsQuery...)
+	badLabel[14] = 0x01
+	mysqlBadVersion := unhex(t, mysqlGreeting)
+	mysqlBadVersion[5] = 'v'
+	mongoBadOp := unhex(t, mongoHello)
+	mongoBadOp[12] = 0xd4
+	kafkaBadID := unhex(t, kafkaAPIVersions)
+	kafkaBadID[15] = 0x07
+	const udp, tcp = true, false
 	samples := []struct {
 		name    string
 		payload []byte
 		server  bool // sent by the server
+		udp     bool
 	}{
-		{"get", []byte("GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n"), false},
-		{"post from net/http", goHTTPRequest(t), false},
-		{"put", []byte("PUT /v1/x HTTP/1.1\r\n"), false},
-		{"delete", []byte("DELETE /v1/x HTTP/1.1\r\n"), false},
-		{"head", []byte("HEAD / HTTP/1.0\r\n"), false},
-		{"options", []byte("OPTIONS * HTTP/1.1\r\n"), false},
-		{"patch", []byte("PATCH /v1/x HTTP/1.1\r\n"), false},
-		{"connect", []byte("CONNECT db.example:443 HTTP/1.1\r\n"), false},
-		{"trace", []byte("TRACE / HTTP/1.1\r\n"), false},
-		{"method only", []byte("GET"), false},
-		{"lower-case method", []byte("get / HTTP/1.1\r\n"), false},
-		{"http/2 preface", h2, false},
-		{"tls client hello", clientHello(t), false},
-		{"ssh client version", sshVersion(t), false},
-		{"redis array", []byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"), false},
-		{"redis ping array", []byte("*1\r\n$4\r\nPING\r\n"), false},
-		{"redis inline ping", []byte("ping\r\n"), false},
-		{"redis inline info", []byte("INFO\r\n"), false},
-		{"too many digits", []byte("*123456\r\n$3\r\n"), false},
-		{"postgres startup", []byte{0, 0, 0, 0x29, 0, 3, 0, 0, 'u', 's', 'e', 'r', 0, 'a', 0, 0}, false},
-		{"json", []byte(`{"op":"get"}`), false},
-		{"text", []byte("hello\n"), false},
-		{"http response", []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), true},
-		{"ssh server version", []byte("SSH-2.0-OpenSSH_9.6\r\n"), true},
-		{"tls server hello", serverHello, true},
-		{"redis reply", []byte("+OK\r\n"), true},
+		{"get", []byte("GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n"), false, tcp},
+		{"post from net/http", goHTTPRequest(t), false, tcp},
+		{"put", []byte("PUT /v1/x HTTP/1.1\r\n"), false, tcp},
+		{"delete", []byte("DELETE /v1/x HTTP/1.1\r\n"), false, tcp},
+		{"head", []byte("HEAD / HTTP/1.0\r\n"), false, tcp},
+		{"options", []byte("OPTIONS * HTTP/1.1\r\n"), false, tcp},
+		{"patch", []byte("PATCH /v1/x HTTP/1.1\r\n"), false, tcp},
+		{"connect", []byte("CONNECT db.example:443 HTTP/1.1\r\n"), false, tcp},
+		{"trace", []byte("TRACE / HTTP/1.1\r\n"), false, tcp},
+		{"request line past the sample", []byte("GET /" + strings.Repeat("a", 200)), false, tcp},
+		{"http/0.9 request line", []byte("GET /index.html\r\n"), false, tcp},
+		{"method only", []byte("GET"), false, tcp},
+		{"lower-case method", []byte("get / HTTP/1.1\r\n"), false, tcp},
+		{"http/2 preface", h2, false, tcp},
+		{"http/2 json request", cat(h2, h2Headers("application/json")), false, tcp},
+		{"grpc request", cat(h2, h2Headers("application/grpc")), false, tcp},
+		{"grpc+proto request", cat(h2, h2Headers("application/grpc+proto")), false, tcp},
+		{"grpc after control frames", cat(h2, h2Frame(8, 0, 0, []byte{0, 0, 0x10, 0}), h2Frame(6, 0, 0, make([]byte, 8)), h2Headers("application/grpc")), false, tcp},
+		{"grpc after too many frames", cat(h2, h2Frame(6, 0, 0, make([]byte, 8)), h2Frame(6, 0, 0, make([]byte, 8)), h2Frame(6, 0, 0, make([]byte, 8)), h2Headers("application/grpc")), false, tcp},
+		{"grpc literal content type", cat(h2, h2Frame(1, 4, 1, []byte("\x00\x0ccontent-type\x10application/grpc"))), false, tcp},
+		{"data before headers", cat(h2, h2Frame(0, 0, 1, []byte("application/grpc")), h2Headers("application/grpc")), false, tcp},
+		{"oversized settings", cat([]byte(h2Preface), h2Frame(4, 0, 0, make([]byte, 102)), h2Headers("application/grpc")), false, tcp},
+		{"grpc-go first write", grpcWrites[0], false, tcp},
+		{"grpc-go writes up to its first HEADERS", untilHeaders(t, grpcWrites), false, tcp},
+		{"tls client hello", clientHello(t), false, tcp},
+		{"ssh client version", sshVersion(t), false, tcp},
+		{"redis array", []byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"), false, tcp},
+		{"redis ping array", []byte("*1\r\n$4\r\nPING\r\n"), false, tcp},
+		{"redis short array", []byte("*12\r"), false, tcp},
+		{"redis inline ping", []byte("ping\r\n"), false, tcp},
+		{"redis inline info", []byte("INFO\r\n"), false, tcp},
+		{"redis inline auth", []byte("AUTH secret\r\n"), false, tcp},
+		{"redis auth without line end", []byte("AUTH secret"), false, tcp},
+		{"too many digits", []byte("*123456\r\n$3\r\n"), false, tcp},
+		{"dns over tcp", dnsTCP, false, tcp},
+		{"dns over tcp, wrong length", append([]byte{0, 5}, dnsTCP[2:]...), false, tcp},
+		{"dns over tcp response", dnsMessage(t, true, true), true, tcp},
+		{"dns over udp", dnsQuery, false, udp},
+		{"dns name past the sample", longName, false, udp},
+		{"dns unprintable label", badLabel, false, udp},
+		{"dns too short", dnsQuery[:16], false, udp},
+		{"http over udp", []byte("GET / HTTP/1.1\r\n"), false, udp},
+		{"text over udp", []byte("hello there, this is not a name server\n"), false, udp},
+		{"postgres startup", unhex(t, pgStartup), false, tcp},
+		{"postgres ssl request", unhex(t, pgSSL), false, tcp},
+		{"postgres gssenc request", unhex(t, pgGSS), false, tcp},
+		{"postgres cancel request", unhex(t, pgCancel), false, tcp},
+		{"postgres bad key", unhex(t, "00000026 00030000 0000000100"), false, tcp},
+		{"postgres ssl request, wrong length", unhex(t, "00000009 04d2162f"), false, tcp},
+		{"mysql greeting", unhex(t, mysqlGreeting), true, tcp},
+		{"mysql greeting from the client", unhex(t, mysqlGreeting), false, tcp},
+		{"mysql greeting, version not a number", mysqlBadVersion, true, tcp},
+		{"mongodb hello", unhex(t, mongoHello), false, tcp},
+		{"mongodb reply", unhex(t, mongoHello), true, tcp},
+		{"mongodb unknown opcode", mongoBadOp, false, tcp},
+		{"kafka api versions", unhex(t, kafkaAPIVersions), false, tcp},
+		{"kafka unprintable client id", kafkaBadID, false, tcp},
+		{"json", []byte(`{"op":"get"}`), false, tcp},
+		{"text", []byte("hello\n"), false, tcp},
+		{"zeros", make([]byte, 64), false, tcp},
+		{"http response", []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), true, tcp},
+		{"ssh server version", []byte("SSH-2.0-OpenSSH_9.6\r\n"), true, tcp},
+		{"tls server hello", serverHello, true, tcp},
+		{"redis reply", []byte("+OK\r\n"), true, tcp},
 	}
+	seen := map[App]bool{}
 	sport := uint16(30000)
 	for _, s := range samples {
-		var want App
-		if s.server {
-			want = kernelAppOf(appdetect.Detect(appdetect.Sample{Proto: appdetect.ProtoTCP, Server: s.payload}))
-		} else {
-			want = kernelAppOf(appdetect.Detect(appdetect.Sample{Proto: appdetect.ProtoTCP, Client: s.payload}))
+		sample := appdetect.Sample{Proto: appdetect.ProtoTCP}
+		if s.udp {
+			sample.Proto = appdetect.ProtoUDP
 		}
+		if s.server {
+			sample.Server = s.payload
+		} else {
+			sample.Client = s.payload
+		}
+		want := kernelAppOf(appdetect.Detect(sample))
+		seen[want] = true
 		t.Run(s.name, func(t *testing.T) {
+			t.Logf("appdetect names %q", want)
 			for app, port := range ports {
 				sport++
-				frame, prog := append(tcpPacket(port, 0x18, 0), s.payload...), d.objs.PalisadeTcxIngress
-				frame = withPorts(frame, sport, port, len(s.payload))
+				var frame []byte
+				prog := d.objs.PalisadeTcxIngress
+				if s.udp {
+					frame = udpFrame(sport, port, s.payload)
+				} else {
+					frame = withPorts(append(tcpPacket(port, 0x18, 0), s.payload...), sport, port, len(s.payload))
+				}
 				if s.server {
 					// Server to client, arriving at A's interface.
 					frame, prog = reversed(frame), d.objs.PalisadeTcxEgress
@@ -156,6 +409,11 @@ func TestPrivilegedClassifierAgreesWithAppdetect(t *testing.T) {
 				}
 			}
 		})
+	}
+	for app := range ports {
+		if !seen[app] {
+			t.Errorf("no sample of %s", app)
+		}
 	}
 }
 
