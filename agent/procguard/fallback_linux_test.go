@@ -413,3 +413,35 @@ func TestFallbackExecutablesInRoot(t *testing.T) {
 		t.Errorf("FallbackExecutables in %s = %+v, want %v (the link resolved in the root, /bin/sh found on the host)", root, got, want)
 	}
 }
+
+// TestPrivilegedFallbackStaleBeat stands for an agent that died without
+// clearing its heartbeat: once the beat is older than Stale the fallback
+// kills again.
+func TestPrivilegedFallbackStaleBeat(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: eBPF, bpffs and cgroups")
+	}
+	cfg := testFallback(t)
+	cfg.Stale = 100 * time.Millisecond
+	_, cgfd, cgid := testCgroup(t)
+	dir := t.TempDir()
+	forbidden := filepath.Join(dir, "forbidden-sh")
+	copyFile(t, "/bin/sh", forbidden, 0o755)
+	marker := filepath.Join(dir, "marker")
+	fb, err := OpenFallback(cfg, quiet())
+	if err != nil {
+		t.Fatalf("open fallback: %v", err)
+	}
+	defer fb.Close()
+	if err := fb.Set(FallbackGroup{CgroupID: cgid, Mode: ModeProtect}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fb.Beat(); err != nil {
+		t.Fatal(err)
+	}
+	// Past the bound by any measure of the monotonic clock.
+	time.Sleep(3 * cfg.Stale)
+	if killed, ran := outcome(t, cgfd, marker, forbidden, "-c", "echo > "+marker); !killed || ran {
+		t.Errorf("stale heartbeat: killed %v, ran %v; want killed before it ran", killed, ran)
+	}
+}
