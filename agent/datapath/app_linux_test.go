@@ -610,8 +610,13 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 	cfg.SweepInterval = 0
 	d := openDatapath(t, cfg)
 	t.Cleanup(func() { d.Destroy() })
+	const httpPort, grpcPort, h2Port = 8080, 50051, 50052
 	tab := baseTable(ModeProtect)
-	tab.Verdicts = []VerdictEntry{{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: 8080, PortHi: 8080, App: AppHTTP, Action: ActionAllow, RuleID: 21}}
+	tab.Verdicts = []VerdictEntry{
+		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: httpPort, PortHi: httpPort, App: AppHTTP, Action: ActionAllow, RuleID: 21},
+		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: grpcPort, PortHi: grpcPort, App: AppGRPC, Action: ActionAllow, RuleID: 31},
+		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: h2Port, PortHi: h2Port, App: AppHTTP2, Action: ActionAllow, RuleID: 32},
+	}
 	if err := d.ApplyTable(tab); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
@@ -620,58 +625,156 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 	}
 	const (
 		syn    = 0x02
+		synAck = 0x12
 		ack    = 0x10
 		pshAck = 0x18
 	)
 	get := []byte("GET / HTTP/1.1\r\nHost: b\r\n\r\n")
 	ping := []byte("*1\r\n$4\r\nPING\r\n")
+	// HTTP/2: client sequence numbers from 1000 (preface at 1001, frames
+	// after an empty SETTINGS at 1034), server's from 7000.
+	pre, settings := []byte(h2Preface), h2Settings
+	hGRPC, hJSON := h2Headers("application/grpc"), h2Headers("application/json")
+	h2Ping := h2Frame(6, 0, 0, make([]byte, 8))
+	data := h2Frame(0, 1, 1, []byte{0, 0, 0, 0, 0})
+	setting := h2Frame(4, 0, 0, []byte{0, 3, 0, 0, 0, 100}) // 15 bytes
+	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 	type step struct {
 		flags   byte
 		seq     uint32
 		payload []byte
 		frag    bool
 		pass    bool
+		reply   bool // server to client
 	}
 	tests := []struct {
 		name  string
+		port  uint16
 		steps []step
 	}{
-		{"in order HTTP is confirmed", []step{
-			{syn, 1000, nil, false, true},
-			{ack, 1001, nil, false, true},
-			{pshAck, 1001, get, false, true},
-			{pshAck, 1001 + uint32(len(get)), ping, false, true}, // later payload is not judged again
+		{"in order HTTP is confirmed", httpPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{ack, 1001, nil, false, true, false},
+			{pshAck, 1001, get, false, true, false},
+			{pshAck, 1001 + uint32(len(get)), ping, false, true, false}, // later payload is not judged again
 		}},
-		{"out-of-order HTTP does not vouch for the real first bytes", []step{
-			{syn, 1000, nil, false, true},
-			{pshAck, 5000, get, false, false},
-			{pshAck, 1001, ping, false, false},
-			{pshAck, 1001, get, false, false}, // the flow stays denied
+		{"out-of-order HTTP does not vouch for the real first bytes", httpPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 5000, get, false, false, false},
+			{pshAck, 1001, ping, false, false, false},
+			{pshAck, 1001, get, false, false, false}, // the flow stays denied
 		}},
-		{"keepalive probe before any payload passes", []step{
-			{syn, 1000, nil, false, true},
-			{ack, 1000, []byte{0}, false, true},
-			{pshAck, 1001, get, false, true},
+		{"keepalive probe before any payload passes", httpPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{ack, 1000, []byte{0}, false, true, false},
+			{pshAck, 1001, get, false, true, false},
 		}},
-		{"fragmented first payload is not classified", []step{
-			{syn, 1000, nil, false, true},
-			{pshAck, 1001, get, true, false},
+		{"fragmented first payload is not classified", httpPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, get, true, false, false},
 		}},
-		{"redis first is dropped", []step{
-			{syn, 1000, nil, false, true},
-			{pshAck, 1001, ping, false, false},
+		{"redis first is dropped", httpPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, ping, false, false, false},
+		}},
+		{"grpc HEADERS after the preface and SETTINGS is confirmed", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{synAck, 7000, nil, false, true, true},
+			{pshAck, 1001, pre, false, true, false},
+			{pshAck, 1025, settings, false, true, false},
+			{pshAck, 7001, settings, false, true, true}, // the server's frames pass meanwhile
+			{pshAck, 1034, hGRPC, false, true, false},
+			{pshAck, 1034 + uint32(len(hGRPC)), data, false, true, false},
+		}},
+		{"HEADERS without the grpc content type is dropped", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, hJSON, false, false, false},
+			{pshAck, 1034, hGRPC, false, false, false}, // the flow stays denied
+		}},
+		{"DATA before HEADERS is dropped", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, pre, false, true, false},
+			{pshAck, 1025, cat(data, hGRPC), false, false, false},
+		}},
+		{"a frame of a control type but not its size is dropped", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, pre, false, true, false},
+			{pshAck, 1025, cat(h2Frame(4, 0, 0, append([]byte("POST / HTTP/1.1\r\n"), make([]byte, 84)...)), hGRPC), false, false, false},
+		}},
+		{"forged grpc HEADERS ahead of the next frame is not classified", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 5000, hGRPC, false, false, false},
+			{pshAck, 1034, hJSON, false, false, false},
+		}},
+		{"out-of-order grpc HEADERS is held until the frames before it", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, pre, false, true, false},
+			{pshAck, 1034, hGRPC, false, false, false},
+			{pshAck, 1025, settings, false, true, false},
+			{pshAck, 1034, hGRPC, false, true, false},
+		}},
+		{"retransmitted preface passes, a frame split across packets is followed", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, pre, false, true, false},
+			{pshAck, 1001, pre, false, true, false},
+			{pshAck, 1025, setting[:12], false, true, false},
+			{pshAck, 1037, cat(setting[12:], hGRPC), false, true, false},
+		}},
+		{"a retransmission over the boundary is walked from it", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1025, cat(settings, hJSON), false, false, false},
+		}},
+		{"control frames in too many packets decide HTTP/2", grpcPort, append([]step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, pre, false, true, false},
+		}, func() []step {
+			var out []step
+			for i := range 8 {
+				out = append(out, step{pshAck, 1025 + uint32(i*len(h2Ping)), h2Ping, false, i < 7, false})
+			}
+			return out
+		}()...)},
+		{"a server's SETTINGS before the preface waits for the client", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{synAck, 7000, nil, false, true, true},
+			{pshAck, 7001, settings, false, true, true},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 7010, h2Frame(4, 1, 0, nil), false, true, true},
+			{pshAck, 1034, hGRPC, false, true, false},
+		}},
+		{"a server's SETTINGS first does not vouch for the client", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{synAck, 7000, nil, false, true, true},
+			{pshAck, 7001, settings, false, true, true},
+			{pshAck, 1001, ping, false, false, false},
+		}},
+		{"grpc on a port open to other HTTP/2 only is dropped", h2Port, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, hGRPC, false, false, false},
+		}},
+		{"other HTTP/2 on a port open to it passes", h2Port, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings, hJSON), false, true, false},
 		}},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			sport := uint16(41000 + i)
 			for j, s := range tc.steps {
-				got, _, err := d.objs.PalisadeTcxIngress.Benchmark(tcpFrame(sport, 8080, s.flags, s.seq, s.payload, s.frag), 1, nil)
+				frame, prog := tcpFrame(sport, tc.port, s.flags, s.seq, s.payload, s.frag), d.objs.PalisadeTcxIngress
+				if s.reply {
+					frame, prog = reversed(frame), d.objs.PalisadeTcxEgress
+				}
+				got, _, err := prog.Benchmark(frame, 1, nil)
 				if err != nil {
 					t.Fatalf("step %d: run: %v", j, err)
 				}
 				if pass := got == tcxNext; pass != s.pass {
-					t.Errorf("step %d (flags %#x seq %d %q): passed %v, want %v", j, s.flags, s.seq, s.payload, pass, s.pass)
+					t.Errorf("step %d (reply %v flags %#x seq %d %q): passed %v, want %v", j, s.reply, s.flags, s.seq, s.payload, pass, s.pass)
 				}
 			}
 		})
