@@ -134,6 +134,7 @@ func (p *procControl) poke() {
 func (a *Agent) runProcesses(ctx context.Context) {
 	cfg := a.cfg.Processes
 	if cfg.Disabled {
+		a.removeFallback()
 		return
 	}
 	if err := checkCgroupRoot(cfg.CgroupRoot); err != nil {
@@ -550,18 +551,37 @@ func (a *Agent) openFallback() *procguard.Fallback {
 	cfg := a.cfg.Processes
 	if cfg.NoFallback {
 		a.log.Info("exec fallback off by configuration: forbidden execs are denied only while the agent runs")
+		a.removeFallback()
 		return nil
 	}
-	fc := procguard.FallbackConfig{PinDir: cfg.FallbackPinDir, Stale: cfg.FallbackStale}
-	if fc.PinDir == "" {
-		fc.PinDir = filepath.Join(a.cfg.Datapath.PinDir, "execguard")
-	}
-	fb, err := procguard.OpenFallback(fc, a.log)
+	fb, err := procguard.OpenFallback(procguard.FallbackConfig{PinDir: a.fallbackPinDir(), Stale: cfg.FallbackStale}, a.log)
 	if err != nil {
 		a.log.Warn("exec fallback off: forbidden execs are denied only while the agent runs", "err", err)
 		return nil
 	}
 	return fb
+}
+
+// fallbackPinDir is where the exec fallback is pinned.
+func (a *Agent) fallbackPinDir() string {
+	if d := a.cfg.Processes.FallbackPinDir; d != "" {
+		return d
+	}
+	return filepath.Join(a.cfg.Datapath.PinDir, "execguard")
+}
+
+// removeFallback detaches an exec fallback an earlier agent left pinned,
+// which would otherwise go on enforcing the policy it was last given.
+func (a *Agent) removeFallback() {
+	dir := a.fallbackPinDir()
+	if _, err := os.Stat(dir); err != nil {
+		return
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		a.log.Warn("remove the pinned exec fallback", "dir", dir, "err", err)
+		return
+	}
+	a.log.Info("pinned exec fallback removed", "dir", dir)
 }
 
 // beatLoop keeps the fallback's heartbeat fresh while on says so.
@@ -724,11 +744,15 @@ func (a *Agent) drainFallback(fb *procguard.Fallback, st *fallbackState) {
 }
 
 // fallbackEvent queues the event of one fallback record. The path is the
-// name given to execve, symbolic links resolved when it is absolute.
+// name given to execve, symbolic links resolved in the workload's root
+// when it is absolute.
 func (a *Agent) fallbackEvent(wid string, r procguard.FallbackRecord) {
 	path := r.Filename
 	if filepath.IsAbs(path) {
-		if real, err := filepath.EvalSymlinks(path); err == nil {
+		a.procs.mu.Lock()
+		cg := a.procs.cgroups[r.CgroupID]
+		a.procs.mu.Unlock()
+		if real, err := resolveIn(a.workloadRoot(cg), path); err == nil {
 			path = real
 		}
 	}
@@ -744,4 +768,52 @@ func (a *Agent) fallbackEvent(wid string, r procguard.FallbackRecord) {
 	a.log.Info("exec outside the profile seen by the exec fallback", "workload", wid, "path", path, "pid", r.Pid)
 	a.processEvent(agentproto.Event{Time: r.Time.UTC(), Kind: agentproto.EventExecProfile, Action: "alert", Mode: modeName(r.Mode),
 		Workload: wid, Path: path, Message: fmt.Sprintf("%s: pid %d (%s) ran %s outside the process profile, while the agent's guard was not running", wid, r.Pid, r.Comm, path)})
+}
+
+// maxLinks bounds the symbolic links resolveIn follows.
+const maxLinks = 40
+
+// errLinkLoop says a path has too many symbolic links.
+var errLinkLoop = errors.New("node: too many symbolic links")
+
+// resolveIn resolves the symbolic links of an absolute path as a process
+// whose root directory is root sees it, and returns it in that view.
+func resolveIn(root, path string) (string, error) {
+	if root == "/" {
+		return filepath.EvalSymlinks(path)
+	}
+	rest := strings.Split(filepath.Clean(path), "/")
+	cur := "/"
+	for links := 0; len(rest) > 0; {
+		name := rest[0]
+		rest = rest[1:]
+		switch name {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, name)
+		fi, err := os.Lstat(filepath.Join(root, next))
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", fmt.Errorf("%w: %s", errLinkLoop, path)
+		}
+		target, err := os.Readlink(filepath.Join(root, next))
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(target) {
+			cur = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return cur, nil
 }

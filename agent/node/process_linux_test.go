@@ -3,6 +3,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -222,5 +223,57 @@ func TestPrivilegedFallbackFollowsPolicy(t *testing.T) {
 	a.syncFallback(fb, &st)
 	if got := fb.Groups(); len(got) != 0 {
 		t.Errorf("workload gone, after the grace: fallback groups %v, want none", got)
+	}
+
+	// An agent configured without the fallback detaches the pinned one.
+	a.cfg.Processes.NoFallback = true
+	if a.openFallback() != nil {
+		t.Errorf("NoFallback: the fallback opened")
+	}
+	if _, err := os.Stat(cfg.Processes.FallbackPinDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("NoFallback: pin dir %s: %v, want it removed", cfg.Processes.FallbackPinDir, err)
+	}
+}
+
+func TestResolveIn(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "usr/bin/dash"), nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{
+		"bin":         "usr/bin",
+		"usr/bin/sh":  "dash",
+		"abs":         "/usr/bin/dash",
+		"escape":      "../../../../usr/bin/sh",
+		"loop-a":      "loop-b",
+		"loop-b":      "/loop-a",
+		"usr/bin/bad": "/nowhere",
+	} {
+		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		path, want string
+		ok         bool
+	}{
+		{"/bin/sh", "/usr/bin/dash", true},
+		{"/usr/bin/dash", "/usr/bin/dash", true},
+		{"/abs", "/usr/bin/dash", true},
+		{"/escape", "/usr/bin/dash", true},
+		{"/usr/../bin/./sh", "/usr/bin/dash", true},
+		{"/../../bin/sh", "/usr/bin/dash", true},
+		{"/loop-a", "", false},
+		{"/usr/bin/bad", "", false},
+		{"/usr/bin/dash/x", "", false},
+	}
+	for _, tc := range tests {
+		got, err := resolveIn(root, tc.path)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("resolveIn(%s) = %q, %v; want %q, ok %v", tc.path, got, err, tc.want, tc.ok)
+		}
 	}
 }
