@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -458,9 +460,14 @@ func TestPrivilegedAppEnforcement(t *testing.T) {
 			t.Errorf("event reader: %v", err)
 		}
 	}()
-	for _, port := range []string{"8080", "8443", "9090"} {
+	for _, port := range []string{"8080", "8443", "9090", "53", "5432", "27017", "9092"} {
 		echoServer(t, n.b, "tcp4", "10.199.2.2:"+port)
 	}
+	udpEchoServer(t, n.b, "10.199.2.2:53")
+	greeting := unhex(t, mysqlGreeting)
+	bannerServer(t, n.b, "10.199.2.2:3306", greeting)
+	bannerServer(t, n.b, "10.199.2.2:3307", []byte("220 mail.example ESMTP\r\n"))
+	grpcServer(t, n.b, "10.199.2.2:50051")
 	table := func(mode Mode) Table {
 		tab := baseTable(mode)
 		tab.Verdicts = []VerdictEntry{
@@ -470,6 +477,14 @@ func TestPrivilegedAppEnforcement(t *testing.T) {
 			// 9090 is open to everything but SSH.
 			{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: 9090, PortHi: 9090, Action: ActionAllow, RuleID: 23},
 			{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: 9090, PortHi: 9090, App: AppSSH, Action: ActionDeny, RuleID: 24},
+			// DNS over TCP and UDP.
+			{SrcID: idA, DstID: idB, PortLo: 53, PortHi: 53, App: AppDNS, Action: ActionAllow, RuleID: 25},
+			{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: 5432, PortHi: 5432, App: AppPostgres, Action: ActionAllow, RuleID: 26},
+			// 3306 greets as MySQL, 3307 as a mail server.
+			{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: 3306, PortHi: 3307, App: AppMySQL, Action: ActionAllow, RuleID: 27},
+			{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: 27017, PortHi: 27017, App: AppMongoDB, Action: ActionAllow, RuleID: 28},
+			{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: 9092, PortHi: 9092, App: AppKafka, Action: ActionAllow, RuleID: 29},
+			{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: 50051, PortHi: 50051, App: AppGRPC, Action: ActionAllow, RuleID: 30},
 		}
 		return tab
 	}
@@ -494,6 +509,49 @@ func TestPrivilegedAppEnforcement(t *testing.T) {
 	httpReq := "GET /menu HTTP/1.1\r\nHost: server\r\n\r\n"
 	redis := "*1\r\n$4\r\nPING\r\n"
 	hello := string(clientHello(t))
+	dnsTCP, dnsUDP := string(dnsMessage(t, true, false)), dnsMessage(t, false, false)
+	pg, mongo, kafka := string(unhex(t, pgStartup)), string(unhex(t, mongoHello)), string(unhex(t, kafkaAPIVersions))
+	// udpExchange sends msg from a new socket in A and reports whether
+	// it comes back, with the client port.
+	udpExchange := func(t *testing.T, msg []byte) (bool, uint16) {
+		t.Helper()
+		var c net.Conn
+		var err error
+		inNetns(t, n.a, func() { c, err = net.Dial("udp4", "10.199.2.2:53") })
+		if err != nil {
+			t.Fatalf("dial udp: %v", err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(700 * time.Millisecond))
+		if _, err := c.Write(msg); err != nil {
+			t.Fatalf("send udp: %v", err)
+		}
+		buf := make([]byte, 2048)
+		nr, err := c.Read(buf)
+		return err == nil && bytes.Equal(buf[:nr], msg), uint16(c.LocalAddr().(*net.UDPAddr).Port)
+	}
+	// h2Call makes a plain HTTP/2 (h2c) request with a JSON body from A
+	// to the gRPC server and returns its status.
+	h2Call := func(t *testing.T) (int, error) {
+		t.Helper()
+		tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return dial(t, n.a, "tcp4", addr)
+		}}
+		defer tr.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, "POST", "http://10.199.2.2:50051/shop.Orders/List", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatalf("request: %v", err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
 
 	t.Run("protect", func(t *testing.T) {
 		if err := d.ApplyTable(table(ModeProtect)); err != nil {
@@ -521,6 +579,14 @@ func TestPrivilegedAppEnforcement(t *testing.T) {
 			{"HTTP on the TLS port", "10.199.2.2:8443", httpReq, 8443, false, AppHTTP},
 			{"HTTP on the port closed to SSH", "10.199.2.2:9090", httpReq, 9090, true, AppHTTP},
 			{"SSH on the port closed to SSH", "10.199.2.2:9090", "SSH-2.0-Go\r\n", 9090, false, AppSSH},
+			{"DNS over TCP on the DNS port", "10.199.2.2:53", dnsTCP, 53, true, AppDNS},
+			{"HTTP on the DNS port", "10.199.2.2:53", httpReq, 53, false, AppHTTP},
+			{"PostgreSQL on the PostgreSQL port", "10.199.2.2:5432", pg, 5432, true, AppPostgres},
+			{"Redis on the PostgreSQL port", "10.199.2.2:5432", redis, 5432, false, AppRedis},
+			{"MongoDB on the MongoDB port", "10.199.2.2:27017", mongo, 27017, true, AppMongoDB},
+			{"Kafka on the MongoDB port", "10.199.2.2:27017", kafka, 27017, false, AppKafka},
+			{"Kafka on the Kafka port", "10.199.2.2:9092", kafka, 9092, true, AppKafka},
+			{"PostgreSQL on the Kafka port", "10.199.2.2:9092", pg, 9092, false, AppPostgres},
 		} {
 			ok, cport := exchange(t, c.addr, c.msg)
 			if ok != c.pass {
@@ -553,6 +619,79 @@ func TestPrivilegedAppEnforcement(t *testing.T) {
 				}
 			}
 		}
+
+		// MySQL speaks first: its greeting is classified on the way back.
+		for _, c := range []struct {
+			name   string
+			port   uint16
+			banner []byte
+			pass   bool
+		}{
+			{"MySQL greeting on the MySQL port", 3306, greeting, true},
+			{"mail banner on the MySQL port", 3307, []byte("220 mail.example ESMTP\r\n"), false},
+		} {
+			conn, err := dial(t, n.a, "tcp4", fmt.Sprintf("10.199.2.2:%d", c.port))
+			if err != nil {
+				t.Fatalf("%s: dial: %v", c.name, err)
+			}
+			cport := localPort(conn)
+			conn.SetReadDeadline(time.Now().Add(700 * time.Millisecond))
+			buf := make([]byte, len(c.banner))
+			_, err = io.ReadFull(conn, buf)
+			ok := err == nil && bytes.Equal(buf, c.banner) && roundTrip(conn, "ping") == nil
+			conn.Close()
+			if ok != c.pass {
+				t.Errorf("%s: passed %v, want %v", c.name, ok, c.pass)
+			}
+			if c.pass {
+				for _, ce := range flowConns(t, d, cport, c.port) {
+					if ce.Pending || ce.App != AppMySQL || ce.RuleID != 27 {
+						t.Errorf("%s: entry %+v, want confirmed, app mysql, rule 27", c.name, ce)
+					}
+				}
+				continue
+			}
+			e, found := events.wait(func(e FlowEvent) bool {
+				return e.Kind == EventViolation && e.Reply && e.SrcPort == c.port && e.DstPort == cport
+			})
+			if !found {
+				t.Errorf("%s: no violation event", c.name)
+			} else if !e.Dropped || e.App != AppNone || e.Src != idA || e.Dst != idB {
+				t.Errorf("%s: violation %+v: want dropped, app none, %d->%d", c.name, e, idA, idB)
+			}
+		}
+
+		// DNS over UDP: the first datagram of a flow decides it.
+		if ok, _ := udpExchange(t, dnsUDP); !ok {
+			t.Errorf("DNS query over UDP on the DNS port was dropped")
+		}
+		ok, uport := udpExchange(t, []byte("hello there, name server\n"))
+		if ok {
+			t.Errorf("text over UDP on the DNS port passed")
+		}
+		if e, found := events.wait(func(e FlowEvent) bool {
+			return e.Kind == EventViolation && e.Proto == unix.IPPROTO_UDP && e.SrcPort == uport
+		}); !found {
+			t.Errorf("text over UDP: no violation event")
+		} else if !e.Dropped || e.App != AppNone || e.DstPort != 53 {
+			t.Errorf("text over UDP: violation %+v: want dropped, app none, port 53", e)
+		}
+
+		// gRPC and other HTTP/2 on one port open to gRPC only.
+		if err := grpcCall(t, n.a, "10.199.2.2:50051"); err != nil {
+			t.Errorf("gRPC call on the gRPC port: %v", err)
+		}
+		if code, err := h2Call(t); err == nil {
+			t.Errorf("HTTP/2 JSON request on the gRPC port passed with status %d", code)
+		}
+		if e, found := events.wait(func(e FlowEvent) bool {
+			return e.Kind == EventViolation && e.DstPort == 50051
+		}); !found {
+			t.Errorf("HTTP/2 on the gRPC port: no violation event")
+		} else if !e.Dropped || e.App != AppHTTP2 || e.Action != ActionNone {
+			t.Errorf("HTTP/2 on the gRPC port: violation %+v: want dropped, app http2, no rule", e)
+		}
+
 		cnt, err := d.Counters()
 		if err != nil {
 			t.Fatalf("counters: %v", err)
@@ -583,7 +722,146 @@ func TestPrivilegedAppEnforcement(t *testing.T) {
 		if string(e.Payload) != redis {
 			t.Errorf("violation payload %q, want %q", e.Payload, redis)
 		}
+
+		ok, uport := udpExchange(t, []byte("hello there, name server\n"))
+		if !ok {
+			t.Errorf("text over UDP on the DNS port was dropped in monitor")
+		}
+		if e, found := events.wait(func(e FlowEvent) bool {
+			return e.Kind == EventViolation && e.Proto == unix.IPPROTO_UDP && e.SrcPort == uport
+		}); !found {
+			t.Errorf("text over UDP: no violation event in monitor")
+		} else if e.Dropped || !e.Violation || e.App != AppNone {
+			t.Errorf("text over UDP: violation %+v: want passed, flagged, app none", e)
+		}
+
+		if code, err := h2Call(t); err != nil || code != http.StatusUnsupportedMediaType {
+			t.Errorf("HTTP/2 JSON request on the gRPC port in monitor: status %d, %v; want %d", code, err, http.StatusUnsupportedMediaType)
+		}
+		if e, found := events.wait(func(e FlowEvent) bool {
+			return e.Kind == EventViolation && e.DstPort == 50051
+		}); !found {
+			t.Errorf("HTTP/2 on the gRPC port: no violation event in monitor")
+		} else if e.Dropped || !e.Violation || e.App != AppHTTP2 {
+			t.Errorf("HTTP/2 on the gRPC port: violation %+v: want passed, flagged, app http2", e)
+		}
 	})
+}
+
+// udpEchoServer echoes every datagram sent to addr in ns.
+func udpEchoServer(t *testing.T, ns, addr string) {
+	t.Helper()
+	var pc net.PacketConn
+	var err error
+	inNetns(t, ns, func() { pc, err = net.ListenPacket("udp4", addr) })
+	if err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64<<10)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	t.Cleanup(func() {
+		pc.Close()
+		<-done
+	})
+}
+
+// bannerServer listens in ns on addr, writes banner to every connection as
+// it opens (the server speaks first), then echoes.
+func bannerServer(t *testing.T, ns, addr string, banner []byte) {
+	t.Helper()
+	var l net.Listener
+	var err error
+	inNetns(t, ns, func() { l, err = net.Listen("tcp4", addr) })
+	if err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				if _, err := c.Write(banner); err != nil {
+					return
+				}
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
+
+// grpcServer serves gRPC (no services: every call is Unimplemented) in ns
+// on addr.
+func grpcServer(t *testing.T, ns, addr string) {
+	t.Helper()
+	var l net.Listener
+	var err error
+	inNetns(t, ns, func() { l, err = net.Listen("tcp4", addr) })
+	if err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	srv := grpc.NewServer()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(l)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-done
+	})
+}
+
+// grpcCall makes one gRPC call from ns to the server at addr; the call
+// reaching the server answers Unimplemented, which is success here.
+func grpcCall(t *testing.T, ns, addr string) error {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return dial(t, ns, "tcp4", addr)
+		}))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err = cc.Invoke(ctx, "/shop.Orders/List", &emptypb.Empty{}, &emptypb.Empty{})
+	if status.Code(err) != codes.Unimplemented {
+		return fmt.Errorf("call: %w", err)
+	}
+	return nil
 }
 
 // tcpFrame is an Ethernet frame 10.199.1.2:sport -> 10.199.2.2:dport with
