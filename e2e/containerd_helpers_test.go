@@ -194,9 +194,10 @@ func buildCtrServer(t *testing.T, dir string) string {
 }
 
 // serverImage builds an image running server as /server with NAME=name,
-// writes it as an OCI archive named ref, and returns the archive and the
-// manifest digest.
-func serverImage(t *testing.T, dir, server, ref, name string) (string, string) {
+// with server also as /tool and the files of extra (by path in the image,
+// with their directories), writes it as an OCI archive named ref, and
+// returns the archive and the manifest digest.
+func serverImage(t *testing.T, dir, server, ref, name string, extra map[string]string) (string, string) {
 	t.Helper()
 	bin, err := os.ReadFile(server)
 	if err != nil {
@@ -204,10 +205,33 @@ func serverImage(t *testing.T, dir, server, ref, name string) (string, string) {
 	}
 	var layerTar bytes.Buffer
 	tw := tar.NewWriter(&layerTar)
-	if err := tw.WriteHeader(&tar.Header{Name: "server", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}); err != nil {
-		t.Fatal(err)
+	put := func(name string, mode int64, data []byte) {
+		typ := byte(tar.TypeReg)
+		if data == nil {
+			typ = tar.TypeDir
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data)), Typeflag: typ, ModTime: time.Unix(0, 0)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(data); err != nil {
+			t.Fatal(err)
+		}
 	}
-	tw.Write(bin)
+	put("server", 0o755, bin)
+	put("tool", 0o755, bin)
+	dirs := map[string]bool{}
+	for _, p := range slices.Sorted(maps.Keys(extra)) {
+		rel := strings.TrimPrefix(filepath.Clean(p), "/")
+		var parents []string
+		for d := filepath.Dir(rel); d != "." && !dirs[d]; d = filepath.Dir(d) {
+			dirs[d] = true
+			parents = append(parents, d)
+		}
+		for _, d := range slices.Backward(parents) {
+			put(d+"/", 0o755, nil)
+		}
+		put(rel, 0o644, []byte(extra[p]))
+	}
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}

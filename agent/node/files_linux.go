@@ -262,17 +262,16 @@ func (a *Agent) syncFileMarks(g marker, placed map[procguard.Mark]bool) {
 	}()
 	for m := range placed {
 		f, err := openPlaced(m)
-		if err != nil {
-			delete(placed, m)
-			continue
-		}
-		k, _, err := identify(f, m.Scope)
-		if _, dup := have[k]; err != nil || dup {
+		if err == nil {
+			var k markKey
+			if k, _, err = identify(f, m.Scope); err == nil && have[k] == (procguard.Mark{}) {
+				have[k], open[m] = m, f
+				continue
+			}
 			f.Close()
-			delete(placed, m)
-			continue
 		}
-		have[k], open[m] = m, f
+		delete(placed, m)
+		a.log.Info("file guard mark gone with its root", "path", m.Path, "scope", int(m.Scope))
 	}
 	want := map[procguard.Mark]bool{}
 	for _, w := range a.fileWorkloads() {
