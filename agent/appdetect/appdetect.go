@@ -1,6 +1,13 @@
 // Package appdetect names the application protocol of a flow from the
 // first payload bytes of each direction, as the datapath samples them. It
 // is pure: no I/O, no state, safe on any input.
+//
+// The kernel classifier (agent/bpf/datapath.c) applies the same signatures
+// to the same first 128 bytes, so both name a payload alike. The one place
+// the kernel sees more is gRPC: it walks the client's HTTP/2 frames across
+// packets to the first HEADERS frame, while a sample holds the first
+// packet only (a grpc-go client sends its HEADERS after the preface): here
+// such a flow is HTTP/2, in the kernel gRPC.
 package appdetect
 
 import (

@@ -100,6 +100,36 @@ func h2Request(t testing.TB, contentType string) []byte {
 	return clip(out)
 }
 
+// h2Frame is one HTTP/2 frame on stream 0.
+func h2Frame(typ byte, payload []byte) []byte {
+	n := len(payload)
+	return append([]byte{byte(n >> 16), byte(n >> 8), byte(n), typ, 0, 0, 0, 0, 0}, payload...)
+}
+
+// h2Frames is the preface, extra frames, then a request HEADERS frame
+// whose :path is path and content type contentType; not clipped.
+func h2Frames(t testing.TB, contentType, path string, extra ...[]byte) []byte {
+	t.Helper()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range []hpack.HeaderField{
+		{Name: ":method", Value: "POST"}, {Name: ":path", Value: path}, {Name: "content-type", Value: contentType},
+	} {
+		enc.WriteField(f)
+	}
+	out := []byte(http2Preface)
+	for _, e := range extra {
+		out = append(out, e...)
+	}
+	n := hb.Len()
+	out = append(out, byte(n>>16), byte(n>>8), byte(n), 1, 4, 0, 0, 0, 1)
+	return append(out, hb.Bytes()...)
+}
+
+func h2With(t testing.TB, contentType string, extra ...[]byte) []byte {
+	return h2Frames(t, contentType, "/pkg.Service/Method", extra...)
+}
+
 func unhex(t testing.TB, s string) []byte {
 	t.Helper()
 	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
@@ -140,6 +170,13 @@ func TestDetect(t *testing.T) {
 		{"grpc", Sample{Proto: ProtoTCP, Client: h2Request(t, "application/grpc")}, GRPC},
 		{"grpc proto", Sample{Proto: ProtoTCP, Client: h2Request(t, "application/grpc+proto")}, GRPC},
 		{"http2 json", Sample{Proto: ProtoTCP, Client: h2Request(t, "application/json")}, HTTP2},
+		{"http2 preface only", Sample{Proto: ProtoTCP, Client: []byte(http2Preface)}, HTTP2},
+		{"grpc after control frames", Sample{Proto: ProtoTCP, Client: h2With(t, "application/grpc", h2Frame(8, []byte{0, 0, 1, 0}), h2Frame(6, make([]byte, 8)))}, GRPC},
+		{"grpc after too many frames", Sample{Proto: ProtoTCP, Client: h2With(t, "application/grpc", h2Frame(6, make([]byte, 8)), h2Frame(6, make([]byte, 8)), h2Frame(6, make([]byte, 8)), h2Frame(6, make([]byte, 8)))}, HTTP2},
+		{"data before headers", Sample{Proto: ProtoTCP, Client: h2With(t, "application/grpc", h2Frame(0, []byte("application/grpc")))}, HTTP2},
+		{"oversized settings", Sample{Proto: ProtoTCP, Client: h2With(t, "application/grpc", h2Frame(4, make([]byte, 102)))}, HTTP2},
+		{"grpc content type past the window", Sample{Proto: ProtoTCP, Client: h2Frames(t, "application/grpc", "/"+strings.Repeat("~", 130))}, HTTP2},
+		{"http/0.9 request line", Sample{Proto: ProtoTCP, Client: []byte("GET /index.html\r\n")}, Unknown},
 		{"dns udp", Sample{Proto: ProtoUDP, Client: dnsQuery(t, false)}, DNS},
 		{"dns tcp", Sample{Proto: ProtoTCP, Client: dnsQuery(t, true)}, DNS},
 		{"postgres startup", Sample{Proto: ProtoTCP, Client: unhex(t, pgStartup)}, PostgreSQL},
@@ -181,7 +218,7 @@ func TestGRPCHuffmanSignature(t *testing.T) {
 func FuzzDetect(f *testing.F) {
 	for _, s := range [][]byte{
 		tlsClientHello(f), sshClientVersion(f), httpRequest(f), dnsQuery(f, false), dnsQuery(f, true),
-		h2Request(f, "application/grpc"), unhex(f, pgStartup), unhex(f, pgSSL), unhex(f, mysqlGreeting),
+		h2Request(f, "application/grpc"), h2Request(f, "application/json"), h2With(f, "application/grpc", h2Frame(0, nil)), unhex(f, pgStartup), unhex(f, pgSSL), unhex(f, mysqlGreeting),
 		unhex(f, mongoHello), unhex(f, kafkaAPIVersions), []byte(redisPing), {}, {0x16, 3},
 	} {
 		f.Add(uint8(ProtoTCP), s, []byte{})

@@ -326,6 +326,7 @@ func TestPrivilegedClassifierAgreesWithAppdetect(t *testing.T) {
 		{"grpc request", cat(h2, h2Headers("application/grpc")), false, tcp},
 		{"grpc+proto request", cat(h2, h2Headers("application/grpc+proto")), false, tcp},
 		{"grpc after control frames", cat(h2, h2Frame(8, 0, 0, []byte{0, 0, 0x10, 0}), h2Frame(6, 0, 0, make([]byte, 8)), h2Headers("application/grpc")), false, tcp},
+		{"grpc as the fourth frame", cat(h2, h2Frame(6, 0, 0, make([]byte, 8)), h2Frame(6, 0, 0, make([]byte, 8)), h2Headers("application/grpc")), false, tcp},
 		{"grpc after too many frames", cat(h2, h2Frame(6, 0, 0, make([]byte, 8)), h2Frame(6, 0, 0, make([]byte, 8)), h2Frame(6, 0, 0, make([]byte, 8)), h2Headers("application/grpc")), false, tcp},
 		{"grpc literal content type", cat(h2, h2Frame(1, 4, 1, []byte("\x00\x0ccontent-type\x10application/grpc"))), false, tcp},
 		{"data before headers", cat(h2, h2Frame(0, 0, 1, []byte("application/grpc")), h2Headers("application/grpc")), false, tcp},

@@ -170,10 +170,16 @@ func kernelDecision(m map[policyKey]policyValue, proto uint8, port uint16, app A
 	if !ok {
 		return 0, false
 	}
-	if proto == 6 && app != AppNone && v.AppMask&(1<<app) != 0 {
+	if appApplies(proto, app) && v.AppMask&(1<<app) != 0 {
 		return v.AppRule[app], v.AppAllow&(1<<app) != 0
 	}
 	return v.RuleID, v.Action == ActionAllow
+}
+
+// appApplies reports whether application rules of app decide flows of
+// protocol proto: any application over TCP, DNS over UDP.
+func appApplies(proto uint8, app App) bool {
+	return app != AppNone && (proto == 6 || (proto == 17 && app == AppDNS))
 }
 
 // referenceApp decides by brute force: the most specific entry of the
@@ -188,7 +194,7 @@ func referenceApp(es []VerdictEntry, proto uint8, port uint16, app App) (rule ui
 		}
 		return out
 	}
-	if app != AppNone && proto == 6 {
+	if appApplies(proto, app) {
 		if v, ok := reference(space(app), 1, 2, proto, port); ok {
 			return v.RuleID, v.Action == ActionAllow
 		}
@@ -209,7 +215,7 @@ func TestCompileAppVerdictsMatchesReference(t *testing.T) {
 				lo, hi = 0, 0
 			}
 			e := VerdictEntry{SrcID: 1, DstID: 2, Proto: []uint8{0, 6, 17}[r.IntN(3)], PortLo: lo, PortHi: hi,
-				App: []App{AppNone, AppNone, AppHTTP, AppTLS, AppRedis}[r.IntN(5)], Action: Action(1 + r.IntN(2)), RuleID: uint32(i + 1)}
+				App: []App{AppNone, AppNone, AppHTTP, AppTLS, AppRedis, AppDNS, AppGRPC, AppHTTP2, AppKafka}[r.IntN(9)], Action: Action(1 + r.IntN(2)), RuleID: uint32(i + 1)}
 			if seen[e.id()] {
 				continue
 			}
@@ -222,7 +228,7 @@ func TestCompileAppVerdictsMatchesReference(t *testing.T) {
 		}
 		m := compileVerdicts(s, nil)
 		for _, proto := range []uint8{6, 17} {
-			for _, app := range []App{AppNone, AppHTTP, AppTLS, AppSSH, AppRedis} {
+			for app := AppNone; app <= AppGRPC; app++ {
 				for port := 0; port < 300; port++ {
 					grule, gallow := kernelDecision(m, proto, uint16(port), app)
 					wrule, wallow := referenceApp(es, proto, uint16(port), app)
@@ -254,6 +260,35 @@ func TestCompileAppOnlyRule(t *testing.T) {
 	want.AppRule[AppHTTP] = 7
 	if !ok || v != want {
 		t.Errorf("8080: got %+v %v, want %+v", v, ok, want)
+	}
+}
+
+func TestCompileHighApplications(t *testing.T) {
+	s, err := stateFromTable(Table{Verdicts: []VerdictEntry{
+		{SrcID: 1, DstID: 2, Proto: 6, PortLo: 50051, PortHi: 50051, App: AppGRPC, Action: ActionAllow, RuleID: 7},
+		{SrcID: 1, DstID: 2, Proto: 6, PortLo: 50051, PortHi: 50051, App: AppHTTP2, Action: ActionDeny, RuleID: 8},
+		{SrcID: 1, DstID: 2, Proto: 6, PortLo: 50051, PortHi: 50051, Action: ActionAllow, RuleID: 9},
+		{SrcID: 1, DstID: 2, Proto: 0, PortLo: 53, PortHi: 53, App: AppDNS, Action: ActionAllow, RuleID: 10},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := compileVerdicts(s, nil)
+	v, ok := lookup(m, 1, 2, 6, 50051)
+	// gRPC agrees with the plain allow: only HTTP/2 is decided otherwise.
+	want := policyValue{RuleID: 9, Action: ActionAllow, AppMask: 1 << AppHTTP2}
+	want.AppRule[AppHTTP2] = 8
+	if !ok || v != want {
+		t.Errorf("50051: got %+v %v, want %+v", v, ok, want)
+	}
+	v, ok = lookup(m, 1, 2, 17, 53)
+	want = policyValue{AppMask: 1 << AppDNS, AppAllow: 1 << AppDNS}
+	want.AppRule[AppDNS] = 10
+	if !ok || v != want {
+		t.Errorf("udp/53: got %+v %v, want %+v", v, ok, want)
+	}
+	if err := (VerdictEntry{SrcID: 1, DstID: 2, App: appMax + 1, Action: ActionAllow}).Validate(); err == nil {
+		t.Errorf("application %d: no error", appMax+1)
 	}
 }
 

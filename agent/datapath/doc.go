@@ -20,25 +20,30 @@
 // again on its next packet: in Protect, a flow whose rule was removed is cut.
 //
 // Application rules: a verdict entry with an App decides TCP flows of that
-// application. Where such an entry changes the outcome for a port, a new
-// flow is admitted pending; the programs classify its first payload packet
-// (either direction) and then confirm the flow, or report it as a violation
-// and, in Protect, drop it and every later packet of it until the entry
-// expires (Timeouts.Denied) or a SYN starts over. The kernel names HTTP/1
-// (request methods, "HTTP/1." responses), the HTTP/2 preface, TLS
-// (ClientHello, ServerHello records), SSH banners and Redis (RESP arrays,
-// PING, INFO, and AUTH/HELLO/SELECT by command name), in agreement with
-// agent/appdetect on those. The check judges the bytes the server reads
-// first: a payload whose sequence number is not the first of its direction
-// (out of order, or forged to be classified in their place) is dropped in
-// Protect while the flow stays pending, and an IP-fragmented payload counts
-// as no application. Every other application (DNS, gRPC,
-// PostgreSQL, MySQL, MongoDB, Kafka, ...) is enforced by port only: callers
-// give such rules without App (agent/node does: an allow opens the port, a
-// deny of one application is only reported). A flow whose entries were lost
-// mid-stream (LRU eviction, expiry) is classified on its next payload
-// packet, which for TLS application data does not name TLS: such a flow is
-// cut on an application-restricted port.
+// application, and UDP flows of DNS. Where such an entry changes the
+// outcome for a port, a new flow is admitted pending; the programs classify
+// its first payload packet (either direction: a MySQL server speaks first)
+// and then confirm the flow, or report it as a violation and, in Protect,
+// drop it and every later packet of it until the entry expires
+// (Timeouts.Denied) or a SYN starts over. The kernel names every
+// application agent/appdetect does, with its signatures over the same
+// first 128 payload bytes: HTTP/1, HTTP/2, gRPC, TLS, SSH, Redis, DNS (UDP,
+// and TCP with its length prefix), PostgreSQL, MySQL (the server's
+// greeting), MongoDB and Kafka. gRPC is HTTP/2 whose first request HEADERS
+// carry content-type application/grpc: where the policy decides gRPC
+// otherwise than HTTP/2, the flow stays pending past the preface and the
+// client's frames are walked, by sequence number, across a few packets;
+// only the preface and control frames pass before the HEADERS frame
+// decides (DATA first, anything else, or too many packets: HTTP/2). The
+// check judges the bytes the server reads first: a payload whose sequence
+// number is not the next to judge (out of order, or forged to be
+// classified in their place) is dropped in Protect while the flow stays
+// pending, and an IP-fragmented payload counts as no application. Callers
+// give rules for other applications without App (agent/node does: an
+// allow opens the port, a deny of one application is only reported). A
+// flow whose entries were lost mid-stream (LRU eviction, expiry) is
+// classified on its next payload packet, which for TLS application data
+// does not name TLS: such a flow is cut on an application-restricted port.
 //
 // Enforcement outlives the process that set it up: maps and links are
 // pinned, Close leaves them in place, and the next Open reuses them and

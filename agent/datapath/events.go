@@ -67,6 +67,8 @@ type FlowEvent struct {
 	// App is the application the kernel classified. The kernel classifies
 	// only flows under application rules; AppNone is no application, or
 	// a flow it did not classify (user space names those from Payload).
+	// AppGRPC can be named where Payload alone shows HTTP/2: the kernel
+	// reads the client's HEADERS frame in a later packet.
 	App     App
 	Payload []byte // first payload bytes, at most 128
 }
