@@ -174,8 +174,9 @@ func TestPrivilegedFileRules(t *testing.T) {
 // container) are marked in their roots: the guard names the files by
 // their paths inside the root, a blocking rule denies the workload's
 // open of its own file, a same-named file in another root is not the
-// rule's, even for the workload's processes, and the marks go with the
-// workloads.
+// rule's, even for the workload's processes, a file mounted on its own
+// (as a container's /etc/hosts) is guarded too, and the marks go with
+// the workloads.
 func TestPrivilegedFileRulesInRoots(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: fanotify permission events, mounts and cgroups")
@@ -189,7 +190,7 @@ func TestPrivilegedFileRulesInRoots(t *testing.T) {
 			t.Skipf("%s not installed", b)
 		}
 	}
-	const secret = "/etc/secret.conf"
+	const secret, hosts = "/etc/secret.conf", "/etc/hosts"
 	type box struct {
 		id, cgroup string
 		cgfd       int
@@ -205,14 +206,14 @@ func TestPrivilegedFileRulesInRoots(t *testing.T) {
 		a.endpoints[b.id] = workload.Endpoint{Workload: workload.Workload{Name: name, Namespace: ns, Cgroup: b.cgroup},
 			Images: []workload.Image{{Container: name, Name: "palisade.test/" + name + ":1"}}}
 	}
-	rule := func(id uint32) []compile.FileEntry {
-		return []compile.FileEntry{{Filter: secret, Behavior: policy.FileBlockAccess, RuleID: id}}
+	block := func(path string, id uint32) compile.FileEntry {
+		return compile.FileEntry{Filter: path, Behavior: policy.FileBlockAccess, RuleID: id}
 	}
 	all := []compile.ProcessEntry{{Process: "*", Path: "*", Action: policy.ActionAllow}}
 	a.table = &compile.Table{
 		Profiles: []compile.Profile{
-			{ID: 256, ProcessMode: policy.ModeProtect, Processes: all, Files: rule(5)},
-			{ID: 257, ProcessMode: policy.ModeMonitor, Processes: all, Files: rule(6)},
+			{ID: 256, ProcessMode: policy.ModeProtect, Processes: all, Files: []compile.FileEntry{block(secret, 5), block(hosts, 7)}},
+			{ID: 257, ProcessMode: policy.ModeMonitor, Processes: all, Files: []compile.FileEntry{block(secret, 6)}},
 		},
 		Workloads: []compile.WorkloadIdentity{{Workload: "shop/orders", ID: 256}, {Workload: "shop/payments", ID: 257}},
 	}
@@ -241,61 +242,70 @@ func TestPrivilegedFileRulesInRoots(t *testing.T) {
 		b.pid = startInRoot(t, b.dir, b.cgfd)
 	}
 	a.syncFileMarks(guard, placed)
-	var want []procguard.Mark
-	for _, b := range boxes {
-		want = append(want, procguard.Mark{Path: fmt.Sprintf("/proc/%d/root/etc", b.pid), Scope: procguard.ScopeDirectory, Files: true})
+	mark := func(b *box, path string) procguard.Mark {
+		return procguard.Mark{Path: fmt.Sprintf("/proc/%d/root%s", b.pid, path), Scope: procguard.ScopeDirectory, Files: true}
 	}
-	if len(placed) != len(want) || !placed[want[0]] || !placed[want[1]] {
-		t.Fatalf("marks %v, want %v", placed, want)
+	orders, payments := boxes[0], boxes[1]
+	checkMarks := func(when string, want ...procguard.Mark) {
+		t.Helper()
+		ok := len(placed) == len(want)
+		for _, m := range want {
+			ok = ok && placed[m]
+		}
+		if !ok {
+			t.Fatalf("marks %v %s, want %v", placed, when, want)
+		}
 	}
-	a.syncFileMarks(guard, placed) // nothing changed: marks kept
-	if len(placed) != len(want) {
-		t.Fatalf("marks %v after a second sync, want %v", placed, want)
-	}
+	checkMarks("with the workloads' processes", mark(orders, "/etc"), mark(orders, hosts), mark(payments, "/etc"))
+	a.syncFileMarks(guard, placed)
+	checkMarks("after a second sync", mark(orders, "/etc"), mark(orders, hosts), mark(payments, "/etc"))
 
-	// cat runs secret's cat in the mount namespace and root of box in, as
+	// cat runs cat of file in the mount namespace and root of box in, as
 	// a process of the cgroup of box as.
-	cat := func(in, as *box) (string, error) {
-		cmd := exec.Command("nsenter", "--target", strconv.Itoa(in.pid), "--mount", "--root", "--wd", "cat", secret)
+	cat := func(in, as *box, file string) (string, error) {
+		cmd := exec.Command("nsenter", "--target", strconv.Itoa(in.pid), "--mount", "--root", "--wd", "cat", file)
 		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: as.cgfd}
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	orders, payments := boxes[0], boxes[1]
-	if out, err := cat(payments, orders); err != nil || out != payments.id+"\n" {
+	if out, err := cat(payments, orders, secret); err != nil || out != payments.id+"\n" {
 		t.Errorf("orders' cat of payments' %s: %q, %v; want payments' file (not orders' rule)", secret, out, err)
 	}
-	if out, err := cat(orders, orders); err == nil || !strings.Contains(out, "Operation not permitted") {
-		t.Errorf("orders' cat of its own %s: %q, %v; want EPERM", secret, out, err)
+	for _, f := range []string{secret, hosts} {
+		if out, err := cat(orders, orders, f); err == nil || !strings.Contains(out, "Operation not permitted") {
+			t.Errorf("orders' cat of its own %s: %q, %v; want EPERM", f, out, err)
+		}
 	}
-	if out, err := cat(payments, payments); err != nil || out != payments.id+"\n" {
+	if out, err := cat(payments, payments, secret); err != nil || out != payments.id+"\n" {
 		t.Errorf("payments' cat of its own %s in Monitor: %q, %v", secret, out, err)
+	}
+	if out, err := cat(payments, payments, hosts); err != nil || out != payments.id+" hosts\n" {
+		t.Errorf("payments' cat of its own %s: %q, %v", hosts, out, err)
 	}
 	if b, err := os.ReadFile(filepath.Join(orders.dir, secret)); err != nil || string(b) != orders.id+"\n" {
 		t.Errorf("the node's read of orders' %s: %q, %v", secret, b, err)
 	}
 	seen := waitFileEvents(t, a, []string{
 		agentproto.EventFileDenied + " deny shop/orders " + secret + " 5",
+		agentproto.EventFileDenied + " deny shop/orders " + hosts + " 7",
 		agentproto.EventFileViolation + " alert shop/payments " + secret + " 6",
 	})
-	if len(seen) != 2 {
-		t.Errorf("events %q, want only the denial in orders and the open in payments", seen)
+	if len(seen) != 3 {
+		t.Errorf("events %q, want only the denials in orders and the open in payments", seen)
 	}
 
 	// The workloads go: their marks go.
 	syscall.Kill(payments.pid, syscall.SIGKILL)
 	waitGone(t, payments.pid)
 	a.syncFileMarks(guard, placed)
-	if len(placed) != 1 || !placed[want[0]] {
-		t.Errorf("marks %v once payments' process is gone, want %v", placed, want[0])
-	}
+	checkMarks("once payments' process is gone", mark(orders, "/etc"), mark(orders, hosts))
 	delete(a.endpoints, orders.id)
 	a.syncProcesses()
 	a.syncFileMarks(guard, placed)
 	if len(placed) != 0 {
 		t.Errorf("marks %v once orders is gone, want none", placed)
 	}
-	if out, err := cat(orders, orders); err != nil || out != orders.id+"\n" {
+	if out, err := cat(orders, orders, secret); err != nil || out != orders.id+"\n" {
 		t.Errorf("cat of orders' %s once its rules went: %q, %v", secret, out, err)
 	}
 }
@@ -326,7 +336,8 @@ func testCgroup(t *testing.T, root, rel string) (string, int) {
 }
 
 // testRoot makes a root filesystem of its own, a tmpfs with the node's
-// /usr bound in and /etc/secret.conf holding name.
+// /usr bound in, /etc/secret.conf holding name and /etc/hosts a file of
+// the node's filesystem bound in, holding name and "hosts".
 func testRoot(t *testing.T, name string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -353,6 +364,15 @@ func testRoot(t *testing.T, name string) string {
 	}
 	if err := unix.Mount("/usr", filepath.Join(dir, "usr"), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		t.Fatalf("bind /usr: %v", err)
+	}
+	src := filepath.Join(t.TempDir(), "hosts")
+	for _, f := range []string{src, filepath.Join(dir, "etc/hosts")} {
+		if err := os.WriteFile(f, []byte(name+" hosts\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount(src, filepath.Join(dir, "etc/hosts"), "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind %s: %v", src, err)
 	}
 	return dir
 }
