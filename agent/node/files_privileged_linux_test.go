@@ -190,7 +190,7 @@ func TestPrivilegedFileRulesInRoots(t *testing.T) {
 			t.Skipf("%s not installed", b)
 		}
 	}
-	const secret, hosts = "/etc/secret.conf", "/etc/hosts"
+	const secret, hosts, deep = "/etc/secret.conf", "/etc/hosts", "/srv/data/deep/x.conf"
 	type box struct {
 		id, cgroup string
 		cgfd       int
@@ -212,7 +212,8 @@ func TestPrivilegedFileRulesInRoots(t *testing.T) {
 	all := []compile.ProcessEntry{{Process: "*", Path: "*", Action: policy.ActionAllow}}
 	a.table = &compile.Table{
 		Profiles: []compile.Profile{
-			{ID: 256, ProcessMode: policy.ModeProtect, Processes: all, Files: []compile.FileEntry{block(secret, 5), block(hosts, 7)}},
+			{ID: 256, ProcessMode: policy.ModeProtect, Processes: all, Files: []compile.FileEntry{block(secret, 5), block(hosts, 7),
+				{Filter: "/srv/data", Recursive: true, Behavior: policy.FileBlockAccess, RuleID: 8}}},
 			{ID: 257, ProcessMode: policy.ModeMonitor, Processes: all, Files: []compile.FileEntry{block(secret, 6)}},
 		},
 		Workloads: []compile.WorkloadIdentity{{Workload: "shop/orders", ID: 256}, {Workload: "shop/payments", ID: 257}},
@@ -245,6 +246,11 @@ func TestPrivilegedFileRulesInRoots(t *testing.T) {
 	mark := func(b *box, path string) procguard.Mark {
 		return procguard.Mark{Path: fmt.Sprintf("/proc/%d/root%s", b.pid, path), Scope: procguard.ScopeDirectory, Files: true}
 	}
+	mount := func(b *box, path string) procguard.Mark {
+		m := mark(b, path)
+		m.Scope = procguard.ScopeMount
+		return m
+	}
 	orders, payments := boxes[0], boxes[1]
 	checkMarks := func(when string, want ...procguard.Mark) {
 		t.Helper()
@@ -256,9 +262,9 @@ func TestPrivilegedFileRulesInRoots(t *testing.T) {
 			t.Fatalf("marks %v %s, want %v", placed, when, want)
 		}
 	}
-	checkMarks("with the workloads' processes", mark(orders, "/etc"), mark(orders, hosts), mark(payments, "/etc"))
+	checkMarks("with the workloads' processes", mark(orders, "/etc"), mark(orders, hosts), mount(orders, "/srv/data"), mark(payments, "/etc"))
 	a.syncFileMarks(guard, placed)
-	checkMarks("after a second sync", mark(orders, "/etc"), mark(orders, hosts), mark(payments, "/etc"))
+	checkMarks("after a second sync", mark(orders, "/etc"), mark(orders, hosts), mount(orders, "/srv/data"), mark(payments, "/etc"))
 
 	// cat runs cat of file in the mount namespace and root of box in, as
 	// a process of the cgroup of box as.
@@ -271,7 +277,7 @@ func TestPrivilegedFileRulesInRoots(t *testing.T) {
 	if out, err := cat(payments, orders, secret); err != nil || out != payments.id+"\n" {
 		t.Errorf("orders' cat of payments' %s: %q, %v; want payments' file (not orders' rule)", secret, out, err)
 	}
-	for _, f := range []string{secret, hosts} {
+	for _, f := range []string{secret, hosts, deep} {
 		if out, err := cat(orders, orders, f); err == nil || !strings.Contains(out, "Operation not permitted") {
 			t.Errorf("orders' cat of its own %s: %q, %v; want EPERM", f, out, err)
 		}
@@ -288,9 +294,10 @@ func TestPrivilegedFileRulesInRoots(t *testing.T) {
 	seen := waitFileEvents(t, a, []string{
 		agentproto.EventFileDenied + " deny shop/orders " + secret + " 5",
 		agentproto.EventFileDenied + " deny shop/orders " + hosts + " 7",
+		agentproto.EventFileDenied + " deny shop/orders " + deep + " 8",
 		agentproto.EventFileViolation + " alert shop/payments " + secret + " 6",
 	})
-	if len(seen) != 3 {
+	if len(seen) != 4 {
 		t.Errorf("events %q, want only the denials in orders and the open in payments", seen)
 	}
 
@@ -298,7 +305,7 @@ func TestPrivilegedFileRulesInRoots(t *testing.T) {
 	syscall.Kill(payments.pid, syscall.SIGKILL)
 	waitGone(t, payments.pid)
 	a.syncFileMarks(guard, placed)
-	checkMarks("once payments' process is gone", mark(orders, "/etc"), mark(orders, hosts))
+	checkMarks("once payments' process is gone", mark(orders, "/etc"), mark(orders, hosts), mount(orders, "/srv/data"))
 	delete(a.endpoints, orders.id)
 	a.syncProcesses()
 	a.syncFileMarks(guard, placed)
@@ -336,8 +343,9 @@ func testCgroup(t *testing.T, root, rel string) (string, int) {
 }
 
 // testRoot makes a root filesystem of its own, a tmpfs with the node's
-// /usr bound in, /etc/secret.conf holding name and /etc/hosts a file of
-// the node's filesystem bound in, holding name and "hosts".
+// /usr bound in, /etc/secret.conf and /srv/data/deep/x.conf holding name
+// and /etc/hosts a file of the node's filesystem bound in, holding name
+// and "hosts".
 func testRoot(t *testing.T, name string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -349,8 +357,8 @@ func testRoot(t *testing.T, name string) string {
 			t.Errorf("unmount %s: %v", dir, err)
 		}
 	})
-	for _, d := range []string{"etc", "usr", "old", "proc"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+	for _, d := range []string{"etc", "usr", "old", "proc", "srv/data/deep"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -359,8 +367,10 @@ func testRoot(t *testing.T, name string) string {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "etc/secret.conf"), []byte(name+"\n"), 0o644); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{"etc/secret.conf", "srv/data/deep/x.conf"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(name+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := unix.Mount("/usr", filepath.Join(dir, "usr"), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		t.Fatalf("bind /usr: %v", err)
