@@ -445,3 +445,129 @@ func TestPrivilegedFallbackStaleBeat(t *testing.T) {
 		t.Errorf("stale heartbeat: killed %v, ran %v; want killed before it ran", killed, ran)
 	}
 }
+
+// TestPrivilegedFallbackOverlay checks the fallback on an overlay
+// filesystem, as container root filesystems are: what stat reports of a
+// file in the overlay is what the kernel reads of the running executable.
+func TestPrivilegedFallbackOverlay(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: eBPF, bpffs, cgroups and mounts")
+	}
+	cfg := testFallback(t)
+	_, cgfd, cgid := testCgroup(t)
+	base := privateTmpfs(t)
+	for _, d := range []string{"lower/bin", "upper", "work", "root"} {
+		if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(t, "/bin/sh", filepath.Join(base, "lower/bin/app"), 0o755)
+	copyFile(t, "/bin/sh", filepath.Join(base, "lower/bin/tool"), 0o755)
+	root := filepath.Join(base, "root")
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", filepath.Join(base, "lower"), filepath.Join(base, "upper"), filepath.Join(base, "work"))
+	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
+		t.Skipf("mount overlay: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
+	// A file copied up to the upper layer is decided as what it is now.
+	if err := os.Chmod(filepath.Join(root, "bin/tool"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fb, err := OpenFallback(cfg, quiet())
+	if err != nil {
+		t.Fatalf("open fallback: %v", err)
+	}
+	defer fb.Close()
+	fa := FallbackExecutables(Group{CgroupID: cgid, Allowed: []string{"/bin/app"}}, root)
+	if len(fa.Exes) != 1 {
+		t.Fatalf("FallbackExecutables in the overlay = %+v, want /bin/app", fa)
+	}
+	if err := fb.Set(FallbackGroup{CgroupID: cgid, Mode: ModeProtect, Exes: fa.Exes}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fb.ClearBeat(); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(t.TempDir(), "marker")
+	for _, tc := range []struct {
+		exe    string
+		killed bool
+	}{{"bin/app", false}, {"bin/tool", true}} {
+		killed, ran := outcome(t, cgfd, marker, filepath.Join(root, tc.exe), "-c", "echo > "+marker)
+		if killed != tc.killed || ran == tc.killed {
+			t.Errorf("%s in the overlay: killed %v, ran %v; want killed %v", tc.exe, killed, ran, tc.killed)
+		}
+	}
+}
+
+// BenchmarkFallbackExec measures an exec of an allowed program in a cgroup
+// the fallback guards, with the fallback acting (no heartbeat) and idle
+// (fresh heartbeat), and in a cgroup it does not guard.
+func BenchmarkFallbackExec(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: eBPF, bpffs and cgroups")
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/bpf", &sfs); err != nil || sfs.Type != unix.BPF_FS_MAGIC {
+		b.Skip("needs bpffs on /sys/fs/bpf")
+	}
+	cfg := DefaultFallbackConfig()
+	cfg.PinDir = fmt.Sprintf("/sys/fs/bpf/palisade-bench-fallback-%d", os.Getpid())
+	cfg.Stale = time.Hour // one beat keeps it idle through the run
+	b.Cleanup(func() { os.RemoveAll(cfg.PinDir) })
+	cg := filepath.Join(DefaultGuardConfig().CgroupRoot, fmt.Sprintf("palisade-bench-%d", os.Getpid()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	cgfd, err := unix.Open(cg, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		unix.Close(cgfd)
+		for i := 0; i < 50 && os.Remove(cg) != nil; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	var st unix.Stat_t
+	if err := unix.Fstat(cgfd, &st); err != nil {
+		b.Fatal(err)
+	}
+	trueBin, err := filepath.EvalSymlinks("/bin/true")
+	if err != nil {
+		b.Fatal(err)
+	}
+	fb, err := OpenFallback(cfg, quiet())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer fb.Close()
+	fa := FallbackExecutables(Group{CgroupID: st.Ino, Allowed: []string{trueBin}}, "/")
+	if err := fb.Set(FallbackGroup{CgroupID: st.Ino, Mode: ModeProtect, Exes: fa.Exes}); err != nil {
+		b.Fatal(err)
+	}
+	run := func(b *testing.B, cgfd int) {
+		for b.Loop() {
+			cmd := exec.Command(trueBin)
+			if cgfd >= 0 {
+				cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
+			}
+			if err := cmd.Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("guarded/acting", func(b *testing.B) {
+		if err := fb.ClearBeat(); err != nil {
+			b.Fatal(err)
+		}
+		run(b, cgfd)
+	})
+	b.Run("guarded/idle", func(b *testing.B) {
+		if err := fb.Beat(); err != nil {
+			b.Fatal(err)
+		}
+		run(b, cgfd)
+	})
+	b.Run("unguarded", func(b *testing.B) { run(b, -1) })
+}
