@@ -212,8 +212,9 @@ func TestAgentContainerd(t *testing.T) {
 }
 
 // checkContainerGuard checks process and file rules inside the shop's
-// containers, in Protect: an executable of orders' image outside its
-// learned profile (/tool) is denied with EPERM and reported while the
+// containers: once orders and payments learned /server in Discover and
+// their process mode is Protect, an executable of orders' image outside
+// its learned profile (/tool) is denied with EPERM and reported while the
 // learned /server runs; then a blocking file rule on secret for orders
 // and inventory denies orders' own open of its secret and reports it,
 // while payments' secret, the node's and the node's opened by a process
@@ -224,24 +225,30 @@ func checkContainerGuard(t *testing.T, ctrd *privateContainerd, agent *harness.P
 	exec := func(container, id string, args ...string) (string, error) {
 		return ctrd.ctrOut(append([]string{"task", "exec", "--exec-id", id, container}, args...)...)
 	}
-	// Still in Discover for processes: orders learns /server, run by
-	// ctr task exec (the containers' first process ran before the agent
-	// knew them).
-	harness.Eventually(t, 20*time.Second, "orders' /server learned", func() error {
-		if out, err := exec("orders", "learn", "/server", "cat", secret); err != nil || out != "orders-secret\n" {
-			return fmt.Errorf("/server in orders: %q, %v", out, err)
+	// Still in Discover for processes: orders and payments learn /server,
+	// run by ctr task exec (the containers' first process ran before the
+	// agent knew them).
+	harness.Eventually(t, 20*time.Second, "/server learned", func() error {
+		for _, role := range []string{"orders", "payments"} {
+			if out, err := exec(role, "learn", "/server", "cat", secret); err != nil || out != role+"-secret\n" {
+				return fmt.Errorf("/server in %s: %q, %v", role, out, err)
+			}
 		}
 		_, procs, err := learnedRules(cli)
 		if err != nil {
 			return err
 		}
-		if !procs["learned.orders.shop /server"] {
-			return fmt.Errorf("learned processes %v, want /server in learned.orders.shop", procs)
+		for _, role := range []string{"orders", "payments"} {
+			if !procs["learned."+role+".shop /server"] {
+				return fmt.Errorf("learned processes %v, want /server in learned.%s.shop", procs, role)
+			}
 		}
 		return nil
 	})
 	cli("mode", "set", "--all", "--process", "protect")
-	agent.WaitLog(regexp.MustCompile(`msg="workload process policy" workload=`+orders+` mode=protect rules=[1-9]`), 1, 20*time.Second)
+	for _, role := range []string{"orders", "payments"} {
+		agent.WaitLog(regexp.MustCompile(`msg="workload process policy" workload=shop/`+pod[role]+` mode=protect rules=[1-9]`), 1, 20*time.Second)
+	}
 	agent.WaitLog(regexp.MustCompile(`msg="process guard marked a workload root"`), 3, 20*time.Second)
 	if out, err := exec("orders", "tool", "/tool"); err == nil || !strings.Contains(strings.ToLower(out), "operation not permitted") {
 		t.Fatalf("unlearned /tool in protected orders: got %q, %v; want EPERM", out, err)
