@@ -50,7 +50,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 /* The HTTP/2 frame walk that tells gRPC from other HTTP/2. */
 #define H2_PREFACE_LEN 24
-#define H2_WALK_PACKETS 8 /* client payload packets after the preface packet */
+#define H2_WALK_PACKETS 8 /* client payload packets after the preface packet; the last decides */
 #define H2_WALK_FRAMES 4  /* frames per packet */
 #define H2_MORE 0xfd	  /* walk result: control frames only, next boundary in bits 8.. */
 #define GRPC_WINDOW 128	  /* header block bytes searched for the gRPC content type */
@@ -73,7 +73,7 @@ enum action {
 	ACTION_DENY = 2,
 };
 
-/* Applications the classifier names. Others are enforced by port only. */
+/* Applications the classifier names, agent/appdetect's. */
 enum app {
 	APP_NONE = 0, /* classified: none of those below */
 	APP_HTTP = 1,
@@ -1558,7 +1558,7 @@ static __always_inline int hold(__u32 mode)
 static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struct ct_key *k, struct ct_entry *ce,
 				     __u64 ep, __u32 dir)
 {
-	int reply = ce->flags & FLAG_REPLY, r;
+	int reply = ce->flags & FLAG_REPLY, r, walked = 0;
 	__u32 mode = ce->mode, app, how = 0;
 	__u16 port = reply ? p->sport : p->dport;
 	struct policy_value *pv;
@@ -1576,6 +1576,7 @@ static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struc
 		__s32 d = (__s32)(p->seq - ce->seq);
 		__u32 start = 0;
 
+		walked = 1;
 		if (p->any_frag) {
 			app = APP_HTTP2;
 			goto decided;
@@ -1638,6 +1639,18 @@ static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struc
 					ce->seq = p->seq + ((__u32)r >> 8);
 					ce->walk = H2_WALK_PACKETS;
 					ct_walk_server(k, ce, 0);
+					if (!ce->sampled) {
+						/* The client's first bytes, still
+						 * pending; the decision reports
+						 * again. */
+						ce->sampled = 1;
+						e.src_id = ce->src_id;
+						e.dst_id = ce->dst_id;
+						e.rule_id = ce->rule_id;
+						e.action = ACTION_ALLOW;
+						e.app = APP_HTTP2;
+						emit(skb, p, ep, dir, EVENT_SAMPLE, &e, mode, FLAG_PENDING);
+					}
 					return 1;
 				}
 			}
@@ -1651,7 +1664,7 @@ decided:
 	if (e.action == ACTION_ALLOW) {
 		count(COUNTER_APP_ALLOWED);
 		ct_settle(k, ce, &e, 0, 0);
-		if (!ce->sampled) {
+		if (!ce->sampled || walked) {
 			ce->sampled = 1;
 			emit(skb, p, ep, dir, EVENT_SAMPLE, &e, mode, reply ? FLAG_REPLY : 0);
 		}

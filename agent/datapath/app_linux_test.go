@@ -535,10 +535,26 @@ func TestPrivilegedAppEnforcement(t *testing.T) {
 	// to the gRPC server and returns its status.
 	h2Call := func(t *testing.T) (int, error) {
 		t.Helper()
+		var conns []net.Conn
+		var mu sync.Mutex
 		tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return dial(t, n.a, "tcp4", addr)
+			c, err := dial(t, n.a, "tcp4", addr)
+			if err == nil {
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+			return c, err
 		}}
-		defer tr.CloseIdleConnections()
+		defer func() {
+			tr.CloseIdleConnections()
+			// A connection whose request was dropped is not idle.
+			mu.Lock()
+			for _, c := range conns {
+				c.Close()
+			}
+			mu.Unlock()
+		}()
 		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, "POST", "http://10.199.2.2:50051/shop.Orders/List", strings.NewReader("{}"))
@@ -681,6 +697,11 @@ func TestPrivilegedAppEnforcement(t *testing.T) {
 		// gRPC and other HTTP/2 on one port open to gRPC only.
 		if err := grpcCall(t, n.a, "10.199.2.2:50051"); err != nil {
 			t.Errorf("gRPC call on the gRPC port: %v", err)
+		}
+		if _, found := events.wait(func(e FlowEvent) bool {
+			return e.Kind == EventSample && e.DstPort == 50051 && !e.Reply && e.App == AppGRPC && !e.Pending
+		}); !found {
+			t.Errorf("gRPC call: no sample event naming grpc")
 		}
 		if code, err := h2Call(t); err == nil {
 			t.Errorf("HTTP/2 JSON request on the gRPC port passed with status %d", code)
