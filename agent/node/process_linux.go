@@ -31,7 +31,10 @@ import (
 // not under process control. The same guard enforces file rules: it
 // watches the places the workloads' file rules cover from the first sync
 // that has any (whatever the mode), denies opens under blocking rules in
-// Protect and reports opens and changes under the rules.
+// Protect and reports opens and changes under the rules. While the guard
+// does not run (the agent starting, stopped or dead), the exec fallback
+// pinned in the kernel kills forbidden execs of workloads in Protect; the
+// agent reports them when it is back.
 type ProcessConfig struct {
 	// Disabled turns process control off.
 	Disabled bool
@@ -558,6 +561,11 @@ func (a *Agent) openFallback() *procguard.Fallback {
 	if err != nil {
 		a.log.Warn("exec fallback off: forbidden execs are denied only while the agent runs", "err", err)
 		return nil
+	}
+	// A beat an agent that just died left is not this agent's: the
+	// fallback acts until this agent's guard is armed.
+	if err := fb.ClearBeat(); err != nil {
+		a.log.Warn("exec fallback", "err", err)
 	}
 	return fb
 }
