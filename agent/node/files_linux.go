@@ -382,14 +382,17 @@ func (a *Agent) fileWorkloads() []fileWorkload {
 	return out
 }
 
-// maxRoots bounds the roots looked up for one workload.
-const maxRoots = 16
+// maxRoots bounds the roots looked up for one workload, and maxPids the
+// processes of one cgroup whose root is looked at.
+const maxRoots, maxPids = 16, 8
 
 // workloadRoots returns the root directories the processes of the cgroup
-// at dir and of its child cgroups see: "/" for the node's own root, else
-// /proc/PID/root of one process per root (a container's root
-// filesystem). A cgroup without processes has the node's root if
-// hostRoot (a workload of the netns source), else none.
+// at dir and of its child cgroups see, one process per cgroup: "/" for
+// the node's own root, else /proc/PID/root (a container's root
+// filesystem). The node's root counts only if hostRoot (a workload of the
+// netns source); a container's process still on the node's root (runc
+// joining it) is passed over. A cgroup without processes has the node's
+// root if hostRoot, else none.
 func workloadRoots(dir string, hostRoot bool) []string {
 	var self unix.Stat_t
 	if unix.Stat("/", &self) != nil {
@@ -407,24 +410,26 @@ func workloadRoots(dir string, hostRoot bool) []string {
 	var out []string
 	for _, d := range dirs {
 		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
-		if err != nil {
+		if err != nil || len(seen) >= maxRoots {
 			continue
 		}
-		for _, pid := range strings.Fields(string(b)) {
+		pids := strings.Fields(string(b))
+		for _, pid := range pids[:min(len(pids), maxPids)] {
 			root := "/proc/" + pid + "/root"
 			var st unix.Stat_t
 			if unix.Stat(root, &st) != nil {
 				continue
 			}
-			k := [2]uint64{st.Dev, st.Ino}
-			if seen[k] || len(seen) >= maxRoots {
-				break
-			}
-			seen[k] = true
 			if st.Dev == self.Dev && st.Ino == self.Ino {
+				if !hostRoot {
+					continue
+				}
 				root = "/"
 			}
-			out = append(out, root)
+			if k := [2]uint64{st.Dev, st.Ino}; !seen[k] {
+				seen[k] = true
+				out = append(out, root)
+			}
 			break
 		}
 	}

@@ -292,3 +292,31 @@ func TestPlacedPath(t *testing.T) {
 		}
 	}
 }
+
+func TestWorkloadRoots(t *testing.T) {
+	root := t.TempDir()
+	self := os.Getpid()
+	fakeCgroup(t, root, "/netns/orders", 999999999, self)
+	fakeCgroup(t, root, "/k8s.io/ctr", self)
+	fakeCgroup(t, root, "/empty")
+	fakeCgroup(t, root, "/pod")
+	fakeCgroup(t, root, "/pod/a", self)
+	fakeCgroup(t, root, "/pod/b", self)
+	tests := []struct {
+		cgroup   string
+		hostRoot bool
+		want     []string
+	}{
+		{"/netns/orders", true, []string{"/"}}, // a pid gone is passed over
+		{"/k8s.io/ctr", false, nil},            // a container on the node's root: none
+		{"/empty", true, []string{"/"}},
+		{"/empty", false, nil},
+		{"/pod", true, []string{"/"}}, // child cgroups, one root once
+		{"/missing", false, nil},
+	}
+	for _, tc := range tests {
+		if got := workloadRoots(filepath.Join(root, tc.cgroup), tc.hostRoot); !slices.Equal(got, tc.want) {
+			t.Errorf("workloadRoots(%s, %v) = %q, want %q", tc.cgroup, tc.hostRoot, got, tc.want)
+		}
+	}
+}
