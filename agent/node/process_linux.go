@@ -90,9 +90,10 @@ func (c ProcessConfig) Validate() error {
 		return fmt.Errorf("node: config: processes: Resync %s and MaxPending %d must be positive", c.Resync, c.MaxPending)
 	}
 	if !c.NoFallback {
-		fc := procguard.FallbackConfig{PinDir: c.FallbackPinDir, Stale: c.FallbackStale}
-		if fc.PinDir == "" {
-			fc.PinDir = "/"
+		fc := procguard.DefaultFallbackConfig()
+		fc.Stale = c.FallbackStale
+		if c.FallbackPinDir != "" {
+			fc.PinDir = c.FallbackPinDir
 		}
 		if err := fc.Validate(); err != nil {
 			return fmt.Errorf("node: config: processes: %w", err)
