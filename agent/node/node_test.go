@@ -37,7 +37,7 @@ func TestToDatapath(t *testing.T) {
 				{SrcID: 256, DstID: 257, Proto: 6, PortLo: 53, PortHi: 53, App: datapath.AppDNS, Action: datapath.ActionAllow, RuleID: 513},
 				{SrcID: 256, DstID: 257, Proto: 6, PortLo: 50051, PortHi: 50051, App: datapath.AppGRPC, Action: datapath.ActionAllow, RuleID: 513}}},
 		{"port-only application allow becomes its port", []compile.Verdict{v(256, 257, 25, "SMTP", policy.ActionAllow)},
-			[]datapath.VerdictEntry{{SrcID: 256, DstID: 257, Proto: 6, PortLo: 5432, PortHi: 5432, Action: datapath.ActionAllow, RuleID: 513}}},
+			[]datapath.VerdictEntry{{SrcID: 256, DstID: 257, Proto: 6, PortLo: 25, PortHi: 25, Action: datapath.ActionAllow, RuleID: 513}}},
 		{"plain entry wins over port-only application entry", []compile.Verdict{v(256, 257, 80, "", policy.ActionDeny), v(256, 257, 80, "AMQP", policy.ActionAllow)},
 			[]datapath.VerdictEntry{{SrcID: 256, DstID: 257, Proto: 6, PortLo: 80, PortHi: 80, Action: datapath.ActionDeny, RuleID: 513}}},
 		{"port-only application deny is not enforced in the kernel", []compile.Verdict{v(256, 257, 80, "SMTP", policy.ActionDeny)}, nil},
