@@ -106,8 +106,10 @@ type FallbackRecord struct {
 // Executables are matched by device and inode, which is what the kernel
 // can read of the new process's executable without a path. For a script
 // that is its interpreter: a group that may run a script may run its
-// interpreter (see FallbackExecutables). Exes should be refreshed on every
-// policy sync, as a replaced file gets a new inode.
+// interpreter (see FallbackExecutables). A process name a rule allows
+// anywhere (Names) is matched on the comm the exec gives the process. Exes
+// should be refreshed on every policy sync, as a replaced file gets a new
+// inode.
 type Fallback struct {
 	cfg  FallbackConfig
 	log  *slog.Logger
