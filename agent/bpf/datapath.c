@@ -1622,8 +1622,15 @@ static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struc
 		if (app == APP_RETRY)
 			return hold(mode);
 		if (app == APP_WAIT) {
-			ct_walk_server(k, ce, reply);
-			return 1;
+			/* Only where the policy decides HTTP/2 or gRPC
+			 * otherwise: elsewhere such bytes are no
+			 * application. */
+			pv = lookup_policy(ce->src_id, ce->dst_id, p->proto, port);
+			if (pv && (app_mask_of(pv, p->proto) & ((1 << APP_HTTP2) | (1 << APP_GRPC)))) {
+				ct_walk_server(k, ce, reply);
+				return 1;
+			}
+			app = APP_NONE;
 		}
 		if (app == APP_HTTP2 && !reply && p->proto == IPPROTO_TCP) {
 			pv = lookup_policy(ce->src_id, ce->dst_id, p->proto, port);

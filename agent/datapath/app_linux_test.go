@@ -1111,6 +1111,12 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 			{pshAck, 7001, settings, false, true, true},
 			{pshAck, 1001, ping, false, false, false},
 		}},
+		{"a server's SETTINGS first is no application where no rule names HTTP/2", httpPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{synAck, 7000, nil, false, true, true},
+			{pshAck, 7001, settings, false, false, true},
+			{pshAck, 1001, get, false, false, false},
+		}},
 		{"grpc on a port open to other HTTP/2 only is dropped", h2Port, []step{
 			{syn, 1000, nil, false, true, false},
 			{pshAck, 1001, cat(pre, settings), false, true, false},
