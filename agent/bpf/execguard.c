@@ -58,10 +58,17 @@ struct eg_exec_args {
 	__s32 old_pid;
 };
 
-/* Group modes; a cgroup missing from eg_groups is not guarded. */
+/* Group modes; a cgroup missing from eg_groups is not guarded. EG_SCOPED
+ * is a flag beside the mode: only executables on the workload's own root
+ * filesystems are guarded, each marked in eg_allowed by a key with ino 0
+ * and its device, as the agent's guard marks those filesystems alone (a
+ * runtime's helper run from the node, such as runc init, is not the
+ * workload's). */
 enum eg_mode {
 	EG_MONITOR = 1,
 	EG_PROTECT = 2,
+	EG_MODE_MASK = 0xff,
+	EG_SCOPED = 0x100,
 };
 
 struct eg_exe_key {
@@ -179,6 +186,12 @@ int palisade_execguard(struct eg_exec_args *ctx)
 		return 0;
 	key.ino = BPF_CORE_READ(inode, i_ino);
 	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	if (*mode & EG_SCOPED) {
+		struct eg_exe_key root = {.cgroup_id = key.cgroup_id, .dev = key.dev};
+
+		if (!bpf_map_lookup_elem(&eg_allowed, &root))
+			return 0;
+	}
 	if (bpf_map_lookup_elem(&eg_allowed, &key))
 		return 0;
 	ck.cgroup_id = key.cgroup_id;
@@ -187,7 +200,7 @@ int palisade_execguard(struct eg_exec_args *ctx)
 		return 0;
 
 	rec = bpf_ringbuf_reserve(&eg_records, sizeof(*rec), 0);
-	if (*mode == EG_PROTECT) {
+	if ((*mode & EG_MODE_MASK) == EG_PROTECT) {
 		long err = bpf_send_signal(SIGKILL);
 
 		if (rec)
@@ -208,7 +221,7 @@ int palisade_execguard(struct eg_exec_args *ctx)
 	rec->dev = key.dev;
 	rec->pid = bpf_get_current_pid_tgid() >> 32;
 	rec->uid = (__u32)bpf_get_current_uid_gid();
-	rec->mode = *mode;
+	rec->mode = *mode & EG_MODE_MASK;
 	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
 	off = ctx->data_loc_filename & 0xffff;
 	n = bpf_probe_read_kernel_str(rec->filename, sizeof(rec->filename), (void *)ctx + off);

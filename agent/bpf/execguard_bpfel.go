@@ -36,8 +36,10 @@ type ExecguardEgExeKey struct {
 type ExecguardEgMode uint32
 
 const (
-	ExecguardEgModeEG_MONITOR ExecguardEgMode = 1
-	ExecguardEgModeEG_PROTECT ExecguardEgMode = 2
+	ExecguardEgModeEG_MONITOR   ExecguardEgMode = 1
+	ExecguardEgModeEG_PROTECT   ExecguardEgMode = 2
+	ExecguardEgModeEG_MODE_MASK ExecguardEgMode = 255
+	ExecguardEgModeEG_SCOPED    ExecguardEgMode = 256
 )
 
 type ExecguardEgRecord struct {

@@ -662,7 +662,8 @@ func (a *Agent) syncFallback(fb *procguard.Fallback, st *fallbackState) {
 		if !ok {
 			continue
 		}
-		allowed := procguard.FallbackExecutables(g, a.workloadRoot(paths[id]))
+		root := a.workloadRoot(paths[id])
+		allowed := procguard.FallbackExecutables(g, root)
 		if len(allowed.Missing) > 0 {
 			a.log.Debug("exec fallback: allowed executables not found", "workload", g.Name, "paths", allowed.Missing)
 		}
@@ -675,7 +676,14 @@ func (a *Agent) syncFallback(fb *procguard.Fallback, st *fallbackState) {
 			}
 			continue
 		}
-		if err := fb.Set(procguard.FallbackGroup{CgroupID: id, Mode: mode, Exes: allowed.Exes, Names: allowed.Names}); err != nil {
+		fg := procguard.FallbackGroup{CgroupID: id, Mode: mode, Exes: allowed.Exes, Names: allowed.Names}
+		var rootSt unix.Stat_t
+		if root != "/" && unix.Stat(root, &rootSt) == nil {
+			// A workload with its own root: the guard marks that
+			// filesystem, so the fallback guards the executables on it.
+			fg.Roots = []uint64{rootSt.Dev}
+		}
+		if err := fb.Set(fg); err != nil {
 			a.log.Warn("exec fallback", "workload", g.Name, "err", err)
 			continue
 		}

@@ -75,6 +75,13 @@ type FallbackGroup struct {
 	// on the comm the exec gives the process (the base name given to
 	// execve), of which the kernel keeps 15 characters.
 	Names []string
+	// Roots, when set, are the devices (as stat gives them) of the
+	// workload's own root filesystems: only executables on them are
+	// guarded, as the guard marks those filesystems alone. An exec from
+	// elsewhere (a container runtime's helper run from the node, such as
+	// runc init joining the workload's cgroup) is left alone. Without
+	// Roots every exec in the cgroup is guarded.
+	Roots []uint64
 }
 
 // FallbackRecord is one exec the fallback acted on.
@@ -116,10 +123,11 @@ type Fallback struct {
 	objs bpf.ExecguardObjects
 	rd   *ringbuf.Reader
 
-	mu    sync.Mutex
-	exes  map[uint64]map[FileID]bool // what the pinned allowed map holds, by cgroup
-	names map[uint64]map[string]bool // what the pinned comms map holds, by cgroup
-	modes map[uint64]Mode            // what the pinned groups map holds
+	mu     sync.Mutex
+	exes   map[uint64]map[FileID]bool // what the pinned allowed map holds, by cgroup
+	names  map[uint64]map[string]bool // what the pinned comms map holds, by cgroup
+	modes  map[uint64]Mode            // what the pinned groups map holds
+	scoped map[uint64]bool            // groups whose pinned mode carries EG_SCOPED
 }
 
 // ErrFallbackMode says a group's mode is not one the fallback guards.
@@ -149,7 +157,8 @@ func OpenFallback(cfg FallbackConfig, log *slog.Logger) (*Fallback, error) {
 	if err := ensureTracefs(); err != nil {
 		return nil, err
 	}
-	f := &Fallback{cfg: cfg, log: log, exes: map[uint64]map[FileID]bool{}, names: map[uint64]map[string]bool{}, modes: map[uint64]Mode{}}
+	f := &Fallback{cfg: cfg, log: log, exes: map[uint64]map[FileID]bool{}, names: map[uint64]map[string]bool{}, modes: map[uint64]Mode{},
+		scoped: map[uint64]bool{}}
 	if err := f.load(); err != nil {
 		return nil, err
 	}
@@ -218,6 +227,7 @@ func (f *Fallback) readPinned() error {
 	it := f.objs.EgGroups.Iterate()
 	for it.Next(&id, &mode) {
 		f.modes[id] = fallbackMode(mode)
+		f.scoped[id] = mode&uint32(bpf.ExecguardEgModeEG_SCOPED) != 0
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read fallback groups: %w", err)
@@ -347,8 +357,12 @@ func (f *Fallback) Set(g FallbackGroup) error {
 		have = map[FileID]bool{}
 		f.exes[g.CgroupID] = have
 	}
-	want := make(map[FileID]bool, len(g.Exes))
-	for _, id := range g.Exes {
+	want := make(map[FileID]bool, len(g.Exes)+len(g.Roots))
+	exes := g.Exes
+	for _, dev := range g.Roots {
+		exes = append(exes[:len(exes):len(exes)], FileID{Dev: dev}) // ino 0: a root filesystem's mark
+	}
+	for _, id := range exes {
 		want[id] = true
 		if have[id] {
 			continue
@@ -375,11 +389,17 @@ func (f *Fallback) Set(g FallbackGroup) error {
 		}
 		haveNames[n] = true
 	}
-	if m, ok := f.modes[g.CgroupID]; !ok || m != g.Mode {
-		if err := f.objs.EgGroups.Put(g.CgroupID, kernelMode(g.Mode)); err != nil {
+	scoped := len(g.Roots) > 0
+	if m, ok := f.modes[g.CgroupID]; !ok || m != g.Mode || f.scoped[g.CgroupID] != scoped {
+		km := kernelMode(g.Mode)
+		if scoped {
+			km |= uint32(bpf.ExecguardEgModeEG_SCOPED)
+		}
+		if err := f.objs.EgGroups.Put(g.CgroupID, km); err != nil {
 			return fmt.Errorf("guard cgroup %d: %w", g.CgroupID, err)
 		}
 		f.modes[g.CgroupID] = g.Mode
+		f.scoped[g.CgroupID] = scoped
 	}
 	for id := range have {
 		if want[id] {
@@ -410,6 +430,7 @@ func (f *Fallback) Remove(cgroupID uint64) error {
 		return fmt.Errorf("unguard cgroup %d: %w", cgroupID, err)
 	}
 	delete(f.modes, cgroupID)
+	delete(f.scoped, cgroupID)
 	for id := range f.exes[cgroupID] {
 		if err := f.objs.EgAllowed.Delete(exeKey(cgroupID, id)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("forget executable %d:%d in cgroup %d: %w", id.Dev, id.Ino, cgroupID, err)
@@ -470,7 +491,7 @@ func kernelMode(m Mode) uint32 {
 }
 
 func fallbackMode(m uint32) Mode {
-	if m == uint32(bpf.ExecguardEgModeEG_PROTECT) {
+	if m&uint32(bpf.ExecguardEgModeEG_MODE_MASK) == uint32(bpf.ExecguardEgModeEG_PROTECT) {
 		return ModeProtect
 	}
 	return ModeMonitor

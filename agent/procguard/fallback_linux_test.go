@@ -498,6 +498,40 @@ func TestPrivilegedFallbackOverlay(t *testing.T) {
 			t.Errorf("%s in the overlay: killed %v, ran %v; want killed %v", tc.exe, killed, ran, tc.killed)
 		}
 	}
+
+	// Scoped to the workload's root filesystem: the node's own shell (a
+	// runtime helper joining the cgroup, say) is not the workload's and
+	// runs; what is on the root is decided as before. Unscoped, the node's
+	// shell is killed like any executable outside the profile.
+	var rootSt, shSt unix.Stat_t
+	if err := unix.Stat(root, &rootSt); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat("/bin/sh", &shSt); err != nil {
+		t.Fatal(err)
+	}
+	if shSt.Dev == rootSt.Dev {
+		t.Fatalf("the overlay shares device %d with /bin/sh", rootSt.Dev)
+	}
+	for _, tc := range []struct {
+		name   string
+		roots  []uint64
+		exe    string
+		killed bool
+	}{
+		{"scoped: node shell", []uint64{rootSt.Dev}, "/bin/sh", false},
+		{"scoped: forbidden in root", []uint64{rootSt.Dev}, filepath.Join(root, "bin/tool"), true},
+		{"scoped: allowed in root", []uint64{rootSt.Dev}, filepath.Join(root, "bin/app"), false},
+		{"unscoped: node shell", nil, "/bin/sh", true},
+	} {
+		if err := fb.Set(FallbackGroup{CgroupID: cgid, Mode: ModeProtect, Exes: fa.Exes, Roots: tc.roots}); err != nil {
+			t.Fatalf("%s: set: %v", tc.name, err)
+		}
+		killed, ran := outcome(t, cgfd, marker, tc.exe, "-c", "echo > "+marker)
+		if killed != tc.killed || ran == tc.killed {
+			t.Errorf("%s: killed %v, ran %v; want killed %v", tc.name, killed, ran, tc.killed)
+		}
+	}
 }
 
 // BenchmarkFallbackExec measures an exec of an allowed program in a cgroup
