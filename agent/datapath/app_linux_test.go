@@ -1146,3 +1146,68 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkPrivilegedClassifier measures what the programs spend on the
+// first payload packet of a new flow (no conntrack entry: every packet is
+// a flow of its own, mid-stream) on a port with an application rule, next
+// to a port without one: the classifier's cost is the difference. Only
+// such packets pay it; an established flow passes on its conntrack entry.
+//
+//	go test -run '^$' -bench BenchmarkPrivilegedClassifier -benchtime 20000x ./agent/datapath/
+func BenchmarkPrivilegedClassifier(b *testing.B) {
+	skipUnlessRoot(b)
+	cfg := testConfig(b)
+	cfg.SweepInterval = 0
+	d := openDatapath(b, cfg)
+	b.Cleanup(func() { d.Destroy() })
+	tab := baseTable(ModeProtect)
+	tab.Verdicts = []VerdictEntry{
+		{SrcID: idA, DstID: idB, PortLo: 80, PortHi: 80, Action: ActionAllow, RuleID: 1},
+		{SrcID: idA, DstID: idB, PortLo: 81, PortHi: 81, App: AppHTTP, Action: ActionAllow, RuleID: 2},
+		{SrcID: idA, DstID: idB, PortLo: 53, PortHi: 53, App: AppDNS, Action: ActionAllow, RuleID: 3},
+		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: 50051, PortHi: 50051, App: AppGRPC, Action: ActionAllow, RuleID: 4},
+	}
+	if err := d.ApplyTable(tab); err != nil {
+		b.Fatalf("apply: %v", err)
+	}
+	if err := d.objs.Endpoints.Put(uint64(1), bpf.DatapathEndpoint{Identity: uint32(idA)}); err != nil {
+		b.Fatalf("endpoint: %v", err)
+	}
+	get := []byte("GET /v1/orders?limit=20 HTTP/1.1\r\nHost: orders\r\nUser-Agent: bench\r\n\r\n")
+	grpcReq := append(append([]byte(h2Preface), h2Settings...), h2Headers("application/grpc")...)
+	for _, c := range []struct {
+		name    string
+		port    uint16
+		udp     bool
+		payload []byte
+	}{
+		{"no-application-rule/http", 80, false, get},
+		{"http-rule/http", 81, false, get},
+		{"no-application-rule/dns-udp", 80, true, dnsMessage(b, false, false)},
+		{"dns-rule/dns-udp", 53, true, dnsMessage(b, false, false)},
+		{"grpc-rule/grpc", 50051, false, grpcReq},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var total time.Duration
+			for i := 0; i < b.N; i++ {
+				var frame []byte
+				sport := uint16(1024 + i%60000)
+				if c.udp {
+					frame = udpFrame(sport, c.port, c.payload)
+				} else {
+					frame = withPorts(append(tcpPacket(c.port, 0x18, 0), c.payload...), sport, c.port, len(c.payload))
+				}
+				frame[14+14] = byte(i / 60000) // source address: a new flow each time
+				ret, per, err := d.objs.PalisadeTcxIngress.Benchmark(frame, 1, nil)
+				if err != nil {
+					b.Fatalf("run: %v", err)
+				}
+				if ret != tcxNext {
+					b.Fatalf("program returned %d, want pass", int32(ret))
+				}
+				total += per
+			}
+			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/packet")
+		})
+	}
+}
