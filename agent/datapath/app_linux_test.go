@@ -85,6 +85,13 @@ func kernelAppOf(p appdetect.Protocol) App {
 	return a
 }
 
+// passesOn reports whether a flow of application app passes a rule that
+// allows application rule only: gRPC is HTTP/2, so an HTTP/2 rule with no
+// gRPC rule beside it allows gRPC too.
+func passesOn(rule, app App) bool {
+	return rule == app || (rule == AppHTTP2 && app == AppGRPC)
+}
+
 // dnsMessage is a query (or, with answer, a response) for one A record,
 // built by x/net's dnsmessage, with DNS over TCP's length when tcp is set.
 func dnsMessage(t testing.TB, tcp, answer bool) []byte {
@@ -261,7 +268,8 @@ func udpFrame(sport, dport uint16, payload []byte) []byte {
 // mid-stream payload packet per sample and application port (no conntrack
 // entry, so the packet itself is classified; HTTP/2 frames are walked in
 // that packet only) and checks that the packet passes exactly on the port
-// of the application appdetect names from the same bytes. The rules are
+// of the application appdetect names from the same bytes (gRPC also on the
+// HTTP/2 port, as no gRPC rule is there). The rules are
 // for any protocol: a UDP sample meets them too.
 func TestPrivilegedClassifierAgreesWithAppdetect(t *testing.T) {
 	skipUnlessRoot(t)
@@ -408,7 +416,7 @@ func TestPrivilegedClassifierAgreesWithAppdetect(t *testing.T) {
 				if err != nil {
 					t.Fatalf("run: %v", err)
 				}
-				if pass := got == tcxNext; pass != (app == want) {
+				if pass := got == tcxNext; pass != passesOn(app, want) {
 					t.Errorf("%s port (%d): passed %v; appdetect names %q", app, port, pass, want)
 				}
 			}
@@ -472,7 +480,7 @@ func TestPrivilegedClassifierAgreesWithAppdetect(t *testing.T) {
 			if err != nil {
 				t.Fatalf("run: %v", err)
 			}
-			if pass := got == tcxNext; pass != (app == want) {
+			if pass := got == tcxNext; pass != passesOn(app, want) {
 				t.Errorf("mutation of %q (server %v udp %v) %q: %s port passed %v; appdetect names %q", s.name, s.server, s.udp, b, app, pass, want)
 				disagree++
 			}
@@ -970,12 +978,14 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 	cfg.SweepInterval = 0
 	d := openDatapath(t, cfg)
 	t.Cleanup(func() { d.Destroy() })
-	const httpPort, grpcPort, h2Port = 8080, 50051, 50052
+	const httpPort, grpcPort, h2Port, h2OnlyPort = 8080, 50051, 50052, 50053
 	tab := baseTable(ModeProtect)
 	tab.Verdicts = []VerdictEntry{
 		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: httpPort, PortHi: httpPort, App: AppHTTP, Action: ActionAllow, RuleID: 21},
 		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: grpcPort, PortHi: grpcPort, App: AppGRPC, Action: ActionAllow, RuleID: 31},
 		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: h2Port, PortHi: h2Port, App: AppHTTP2, Action: ActionAllow, RuleID: 32},
+		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: h2Port, PortHi: h2Port, App: AppGRPC, Action: ActionDeny, RuleID: 33},
+		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: h2OnlyPort, PortHi: h2OnlyPort, App: AppHTTP2, Action: ActionAllow, RuleID: 34},
 	}
 	if err := d.ApplyTable(tab); err != nil {
 		t.Fatalf("apply: %v", err)
@@ -1117,14 +1127,19 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 			{pshAck, 7001, settings, false, false, true},
 			{pshAck, 1001, get, false, false, false},
 		}},
-		{"grpc on a port open to other HTTP/2 only is dropped", h2Port, []step{
+		{"grpc on a port open to HTTP/2 but closed to gRPC is dropped", h2Port, []step{
 			{syn, 1000, nil, false, true, false},
 			{pshAck, 1001, cat(pre, settings), false, true, false},
 			{pshAck, 1034, hGRPC, false, false, false},
 		}},
-		{"other HTTP/2 on a port open to it passes", h2Port, []step{
+		{"other HTTP/2 on a port open to HTTP/2 but closed to gRPC passes", h2Port, []step{
 			{syn, 1000, nil, false, true, false},
 			{pshAck, 1001, cat(pre, settings, hJSON), false, true, false},
+		}},
+		{"grpc on a port open to HTTP/2 with no gRPC rule is HTTP/2 from the preface", h2OnlyPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, pre, false, true, false},
+			{pshAck, 1025, cat(data, hJSON), false, true, false}, // decided already
 		}},
 	}
 	for i, tc := range tests {

@@ -42,7 +42,10 @@ type policyValue struct {
 //
 // Each application's entries are painted the same way in a space of their
 // own; a prefix's value then carries, beside the decision without
-// application, the applications whose decision differs in allowing.
+// application, the applications whose decision differs in allowing. gRPC
+// is HTTP/2: where no gRPC entry covers a port, gRPC flows follow the
+// HTTP/2 entries (a rule learned as HTTP/2 from a gRPC client's first
+// packet, the preface, keeps allowing it).
 func compileVerdicts(st *state, pairs map[pairKey]bool) map[policyKey]policyValue {
 	out := map[policyKey]policyValue{}
 	for pair := range pairList(pairs, st) {
@@ -70,6 +73,9 @@ func compileVerdicts(st *state, pairs map[pairKey]bool) map[policyKey]policyValu
 				if len(all) > 0 {
 					spaces[app] = paintSegments(all)
 				}
+			}
+			if h2 := spaces[AppHTTP2]; h2 != nil {
+				spaces[AppGRPC] = fallBack(spaces[AppGRPC], h2)
 			}
 			segs := spaces[AppNone]
 			if len(spaces) > 1 || (len(spaces) == 1 && segs == nil) {
@@ -220,6 +226,45 @@ func overlay(spaces map[App][]segment) []segment {
 			}
 		}
 		if !plainOK && v.AppMask == 0 {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1].hi+1 == lo && out[n-1].val == v {
+			out[n-1].hi = hi
+			continue
+		}
+		out = append(out, segment{lo: lo, hi: hi, val: v})
+	}
+	return out
+}
+
+// fallBack returns the segments of primary, with those of fallback where
+// primary covers no port.
+func fallBack(primary, fallback []segment) []segment {
+	var points []uint32
+	for _, segs := range [][]segment{primary, fallback} {
+		for _, s := range segs {
+			points = append(points, s.lo, s.hi+1)
+		}
+	}
+	slices.Sort(points)
+	points = slices.Compact(points)
+	var out []segment
+	i, j := 0, 0
+	for k := 0; k+1 < len(points); k++ {
+		lo, hi := points[k], points[k+1]-1
+		for i < len(primary) && primary[i].hi < lo {
+			i++
+		}
+		for j < len(fallback) && fallback[j].hi < lo {
+			j++
+		}
+		var v policyValue
+		switch {
+		case i < len(primary) && primary[i].lo <= lo:
+			v = primary[i].val
+		case j < len(fallback) && fallback[j].lo <= lo:
+			v = fallback[j].val
+		default:
 			continue
 		}
 		if n := len(out); n > 0 && out[n-1].hi+1 == lo && out[n-1].val == v {

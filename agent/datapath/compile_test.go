@@ -198,6 +198,12 @@ func referenceApp(es []VerdictEntry, proto uint8, port uint16, app App) (rule ui
 		if v, ok := reference(space(app), 1, 2, proto, port); ok {
 			return v.RuleID, v.Action == ActionAllow
 		}
+		// gRPC is HTTP/2.
+		if app == AppGRPC {
+			if v, ok := reference(space(AppHTTP2), 1, 2, proto, port); ok {
+				return v.RuleID, v.Action == ActionAllow
+			}
+		}
 	}
 	v, _ := reference(space(AppNone), 1, 2, proto, port)
 	return v.RuleID, v.Action == ActionAllow
@@ -281,6 +287,34 @@ func TestCompileHighApplications(t *testing.T) {
 	if !ok || v != want {
 		t.Errorf("50051: got %+v %v, want %+v", v, ok, want)
 	}
+	// gRPC without entries of its own follows HTTP/2.
+	s, err = stateFromTable(Table{Verdicts: []VerdictEntry{
+		{SrcID: 1, DstID: 2, Proto: 6, PortLo: 8000, PortHi: 8100, App: AppHTTP2, Action: ActionAllow, RuleID: 11},
+		{SrcID: 1, DstID: 2, Proto: 6, PortLo: 8050, PortHi: 8050, App: AppGRPC, Action: ActionDeny, RuleID: 12},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = compileVerdicts(s, nil)
+	v, ok = lookup(m, 1, 2, 6, 8000)
+	want = policyValue{AppMask: 1<<AppHTTP2 | 1<<AppGRPC, AppAllow: 1<<AppHTTP2 | 1<<AppGRPC}
+	want.AppRule[AppHTTP2], want.AppRule[AppGRPC] = 11, 11
+	if !ok || v != want {
+		t.Errorf("8000: got %+v %v, want %+v", v, ok, want)
+	}
+	v, ok = lookup(m, 1, 2, 6, 8050)
+	want = policyValue{AppMask: 1 << AppHTTP2, AppAllow: 1 << AppHTTP2}
+	want.AppRule[AppHTTP2] = 11
+	if !ok || v != want {
+		t.Errorf("8050: got %+v %v, want %+v", v, ok, want)
+	}
+	s, err = stateFromTable(Table{Verdicts: []VerdictEntry{
+		{SrcID: 1, DstID: 2, Proto: 0, PortLo: 53, PortHi: 53, App: AppDNS, Action: ActionAllow, RuleID: 10},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = compileVerdicts(s, nil)
 	v, ok = lookup(m, 1, 2, 17, 53)
 	want = policyValue{AppMask: 1 << AppDNS, AppAllow: 1 << AppDNS}
 	want.AppRule[AppDNS] = 10

@@ -169,8 +169,11 @@ type EndpointEntry struct {
 // the entries without App for flows of it. Such a flow is admitted
 // pending, classified on its first payload packet in either direction (a
 // gRPC/HTTP/2 flow on its first HEADERS frame), then confirmed or treated
-// as a violation (dropped for good in Protect). Other protocols, and UDP
-// for applications other than DNS, ignore App entries.
+// as a violation (dropped for good in Protect). gRPC is HTTP/2: where no
+// AppGRPC entry covers a port, gRPC flows follow the AppHTTP2 entries (a
+// rule learned as HTTP/2 from a gRPC client's preface keeps allowing it).
+// Other protocols, and UDP for applications other than DNS, ignore App
+// entries.
 type VerdictEntry struct {
 	SrcID  Identity
 	DstID  Identity
