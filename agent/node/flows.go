@@ -117,6 +117,16 @@ func (a *aggregator) add(e datapath.FlowEvent, now time.Time) {
 			c.App = string(p.app)
 		}
 	}
+	// The kernel's answer, where it classified the flow, saw more than
+	// the first payload: gRPC is told from other HTTP/2 by the client's
+	// HEADERS frame, packets after its preface.
+	if e.App != datapath.AppNone && (p.app == appdetect.Unknown || p.app == appdetect.HTTP2) {
+		k := appdetect.Protocol(e.App.String())
+		if _, known := datapath.ParseApp(string(k)); known && k != p.app && (p.app == appdetect.Unknown || k == appdetect.GRPC) {
+			p.app = k
+			c.App = string(k)
+		}
+	}
 }
 
 // evictOldest forgets the oldest eighth of the flows: a stream of new

@@ -115,6 +115,25 @@ func TestAggregator(t *testing.T) {
 	if flows, evs := a.drain(t0, time.Minute); len(flows) != 0 || len(evs) != 0 {
 		t.Errorf("second drain: got %d flows and %d events, want none", len(flows), len(evs))
 	}
+	// gRPC: the preface alone reads as HTTP/2; the kernel, which walked
+	// the client's frames to its HEADERS, names gRPC in a later sample.
+	g := newAggregator(10, 10, 10)
+	pre := ev(datapath.EventSample, 41000, false, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+	g.add(pre, t0)
+	if f, _ := g.drain(t0, time.Minute); len(f) != 1 || f[0].App != "http2" {
+		t.Fatalf("preface: got %+v, want app http2", f)
+	}
+	later := ev(datapath.EventSample, 41000, false, "")
+	later.App = datapath.AppGRPC
+	g.add(pre, t0)
+	g.add(later, t0)
+	odd := ev(datapath.EventSample, 41001, false, "")
+	odd.App = datapath.App(200) // not an application this build knows
+	g.add(odd, t0)
+	gf, _ := g.drain(t0, time.Minute)
+	if len(gf) != 1 || gf[0].App != "grpc" {
+		t.Errorf("kernel gRPC: got %+v, want app grpc", gf)
+	}
 	// Bounds: conversations beyond the limit are counted as lost.
 	small := newAggregator(1, 10, 10)
 	small.add(ev(datapath.EventNewFlow, 1, false, ""), t0)
