@@ -228,13 +228,19 @@ func overlay(spaces map[App][]segment) []segment {
 		if !plainOK && v.AppMask == 0 {
 			continue
 		}
-		if n := len(out); n > 0 && out[n-1].hi+1 == lo && out[n-1].val == v {
-			out[n-1].hi = hi
-			continue
-		}
-		out = append(out, segment{lo: lo, hi: hi, val: v})
+		out = appendSegment(out, lo, hi, v)
 	}
 	return out
+}
+
+// appendSegment adds ports lo..hi with v after out, extending the last
+// segment when it ends at lo-1 with the same value.
+func appendSegment(out []segment, lo, hi uint32, v policyValue) []segment {
+	if n := len(out); n > 0 && out[n-1].hi+1 == lo && out[n-1].val == v {
+		out[n-1].hi = hi
+		return out
+	}
+	return append(out, segment{lo: lo, hi: hi, val: v})
 }
 
 // fallBack returns the segments of primary, with those of fallback where
@@ -267,11 +273,7 @@ func fallBack(primary, fallback []segment) []segment {
 		default:
 			continue
 		}
-		if n := len(out); n > 0 && out[n-1].hi+1 == lo && out[n-1].val == v {
-			out[n-1].hi = hi
-			continue
-		}
-		out = append(out, segment{lo: lo, hi: hi, val: v})
+		out = appendSegment(out, lo, hi, v)
 	}
 	return out
 }

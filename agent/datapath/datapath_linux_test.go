@@ -151,30 +151,7 @@ func TestPrivilegedEnforcement(t *testing.T) {
 		echoServer(t, n.b, "tcp6", "[fd99:2::2]:"+port)
 	}
 
-	// connects reports whether a TCP exchange from a to b works.
-	connects := func(addr string) bool {
-		network := "tcp4"
-		if netip.MustParseAddrPort(addr).Addr().Is6() {
-			network = "tcp6"
-		}
-		c, err := dial(t, n.a, network, addr)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		return roundTrip(c, "ping") == nil
-	}
-	// passes reports whether an allowed flow gets through. A lost first SYN
-	// is retransmitted after 1 s, past the 700 ms dial timeout, so a loaded
-	// machine gets three tries; a flow the program drops fails all three.
-	passes := func(addr string) bool {
-		for i := 0; i < 3; i++ {
-			if connects(addr) {
-				return true
-			}
-		}
-		return false
-	}
+	connects, passes := n.connects(t), n.passes(t)
 
 	t.Run("discover allows and reports every new flow", func(t *testing.T) {
 		events.reset()

@@ -37,22 +37,7 @@ func TestPrivilegedMigratesPinnedMaps(t *testing.T) {
 	}
 	echoServer(t, n.b, "tcp4", "10.199.2.2:8080")
 	echoServer(t, n.b, "tcp4", "10.199.2.2:9090")
-	connects := func(addr string) bool {
-		c, err := dial(t, n.a, "tcp4", addr)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		return roundTrip(c, "ping") == nil
-	}
-	passes := func(addr string) bool {
-		for i := 0; i < 3; i++ {
-			if connects(addr) {
-				return true
-			}
-		}
-		return false
-	}
+	connects, passes := n.connects(t), n.passes(t)
 	c, err := dial(t, n.a, "tcp4", "10.199.2.2:8080")
 	if err != nil {
 		t.Fatalf("dial: %v", err)

@@ -5,6 +5,7 @@ package datapath
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -173,6 +174,39 @@ func echoServer(t testing.TB, ns, network, addr string) net.Listener {
 		wg.Wait()
 	})
 	return l
+}
+
+// connects returns a check of whether a TCP exchange from a to an address
+// in b works.
+func (n *testNet) connects(t testing.TB) func(addr string) bool {
+	return func(addr string) bool {
+		network := "tcp4"
+		if netip.MustParseAddrPort(addr).Addr().Is6() {
+			network = "tcp6"
+		}
+		c, err := dial(t, n.a, network, addr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return roundTrip(c, "ping") == nil
+	}
+}
+
+// passes returns a check of whether an allowed flow gets through. A lost
+// first SYN is retransmitted after 1 s, past the 700 ms dial timeout, so a
+// loaded machine gets three tries; a flow the program drops fails all
+// three.
+func (n *testNet) passes(t testing.TB) func(addr string) bool {
+	connects := n.connects(t)
+	return func(addr string) bool {
+		for i := 0; i < 3; i++ {
+			if connects(addr) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // dial connects from ns; a dropped SYN shows as a timeout.

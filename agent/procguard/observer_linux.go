@@ -3,7 +3,6 @@
 package procguard
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -136,27 +135,13 @@ func DecodeExecEvent(raw []byte) (ExecEvent, error) {
 	if _, err := binary.Decode(raw, binary.LittleEndian, &e); err != nil {
 		return ExecEvent{}, fmt.Errorf("decode exec event of %d bytes: %w", len(raw), err)
 	}
-	cstr := func(b []byte) string {
-		if i := bytes.IndexByte(b, 0); i >= 0 {
-			b = b[:i]
-		}
-		return string(b)
-	}
-	comm := make([]byte, len(e.Comm))
-	for i, c := range e.Comm {
-		comm[i] = byte(c)
-	}
-	name := make([]byte, len(e.Filename))
-	for i, c := range e.Filename {
-		name[i] = byte(c)
-	}
 	return ExecEvent{
 		KernelTimeNs: e.TsNs,
 		Pid:          e.Pid,
 		UID:          e.Uid,
 		CgroupID:     e.CgroupId,
-		Comm:         cstr(comm),
-		Filename:     cstr(name),
+		Comm:         cstring(e.Comm[:]),
+		Filename:     cstring(e.Filename[:]),
 	}, nil
 }
 
