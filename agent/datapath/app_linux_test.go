@@ -534,8 +534,8 @@ func TestPrivilegedAppEnforcement(t *testing.T) {
 	}
 	udpEchoServer(t, n.b, "10.199.2.2:53")
 	greeting := unhex(t, mysqlGreeting)
-	bannerServer(t, n.b, "10.199.2.2:3306", greeting)
-	bannerServer(t, n.b, "10.199.2.2:3307", []byte("220 mail.example ESMTP\r\n"))
+	bannerServer(t, n.b, "tcp4", "10.199.2.2:3306", greeting)
+	bannerServer(t, n.b, "tcp4", "10.199.2.2:3307", []byte("220 mail.example ESMTP\r\n"))
 	grpcServer(t, n.b, "10.199.2.2:50051")
 	table := func(mode Mode) Table {
 		tab := baseTable(mode)
@@ -862,52 +862,6 @@ func udpEchoServer(t *testing.T, ns, addr string) {
 	t.Cleanup(func() {
 		pc.Close()
 		<-done
-	})
-}
-
-// bannerServer listens in ns on addr, writes banner to every connection as
-// it opens (the server speaks first), then echoes.
-func bannerServer(t *testing.T, ns, addr string, banner []byte) {
-	t.Helper()
-	var l net.Listener
-	var err error
-	inNetns(t, ns, func() { l, err = net.Listen("tcp4", addr) })
-	if err != nil {
-		t.Fatalf("listen %s: %v", addr, err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				if _, err := c.Write(banner); err != nil {
-					return
-				}
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
 }
 

@@ -127,6 +127,13 @@ func inNetns(t testing.TB, ns string, fn func()) {
 // echoServer listens in ns on addr and echoes every connection.
 func echoServer(t testing.TB, ns, network, addr string) net.Listener {
 	t.Helper()
+	return bannerServer(t, ns, network, addr, nil)
+}
+
+// bannerServer listens in ns on addr and, on every connection, writes
+// banner (a server that speaks first) and then echoes.
+func bannerServer(t testing.TB, ns, network, addr string, banner []byte) net.Listener {
+	t.Helper()
 	var l net.Listener
 	var err error
 	inNetns(t, ns, func() { l, err = net.Listen(network, addr) })
@@ -151,6 +158,11 @@ func echoServer(t testing.TB, ns, network, addr string) net.Listener {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
+				if len(banner) > 0 {
+					if _, err := c.Write(banner); err != nil {
+						return
+					}
+				}
 				buf := make([]byte, 64<<10)
 				for {
 					n, err := c.Read(buf)
