@@ -85,20 +85,7 @@ func TestPrivilegedFileRules(t *testing.T) {
 		}}},
 		Workloads: []compile.WorkloadIdentity{{Workload: "shop/orders", ID: 256}},
 	}
-	guard, err := procguard.NewGuard(procguard.GuardConfig{CgroupRoot: root}, a.procs.policy, a.log)
-	if err != nil {
-		t.Fatalf("new guard: %v", err)
-	}
-	defer guard.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- guard.Run(ctx, a.onDecision) }()
-	defer func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("guard run: %v", err)
-		}
-	}()
+	guard := runGuard(t, a, root)
 	a.syncProcesses()
 	placed := map[procguard.Mark]bool{}
 	a.syncFileMarks(guard, placed)
@@ -218,20 +205,7 @@ func TestPrivilegedFileRulesInRoots(t *testing.T) {
 		},
 		Workloads: []compile.WorkloadIdentity{{Workload: "shop/orders", ID: 256}, {Workload: "shop/payments", ID: 257}},
 	}
-	guard, err := procguard.NewGuard(procguard.GuardConfig{CgroupRoot: root}, a.procs.policy, a.log)
-	if err != nil {
-		t.Fatalf("new guard: %v", err)
-	}
-	defer guard.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- guard.Run(ctx, a.onDecision) }()
-	defer func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("guard run: %v", err)
-		}
-	}()
+	guard := runGuard(t, a, root)
 	a.syncProcesses()
 	placed := map[procguard.Mark]bool{}
 	a.syncFileMarks(guard, placed)
@@ -465,4 +439,25 @@ func waitFileEvents(t *testing.T, a *Agent, want []string) []string {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return seen
+}
+
+// runGuard runs a process guard for a's policy, with cgroup v2 at root,
+// until the test ends.
+func runGuard(t *testing.T, a *Agent, root string) *procguard.Guard {
+	t.Helper()
+	guard, err := procguard.NewGuard(procguard.GuardConfig{CgroupRoot: root}, a.procs.policy, a.log)
+	if err != nil {
+		t.Fatalf("new guard: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- guard.Run(ctx, a.onDecision) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("guard run: %v", err)
+		}
+		guard.Close()
+	})
+	return guard
 }
