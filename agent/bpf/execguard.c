@@ -84,10 +84,14 @@ struct eg_comm_key {
 };
 
 /* The agent's heartbeat: bpf_ktime_get_ns() of its last beat, 0 when it
- * left cleanly; the fallback acts once the beat is older than stale_ns. */
+ * left cleanly; the fallback acts once the beat is older than stale_ns, or
+ * at once when the process tgid (the agent, in the node's PID namespace)
+ * exits, a crash included. */
 struct eg_beat {
 	__u64 beat_ns;
 	__u64 stale_ns;
+	__u32 tgid;
+	__u32 pad;
 };
 
 struct eg_record {
@@ -227,5 +231,23 @@ int palisade_execguard(struct eg_exec_args *ctx)
 	n = bpf_probe_read_kernel_str(rec->filename, sizeof(rec->filename), (void *)ctx + off);
 	rec->filename_len = n > 0 ? n - 1 : 0;
 	bpf_ringbuf_submit(rec, 0);
+	return 0;
+}
+
+/* The end of the agent hands execs to the fallback at once: the heartbeat
+ * is cleared when the main thread of the process that beat exits, however
+ * it ends (SIGKILL, a panic, the OOM killer). */
+SEC("tracepoint/sched/sched_process_exit")
+int palisade_execguard_exit(void *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 zero = 0, tgid = id >> 32;
+	struct eg_beat *beat;
+
+	if ((__u32)id != tgid)
+		return 0; /* not the main thread */
+	beat = bpf_map_lookup_elem(&eg_heartbeat, &zero);
+	if (beat && beat->tgid == tgid && tgid != 0)
+		beat->beat_ns = 0;
 	return 0;
 }

@@ -17,6 +17,8 @@ type ExecguardEgBeat struct {
 	_       structs.HostLayout
 	BeatNs  uint64
 	StaleNs uint64
+	Tgid    uint32
+	Pad     uint32
 }
 
 type ExecguardEgCommKey struct {
@@ -61,18 +63,19 @@ type ExecguardEgRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ExecguardMapEgAllowed          = "eg_allowed"
-	ExecguardMapEgComms            = "eg_comms"
-	ExecguardMapEgGroups           = "eg_groups"
-	ExecguardMapEgHeartbeat        = "eg_heartbeat"
-	ExecguardMapEgLost             = "eg_lost"
-	ExecguardMapEgRecords          = "eg_records"
-	ExecguardProgPalisadeExecguard = "palisade_execguard"
-	ExecguardVarUnusedEgBeat       = "unused_eg_beat"
-	ExecguardVarUnusedEgCommKey    = "unused_eg_comm_key"
-	ExecguardVarUnusedEgExeKey     = "unused_eg_exe_key"
-	ExecguardVarUnusedEgMode       = "unused_eg_mode"
-	ExecguardVarUnusedEgRecord     = "unused_eg_record"
+	ExecguardMapEgAllowed              = "eg_allowed"
+	ExecguardMapEgComms                = "eg_comms"
+	ExecguardMapEgGroups               = "eg_groups"
+	ExecguardMapEgHeartbeat            = "eg_heartbeat"
+	ExecguardMapEgLost                 = "eg_lost"
+	ExecguardMapEgRecords              = "eg_records"
+	ExecguardProgPalisadeExecguard     = "palisade_execguard"
+	ExecguardProgPalisadeExecguardExit = "palisade_execguard_exit"
+	ExecguardVarUnusedEgBeat           = "unused_eg_beat"
+	ExecguardVarUnusedEgCommKey        = "unused_eg_comm_key"
+	ExecguardVarUnusedEgExeKey         = "unused_eg_exe_key"
+	ExecguardVarUnusedEgMode           = "unused_eg_mode"
+	ExecguardVarUnusedEgRecord         = "unused_eg_record"
 )
 
 // LoadExecguard returns the embedded CollectionSpec for Execguard.
@@ -117,7 +120,8 @@ type ExecguardSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExecguardProgramSpecs struct {
-	PalisadeExecguard *ebpf.ProgramSpec `ebpf:"palisade_execguard"`
+	PalisadeExecguard     *ebpf.ProgramSpec `ebpf:"palisade_execguard"`
+	PalisadeExecguardExit *ebpf.ProgramSpec `ebpf:"palisade_execguard_exit"`
 }
 
 // ExecguardMapSpecs contains maps before they are loaded into the kernel.
@@ -197,12 +201,14 @@ type ExecguardVariables struct {
 //
 // It can be passed to LoadExecguardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExecguardPrograms struct {
-	PalisadeExecguard *ebpf.Program `ebpf:"palisade_execguard"`
+	PalisadeExecguard     *ebpf.Program `ebpf:"palisade_execguard"`
+	PalisadeExecguardExit *ebpf.Program `ebpf:"palisade_execguard_exit"`
 }
 
 func (p *ExecguardPrograms) Close() error {
 	return _ExecguardClose(
 		p.PalisadeExecguard,
+		p.PalisadeExecguardExit,
 	)
 }
 

@@ -105,7 +105,9 @@ type FallbackRecord struct {
 // Fallback is the kernel's guard of execs while the agent's fanotify Guard
 // is not running: a sched_process_exec program whose link and maps stay
 // pinned when the agent exits or dies. While the agent beats (Beat) it does
-// nothing; once the heartbeat is cleared (ClearBeat) or older than Stale,
+// nothing; once the heartbeat is cleared (ClearBeat, or by a
+// sched_process_exit program when the process that beat ends, a crash
+// included) or older than Stale (an agent that hangs),
 // an exec in a protected cgroup of an executable outside the group's Exes
 // gets SIGKILL before it runs, and every exec outside Exes in a monitored
 // or protected cgroup is recorded for Drain.
@@ -128,6 +130,9 @@ type Fallback struct {
 	names  map[uint64]map[string]bool // what the pinned comms map holds, by cgroup
 	modes  map[uint64]Mode            // what the pinned groups map holds
 	scoped map[uint64]bool            // groups whose pinned mode carries EG_SCOPED
+	// tgid is the process whose exit clears the heartbeat: this one, as
+	// the node's PID namespace numbers it (the agent runs in it).
+	tgid uint32
 }
 
 // ErrFallbackMode says a group's mode is not one the fallback guards.
@@ -158,7 +163,7 @@ func OpenFallback(cfg FallbackConfig, log *slog.Logger) (*Fallback, error) {
 		return nil, err
 	}
 	f := &Fallback{cfg: cfg, log: log, exes: map[uint64]map[FileID]bool{}, names: map[uint64]map[string]bool{}, modes: map[uint64]Mode{},
-		scoped: map[uint64]bool{}}
+		scoped: map[uint64]bool{}, tgid: uint32(os.Getpid())}
 	if err := f.load(); err != nil {
 		return nil, err
 	}
@@ -264,26 +269,33 @@ func (f *Fallback) readPinned() error {
 	return nil
 }
 
-// attach attaches the program and pins its link in place of the one
+// attach attaches the programs and pins each link in place of the one
 // pinned before, which is detached once the new one runs.
 func (f *Fallback) attach() error {
-	l, err := link.Tracepoint("sched", "sched_process_exec", f.objs.PalisadeExecguard, nil)
+	if err := f.attachPinned("sched_process_exec", f.objs.PalisadeExecguard, "link"); err != nil {
+		return err
+	}
+	return f.attachPinned("sched_process_exit", f.objs.PalisadeExecguardExit, "exit_link")
+}
+
+func (f *Fallback) attachPinned(event string, prog *ebpf.Program, name string) error {
+	l, err := link.Tracepoint("sched", event, prog, nil)
 	if err != nil {
-		return fmt.Errorf("attach exec fallback to sched_process_exec: %w", err)
+		return fmt.Errorf("attach exec fallback to %s: %w", event, err)
 	}
 	defer l.Close()
-	final := filepath.Join(f.cfg.PinDir, "link")
+	final := filepath.Join(f.cfg.PinDir, name)
 	next := final + "_next" // bpffs names take no dots
 	os.Remove(next)
 	if err := l.Pin(next); err != nil {
-		return fmt.Errorf("pin exec fallback link: %w", err)
+		return fmt.Errorf("pin exec fallback %s link: %w", event, err)
 	}
 	if err := os.Rename(next, final); err != nil {
 		// No rename on this bpffs: a short gap while the old link goes.
 		os.Remove(final)
 		if err := os.Rename(next, final); err != nil {
 			os.Remove(next)
-			return fmt.Errorf("pin exec fallback link: %w", err)
+			return fmt.Errorf("pin exec fallback %s link: %w", event, err)
 		}
 	}
 	return nil
@@ -311,7 +323,7 @@ func monotonicNow() uint64 {
 
 // Beat tells the program the agent's guard runs now.
 func (f *Fallback) Beat() error {
-	v := bpf.ExecguardEgBeat{BeatNs: monotonicNow(), StaleNs: uint64(f.cfg.Stale)}
+	v := bpf.ExecguardEgBeat{BeatNs: monotonicNow(), StaleNs: uint64(f.cfg.Stale), Tgid: f.tgid}
 	if err := f.objs.EgHeartbeat.Put(uint32(0), v); err != nil {
 		return fmt.Errorf("write fallback heartbeat: %w", err)
 	}

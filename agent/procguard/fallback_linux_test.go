@@ -446,6 +446,57 @@ func TestPrivilegedFallbackStaleBeat(t *testing.T) {
 	}
 }
 
+// TestPrivilegedFallbackAgentExit checks that the end of the process that
+// beats, SIGKILL included, hands execs to the fallback at once, long before
+// the heartbeat would go stale; the exit of any other process does not.
+func TestPrivilegedFallbackAgentExit(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: eBPF, bpffs and cgroups")
+	}
+	cfg := testFallback(t)
+	cfg.Stale = time.Hour
+	_, cgfd, cgid := testCgroup(t)
+	dir := t.TempDir()
+	forbidden := filepath.Join(dir, "forbidden-sh")
+	copyFile(t, "/bin/sh", forbidden, 0o755)
+	marker := filepath.Join(dir, "marker")
+	fb, err := OpenFallback(cfg, quiet())
+	if err != nil {
+		t.Fatalf("open fallback: %v", err)
+	}
+	defer fb.Close()
+	if err := fb.Set(FallbackGroup{CgroupID: cgid, Mode: ModeProtect}); err != nil {
+		t.Fatal(err)
+	}
+	// A stand-in for the agent: the process whose exit ends the beat.
+	agent := exec.Command("sleep", "600")
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Process.Kill()
+	fb.tgid = uint32(agent.Process.Pid)
+	if err := fb.Beat(); err != nil {
+		t.Fatal(err)
+	}
+	if killed, ran := outcome(t, cgfd, marker, forbidden, "-c", "echo > "+marker); killed || !ran {
+		t.Fatalf("agent beating: killed %v, ran %v; want it left to the agent's guard", killed, ran)
+	}
+	// Other processes come and go (the forbidden one above among them).
+	if err := exec.Command("true").Run(); err != nil {
+		t.Fatal(err)
+	}
+	if killed, ran := outcome(t, cgfd, marker, forbidden, "-c", "echo > "+marker); killed || !ran {
+		t.Errorf("another process exited: killed %v, ran %v; want it left to the agent's guard", killed, ran)
+	}
+	if err := agent.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	agent.Wait()
+	if killed, ran := outcome(t, cgfd, marker, forbidden, "-c", "echo > "+marker); !killed || ran {
+		t.Errorf("agent killed: killed %v, ran %v; want killed before it ran", killed, ran)
+	}
+}
+
 // TestPrivilegedFallbackOverlay checks the fallback on an overlay
 // filesystem, as container root filesystems are: what stat reports of a
 // file in the overlay is what the kernel reads of the running executable.
