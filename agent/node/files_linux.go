@@ -28,7 +28,10 @@ import (
 // netns source) in the node's. The guard names a file in a container by
 // its path in the container; the devices the marks sit on
 // (procguard.Policy.SetFileDevices) keep a rule of one root off the same
-// path in another.
+// path in another. A rule path that leads through symbolic links is also
+// marked and matched where they lead in each root (resolvedRules,
+// procguard.Policy.SetResolvedFiles), as the guard names a file by where
+// it is.
 
 // fileRules converts a profile's compiled file rules; entries the guard
 // cannot take are left out.
@@ -102,6 +105,57 @@ func fileMarks(root *os.File, rules []procguard.FileRule) []fileMark {
 		return int(a.Scope) - int(b.Scope)
 	})
 	return out
+}
+
+// resolvedRules returns, for each rule whose path leads through symbolic
+// links in root, the same rule on the path they lead to (for a wildcard
+// rule, on its directory's): the kernel names an opened file by where it
+// is, and a directory mark sees only the files directly in the directory
+// it is on, so the rule is marked and matched there too. A Kubernetes
+// service account token, /var/run/secrets/.../token, is such a path:
+// /var/run links to /run in many images, and the token to ..data/token,
+// ..data to a dated directory. A path that does not exist yet is resolved
+// as far as it does.
+func resolvedRules(root string, rules []procguard.FileRule) []procguard.FileRule {
+	var out []procguard.FileRule
+	for _, r := range rules {
+		p, base := r.Path, ""
+		if r.Glob() {
+			p, base = filepath.Dir(r.Path), filepath.Base(r.Path)
+		}
+		real, ok := resolveExisting(root, p)
+		if !ok {
+			continue
+		}
+		if base != "" {
+			real = filepath.Join(real, base)
+		}
+		if real == filepath.Clean(r.Path) {
+			continue
+		}
+		alias := r
+		alias.Path = real
+		if alias.Validate() == nil {
+			out = append(out, alias)
+		}
+	}
+	return out
+}
+
+// resolveExisting resolves path in root as far as it exists (resolveIn)
+// and keeps the rest as it is.
+func resolveExisting(root, path string) (string, bool) {
+	var rest []string
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		if real, err := resolveIn(root, p); err == nil {
+			slices.Reverse(rest)
+			return filepath.Join(append([]string{real}, rest...)...), true
+		}
+		if p == "/" {
+			return "", false
+		}
+		rest = append(rest, filepath.Base(p))
+	}
 }
 
 func isDir(st unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
@@ -276,11 +330,13 @@ func (a *Agent) syncFileMarks(g marker, placed map[procguard.Mark]bool) {
 	want := map[procguard.Mark]bool{}
 	for _, w := range a.fileWorkloads() {
 		var devs []uint64
+		var resolved []procguard.FileRule
 		for _, root := range w.roots {
-			devs = a.markRoot(g, w, root, placed, have, want, devs)
+			devs, resolved = a.markRoot(g, w, root, placed, have, want, devs, resolved)
 		}
 		slices.Sort(devs)
 		a.procs.policy.SetFileDevices(w.cgroupID, slices.Compact(devs))
+		a.procs.policy.SetResolvedFiles(w.cgroupID, resolved)
 	}
 	for m := range placed {
 		if want[m] {
@@ -298,16 +354,23 @@ func (a *Agent) syncFileMarks(g marker, placed map[procguard.Mark]bool) {
 
 // markRoot places the marks workload w's rules need in root, with have
 // (the places of the marks in place) and want (the marks to keep), and
-// returns devs with the devices of the marks.
+// returns devs with the devices of the marks and resolved with the rules
+// on the paths their links lead to in root (resolvedRules).
 func (a *Agent) markRoot(g marker, w fileWorkload, root string, placed map[procguard.Mark]bool, have map[markKey]procguard.Mark,
-	want map[procguard.Mark]bool, devs []uint64) []uint64 {
+	want map[procguard.Mark]bool, devs []uint64, resolved []procguard.FileRule) ([]uint64, []procguard.FileRule) {
 	rf, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		a.log.Debug("file guard: workload root", "workload", w.name, "root", root, "err", err)
-		return devs
+		return devs, resolved
 	}
 	defer rf.Close()
-	for _, fm := range fileMarks(rf, w.rules) {
+	res := resolvedRules(root, w.rules)
+	for _, r := range res {
+		if !slices.ContainsFunc(resolved, func(o procguard.FileRule) bool { return o.Path == r.Path && o.ID == r.ID }) {
+			resolved = append(resolved, r)
+		}
+	}
+	for _, fm := range fileMarks(rf, append(slices.Clip(w.rules), res...)) {
 		f, err := openIn(rf, fm.Path)
 		if err != nil {
 			continue
@@ -333,7 +396,7 @@ func (a *Agent) markRoot(g marker, w fileWorkload, root string, placed map[procg
 		placed[m], have[k], want[m] = true, m, true
 		a.log.Info("file guard marked", "workload", w.name, "path", fm.Path, "root", root, "scope", int(fm.Scope), "dev", dev)
 	}
-	return devs
+	return devs, resolved
 }
 
 // fileWorkloads returns the workloads under process control that have

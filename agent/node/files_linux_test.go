@@ -366,3 +366,62 @@ func BenchmarkSyncFileMarks(b *testing.B) {
 		a.syncFileMarks(m, placed)
 	}
 }
+
+// TestResolvedRules checks the rules added on the paths symbolic links
+// lead to inside a workload's root: a service account token behind
+// /var/run -> /run and the ..data links, a wildcard's directory, a path
+// that does not exist yet below a link, and no rule for a path with no
+// link on its way.
+func TestResolvedRules(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"run/secrets/sa/..2026_11_23", "var", "etc"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"run/secrets/sa/..2026_11_23/token", "etc/real.conf"} {
+		if err := os.WriteFile(filepath.Join(root, f), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for link, target := range map[string]string{
+		"var/run":               "/run",
+		"run/secrets/sa/..data": "..2026_11_23",
+		"run/secrets/sa/token":  "..data/token",
+		"etc/ssl":               "/usr/lib/ssl", // leads nowhere in this root
+		"etc/escape":            "../../../../etc",
+	} {
+		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rule := func(path string, recursive bool) procguard.FileRule {
+		return procguard.FileRule{Path: path, Recursive: recursive, Block: true, ID: 9}
+	}
+	rules := []procguard.FileRule{
+		rule("/var/run/secrets/sa/token", false),
+		rule("/var/run/secrets/sa/*.key", false),
+		rule("/var/run/app/new.conf", false),
+		rule("/var/run", true),
+		rule("/etc/real.conf", false),
+		rule("/etc/ssl/private/x.pem", false),
+		rule("/etc/escape/passwd", false),
+	}
+	var got []string
+	for _, r := range resolvedRules(root, rules) {
+		if r.ID != 9 || !r.Block {
+			t.Errorf("resolved rule %+v lost its id or action", r)
+		}
+		got = append(got, fmt.Sprintf("%s recursive=%v", r.Path, r.Recursive))
+	}
+	want := []string{
+		"/run/secrets/sa/..2026_11_23/token recursive=false",
+		"/run/secrets/sa/*.key recursive=false",
+		"/run/app/new.conf recursive=false",
+		"/run recursive=true",
+		"/etc/passwd recursive=false",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("resolved rules\n got %q\nwant %q", got, want)
+	}
+}

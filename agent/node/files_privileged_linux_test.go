@@ -461,3 +461,73 @@ func runGuard(t *testing.T, a *Agent, root string) *procguard.Guard {
 	})
 	return guard
 }
+
+// TestPrivilegedFileRuleThroughLinks checks a rule whose path leads
+// through symbolic links in the workload's own root, as a Kubernetes
+// service account token does (/var/run -> /run, token -> ..data/token,
+// ..data -> a dated directory): the open through the rule's path is
+// denied and reported under the path the kernel names, and a file beside
+// it is not.
+func TestPrivilegedFileRuleThroughLinks(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: fanotify permission events, mounts and cgroups")
+	}
+	root := DefaultProcessConfig().CgroupRoot
+	if err := checkCgroupRoot(root); err != nil {
+		t.Skipf("no cgroup v2: %v", err)
+	}
+	for _, b := range []string{"unshare", "nsenter", "pivot_root"} {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Skipf("%s not installed", b)
+		}
+	}
+	const token, dated = "/var/run/secrets/sa/token", "/run/secrets/sa/..2026_11_23"
+	a := testAgent()
+	cg, cgfd := testCgroup(t, root, fmt.Sprintf("/palisade-node-links-%d", os.Getpid()))
+	dir := testRoot(t, "shop/orders")
+	if err := os.MkdirAll(filepath.Join(dir, dated), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"token", "ca.crt"} {
+		if err := os.WriteFile(filepath.Join(dir, dated, f), []byte(f+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "var"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{"var/run": "/run", "run/secrets/sa/..data": "..2026_11_23",
+		"run/secrets/sa/token": "..data/token", "run/secrets/sa/ca.crt": "..data/ca.crt"} {
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.endpoints["shop/orders"] = workload.Endpoint{Workload: workload.Workload{Name: "orders", Namespace: "shop", Cgroup: cg}}
+	a.table = &compile.Table{
+		Profiles: []compile.Profile{{ID: 256, ProcessMode: policy.ModeProtect,
+			Processes: []compile.ProcessEntry{{Process: "*", Path: "*", Action: policy.ActionAllow}},
+			Files:     []compile.FileEntry{{Filter: token, Behavior: policy.FileBlockAccess, RuleID: 11}}}},
+		Workloads: []compile.WorkloadIdentity{{Workload: "shop/orders", ID: 256}},
+	}
+	guard := runGuard(t, a, root)
+	a.syncProcesses()
+	pid := startInRoot(t, dir, cgfd)
+	placed := map[procguard.Mark]bool{}
+	a.syncFileMarks(guard, placed)
+	cat := func(file string) (string, error) {
+		cmd := exec.Command("nsenter", "--target", strconv.Itoa(pid), "--mount", "--root", "--wd", "cat", file)
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := cat(token); err == nil || !strings.Contains(out, "Operation not permitted") {
+		t.Errorf("cat of %s: %q, %v; want EPERM", token, out, err)
+	}
+	if out, err := cat("/var/run/secrets/sa/ca.crt"); err != nil || out != "ca.crt\n" {
+		t.Errorf("cat of the certificate beside the token: %q, %v", out, err)
+	}
+	seen := waitFileEvents(t, a, []string{agentproto.EventFileDenied + " deny shop/orders " + dated + "/token 11"})
+	if len(seen) != 1 {
+		t.Errorf("events %q, want the one denial", seen)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -177,11 +178,14 @@ type Policy struct {
 	// devs holds, by cgroup id, the devices a group's file rules are
 	// watched on (SetFileDevices); it outlives a Set of the group.
 	devs map[uint64]map[uint64]bool
+	// resolved holds, by cgroup id, the group's file rules on the paths
+	// their symbolic links lead to (SetResolvedFiles); it outlives a Set.
+	resolved map[uint64][]FileRule
 }
 
 // NewPolicy returns an empty policy: every exec is unguarded.
 func NewPolicy() *Policy {
-	return &Policy{groups: map[uint64]*group{}, devs: map[uint64]map[uint64]bool{}}
+	return &Policy{groups: map[uint64]*group{}, devs: map[uint64]map[uint64]bool{}, resolved: map[uint64][]FileRule{}}
 }
 
 // Set adds or replaces a group.
@@ -217,7 +221,41 @@ func (p *Policy) Remove(cgroupID uint64) {
 	p.mu.Lock()
 	delete(p.groups, cgroupID)
 	delete(p.devs, cgroupID)
+	delete(p.resolved, cgroupID)
 	p.mu.Unlock()
+}
+
+// SetResolvedFiles records, for a set group, its file rules on the paths
+// their symbolic links lead to in the group's root: the kernel names an
+// opened file by where it is (/run/secrets/..., not /var/run/secrets/...
+// through a /var/run link), so those rules are matched besides the group's
+// own. Rules that fail validation are left out.
+func (p *Policy) SetResolvedFiles(cgroupID uint64, rules []FileRule) {
+	var keep []FileRule
+	for _, r := range rules {
+		if r.Validate() == nil {
+			keep = append(keep, r)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.groups[cgroupID]; !ok {
+		return
+	}
+	if len(keep) == 0 {
+		delete(p.resolved, cgroupID)
+		return
+	}
+	p.resolved[cgroupID] = cloneFiles(keep)
+}
+
+// fileRules returns the file rules of group cgroupID, its own then their
+// resolved forms. The caller holds p.mu.
+func (p *Policy) fileRules(cgroupID uint64, g *group) []FileRule {
+	if len(p.resolved[cgroupID]) == 0 {
+		return g.files
+	}
+	return append(slices.Clip(g.files), p.resolved[cgroupID]...)
 }
 
 // SetFileDevices records the devices (st_dev) of the filesystems a set
@@ -339,7 +377,7 @@ func (p *Policy) CheckFile(cgroupID, dev uint64, path string, change bool) (rule
 	if !p.onDevice(cgroupID, dev) {
 		return FileRule{}, false, g.mode, false
 	}
-	for _, r := range g.files {
+	for _, r := range p.fileRules(cgroupID, g) {
 		if (change || r.Block) && r.covers(path) {
 			return r, true, g.mode, !change && g.mode == ModeProtect
 		}
@@ -361,7 +399,7 @@ func (p *Policy) FileOwner(dev uint64, path string) (uint64, bool) {
 		if !p.onDevice(id, dev) {
 			continue
 		}
-		for _, r := range g.files {
+		for _, r := range p.fileRules(id, g) {
 			if r.covers(path) && (!found || id < best) {
 				best, found = id, true
 			}
