@@ -240,3 +240,46 @@ func TestPolicyDecideDoesNotLearn(t *testing.T) {
 		t.Errorf("Decide after Check = %v, want Allowed", v)
 	}
 }
+
+// TestPolicyResolvedFiles checks that a group's rules on the paths its
+// links lead to are matched besides its own, by CheckFile and FileOwner,
+// only for that group, and go with the group.
+func TestPolicyResolvedFiles(t *testing.T) {
+	p := NewPolicy()
+	token := FileRule{Path: "/var/run/secrets/sa/token", Block: true, ID: 11}
+	for _, g := range []Group{
+		{Name: "orders", CgroupID: 5, Mode: ModeProtect, Files: []FileRule{token}},
+		{Name: "payments", CgroupID: 7, Mode: ModeProtect, Files: []FileRule{token}},
+	} {
+		if err := p.Set(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	real := "/run/secrets/sa/..2026_11_23/token"
+	if _, matched, _, _ := p.CheckFile(5, 1, real, false); matched {
+		t.Fatalf("%s matched before it was resolved", real)
+	}
+	resolved := token
+	resolved.Path = real
+	p.SetResolvedFiles(5, []FileRule{resolved, {Path: "relative", Block: true}})
+	p.SetResolvedFiles(99, []FileRule{resolved}) // no such group: nothing
+	if r, matched, _, deny := p.CheckFile(5, 1, real, false); !matched || !deny || r.ID != 11 {
+		t.Errorf("orders' open of %s: rule %+v matched %v deny %v; want rule 11 denying", real, r, matched, deny)
+	}
+	if _, matched, _, _ := p.CheckFile(7, 1, real, false); matched {
+		t.Errorf("payments matched orders' resolved rule")
+	}
+	if r, matched, _, deny := p.CheckFile(5, 1, token.Path, false); !matched || !deny || r.ID != 11 {
+		t.Errorf("orders' own rule no longer matches: %+v %v %v", r, matched, deny)
+	}
+	if id, ok := p.FileOwner(1, real); !ok || id != 5 {
+		t.Errorf("owner of %s: %d %v, want orders (5)", real, id, ok)
+	}
+	p.Remove(5)
+	if err := p.Set(Group{Name: "orders", CgroupID: 5, Mode: ModeProtect, Files: []FileRule{token}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, matched, _, _ := p.CheckFile(5, 1, real, false); matched {
+		t.Errorf("resolved rule outlived the group's removal")
+	}
+}
