@@ -107,7 +107,8 @@ func mapMemory() uint64 {
 // round, and a ratio is the median over rounds of the ratio within a
 // round: drift and the bursts of other work on a shared machine hit the
 // configurations they are compared with, not a baseline measured seconds
-// earlier.
+// earlier. Request/response is measured first a second way as well,
+// finer: pairedRR.
 //
 //	go test -run '^$' -bench BenchmarkPrivilegedDatapath -benchtime 3s ./agent/datapath/
 func BenchmarkPrivilegedDatapath(b *testing.B) {
@@ -164,6 +165,8 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 		})
 		attached = name
 	}
+
+	pairedRR(b, n, configs[0].name, []string{configs[1].name, configs[2].name}, use)
 
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
@@ -302,6 +305,76 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 			b.ReportMetric(ratio("bulk", c.name), "bulk-%")
 			b.ReportMetric(median(cost["rr"][c.name]), "rr-prog-ns/pkt")
 			b.ReportMetric(median(cost["crr"][c.name]), "crr-prog-ns/pkt")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// pairedRR measures request/response on one established connection per
+// configuration in short samples that alternate between the baseline and
+// the configurations, many times, with the programs' run-time statistics
+// off (they add two clock reads to every run). Each sample of a
+// configuration is compared with the baseline sample taken right before
+// or after it, and the figure is the median of those ratios: a second of
+// other work on the machine lowers both sides of a pair, not one ratio.
+// PALISADE_BENCH_PAIRS sets the number of cycles (default 60).
+func pairedRR(b *testing.B, n *testNet, base string, configs []string, use func(string)) {
+	cycles := 60
+	if v, err := strconv.Atoi(os.Getenv("PALISADE_BENCH_PAIRS")); err == nil && v > 0 {
+		cycles = v
+	}
+	const sample = 100 * time.Millisecond
+	all := append([]string{base}, configs...)
+	conns := map[string]net.Conn{}
+	for _, c := range all {
+		conn, err := benchDial(b, n.a, "10.199.2.2:8080")
+		if err != nil {
+			b.Fatalf("dial: %v", err)
+		}
+		defer conn.Close()
+		conns[c] = conn
+	}
+	buf := []byte{1}
+	rate := func(conn net.Conn) float64 {
+		start := time.Now()
+		k := 0
+		for ; k%64 != 0 || time.Since(start) < sample; k++ {
+			if _, err := conn.Write(buf); err != nil {
+				b.Fatalf("write: %v", err)
+			}
+			if _, err := io.ReadFull(conn, buf); err != nil {
+				b.Fatalf("read: %v", err)
+			}
+		}
+		return float64(k) / time.Since(start).Seconds()
+	}
+	// Warm every connection up under its own configuration.
+	for _, c := range all {
+		use(c)
+		rate(conns[c])
+	}
+	ratios := map[string][]float64{}
+	for cycle := 0; cycle < cycles; cycle++ {
+		got := map[string]float64{}
+		for k := range all {
+			c := all[(k+cycle)%len(all)] // rotate who goes first
+			use(c)
+			got[c] = rate(conns[c])
+		}
+		for _, c := range configs {
+			ratios[c] = append(ratios[c], 100*got[c]/got[base])
+		}
+	}
+	use(base)
+	for _, c := range configs {
+		r := slices.Clone(ratios[c])
+		slices.Sort(r)
+		med, q1, q3 := r[len(r)/2], r[len(r)/4], r[3*len(r)/4]
+		b.Logf("%-9s rr in %d paired samples of %s: median %.1f%% of %s (quartiles %.1f%%, %.1f%%)", c, cycles, sample, med, base, q1, q3)
+		b.Run("paired/"+c, func(b *testing.B) {
+			b.ReportMetric(med, "rr-%")
+			b.ReportMetric(q1, "rr-q1-%")
+			b.ReportMetric(q3, "rr-q3-%")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
