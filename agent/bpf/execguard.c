@@ -67,8 +67,14 @@ struct eg_exec_args {
 enum eg_mode {
 	EG_MONITOR = 1,
 	EG_PROTECT = 2,
-	EG_MODE_MASK = 0xff,
+	EG_MODE_MASK = 0x7f,
+	/* In a record's mode: the agent's guard was running, and the group
+	 * was one it does not cover. */
+	EG_REC_UNCOVERED = 0x80,
 	EG_SCOPED = 0x100,
+	/* The agent's guard does not cover this group (its root could not be
+	 * marked): the fallback acts even while the agent beats. */
+	EG_UNCOVERED = 0x200,
 };
 
 struct eg_exe_key {
@@ -171,6 +177,7 @@ int palisade_execguard(struct eg_exec_args *ctx)
 	struct task_struct *task;
 	struct inode *inode;
 	__u32 zero = 0, *mode;
+	int guard_running;
 	__u64 now;
 	__u32 off;
 	long n;
@@ -181,7 +188,8 @@ int palisade_execguard(struct eg_exec_args *ctx)
 		return 0;
 	now = bpf_ktime_get_ns();
 	beat = bpf_map_lookup_elem(&eg_heartbeat, &zero);
-	if (beat && beat->beat_ns && (beat->beat_ns >= now || now - beat->beat_ns <= beat->stale_ns))
+	guard_running = beat && beat->beat_ns && (beat->beat_ns >= now || now - beat->beat_ns <= beat->stale_ns);
+	if (guard_running && !(*mode & EG_UNCOVERED))
 		return 0; /* the agent's guard decides */
 
 	task = (struct task_struct *)bpf_get_current_task();
@@ -225,7 +233,7 @@ int palisade_execguard(struct eg_exec_args *ctx)
 	rec->dev = key.dev;
 	rec->pid = bpf_get_current_pid_tgid() >> 32;
 	rec->uid = (__u32)bpf_get_current_uid_gid();
-	rec->mode = *mode & EG_MODE_MASK;
+	rec->mode = (*mode & EG_MODE_MASK) | (guard_running ? EG_REC_UNCOVERED : 0);
 	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
 	off = ctx->data_loc_filename & 0xffff;
 	n = bpf_probe_read_kernel_str(rec->filename, sizeof(rec->filename), (void *)ctx + off);

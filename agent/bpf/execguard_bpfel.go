@@ -38,10 +38,12 @@ type ExecguardEgExeKey struct {
 type ExecguardEgMode uint32
 
 const (
-	ExecguardEgModeEG_MONITOR   ExecguardEgMode = 1
-	ExecguardEgModeEG_PROTECT   ExecguardEgMode = 2
-	ExecguardEgModeEG_MODE_MASK ExecguardEgMode = 255
-	ExecguardEgModeEG_SCOPED    ExecguardEgMode = 256
+	ExecguardEgModeEG_MONITOR       ExecguardEgMode = 1
+	ExecguardEgModeEG_PROTECT       ExecguardEgMode = 2
+	ExecguardEgModeEG_MODE_MASK     ExecguardEgMode = 127
+	ExecguardEgModeEG_REC_UNCOVERED ExecguardEgMode = 128
+	ExecguardEgModeEG_SCOPED        ExecguardEgMode = 256
+	ExecguardEgModeEG_UNCOVERED     ExecguardEgMode = 512
 )
 
 type ExecguardEgRecord struct {

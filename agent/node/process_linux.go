@@ -202,7 +202,7 @@ func (a *Agent) runProcesses(ctx context.Context) {
 	a.log.Info("process control ready", "guard", guard != nil, "fallback", fb != nil)
 	fbs := fallbackState{grace: fallbackGrace, absent: map[uint64]time.Time{}}
 	armed := false
-	roots := map[uint64]bool{} // devices of workload roots marked
+	roots := map[uint64]bool{} // devices of workload roots: marked, or not (false)
 	fileMarked := map[procguard.Mark]bool{}
 	tick := time.NewTicker(cfg.Resync)
 	defer tick.Stop()
@@ -231,7 +231,7 @@ func (a *Agent) runProcesses(ctx context.Context) {
 			a.syncFileMarks(guard, fileMarked)
 		}
 		if fb != nil {
-			a.syncFallback(fb, &fbs)
+			a.syncFallback(fb, &fbs, func(dev uint64) bool { return armed && roots[dev] })
 			// The agent's guard decides while it runs and covers every
 			// protected workload; the fallback stays idle meanwhile.
 			beat := guardLive.Load() && (armed || len(protected) == 0)
@@ -261,7 +261,9 @@ func (a *Agent) runProcesses(ctx context.Context) {
 
 // markWorkloadRoots marks the filesystem of the root of each protected
 // workload (a container's root filesystem is not the host's), found
-// through a process of its cgroup, once per filesystem.
+// through a process of its cgroup, once per filesystem. done holds, by
+// device, true for a filesystem marked and false for one that could not
+// be.
 func (a *Agent) markWorkloadRoots(guard *procguard.Guard, cgroups []string, done map[uint64]bool) {
 	for _, cg := range cgroups {
 		b, err := os.ReadFile(filepath.Join(a.cfg.Processes.CgroupRoot, cg, "cgroup.procs"))
@@ -274,16 +276,25 @@ func (a *Agent) markWorkloadRoots(guard *procguard.Guard, cgroups []string, done
 		}
 		root := "/proc/" + pid + "/root"
 		var st unix.Stat_t
-		if unix.Stat(root, &st) != nil || done[st.Dev] {
+		if unix.Stat(root, &st) != nil {
 			continue
 		}
-		done[st.Dev] = true
+		marked, tried := done[st.Dev]
+		if marked {
+			continue
+		}
 		if err := guard.AddMark(procguard.Mark{Path: root, Scope: procguard.ScopeFilesystem}); err != nil {
 			if err := guard.AddMark(procguard.Mark{Path: root, Scope: procguard.ScopeMount}); err != nil {
-				a.log.Warn("process guard mark of a workload root", "cgroup", cg, "err", err)
+				// Tried again at every sync; the exec fallback guards
+				// the workload meanwhile (syncFallback).
+				if !tried {
+					a.log.Warn("process guard mark of a workload root", "cgroup", cg, "err", err)
+				}
+				done[st.Dev] = false
 				continue
 			}
 		}
+		done[st.Dev] = true
 		a.log.Info("process guard marked a workload root", "cgroup", cg, "dev", st.Dev)
 	}
 }
@@ -633,7 +644,7 @@ type pendingRecord struct {
 // policy: workloads in Monitor and Protect with the executables their
 // profiles allow (looked up in their root), no others. A guarded cgroup
 // the agent does not know is let go after st.grace.
-func (a *Agent) syncFallback(fb *procguard.Fallback, st *fallbackState) {
+func (a *Agent) syncFallback(fb *procguard.Fallback, st *fallbackState, covered func(dev uint64) bool) {
 	a.mu.Lock()
 	haveTable := a.table != nil
 	a.mu.Unlock()
@@ -678,10 +689,16 @@ func (a *Agent) syncFallback(fb *procguard.Fallback, st *fallbackState) {
 		}
 		fg := procguard.FallbackGroup{CgroupID: id, Mode: mode, Exes: allowed.Exes, Names: allowed.Names}
 		var rootSt unix.Stat_t
-		if root != "/" && unix.Stat(root, &rootSt) == nil {
-			// A workload with its own root: the guard marks that
-			// filesystem, so the fallback guards the executables on it.
-			fg.Roots = []uint64{rootSt.Dev}
+		if unix.Stat(root, &rootSt) == nil {
+			if root != "/" {
+				// A workload with its own root: the guard marks that
+				// filesystem, so the fallback guards the executables
+				// on it.
+				fg.Roots = []uint64{rootSt.Dev}
+			}
+			// A root the guard could not mark: the fallback acts
+			// while the agent runs too.
+			fg.Uncovered = mode == procguard.ModeProtect && !covered(rootSt.Dev)
 		}
 		if err := fb.Set(fg); err != nil {
 			a.log.Warn("exec fallback", "workload", g.Name, "err", err)
@@ -776,15 +793,19 @@ func (a *Agent) fallbackEvent(wid string, r procguard.FallbackRecord) {
 	if len(path) > agentproto.MaxPathLen {
 		path = path[:agentproto.MaxPathLen]
 	}
+	why := "while the agent's guard was not running"
+	if r.Uncovered {
+		why = "as the agent's guard does not cover this workload (its root filesystem could not be marked)"
+	}
 	if r.Killed {
-		a.log.Info("exec killed by the exec fallback", "workload", wid, "path", path, "pid", r.Pid)
+		a.log.Info("exec killed by the exec fallback", "workload", wid, "path", path, "pid", r.Pid, "uncovered", r.Uncovered)
 		a.processEvent(agentproto.Event{Time: r.Time.UTC(), Kind: agentproto.EventExecDenied, Action: "deny", Mode: modeName(r.Mode),
-			Workload: wid, Path: path, Message: fmt.Sprintf("%s: exec of %s by pid %d killed before it ran, while the agent's guard was not running", wid, path, r.Pid)})
+			Workload: wid, Path: path, Message: fmt.Sprintf("%s: exec of %s by pid %d killed before it ran, %s", wid, path, r.Pid, why)})
 		return
 	}
-	a.log.Info("exec outside the profile seen by the exec fallback", "workload", wid, "path", path, "pid", r.Pid)
+	a.log.Info("exec outside the profile seen by the exec fallback", "workload", wid, "path", path, "pid", r.Pid, "uncovered", r.Uncovered)
 	a.processEvent(agentproto.Event{Time: r.Time.UTC(), Kind: agentproto.EventExecProfile, Action: "alert", Mode: modeName(r.Mode),
-		Workload: wid, Path: path, Message: fmt.Sprintf("%s: pid %d (%s) ran %s outside the process profile, while the agent's guard was not running", wid, r.Pid, r.Comm, path)})
+		Workload: wid, Path: path, Message: fmt.Sprintf("%s: pid %d (%s) ran %s outside the process profile, %s", wid, r.Pid, r.Comm, path, why)})
 }
 
 // maxLinks bounds the symbolic links resolveIn follows.

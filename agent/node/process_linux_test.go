@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -159,7 +160,7 @@ func TestPrivilegedFallbackFollowsPolicy(t *testing.T) {
 	if got := a.syncProcesses(); !reflect.DeepEqual(got, []string{rel}) {
 		t.Fatalf("protected cgroups %v, want [%s]", got, rel)
 	}
-	a.syncFallback(fb, &st)
+	a.syncFallback(fb, &st, func(uint64) bool { return true })
 	if err := fb.ClearBeat(); err != nil {
 		t.Fatal(err)
 	}
@@ -191,12 +192,39 @@ func TestPrivilegedFallbackFollowsPolicy(t *testing.T) {
 		t.Errorf("events %+v, want one process-denied of %s in shop/orders", evs, shell)
 	}
 
+	// The agent runs (it beats) but its guard could not mark the
+	// workload's root: the fallback acts anyway, and says why.
+	if err := fb.Beat(); err != nil {
+		t.Fatal(err)
+	}
+	if run("/bin/sh", "-c", "true") {
+		t.Errorf("agent beating, workload covered: /bin/sh killed")
+	}
+	a.syncFallback(fb, &st, func(uint64) bool { return false })
+	if !run("/bin/sh", "-c", "true") {
+		t.Errorf("agent beating, workload not covered by its guard: /bin/sh not killed")
+	}
+	a.drainFallback(fb, &st)
+	a.mu.Lock()
+	_, evs = a.agg.drain(time.Now(), time.Minute)
+	a.mu.Unlock()
+	if len(evs) != 1 || evs[0].Kind != agentproto.EventExecDenied || !strings.Contains(evs[0].Message, "does not cover") {
+		t.Errorf("events %+v, want one process-denied saying the guard does not cover the workload", evs)
+	}
+	a.syncFallback(fb, &st, func(uint64) bool { return true })
+	if run("/bin/sh", "-c", "true") {
+		t.Errorf("agent beating, workload covered again: /bin/sh killed")
+	}
+	if err := fb.ClearBeat(); err != nil {
+		t.Fatal(err)
+	}
+
 	// Discover: the fallback lets the workload go.
 	a.mu.Lock()
 	a.table = table(policy.ModeDiscover)
 	a.mu.Unlock()
 	a.syncProcesses()
-	a.syncFallback(fb, &st)
+	a.syncFallback(fb, &st, func(uint64) bool { return true })
 	if got := fb.Groups(); len(got) != 0 {
 		t.Errorf("Discover: fallback groups %v, want none", got)
 	}
@@ -210,17 +238,17 @@ func TestPrivilegedFallbackFollowsPolicy(t *testing.T) {
 	a.table = table(policy.ModeProtect)
 	a.mu.Unlock()
 	a.syncProcesses()
-	a.syncFallback(fb, &st)
+	a.syncFallback(fb, &st, func(uint64) bool { return true })
 	a.mu.Lock()
 	delete(a.endpoints, "shop/orders")
 	a.mu.Unlock()
 	a.syncProcesses()
-	a.syncFallback(fb, &st)
+	a.syncFallback(fb, &st, func(uint64) bool { return true })
 	if got := fb.Groups(); len(got) != 1 {
 		t.Errorf("workload gone, within the grace: fallback groups %v, want its cgroup", got)
 	}
 	st.grace = 0
-	a.syncFallback(fb, &st)
+	a.syncFallback(fb, &st, func(uint64) bool { return true })
 	if got := fb.Groups(); len(got) != 0 {
 		t.Errorf("workload gone, after the grace: fallback groups %v, want none", got)
 	}

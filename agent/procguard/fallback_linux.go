@@ -82,6 +82,10 @@ type FallbackGroup struct {
 	// runc init joining the workload's cgroup) is left alone. Without
 	// Roots every exec in the cgroup is guarded.
 	Roots []uint64
+	// Uncovered says the agent's guard does not cover the workload (its
+	// root filesystem could not be marked): the program then acts even
+	// while the agent beats.
+	Uncovered bool
 }
 
 // FallbackRecord is one exec the fallback acted on.
@@ -97,7 +101,10 @@ type FallbackRecord struct {
 	Mode         Mode
 	// Killed says the process got SIGKILL before its first instruction.
 	Killed bool
-	Comm   string
+	// Uncovered says the agent's guard was running but does not cover
+	// the group (FallbackGroup.Uncovered).
+	Uncovered bool
+	Comm      string
 	// Filename is the name given to execve (it may be relative).
 	Filename string
 }
@@ -125,11 +132,11 @@ type Fallback struct {
 	objs bpf.ExecguardObjects
 	rd   *ringbuf.Reader
 
-	mu     sync.Mutex
-	exes   map[uint64]map[FileID]bool // what the pinned allowed map holds, by cgroup
-	names  map[uint64]map[string]bool // what the pinned comms map holds, by cgroup
-	modes  map[uint64]Mode            // what the pinned groups map holds
-	scoped map[uint64]bool            // groups whose pinned mode carries EG_SCOPED
+	mu    sync.Mutex
+	exes  map[uint64]map[FileID]bool // what the pinned allowed map holds, by cgroup
+	names map[uint64]map[string]bool // what the pinned comms map holds, by cgroup
+	modes map[uint64]Mode            // what the pinned groups map holds
+	flags map[uint64]uint32          // the EG_SCOPED and EG_UNCOVERED bits of each pinned mode
 	// tgid is the process whose exit clears the heartbeat: this one, as
 	// the node's PID namespace numbers it (the agent runs in it).
 	tgid uint32
@@ -163,7 +170,7 @@ func OpenFallback(cfg FallbackConfig, log *slog.Logger) (*Fallback, error) {
 		return nil, err
 	}
 	f := &Fallback{cfg: cfg, log: log, exes: map[uint64]map[FileID]bool{}, names: map[uint64]map[string]bool{}, modes: map[uint64]Mode{},
-		scoped: map[uint64]bool{}, tgid: uint32(os.Getpid())}
+		flags: map[uint64]uint32{}, tgid: uint32(os.Getpid())}
 	if err := f.load(); err != nil {
 		return nil, err
 	}
@@ -232,7 +239,7 @@ func (f *Fallback) readPinned() error {
 	it := f.objs.EgGroups.Iterate()
 	for it.Next(&id, &mode) {
 		f.modes[id] = fallbackMode(mode)
-		f.scoped[id] = mode&uint32(bpf.ExecguardEgModeEG_SCOPED) != 0
+		f.flags[id] = mode & groupFlags
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read fallback groups: %w", err)
@@ -401,17 +408,19 @@ func (f *Fallback) Set(g FallbackGroup) error {
 		}
 		haveNames[n] = true
 	}
-	scoped := len(g.Roots) > 0
-	if m, ok := f.modes[g.CgroupID]; !ok || m != g.Mode || f.scoped[g.CgroupID] != scoped {
-		km := kernelMode(g.Mode)
-		if scoped {
-			km |= uint32(bpf.ExecguardEgModeEG_SCOPED)
-		}
-		if err := f.objs.EgGroups.Put(g.CgroupID, km); err != nil {
+	var flags uint32
+	if len(g.Roots) > 0 {
+		flags |= uint32(bpf.ExecguardEgModeEG_SCOPED)
+	}
+	if g.Uncovered {
+		flags |= uint32(bpf.ExecguardEgModeEG_UNCOVERED)
+	}
+	if m, ok := f.modes[g.CgroupID]; !ok || m != g.Mode || f.flags[g.CgroupID] != flags {
+		if err := f.objs.EgGroups.Put(g.CgroupID, kernelMode(g.Mode)|flags); err != nil {
 			return fmt.Errorf("guard cgroup %d: %w", g.CgroupID, err)
 		}
 		f.modes[g.CgroupID] = g.Mode
-		f.scoped[g.CgroupID] = scoped
+		f.flags[g.CgroupID] = flags
 	}
 	for id := range have {
 		if want[id] {
@@ -442,7 +451,7 @@ func (f *Fallback) Remove(cgroupID uint64) error {
 		return fmt.Errorf("unguard cgroup %d: %w", cgroupID, err)
 	}
 	delete(f.modes, cgroupID)
-	delete(f.scoped, cgroupID)
+	delete(f.flags, cgroupID)
 	for id := range f.exes[cgroupID] {
 		if err := f.objs.EgAllowed.Delete(exeKey(cgroupID, id)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("forget executable %d:%d in cgroup %d: %w", id.Dev, id.Ino, cgroupID, err)
@@ -494,6 +503,9 @@ func cstring(in []int8) string {
 func exeKey(cgroupID uint64, id FileID) bpf.ExecguardEgExeKey {
 	return bpf.ExecguardEgExeKey{CgroupId: cgroupID, Ino: id.Ino, Dev: id.kernelDev()}
 }
+
+// groupFlags are the bits of a pinned mode beside the mode itself.
+const groupFlags = uint32(bpf.ExecguardEgModeEG_SCOPED | bpf.ExecguardEgModeEG_UNCOVERED)
 
 func kernelMode(m Mode) uint32 {
 	if m == ModeProtect {
@@ -559,6 +571,7 @@ func DecodeFallbackRecord(raw []byte) (FallbackRecord, error) {
 		Exe:          FileID{Dev: unix.Mkdev(e.Dev>>20, e.Dev&(1<<20-1)), Ino: e.Ino},
 		Mode:         fallbackMode(uint32(e.Mode)),
 		Killed:       e.Killed != 0,
+		Uncovered:    uint32(e.Mode)&uint32(bpf.ExecguardEgModeEG_REC_UNCOVERED) != 0,
 		Comm:         cstring(e.Comm[:]),
 		Filename:     cstring(e.Filename[:]),
 	}, nil
