@@ -165,18 +165,7 @@ func TestPrivilegedFileRules(t *testing.T) {
 // (as a container's /etc/hosts) is guarded too, and the marks go with
 // the workloads.
 func TestPrivilegedFileRulesInRoots(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: fanotify permission events, mounts and cgroups")
-	}
-	root := DefaultProcessConfig().CgroupRoot
-	if err := checkCgroupRoot(root); err != nil {
-		t.Skipf("no cgroup v2: %v", err)
-	}
-	for _, b := range []string{"unshare", "nsenter", "pivot_root"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s not installed", b)
-		}
-	}
+	root := needContainerRoots(t)
 	const secret, hosts, deep = "/etc/secret.conf", "/etc/hosts", "/srv/data/deep/x.conf"
 	type box struct {
 		id, cgroup string
@@ -242,12 +231,7 @@ func TestPrivilegedFileRulesInRoots(t *testing.T) {
 
 	// cat runs cat of file in the mount namespace and root of box in, as
 	// a process of the cgroup of box as.
-	cat := func(in, as *box, file string) (string, error) {
-		cmd := exec.Command("nsenter", "--target", strconv.Itoa(in.pid), "--mount", "--root", "--wd", "cat", file)
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: as.cgfd}
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	cat := func(in, as *box, file string) (string, error) { return catIn(in.pid, as.cgfd, file) }
 	if out, err := cat(payments, orders, secret); err != nil || out != payments.id+"\n" {
 		t.Errorf("orders' cat of payments' %s: %q, %v; want payments' file (not orders' rule)", secret, out, err)
 	}
@@ -469,18 +453,7 @@ func runGuard(t *testing.T, a *Agent, root string) *procguard.Guard {
 // denied and reported under the path the kernel names, and a file beside
 // it is not.
 func TestPrivilegedFileRuleThroughLinks(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: fanotify permission events, mounts and cgroups")
-	}
-	root := DefaultProcessConfig().CgroupRoot
-	if err := checkCgroupRoot(root); err != nil {
-		t.Skipf("no cgroup v2: %v", err)
-	}
-	for _, b := range []string{"unshare", "nsenter", "pivot_root"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s not installed", b)
-		}
-	}
+	root := needContainerRoots(t)
 	const token, dated = "/var/run/secrets/sa/token", "/run/secrets/sa/..2026_11_23"
 	a := testAgent()
 	cg, cgfd := testCgroup(t, root, fmt.Sprintf("/palisade-node-links-%d", os.Getpid()))
@@ -514,12 +487,7 @@ func TestPrivilegedFileRuleThroughLinks(t *testing.T) {
 	pid := startInRoot(t, dir, cgfd)
 	placed := map[procguard.Mark]bool{}
 	a.syncFileMarks(guard, placed)
-	cat := func(file string) (string, error) {
-		cmd := exec.Command("nsenter", "--target", strconv.Itoa(pid), "--mount", "--root", "--wd", "cat", file)
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	cat := func(file string) (string, error) { return catIn(pid, cgfd, file) }
 	if out, err := cat(token); err == nil || !strings.Contains(out, "Operation not permitted") {
 		t.Errorf("cat of %s: %q, %v; want EPERM", token, out, err)
 	}
@@ -530,4 +498,32 @@ func TestPrivilegedFileRuleThroughLinks(t *testing.T) {
 	if len(seen) != 1 {
 		t.Errorf("events %q, want the one denial", seen)
 	}
+}
+
+// needContainerRoots skips a test that cannot run workloads in roots of
+// their own here, and returns the cgroup v2 root.
+func needContainerRoots(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: fanotify permission events, mounts and cgroups")
+	}
+	root := DefaultProcessConfig().CgroupRoot
+	if err := checkCgroupRoot(root); err != nil {
+		t.Skipf("no cgroup v2: %v", err)
+	}
+	for _, b := range []string{"unshare", "nsenter", "pivot_root"} {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Skipf("%s not installed", b)
+		}
+	}
+	return root
+}
+
+// catIn runs cat of file in the mount namespace and root of process pid,
+// as a process of the cgroup open as cgfd.
+func catIn(pid, cgfd int, file string) (string, error) {
+	cmd := exec.Command("nsenter", "--target", strconv.Itoa(pid), "--mount", "--root", "--wd", "cat", file)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }

@@ -418,11 +418,28 @@ func TestFallbackExecutablesInRoot(t *testing.T) {
 // clearing its heartbeat: once the beat is older than Stale the fallback
 // kills again.
 func TestPrivilegedFallbackStaleBeat(t *testing.T) {
+	fb, cfg, forbidden := guardedShell(t, 100*time.Millisecond)
+	if err := fb.Beat(); err != nil {
+		t.Fatal(err)
+	}
+	// Past the bound by any measure of the monotonic clock.
+	time.Sleep(3 * cfg.Stale)
+	if killed, ran := forbidden(); !killed || ran {
+		t.Errorf("stale heartbeat: killed %v, ran %v; want killed before it ran", killed, ran)
+	}
+}
+
+// guardedShell opens a fallback whose heartbeat goes stale after stale,
+// guarding a cgroup in Protect that may run nothing, and returns it with
+// a run in that cgroup of a shell that would leave a file: whether it was
+// killed and whether it ran.
+func guardedShell(t *testing.T, stale time.Duration) (*Fallback, FallbackConfig, func() (killed, ran bool)) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: eBPF, bpffs and cgroups")
 	}
 	cfg := testFallback(t)
-	cfg.Stale = 100 * time.Millisecond
+	cfg.Stale = stale
 	_, cgfd, cgid := testCgroup(t)
 	dir := t.TempDir()
 	forbidden := filepath.Join(dir, "forbidden-sh")
@@ -432,17 +449,13 @@ func TestPrivilegedFallbackStaleBeat(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open fallback: %v", err)
 	}
-	defer fb.Close()
+	t.Cleanup(func() { fb.Close() })
 	if err := fb.Set(FallbackGroup{CgroupID: cgid, Mode: ModeProtect}); err != nil {
 		t.Fatal(err)
 	}
-	if err := fb.Beat(); err != nil {
-		t.Fatal(err)
-	}
-	// Past the bound by any measure of the monotonic clock.
-	time.Sleep(3 * cfg.Stale)
-	if killed, ran := outcome(t, cgfd, marker, forbidden, "-c", "echo > "+marker); !killed || ran {
-		t.Errorf("stale heartbeat: killed %v, ran %v; want killed before it ran", killed, ran)
+	return fb, cfg, func() (bool, bool) {
+		t.Helper()
+		return outcome(t, cgfd, marker, forbidden, "-c", "echo > "+marker)
 	}
 }
 
@@ -450,24 +463,7 @@ func TestPrivilegedFallbackStaleBeat(t *testing.T) {
 // beats, SIGKILL included, hands execs to the fallback at once, long before
 // the heartbeat would go stale; the exit of any other process does not.
 func TestPrivilegedFallbackAgentExit(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: eBPF, bpffs and cgroups")
-	}
-	cfg := testFallback(t)
-	cfg.Stale = time.Hour
-	_, cgfd, cgid := testCgroup(t)
-	dir := t.TempDir()
-	forbidden := filepath.Join(dir, "forbidden-sh")
-	copyFile(t, "/bin/sh", forbidden, 0o755)
-	marker := filepath.Join(dir, "marker")
-	fb, err := OpenFallback(cfg, quiet())
-	if err != nil {
-		t.Fatalf("open fallback: %v", err)
-	}
-	defer fb.Close()
-	if err := fb.Set(FallbackGroup{CgroupID: cgid, Mode: ModeProtect}); err != nil {
-		t.Fatal(err)
-	}
+	fb, _, forbidden := guardedShell(t, time.Hour)
 	// A stand-in for the agent: the process whose exit ends the beat.
 	agent := exec.Command("sleep", "600")
 	if err := agent.Start(); err != nil {
@@ -478,21 +474,21 @@ func TestPrivilegedFallbackAgentExit(t *testing.T) {
 	if err := fb.Beat(); err != nil {
 		t.Fatal(err)
 	}
-	if killed, ran := outcome(t, cgfd, marker, forbidden, "-c", "echo > "+marker); killed || !ran {
+	if killed, ran := forbidden(); killed || !ran {
 		t.Fatalf("agent beating: killed %v, ran %v; want it left to the agent's guard", killed, ran)
 	}
 	// Other processes come and go (the forbidden one above among them).
 	if err := exec.Command("true").Run(); err != nil {
 		t.Fatal(err)
 	}
-	if killed, ran := outcome(t, cgfd, marker, forbidden, "-c", "echo > "+marker); killed || !ran {
+	if killed, ran := forbidden(); killed || !ran {
 		t.Errorf("another process exited: killed %v, ran %v; want it left to the agent's guard", killed, ran)
 	}
 	if err := agent.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	agent.Wait()
-	if killed, ran := outcome(t, cgfd, marker, forbidden, "-c", "echo > "+marker); !killed || ran {
+	if killed, ran := forbidden(); !killed || ran {
 		t.Errorf("agent killed: killed %v, ran %v; want killed before it ran", killed, ran)
 	}
 }
