@@ -219,9 +219,13 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	for name, why := range moved {
 		log.Info("datapath migration: pinned map set aside", "map", name, "why", why)
 	}
+	pinned := pinnedNames(cfg.PinDir, specs)
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}}
 	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
-		// A *ebpf.VerifierError in the chain carries the verifier log.
+		// Maps this Open created go again; the programs in place keep
+		// theirs. A *ebpf.VerifierError in the chain carries the
+		// verifier log.
+		unpinNew(cfg.PinDir, specs, pinned)
 		return nil, fmt.Errorf("load datapath programs: %w", err)
 	}
 	d.verdicts, err = ebpf.NewMapWithOptions(verdictsSpec, ebpf.MapOptions{PinPath: cfg.PinDir})
@@ -238,6 +242,9 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 		d.Close()
 		return nil, err
 	}
+	// A policy map created by this Open beside recorded verdicts (its pin
+	// was lost) is compiled from them too.
+	policyMoved = policyMoved || !pinned[bpf.DatapathMapPolicy]
 	if err := d.readState(); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("read pinned policy: %w", err)

@@ -215,6 +215,27 @@ func setAside(pinDir string, specs map[string]*ebpf.MapSpec) (map[string]string,
 	return moved, nil
 }
 
+// pinnedNames returns the names of the maps of specs pinned under pinDir.
+func pinnedNames(pinDir string, specs map[string]*ebpf.MapSpec) map[string]bool {
+	out := map[string]bool{}
+	for name := range specs {
+		if _, err := os.Lstat(filepath.Join(pinDir, name)); err == nil {
+			out[name] = true
+		}
+	}
+	return out
+}
+
+// unpinNew removes the pins of the maps of specs that were not in before
+// (a load that failed after creating them).
+func unpinNew(pinDir string, specs map[string]*ebpf.MapSpec, before map[string]bool) {
+	for name := range specs {
+		if !before[name] {
+			os.Remove(filepath.Join(pinDir, name))
+		}
+	}
+}
+
 // copyable says whether the entries of a map of this type can be copied
 // one by one with plain lookups and updates.
 func copyable(t ebpf.MapType) bool {

@@ -216,3 +216,60 @@ func TestPrivilegedLayoutRecord(t *testing.T) {
 		t.Errorf("policy and conntrack share a fingerprint")
 	}
 }
+
+// TestPrivilegedFailedOpenLeavesNoNewPins checks that an Open whose maps
+// cannot all be created (a conntrack table far too large) removes the pins
+// of the maps it did create and loses none it found, and that the next
+// Open compiles a policy map whose pin was lost from the recorded
+// verdicts.
+func TestPrivilegedFailedOpenLeavesNoNewPins(t *testing.T) {
+	skipUnlessRoot(t)
+	cfg := testConfig(t)
+	d := openDatapath(t, cfg)
+	if err := d.ApplyTable(baseTable(ModeProtect)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(cfg.PinDir)
+	// The config and policy pins are lost (the failed Open creates them
+	// anew), the conntrack table differs (set aside), the others are
+	// reused.
+	for _, name := range []string{"config", "policy"} {
+		if err := os.Remove(filepath.Join(cfg.PinDir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := cfg
+	bad.ConntrackMaxEntries = 1 << 31
+	if _, err := Open(bad, quietLogger()); err == nil {
+		t.Fatalf("open with a conntrack table of %d entries: no error", bad.ConntrackMaxEntries)
+	}
+	for _, name := range []string{"config", "policy"} {
+		if _, err := os.Lstat(filepath.Join(cfg.PinDir, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the failed open left the %s map it created pinned: %v", name, err)
+		}
+	}
+	for _, name := range []string{"identities", "modes", "endpoints"} {
+		if _, err := os.Lstat(filepath.Join(cfg.PinDir, name)); err != nil {
+			t.Errorf("the failed open removed the %s map it found: %v", name, err)
+		}
+	}
+	// The conntrack table of another capacity was set aside, not lost.
+	if _, err := os.Lstat(filepath.Join(cfg.PinDir, migrateDirName, "carry", "conntrack")); err != nil {
+		t.Errorf("the failed open lost the conntrack table it found: %v", err)
+	}
+	d = openDatapath(t, cfg)
+	defer d.Destroy()
+	if got := d.Table(); len(got.Verdicts) != 4 {
+		t.Errorf("table after the failed open: %+v", got)
+	}
+	pol, err := d.readPolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := compileVerdicts(d.st, nil); len(pol) != len(want) || len(pol) == 0 {
+		t.Errorf("policy map holds %d prefixes after the pin was lost, want %d compiled from the verdicts", len(pol), len(want))
+	}
+}
