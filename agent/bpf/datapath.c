@@ -53,7 +53,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define H2_WALK_PACKETS 8 /* client payload packets after the preface packet; the last decides */
 #define H2_WALK_FRAMES 4  /* frames per packet */
 #define H2_MORE 0xfd	  /* walk result: control frames only, next boundary in bits 8.. */
-#define GRPC_WINDOW 128	  /* header block bytes searched for the gRPC content type */
+#define GRPC_WINDOW 512	  /* header block bytes searched for the gRPC content type */
 #define WALK_SERVER 0x80  /* ct_entry.walk of the reply entry: pass, the client decides */
 #define IPV6_EXT_MAX 6
 

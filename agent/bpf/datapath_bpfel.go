@@ -231,7 +231,7 @@ type DatapathScratch struct {
 	}
 	G struct {
 		_     structs.HostLayout
-		B     [144]uint8
+		B     [528]uint8
 		N     uint32
 		Found uint32
 	}

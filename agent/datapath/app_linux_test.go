@@ -136,14 +136,20 @@ func h2Frame(typ, flags byte, stream uint32, payload []byte) []byte {
 // h2Headers is a HEADERS frame (END_HEADERS) of a request on stream 1 with
 // the content type given, HPACK-encoded by x/net (Huffman coded, as
 // clients send it).
-func h2Headers(contentType string) []byte {
+func h2Headers(contentType string) []byte { return h2HeadersAfter(contentType, nil) }
+
+// h2HeadersAfter is h2Headers with the fields before placed ahead of the
+// content type (as a client or proxy that sends its metadata first).
+func h2HeadersAfter(contentType string, before []hpack.HeaderField) []byte {
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
-	for _, f := range []hpack.HeaderField{
+	fields := []hpack.HeaderField{
 		{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
 		{Name: ":path", Value: "/shop.Orders/List"}, {Name: ":authority", Value: "orders:50051"},
-		{Name: "content-type", Value: contentType}, {Name: "te", Value: "trailers"},
-	} {
+	}
+	fields = append(fields, before...)
+	fields = append(fields, hpack.HeaderField{Name: "content-type", Value: contentType}, hpack.HeaderField{Name: "te", Value: "trailers"})
+	for _, f := range fields {
 		enc.WriteField(f)
 	}
 	return h2Frame(1, 4, 1, hb.Bytes())
@@ -1045,6 +1051,18 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 			{pshAck, 1001, pre, false, true, false},
 			{pshAck, 1025, setting[:12], false, true, false},
 			{pshAck, 1037, cat(setting[12:], hGRPC), false, true, false},
+		}},
+		{"grpc whose content type follows a long authorization header passes", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2HeadersAfter("application/grpc", []hpack.HeaderField{
+				{Name: "authorization", Value: "Bearer " + strings.Repeat("eyJhbGciOiJSUzI1NiJ9", 16)}}), false, true, false},
+		}},
+		{"a content type past the searched window decides HTTP/2", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2HeadersAfter("application/grpc", []hpack.HeaderField{
+				{Name: "x-trace", Value: strings.Repeat("0123456789abcdef", 80)}}), false, false, false},
 		}},
 		{"a retransmission over the boundary is walked from it", grpcPort, []step{
 			{syn, 1000, nil, false, true, false},

@@ -34,7 +34,10 @@
 // otherwise than HTTP/2, the flow stays pending past the preface and the
 // client's frames are walked, by sequence number, across a few packets;
 // only the preface and control frames pass before the HEADERS frame
-// decides (DATA first, anything else, or too many packets: HTTP/2).
+// decides (DATA first, anything else, or too many packets: HTTP/2). The
+// content type is looked for in the first 512 bytes of that frame's header
+// block in its packet: one sent after more metadata than that, or in a
+// CONTINUATION frame, names HTTP/2.
 // Where no gRPC rule covers a port, gRPC follows the HTTP/2 rules. The
 // check judges the bytes the server reads first: a payload whose sequence
 // number is not the next to judge (out of order, or forged to be
