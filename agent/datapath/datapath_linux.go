@@ -237,7 +237,7 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 		d.Close()
 		return nil, err
 	}
-	policyMoved, err := d.restoreSetAside(d.mapsByName())
+	policyMoved, err := d.restoreSetAside(d.mapsByName(), specs)
 	if err != nil {
 		d.Close()
 		return nil, err

@@ -28,10 +28,12 @@ import (
 // enforce on, and the new programs get a new map under the old name.
 // Entries move over where the layout allows it: a map whose entries have
 // the same layout (only the capacity or flags changed) is copied entry by
-// entry; the policy map is compiled afresh from the recorded verdicts; the
-// others (counters, fragments, events, or a map whose entries changed
-// shape) start empty, and conntrack entries lost that way are rebuilt from
-// the policy by the next packet of each flow. Only then do the pinned
+// entry; one whose value changed shape (a conntrack entry that gained a
+// field) is converted field by field, by name, from the types the old map
+// was created with; the policy map is compiled afresh from the recorded
+// verdicts; the others (per-CPU counters, events, or a map whose key
+// changed) start empty, and conntrack entries lost that way are rebuilt
+// from the policy by the next packet of each flow. Only then do the pinned
 // links move to the new programs, in one atomic swap per link, and the
 // set-aside maps go with the old programs. An Open cut short finds the
 // set-aside pins on its next run and finishes the migration.
@@ -168,7 +170,8 @@ func writeLayout(pinDir string, specs map[string]*ebpf.MapSpec) error {
 
 // setAside moves the pin of every map whose layout differs from its spec
 // to PinDir/migrate/carry, or to PinDir/migrate/drop when its entries
-// changed shape and cannot be copied, and returns why each moved, by name.
+// changed shape and cannot be copied as they are (they are converted field
+// by field where they can be), and returns why each moved, by name.
 func setAside(pinDir string, specs map[string]*ebpf.MapSpec) (map[string]string, error) {
 	layout, err := readLayout(pinDir)
 	if err != nil {
@@ -250,7 +253,7 @@ func copyable(t ebpf.MapType) bool {
 // of this Open where their layouts match, and reports whether the policy
 // map was among them (it is then compiled afresh by the caller). maps
 // holds this Open's maps by name.
-func (d *Datapath) restoreSetAside(maps map[string]*ebpf.Map) (policyMoved bool, err error) {
+func (d *Datapath) restoreSetAside(maps map[string]*ebpf.Map, specs map[string]*ebpf.MapSpec) (policyMoved bool, err error) {
 	root := filepath.Join(d.cfg.PinDir, migrateDirName)
 	for _, sub := range []string{"drop", "carry"} {
 		dir := filepath.Join(root, sub)
@@ -267,28 +270,148 @@ func (d *Datapath) restoreSetAside(maps map[string]*ebpf.Map) (policyMoved bool,
 			if name == "policy" {
 				policyMoved = true
 			}
-			if dst == nil || sub == "drop" || name == "policy" {
-				d.log.Info("datapath migration: entries not carried over", "map", name, "reshaped", sub == "drop")
+			if dst == nil || name == "policy" {
+				d.log.Info("datapath migration: entries not carried over", "map", name)
 				continue
 			}
 			src, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
 			if err != nil {
 				return policyMoved, fmt.Errorf("open set-aside map %s: %w", name, err)
 			}
-			if !copyable(src.Type()) {
+			if !copyable(src.Type()) || src.Type() != dst.Type() {
 				src.Close()
 				d.log.Info("datapath migration: entries not carried over", "map", name, "type", src.Type())
 				continue
 			}
-			copied, err := copyEntries(src, dst)
+			var n int
+			if sub == "drop" {
+				n, err = convertEntries(src, dst, specs[name])
+			} else {
+				n, err = copyEntries(src, dst)
+			}
 			src.Close()
 			if err != nil {
-				return policyMoved, fmt.Errorf("carry over map %s: %w", name, err)
+				// What could not be carried over starts empty: the
+				// programs rebuild a flow's entry from the policy.
+				d.log.Warn("datapath migration: entries not carried over", "map", name, "err", err)
+				continue
 			}
-			d.log.Info("datapath migration: entries carried over", "map", name, "entries", copied)
+			d.log.Info("datapath migration: entries carried over", "map", name, "entries", n, "converted", sub == "drop")
 		}
 	}
 	return policyMoved, nil
+}
+
+// span is a run of bytes an entry conversion copies.
+type span struct{ from, to, n uint32 }
+
+// convertEntries copies the entries of src, a map of an older layout,
+// into dst, converting each value field by field: a field of the new value
+// takes the bytes of the old field of the same name and size, the others
+// are zero. The old layout is read from the BTF the old map was created
+// with; the key layout must not have changed.
+func convertEntries(src, dst *ebpf.Map, spec *ebpf.MapSpec) (int, error) {
+	if spec == nil || spec.Key == nil || spec.Value == nil {
+		return 0, errors.New("no layout known for the new map")
+	}
+	old, err := mapTypes(src)
+	if err != nil {
+		return 0, err
+	}
+	newKey, newVal := btf.UnderlyingType(spec.Key), btf.UnderlyingType(spec.Value)
+	oldKey, err := old.AnyTypeByName(spec.Key.TypeName())
+	if err != nil || src.KeySize() != dst.KeySize() || layoutOf(oldKey) != layoutOf(newKey) {
+		return 0, fmt.Errorf("key layout changed (%d to %d bytes)", src.KeySize(), dst.KeySize())
+	}
+	oldVal, err := old.AnyTypeByName(spec.Value.TypeName())
+	if err != nil {
+		return 0, fmt.Errorf("old value type %q: %w", spec.Value.TypeName(), err)
+	}
+	plan, err := convertPlan(btf.UnderlyingType(oldVal), newVal)
+	if err != nil {
+		return 0, err
+	}
+	k := make([]byte, src.KeySize())
+	v := make([]byte, src.ValueSize())
+	nv := make([]byte, dst.ValueSize())
+	n := 0
+	it := src.Iterate()
+	for it.Next(&k, &v) {
+		clear(nv)
+		for _, s := range plan {
+			copy(nv[s.to:s.to+s.n], v[s.from:s.from+s.n])
+		}
+		if err := dst.Put(k, nv); err != nil {
+			return n, fmt.Errorf("entry %d: %w", n, err)
+		}
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("iterate: %w", err)
+	}
+	return n, nil
+}
+
+// mapTypes returns the BTF a map was created with.
+func mapTypes(m *ebpf.Map) (*btf.Spec, error) {
+	info, err := m.Info()
+	if err != nil {
+		return nil, fmt.Errorf("map info: %w", err)
+	}
+	id, ok := info.BTFID()
+	if !ok {
+		return nil, errors.New("the old map has no type information")
+	}
+	h, err := btf.NewHandleFromID(id)
+	if err != nil {
+		return nil, fmt.Errorf("old map types: %w", err)
+	}
+	defer h.Close()
+	spec, err := h.Spec(nil)
+	if err != nil {
+		return nil, fmt.Errorf("old map types: %w", err)
+	}
+	return spec, nil
+}
+
+// layoutOf describes a type's layout (see fingerprint).
+func layoutOf(t btf.Type) string {
+	var b strings.Builder
+	writeType(&b, t, 0)
+	return b.String()
+}
+
+// convertPlan maps the fields of struct oldT onto those of struct newT by
+// name and size.
+func convertPlan(oldT, newT btf.Type) ([]span, error) {
+	ost, ok1 := oldT.(*btf.Struct)
+	ns, ok2 := newT.(*btf.Struct)
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("values are not structs (%T, %T)", oldT, newT)
+	}
+	byName := map[string]btf.Member{}
+	for _, m := range ost.Members {
+		if m.Name != "" && m.BitfieldSize == 0 && m.Offset%8 == 0 {
+			byName[m.Name] = m
+		}
+	}
+	var plan []span
+	for _, m := range ns.Members {
+		om, ok := byName[m.Name]
+		if !ok || m.BitfieldSize != 0 || m.Offset%8 != 0 || strings.HasPrefix(m.Name, "pad") {
+			continue
+		}
+		on, err1 := btf.Sizeof(om.Type)
+		nn, err2 := btf.Sizeof(m.Type)
+		if err1 != nil || err2 != nil || on != nn || layoutOf(om.Type) != layoutOf(m.Type) {
+			continue
+		}
+		plan = append(plan, span{from: om.Offset.Bytes(), to: m.Offset.Bytes(), n: uint32(nn)})
+	}
+	if len(plan) == 0 {
+		return nil, errors.New("no field of the old value is in the new one")
+	}
+	return plan, nil
 }
 
 // copyEntries copies every entry of src into dst, of the same type and key

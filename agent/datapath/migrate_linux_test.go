@@ -3,12 +3,14 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/palisade-sec/palisade/agent/bpf"
 )
@@ -271,5 +273,90 @@ func TestPrivilegedFailedOpenLeavesNoNewPins(t *testing.T) {
 	}
 	if want := compileVerdicts(d.st, nil); len(pol) != len(want) || len(pol) == 0 {
 		t.Errorf("policy map holds %d prefixes after the pin was lost, want %d compiled from the verdicts", len(pol), len(want))
+	}
+}
+
+// TestPrivilegedConvertsReshapedEntries pins a conntrack table of an
+// "older release" whose entries lack fields the current one has (40 bytes:
+// no walk, no seq) and checks that Open converts each entry field by field
+// by name: what both layouts have keeps its value, the new fields start at
+// zero.
+func TestPrivilegedConvertsReshapedEntries(t *testing.T) {
+	skipUnlessRoot(t)
+	cfg := testConfig(t)
+	d := openDatapath(t, cfg)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(cfg.PinDir)
+	spec, err := bpf.LoadDatapath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := spec.Maps[bpf.DatapathMapConntrack]
+	cur := btf.UnderlyingType(ct.Value).(*btf.Struct)
+	typeOf := map[string]btf.Type{}
+	for _, m := range cur.Members {
+		typeOf[m.Name] = m.Type
+	}
+	var members []btf.Member
+	off := uint32(0)
+	for _, f := range []struct {
+		name string
+		size uint32
+	}{{"created_ns", 8}, {"seen_ns", 8}, {"generation", 4}, {"rule_id", 4}, {"src_id", 4}, {"dst_id", 4},
+		{"flags", 1}, {"sampled", 1}, {"state", 1}, {"fin", 1}, {"app", 1}, {"mode", 1}, {"pad", 2}} {
+		typ := typeOf[f.name]
+		if f.name == "pad" {
+			typ = typeOf["fin"] // a u8 pair stands for the old u16
+			members = append(members, btf.Member{Name: "pad", Type: typ, Offset: btf.Bits(off * 8)},
+				btf.Member{Name: "pad_hi", Type: typ, Offset: btf.Bits((off + 1) * 8)})
+			off += 2
+			continue
+		}
+		if typ == nil {
+			t.Fatalf("the current ct_entry has no %s", f.name)
+		}
+		members = append(members, btf.Member{Name: f.name, Type: typ, Offset: btf.Bits(off * 8)})
+		off += f.size
+	}
+	old := &btf.Struct{Name: cur.Name, Size: off, Members: members}
+	oldMap, err := ebpf.NewMap(&ebpf.MapSpec{Name: "conntrack", Type: ebpf.LRUHash, KeySize: ct.KeySize, ValueSize: off,
+		MaxEntries: cfg.ConntrackMaxEntries, Key: ct.Key, Value: old})
+	if err != nil {
+		t.Fatalf("create the old conntrack table: %v", err)
+	}
+	defer oldMap.Close()
+	key := bpf.DatapathCtKey{Endpoint: 7, Sport: 40000, Dport: 8080, Proto: 6, Dir: 1}
+	key.Saddr[10], key.Saddr[11], key.Saddr[15] = 0xff, 0xff, 2
+	val := make([]byte, off)
+	binary.LittleEndian.PutUint64(val[0:], 111) // created_ns
+	binary.LittleEndian.PutUint64(val[8:], 222) // seen_ns
+	binary.LittleEndian.PutUint32(val[16:], 3)  // generation
+	binary.LittleEndian.PutUint32(val[20:], 77) // rule_id
+	binary.LittleEndian.PutUint32(val[24:], uint32(idA))
+	binary.LittleEndian.PutUint32(val[28:], uint32(idB))
+	val[32], val[34], val[36], val[37] = 0x40, 3, 1, 2 // flags, state, app, mode
+	if err := oldMap.Put(key, val); err != nil {
+		t.Fatal(err)
+	}
+	pin := filepath.Join(cfg.PinDir, "conntrack")
+	if err := os.Remove(pin); err != nil {
+		t.Fatal(err)
+	}
+	if err := oldMap.Pin(pin); err != nil {
+		t.Fatal(err)
+	}
+
+	d = openDatapath(t, cfg)
+	defer d.Destroy()
+	var got bpf.DatapathCtEntry
+	if err := d.objs.Conntrack.Lookup(key, &got); err != nil {
+		t.Fatalf("the entry was not carried over: %v", err)
+	}
+	want := bpf.DatapathCtEntry{CreatedNs: 111, SeenNs: 222, Generation: 3, RuleId: 77, SrcId: uint32(idA), DstId: uint32(idB),
+		Flags: 0x40, State: 3, App: 1, Mode: 2}
+	if got != want {
+		t.Errorf("converted entry\n got %+v\nwant %+v", got, want)
 	}
 }
