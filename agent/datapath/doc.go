@@ -54,7 +54,8 @@
 // swaps its freshly loaded programs into the pinned links. Only Destroy
 // detaches and unpins. Maps pinned by a release with another map layout
 // (entry shape, capacity, flags) are migrated by Open: set aside, their
-// entries carried over where the shape allows it or the policy compiled
-// afresh from the recorded verdicts, and the links swapped to the new
-// programs only then (migrate_linux.go).
+// entries copied, or converted field by field by name where the value
+// changed shape, or (policy) compiled afresh from the recorded verdicts,
+// and the links swapped to the new programs only then (migrate_linux.go).
+// An Open that fails removes the maps it created and keeps those it found.
 package datapath
