@@ -5,7 +5,8 @@
 // The kernel classifier (agent/bpf/datapath.c) applies the same signatures
 // to the same first 128 bytes, so both name a payload alike. The one place
 // the kernel sees more is gRPC: it walks the client's HTTP/2 frames across
-// packets to the first HEADERS frame, while a sample holds the first
+// packets to the first HEADERS frame and searches up to 512 bytes of its
+// header block, while a sample holds the first 128 bytes of the first
 // packet only (a grpc-go client sends its HEADERS after the preface): here
 // such a flow is HTTP/2, in the kernel gRPC.
 package appdetect
@@ -96,7 +97,7 @@ var grpcHuffman = []byte{0x1d, 0x75, 0xd0, 0x62, 0x0d, 0x26, 0x3d, 0x4c, 0x4d, 0
 // Bounds of the HTTP/2 frame walk, the kernel's (agent/bpf/datapath.c).
 const (
 	h2WalkFrames = 4   // frames walked in one packet
-	grpcWindow   = 128 // header block bytes searched for the content type
+	grpcWindow   = 512 // header block bytes searched for the content type
 )
 
 // isGRPC walks the HTTP/2 frames that follow the client preface as the

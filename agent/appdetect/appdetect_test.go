@@ -175,7 +175,7 @@ func TestDetect(t *testing.T) {
 		{"grpc after too many frames", Sample{Proto: ProtoTCP, Client: h2With(t, "application/grpc", h2Frame(6, make([]byte, 8)), h2Frame(6, make([]byte, 8)), h2Frame(6, make([]byte, 8)), h2Frame(6, make([]byte, 8)))}, HTTP2},
 		{"data before headers", Sample{Proto: ProtoTCP, Client: h2With(t, "application/grpc", h2Frame(0, []byte("application/grpc")))}, HTTP2},
 		{"oversized settings", Sample{Proto: ProtoTCP, Client: h2With(t, "application/grpc", h2Frame(4, make([]byte, 102)))}, HTTP2},
-		{"grpc content type past the window", Sample{Proto: ProtoTCP, Client: h2Frames(t, "application/grpc", "/"+strings.Repeat("~", 130))}, HTTP2},
+		{"grpc content type past the window", Sample{Proto: ProtoTCP, Client: h2Frames(t, "application/grpc", "/"+strings.Repeat("~", 520))}, HTTP2},
 		{"http/0.9 request line", Sample{Proto: ProtoTCP, Client: []byte("GET /index.html\r\n")}, Unknown},
 		{"dns udp", Sample{Proto: ProtoUDP, Client: dnsQuery(t, false)}, DNS},
 		{"dns tcp", Sample{Proto: ProtoTCP, Client: dnsQuery(t, true)}, DNS},
