@@ -3,8 +3,8 @@ package procguard
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -249,13 +249,19 @@ func (p *Policy) SetResolvedFiles(cgroupID uint64, rules []FileRule) {
 	p.resolved[cgroupID] = cloneFiles(keep)
 }
 
-// fileRules returns the file rules of group cgroupID, its own then their
-// resolved forms. The caller holds p.mu.
-func (p *Policy) fileRules(cgroupID uint64, g *group) []FileRule {
-	if len(p.resolved[cgroupID]) == 0 {
-		return g.files
+// fileRules yields the file rules of group cgroupID, its own then their
+// resolved forms, without copying them (CheckFile runs on every watched
+// open). The caller holds p.mu.
+func (p *Policy) fileRules(cgroupID uint64, g *group) iter.Seq[FileRule] {
+	return func(yield func(FileRule) bool) {
+		for _, rules := range [2][]FileRule{g.files, p.resolved[cgroupID]} {
+			for _, r := range rules {
+				if !yield(r) {
+					return
+				}
+			}
+		}
 	}
-	return append(slices.Clip(g.files), p.resolved[cgroupID]...)
 }
 
 // SetFileDevices records the devices (st_dev) of the filesystems a set
@@ -377,7 +383,7 @@ func (p *Policy) CheckFile(cgroupID, dev uint64, path string, change bool) (rule
 	if !p.onDevice(cgroupID, dev) {
 		return FileRule{}, false, g.mode, false
 	}
-	for _, r := range p.fileRules(cgroupID, g) {
+	for r := range p.fileRules(cgroupID, g) {
 		if (change || r.Block) && r.covers(path) {
 			return r, true, g.mode, !change && g.mode == ModeProtect
 		}
@@ -399,7 +405,7 @@ func (p *Policy) FileOwner(dev uint64, path string) (uint64, bool) {
 		if !p.onDevice(id, dev) {
 			continue
 		}
-		for _, r := range p.fileRules(id, g) {
+		for r := range p.fileRules(id, g) {
 			if r.covers(path) && (!found || id < best) {
 				best, found = id, true
 			}
