@@ -63,6 +63,12 @@ func (id FileID) kernelDev() uint32 {
 	return unix.Major(id.Dev)<<20 | unix.Minor(id.Dev)&(1<<20-1)
 }
 
+// kernelFileID is the FileID of a device in the kernel's encoding
+// (kernelDev) and an inode.
+func kernelFileID(dev uint32, ino uint64) FileID {
+	return FileID{Dev: unix.Mkdev(dev>>20, dev&(1<<20-1)), Ino: ino}
+}
+
 // FallbackGroup is what the fallback knows of one guarded cgroup.
 type FallbackGroup struct {
 	CgroupID uint64
@@ -255,7 +261,7 @@ func (f *Fallback) readPinned() error {
 			m = map[FileID]bool{}
 			f.exes[k.CgroupId] = m
 		}
-		m[FileID{Dev: unix.Mkdev(k.Dev>>20, k.Dev&(1<<20-1)), Ino: k.Ino}] = true
+		m[kernelFileID(k.Dev, k.Ino)] = true
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read fallback executables: %w", err)
@@ -568,7 +574,7 @@ func DecodeFallbackRecord(raw []byte) (FallbackRecord, error) {
 		CgroupID:     e.CgroupId,
 		Pid:          e.Pid,
 		UID:          e.Uid,
-		Exe:          FileID{Dev: unix.Mkdev(e.Dev>>20, e.Dev&(1<<20-1)), Ino: e.Ino},
+		Exe:          kernelFileID(e.Dev, e.Ino),
 		Mode:         fallbackMode(uint32(e.Mode)),
 		Killed:       e.Killed != 0,
 		Uncovered:    uint32(e.Mode)&uint32(bpf.ExecguardEgModeEG_REC_UNCOVERED) != 0,

@@ -312,9 +312,12 @@ func TestFileIDKernelDev(t *testing.T) {
 		{259, 1 << 19, 259<<20 | 1<<19},
 	}
 	for _, tc := range tests {
-		id := FileID{Dev: unix.Mkdev(tc.major, tc.minor)}
+		id := FileID{Dev: unix.Mkdev(tc.major, tc.minor), Ino: 42}
 		if got := id.kernelDev(); got != tc.want {
 			t.Errorf("kernelDev(%d:%d) = %#x, want %#x", tc.major, tc.minor, got, tc.want)
+		}
+		if got := kernelFileID(tc.want, 42); got != id {
+			t.Errorf("kernelFileID(%#x, 42) = %+v, want %+v", tc.want, got, id)
 		}
 	}
 }
