@@ -266,15 +266,10 @@ func (a *Agent) runProcesses(ctx context.Context) {
 // be.
 func (a *Agent) markWorkloadRoots(guard *procguard.Guard, cgroups []string, done map[uint64]bool) {
 	for _, cg := range cgroups {
-		b, err := os.ReadFile(filepath.Join(a.cfg.Processes.CgroupRoot, cg, "cgroup.procs"))
-		if err != nil {
+		root, ok := a.procRoot(cg)
+		if !ok {
 			continue
 		}
-		pid, _, _ := strings.Cut(string(b), "\n")
-		if pid == "" {
-			continue
-		}
-		root := "/proc/" + pid + "/root"
 		var st unix.Stat_t
 		if unix.Stat(root, &st) != nil {
 			continue
@@ -738,15 +733,24 @@ func (a *Agent) workloadRoot(cg string) string {
 	if cg == "" {
 		return "/"
 	}
+	if root, ok := a.procRoot(cg); ok {
+		return root
+	}
+	return "/"
+}
+
+// procRoot returns the root directory, /proc/PID/root, of the first
+// process of cgroup cg (a path under the cgroup root), if it has one.
+func (a *Agent) procRoot(cg string) (string, bool) {
 	b, err := os.ReadFile(filepath.Join(a.cfg.Processes.CgroupRoot, cg, "cgroup.procs"))
 	if err != nil {
-		return "/"
+		return "", false
 	}
 	pid, _, _ := strings.Cut(string(b), "\n")
 	if pid == "" {
-		return "/"
+		return "", false
 	}
-	return "/proc/" + pid + "/root"
+	return "/proc/" + pid + "/root", true
 }
 
 // drainFallback reports what the fallback did: a killed exec as a denial,
