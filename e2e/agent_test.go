@@ -26,6 +26,7 @@ import (
 	"github.com/palisade-sec/palisade/policy"
 	"github.com/palisade-sec/palisade/remote/agents"
 	"github.com/palisade-sec/palisade/remote/policyapi"
+	"github.com/palisade-sec/palisade/shared/agentproto"
 )
 
 // shopNet is a set of network namespaces: a node namespace holding the
@@ -618,18 +619,9 @@ func TestAgentCoffeeShop(t *testing.T) {
 	if err := runInCgroup(t, cgOf("orders"), "/bin/sh", "-c", "true"); !errors.Is(err, unix.EPERM) {
 		t.Fatalf("agent restarted, shell in orders: got %v, want EPERM", err)
 	}
-	harness.Eventually(t, 20*time.Second, "process-denied event of the exec fallback", func() error {
-		var evs agents.EventList
-		if err := json.Unmarshal([]byte(mustCLI("event", "list", "-o", "json")), &evs); err != nil {
-			return err
-		}
-		for _, e := range evs.Items {
-			if e.Kind == "process-denied" && e.Action == "deny" && e.Workload == "shop/orders" && e.Path == shell &&
-				strings.Contains(e.Message, "guard was not running") && e.Time.After(agentStopped) {
-				return nil
-			}
-		}
-		return fmt.Errorf("no process-denied event of the exec fallback for %s in shop/orders in %d events", shell, len(evs.Items))
+	waitEvent(t, mustCLI, "process-denied event of the exec fallback for "+shell+" in shop/orders", func(e agentproto.Event) bool {
+		return e.Kind == agentproto.EventExecDenied && e.Action == "deny" && e.Workload == "shop/orders" && e.Path == shell &&
+			strings.Contains(e.Message, "guard was not running") && e.Time.After(agentStopped)
 	})
 	if err := runInCgroup(t, cgOf("orders"), worker, "0"); err != nil {
 		t.Fatalf("agent restarted, learned worker: %v", err)

@@ -340,7 +340,7 @@ func catInCgroup(t *testing.T, dir, cg, file string) (string, error) {
 // waitEvent waits for an event at the controller that match accepts.
 func waitEvent(t *testing.T, cli func(...string) string, what string, match func(agentproto.Event) bool) {
 	t.Helper()
-	harness.Eventually(t, 10*time.Second, what, func() error {
+	harness.Eventually(t, 20*time.Second, what, func() error {
 		var evs agents.EventList
 		if err := json.Unmarshal([]byte(cli("event", "list", "-o", "json")), &evs); err != nil {
 			return err
