@@ -4,6 +4,7 @@ package datapath
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -267,10 +268,10 @@ func (d *Datapath) restoreSetAside(maps map[string]*ebpf.Map, specs map[string]*
 		for _, n := range names {
 			name := n.Name()
 			dst := maps[name]
-			if name == "policy" {
+			if name == bpf.DatapathMapPolicy {
 				policyMoved = true
 			}
-			if dst == nil || name == "policy" {
+			if dst == nil || name == bpf.DatapathMapPolicy {
 				d.log.Info("datapath migration: entries not carried over", "map", name)
 				continue
 			}
@@ -427,7 +428,7 @@ func copyEntries(src, dst *ebpf.Map) (int, error) {
 	n := 0
 	it := src.Iterate()
 	for it.Next(&k, &v) {
-		if src.Type() == ebpf.Array && dst.MaxEntries() <= bytesToIndex(k) {
+		if src.Type() == ebpf.Array && dst.MaxEntries() <= binary.NativeEndian.Uint32(k) {
 			continue
 		}
 		if err := dst.Put(k, v); err != nil {
@@ -439,14 +440,6 @@ func copyEntries(src, dst *ebpf.Map) (int, error) {
 		return n, fmt.Errorf("iterate: %w", err)
 	}
 	return n, nil
-}
-
-// bytesToIndex reads an array map key (a host-order u32).
-func bytesToIndex(k []byte) uint32 {
-	if len(k) < 4 {
-		return 0
-	}
-	return uint32(k[0]) | uint32(k[1])<<8 | uint32(k[2])<<16 | uint32(k[3])<<24
 }
 
 // rewritePolicy compiles the policy map afresh from the verdicts of the
