@@ -1561,7 +1561,7 @@ static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struc
 	int reply = ce->flags & FLAG_REPLY, r, walked = 0;
 	__u32 mode = ce->mode, app, how = 0;
 	__u16 port = reply ? p->sport : p->dport;
-	struct policy_value *pv;
+	struct policy_value *pv = NULL; /* looked up once, where needed */
 	struct eval e = {};
 
 	if (ce->walk && reply) {
@@ -1633,7 +1633,8 @@ static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struc
 			app = APP_NONE;
 		}
 		if (app == APP_HTTP2 && !reply && p->proto == IPPROTO_TCP) {
-			pv = lookup_policy(ce->src_id, ce->dst_id, p->proto, port);
+			if (!pv)
+				pv = lookup_policy(ce->src_id, ce->dst_id, p->proto, port);
 			if (pv && h2_split(pv, p->proto)) {
 				r = h2_walk(skb, p->payload_off, p->payload_len, H2_PREFACE_LEN);
 				if ((r & 0xff) == APP_RETRY)
@@ -1666,7 +1667,9 @@ static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struc
 decided:
 	e.src_id = ce->src_id;
 	e.dst_id = ce->dst_id;
-	decide(lookup_policy(e.src_id, e.dst_id, p->proto, port), p->proto, app, &e);
+	if (!pv)
+		pv = lookup_policy(e.src_id, e.dst_id, p->proto, port);
+	decide(pv, p->proto, app, &e);
 	count_rule(e.rule_id);
 	if (e.action == ACTION_ALLOW) {
 		count(COUNTER_APP_ALLOWED);
