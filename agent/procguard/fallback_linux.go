@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -383,9 +384,9 @@ func (f *Fallback) Set(g FallbackGroup) error {
 		f.exes[g.CgroupID] = have
 	}
 	want := make(map[FileID]bool, len(g.Exes)+len(g.Roots))
-	exes := g.Exes
+	exes := slices.Clip(g.Exes) // the caller's slice is not written
 	for _, dev := range g.Roots {
-		exes = append(exes[:len(exes):len(exes)], FileID{Dev: dev}) // ino 0: a root filesystem's mark
+		exes = append(exes, FileID{Dev: dev}) // ino 0: a root filesystem's mark
 	}
 	for _, id := range exes {
 		want[id] = true
