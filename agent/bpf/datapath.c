@@ -596,8 +596,6 @@ struct eval {
 	__u32 pending; /* admitted until the application is known */
 };
 
-/* decide sets the verdict of pv for a flow of application app
- * (APP_UNCLASSIFIED: not known yet). */
 /* app_mask_of returns the applications pv decides otherwise for protocol
  * proto: any over TCP, DNS over UDP, none over anything else. */
 static __always_inline __u32 app_mask_of(struct policy_value *pv, __u8 proto)
@@ -609,6 +607,8 @@ static __always_inline __u32 app_mask_of(struct policy_value *pv, __u8 proto)
 	return 0;
 }
 
+/* decide sets the verdict of pv for a flow of application app
+ * (APP_UNCLASSIFIED: not known yet). */
 static __always_inline void decide(struct policy_value *pv, __u8 proto, __u32 app, struct eval *e)
 {
 	__u32 mask;
