@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"maps"
 	"slices"
 	"sort"
 )
@@ -178,24 +179,7 @@ func paintSegments(es []VerdictEntry) []segment {
 // overlay combines the segments of the space without application and of
 // each application into segments whose values carry both.
 func overlay(spaces map[App][]segment) []segment {
-	var points []uint32
-	for _, segs := range spaces {
-		for _, s := range segs {
-			points = append(points, s.lo, s.hi+1)
-		}
-	}
-	slices.Sort(points)
-	points = slices.Compact(points)
-	// at returns the decision of segs at port p, advancing *i.
-	at := func(segs []segment, i *int, p uint32) (policyValue, bool) {
-		for *i < len(segs) && segs[*i].hi < p {
-			*i++
-		}
-		if *i < len(segs) && segs[*i].lo <= p {
-			return segs[*i].val, true
-		}
-		return policyValue{}, false
-	}
+	points := boundaries(slices.Collect(maps.Values(spaces))...)
 	apps := make([]App, 0, len(spaces))
 	for app := range spaces {
 		if app != AppNone {
@@ -210,10 +194,10 @@ func overlay(spaces map[App][]segment) []segment {
 	var out []segment
 	for k := 0; k+1 < len(points); k++ {
 		lo, hi := points[k], points[k+1]-1
-		plain, plainOK := at(spaces[AppNone], idx[AppNone], lo)
+		plain, plainOK := valueAt(spaces[AppNone], idx[AppNone], lo)
 		v := policyValue{RuleID: plain.RuleID, Action: plain.Action}
 		for _, app := range apps {
-			d, ok := at(spaces[app], idx[app], lo)
+			d, ok := valueAt(spaces[app], idx[app], lo)
 			if !ok {
 				continue
 			}
@@ -246,36 +230,45 @@ func appendSegment(out []segment, lo, hi uint32, v policyValue) []segment {
 // fallBack returns the segments of primary, with those of fallback where
 // primary covers no port.
 func fallBack(primary, fallback []segment) []segment {
+	points := boundaries(primary, fallback)
+	var out []segment
+	i, j := 0, 0
+	for k := 0; k+1 < len(points); k++ {
+		lo, hi := points[k], points[k+1]-1
+		v, ok := valueAt(primary, &i, lo)
+		if !ok {
+			v, ok = valueAt(fallback, &j, lo)
+		}
+		if ok {
+			out = appendSegment(out, lo, hi, v)
+		}
+	}
+	return out
+}
+
+// boundaries returns, sorted and once each, the first port of every
+// segment of spaces and the port after its last.
+func boundaries(spaces ...[]segment) []uint32 {
 	var points []uint32
-	for _, segs := range [][]segment{primary, fallback} {
+	for _, segs := range spaces {
 		for _, s := range segs {
 			points = append(points, s.lo, s.hi+1)
 		}
 	}
 	slices.Sort(points)
-	points = slices.Compact(points)
-	var out []segment
-	i, j := 0, 0
-	for k := 0; k+1 < len(points); k++ {
-		lo, hi := points[k], points[k+1]-1
-		for i < len(primary) && primary[i].hi < lo {
-			i++
-		}
-		for j < len(fallback) && fallback[j].hi < lo {
-			j++
-		}
-		var v policyValue
-		switch {
-		case i < len(primary) && primary[i].lo <= lo:
-			v = primary[i].val
-		case j < len(fallback) && fallback[j].lo <= lo:
-			v = fallback[j].val
-		default:
-			continue
-		}
-		out = appendSegment(out, lo, hi, v)
+	return slices.Compact(points)
+}
+
+// valueAt returns the value of segs at port p, advancing *i past the
+// segments that end before p (p grows from call to call).
+func valueAt(segs []segment, i *int, p uint32) (policyValue, bool) {
+	for *i < len(segs) && segs[*i].hi < p {
+		*i++
 	}
-	return out
+	if *i < len(segs) && segs[*i].lo <= p {
+		return segs[*i].val, true
+	}
+	return policyValue{}, false
 }
 
 // emitSegments adds the port prefixes of segs to out.
