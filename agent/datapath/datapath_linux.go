@@ -228,37 +228,39 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 		unpinNew(cfg.PinDir, specs, pinned)
 		return nil, fmt.Errorf("load datapath programs: %w", err)
 	}
+	// fail undoes an Open cut short before the links move: the handles
+	// close and the maps this Open created lose their pins, so the next
+	// Open creates (and fills) them again.
+	fail := func(err error) (*Datapath, error) {
+		d.Close()
+		unpinNew(cfg.PinDir, specs, pinned)
+		return nil, err
+	}
 	d.verdicts, err = ebpf.NewMapWithOptions(verdictsSpec, ebpf.MapOptions{PinPath: cfg.PinDir})
 	if err != nil {
-		d.objs.Close()
-		return nil, fmt.Errorf("open verdicts map: %w", err)
+		return fail(fmt.Errorf("open verdicts map: %w", err))
 	}
 	if err := writeLayout(cfg.PinDir, specs); err != nil {
-		d.Close()
-		return nil, err
+		return fail(err)
 	}
 	policyMoved, err := d.restoreSetAside(d.mapsByName(), specs)
 	if err != nil {
-		d.Close()
-		return nil, err
+		return fail(err)
 	}
 	// A policy map created by this Open beside recorded verdicts (its pin
 	// was lost) is compiled from them too.
 	policyMoved = policyMoved || !pinned[bpf.DatapathMapPolicy]
 	if err := d.readState(); err != nil {
-		d.Close()
-		return nil, fmt.Errorf("read pinned policy: %w", err)
+		return fail(fmt.Errorf("read pinned policy: %w", err))
 	}
 	if policyMoved {
 		if err := d.rewritePolicy(); err != nil {
-			d.Close()
-			return nil, err
+			return fail(err)
 		}
 	}
 	// The timeouts of this configuration apply from now on.
 	if err := d.writeConfig(d.gen, d.dirty); err != nil {
-		d.Close()
-		return nil, err
+		return fail(err)
 	}
 	if err := d.relink(); err != nil {
 		d.Close()

@@ -276,6 +276,48 @@ func TestPrivilegedFailedOpenLeavesNoNewPins(t *testing.T) {
 	}
 }
 
+// TestPrivilegedFailedMigrationLeavesNoNewPins fails an Open after its
+// programs loaded (a set-aside conntrack pin that is no map) and checks
+// that the policy map it created beside the recorded verdicts lost its pin,
+// so that the next Open compiles it from them.
+func TestPrivilegedFailedMigrationLeavesNoNewPins(t *testing.T) {
+	skipUnlessRoot(t)
+	cfg := testConfig(t)
+	d := openDatapath(t, cfg)
+	if err := d.ApplyTable(baseTable(ModeProtect)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(cfg.PinDir)
+	if err := os.Remove(filepath.Join(cfg.PinDir, bpf.DatapathMapPolicy)); err != nil {
+		t.Fatal(err)
+	}
+	bogus := filepath.Join(cfg.PinDir, migrateDirName, "carry", bpf.DatapathMapConntrack)
+	if err := os.MkdirAll(bogus, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(cfg, quietLogger()); err == nil {
+		t.Fatalf("open with a set-aside conntrack pin that is a directory: no error")
+	}
+	if _, err := os.Lstat(filepath.Join(cfg.PinDir, bpf.DatapathMapPolicy)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the failed open left the policy map it created pinned: %v", err)
+	}
+	if err := os.Remove(bogus); err != nil {
+		t.Fatal(err)
+	}
+	d = openDatapath(t, cfg)
+	defer d.Destroy()
+	pol, err := d.readPolicy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := compileVerdicts(d.st, nil); len(pol) != len(want) || len(pol) == 0 {
+		t.Errorf("policy map holds %d prefixes after the failed open, want %d compiled from the verdicts", len(pol), len(want))
+	}
+}
+
 // TestPrivilegedConvertsReshapedEntries pins a conntrack table of an
 // "older release" whose entries lack fields the current one has (40 bytes:
 // no walk, no seq) and checks that Open converts each entry field by field
