@@ -1297,7 +1297,7 @@ struct {
 #define CLS_MIDSTREAM 0x2 /* the flow was met past its opening */
 #define CLS_UDP 0x4
 
-/* classify_payload names the application of a flow from its first payload
+/* classify_in names the application of a flow from its first payload
  * packet (len bytes at off), in the order of agent/appdetect's Detect. A
  * flow met mid-stream (entries lost) is past its opening: any TLS record
  * names TLS. APP_WAIT: an HTTP/2 server's SETTINGS, sent before the
@@ -1353,6 +1353,8 @@ static __always_inline int classify_in(struct __sk_buff *skb, struct cls *c, __u
 	return APP_NONE;
 }
 
+/* classify_payload runs classify_in on this CPU's scratch; APP_RETRY when
+ * it is busy. */
 __attribute__((noinline)) int classify_payload(struct __sk_buff *skb, __u32 off, __u32 len, __u32 how)
 {
 	struct scratch *s;
@@ -1471,6 +1473,8 @@ static __always_inline int h2_walk_in(struct __sk_buff *skb, struct grpc_search 
 	return pos >= len ? (int)((pos << 8) | H2_MORE) : APP_HTTP2;
 }
 
+/* h2_walk runs h2_walk_in on this CPU's scratch; APP_RETRY when it is
+ * busy. */
 __attribute__((noinline)) int h2_walk(struct __sk_buff *skb, __u32 off, __u32 len, __u32 start)
 {
 	struct scratch *s;
