@@ -527,3 +527,22 @@ func catIn(pid, cgfd int, file string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// TestPrivilegedProcRootSkipsNodeRoot checks that a workload's root is
+// taken from a process with a root of its own, not from one still on the
+// node's root listed first (a runtime's start-up process).
+func TestPrivilegedProcRootSkipsNodeRoot(t *testing.T) {
+	root := needContainerRoots(t)
+	_, cgfd := testCgroup(t, root, fmt.Sprintf("/palisade-node-procroot-%d", os.Getpid()))
+	pid := startInRoot(t, testRoot(t, "shop/orders"), cgfd)
+	a := testAgent()
+	a.cfg.Processes.CgroupRoot = t.TempDir()
+	fakeCgroup(t, a.cfg.Processes.CgroupRoot, "pod", os.Getpid(), pid)
+	if got, ok := a.procRoot("pod"); !ok || got != fmt.Sprintf("/proc/%d/root", pid) {
+		t.Errorf("procRoot = %q, %v; want the root of %d, not of %d on the node's root", got, ok, pid, os.Getpid())
+	}
+	fakeCgroup(t, a.cfg.Processes.CgroupRoot, "host", os.Getpid())
+	if got, ok := a.procRoot("host"); !ok || got != fmt.Sprintf("/proc/%d/root", os.Getpid()) {
+		t.Errorf("procRoot of a workload on the node's root = %q, %v", got, ok)
+	}
+}

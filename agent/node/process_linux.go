@@ -739,9 +739,14 @@ func (a *Agent) workloadRoot(cg string) string {
 	return "/"
 }
 
-// procRoot returns the root directory, /proc/PID/root, of the first
-// process of cgroup cg (a path under the cgroup root), if it has one.
+// procRoot returns the root directory, /proc/PID/root, of a process of
+// cgroup cg (a path under the cgroup root), if it has one: one with a root
+// of its own (workloadRoots) when there is, past a runtime's start-up
+// process still on the node's root, else its first process.
 func (a *Agent) procRoot(cg string) (string, bool) {
+	if roots := workloadRoots(filepath.Join(a.cfg.Processes.CgroupRoot, cg), false); len(roots) > 0 {
+		return roots[0], true
+	}
 	b, err := os.ReadFile(filepath.Join(a.cfg.Processes.CgroupRoot, cg, "cgroup.procs"))
 	if err != nil {
 		return "", false
