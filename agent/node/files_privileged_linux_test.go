@@ -37,24 +37,7 @@ func TestPrivilegedFileRules(t *testing.T) {
 	if err := checkCgroupRoot(root); err != nil {
 		t.Skipf("no cgroup v2: %v", err)
 	}
-	rel := fmt.Sprintf("/palisade-node-test-%d", os.Getpid())
-	if err := os.Mkdir(filepath.Join(root, rel), 0o755); err != nil {
-		t.Fatalf("create cgroup: %v", err)
-	}
-	cgfd, err := unix.Open(filepath.Join(root, rel), unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatalf("open cgroup: %v", err)
-	}
-	t.Cleanup(func() {
-		unix.Close(cgfd)
-		for i := 0; i < 50; i++ {
-			if err := os.Remove(filepath.Join(root, rel)); err == nil || errors.Is(err, os.ErrNotExist) {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		t.Errorf("cgroup %s not removed", rel)
-	})
+	rel, cgfd := testCgroup(t, root, fmt.Sprintf("/palisade-node-test-%d", os.Getpid()))
 	mnt := t.TempDir()
 	if err := unix.Mount("tmpfs", mnt, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m,mode=0755"); err != nil {
 		t.Skipf("mount tmpfs: %v", err)
