@@ -102,13 +102,7 @@ func TestPrivilegedMigratesPinnedMaps(t *testing.T) {
 	if !sameFlows(ctBefore, ctAfter) {
 		t.Errorf("conntrack entries not carried over:\nbefore %+v\nafter  %+v", ctBefore, ctAfter)
 	}
-	pol, err := d.readPolicy()
-	if err != nil {
-		t.Fatalf("read policy: %v", err)
-	}
-	if want := compileVerdicts(d.st, nil); len(pol) != len(want) || len(pol) == 0 {
-		t.Errorf("policy map holds %d prefixes, want %d", len(pol), len(want))
-	}
+	checkPolicyCompiled(t, d)
 	if err := roundTrip(c, "after"); err != nil {
 		t.Errorf("established connection dropped by the migration: %v", err)
 	}
@@ -227,14 +221,7 @@ func TestPrivilegedLayoutRecord(t *testing.T) {
 func TestPrivilegedFailedOpenLeavesNoNewPins(t *testing.T) {
 	skipUnlessRoot(t)
 	cfg := testConfig(t)
-	d := openDatapath(t, cfg)
-	if err := d.ApplyTable(baseTable(ModeProtect)); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(cfg.PinDir)
+	closedWithTable(t, cfg)
 	// The config and policy pins are lost (the failed Open creates them
 	// anew), the conntrack table differs (set aside), the others are
 	// reused.
@@ -262,18 +249,12 @@ func TestPrivilegedFailedOpenLeavesNoNewPins(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(cfg.PinDir, migrateDirName, "carry", "conntrack")); err != nil {
 		t.Errorf("the failed open lost the conntrack table it found: %v", err)
 	}
-	d = openDatapath(t, cfg)
+	d := openDatapath(t, cfg)
 	defer d.Destroy()
 	if got := d.Table(); len(got.Verdicts) != 4 {
 		t.Errorf("table after the failed open: %+v", got)
 	}
-	pol, err := d.readPolicy()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := compileVerdicts(d.st, nil); len(pol) != len(want) || len(pol) == 0 {
-		t.Errorf("policy map holds %d prefixes after the pin was lost, want %d compiled from the verdicts", len(pol), len(want))
-	}
+	checkPolicyCompiled(t, d)
 }
 
 // TestPrivilegedFailedMigrationLeavesNoNewPins fails an Open after its
@@ -283,14 +264,7 @@ func TestPrivilegedFailedOpenLeavesNoNewPins(t *testing.T) {
 func TestPrivilegedFailedMigrationLeavesNoNewPins(t *testing.T) {
 	skipUnlessRoot(t)
 	cfg := testConfig(t)
-	d := openDatapath(t, cfg)
-	if err := d.ApplyTable(baseTable(ModeProtect)); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(cfg.PinDir)
+	closedWithTable(t, cfg)
 	if err := os.Remove(filepath.Join(cfg.PinDir, bpf.DatapathMapPolicy)); err != nil {
 		t.Fatal(err)
 	}
@@ -307,15 +281,9 @@ func TestPrivilegedFailedMigrationLeavesNoNewPins(t *testing.T) {
 	if err := os.Remove(bogus); err != nil {
 		t.Fatal(err)
 	}
-	d = openDatapath(t, cfg)
+	d := openDatapath(t, cfg)
 	defer d.Destroy()
-	pol, err := d.readPolicy()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := compileVerdicts(d.st, nil); len(pol) != len(want) || len(pol) == 0 {
-		t.Errorf("policy map holds %d prefixes after the failed open, want %d compiled from the verdicts", len(pol), len(want))
-	}
+	checkPolicyCompiled(t, d)
 }
 
 // TestPrivilegedConvertsReshapedEntries pins a conntrack table of an
@@ -400,5 +368,32 @@ func TestPrivilegedConvertsReshapedEntries(t *testing.T) {
 		Flags: 0x40, State: 3, App: 1, Mode: 2}
 	if got != want {
 		t.Errorf("converted entry\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// checkPolicyCompiled checks that d's policy map holds what its recorded
+// verdicts compile to (and something).
+func checkPolicyCompiled(t *testing.T, d *Datapath) {
+	t.Helper()
+	pol, err := d.readPolicy()
+	if err != nil {
+		t.Fatalf("read policy: %v", err)
+	}
+	if want := compileVerdicts(d.st, nil); len(pol) != len(want) || len(pol) == 0 {
+		t.Errorf("policy map holds %d prefixes, want the %d the recorded verdicts compile to", len(pol), len(want))
+	}
+}
+
+// closedWithTable opens a datapath on cfg, applies the base table in
+// Protect and closes it: its maps stay pinned, removed when the test ends.
+func closedWithTable(t *testing.T, cfg Config) {
+	t.Helper()
+	d := openDatapath(t, cfg)
+	t.Cleanup(func() { os.RemoveAll(cfg.PinDir) })
+	if err := d.ApplyTable(baseTable(ModeProtect)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
