@@ -470,11 +470,62 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, __u32 
 	return PARSE_OK;
 }
 
+/* parse_ipv4_direct reads the common case, an unfragmented IPv4 packet
+ * without options carrying TCP or UDP whose headers lie in the linear part
+ * of the buffer, straight from the packet. It returns PARSE_NON_IP for
+ * anything else, which parse_ipv4 then reads with bpf_skb_load_bytes. */
+static __always_inline int parse_ipv4_direct(struct __sk_buff *skb, __u32 off, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u8 *h = data + off;
+	__u8 *l4 = h + 20;
+	__u32 tot, l4len = 8;
+
+	if ((void *)(l4 + 20) > data_end)
+		return PARSE_NON_IP;
+	if (h[0] != 0x45 || (h[6] & 0x3f) || h[7])
+		return PARSE_NON_IP;
+	if (h[9] != IPPROTO_TCP && h[9] != IPPROTO_UDP)
+		return PARSE_NON_IP;
+	/* From here on, what parse_ipv4 and parse_l4 would do, in their order:
+	 * a malformed packet reports the same fields either way. */
+	tot = ((__u32)h[2] << 8) | h[3];
+	if (tot < 20)
+		return PARSE_MALFORMED;
+	p->family = 4;
+	p->proto = h[9];
+	p->saddr[10] = 0xff;
+	p->saddr[11] = 0xff;
+	__builtin_memcpy(&p->saddr[12], &h[12], 4);
+	p->daddr[10] = 0xff;
+	p->daddr[11] = 0xff;
+	__builtin_memcpy(&p->daddr[12], &h[16], 4);
+	p->sport = ((__u16)l4[0] << 8) | l4[1];
+	p->dport = ((__u16)l4[2] << 8) | l4[3];
+	if (h[9] == IPPROTO_TCP) {
+		p->tcp_flags = l4[13];
+		p->seq = ((__u32)l4[4] << 24) | ((__u32)l4[5] << 16) | ((__u32)l4[6] << 8) | l4[7];
+		l4len = (l4[12] >> 4) * 4;
+		if (l4len < 20)
+			return PARSE_MALFORMED;
+	}
+	if (tot > 20 + l4len) {
+		p->payload_off = off + 20 + l4len;
+		p->payload_len = tot - 20 - l4len;
+	}
+	return PARSE_OK;
+}
+
 static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct pkt *p)
 {
 	__u8 h[20];
 	__u32 ihl, tot, fo;
+	int rc;
 
+	rc = parse_ipv4_direct(skb, off, p);
+	if (rc != PARSE_NON_IP)
+		return rc;
 	if (bpf_skb_load_bytes(skb, off, h, 20))
 		return PARSE_MALFORMED;
 	if ((h[0] >> 4) != 4)
