@@ -74,7 +74,7 @@ else
 fi
 
 section "Agent datapath: per-packet program cost and traffic ratios" \
-  "Program run time per packet at 10 and 100,000 rules (flat is the goal), and TCP request/response and bulk throughput with no program, 10 rules and 100,000 rules, as ratios to the no-program baseline of the same run (ratio/* lines), and the datapath process's CPU and resident memory at rest (agent/BENCH.md). Needs root." \
+  "Program run time per packet at 10 and 100,000 rules (flat is the goal), and TCP request/response and bulk throughput with no program, 10 rules and 100,000 rules, as ratios to the no-program baseline of the same run (ratio/* lines; paired/* lines: request/response in paired samples, with paired/empty a program that returns at once on the same hooks, the floor any program there starts from), and the datapath process's CPU and resident memory at rest (agent/BENCH.md). Needs root." \
   go test -run '^$' -bench BenchmarkPrivileged -benchtime 1s ./agent/datapath/
 
 section "Agent datapath: compiling 100,000 verdicts" \

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/palisade-sec/palisade/agent/bpf"
@@ -108,7 +110,9 @@ func mapMemory() uint64 {
 // round: drift and the bursts of other work on a shared machine hit the
 // configurations they are compared with, not a baseline measured seconds
 // earlier. Request/response is measured first a second way as well,
-// finer: pairedRR.
+// finer: pairedRR, which also measures a program that returns at once on
+// the same four hooks (`empty`): the share of the hooks themselves, below
+// which no program attached there can go.
 //
 //	go test -run '^$' -bench BenchmarkPrivilegedDatapath -benchtime 3s ./agent/datapath/
 func BenchmarkPrivilegedDatapath(b *testing.B) {
@@ -143,6 +147,15 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 		}
 		paths[c.name] = d
 	}
+	// empty is a program that returns at once, attached where the
+	// datapath's programs go: what the hooks cost by themselves.
+	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}}) // TCX_NEXT
+	if err != nil {
+		b.Fatalf("load empty program: %v", err)
+	}
+	defer empty.Close()
+	var emptyLinks []link.Link
 	attached := ""
 	use := func(name string) {
 		if name == attached {
@@ -152,6 +165,23 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 			if d := paths[attached]; d != nil {
 				if err := errors.Join(d.DetachInterface(n.raIf), d.DetachInterface(n.rbIf)); err != nil {
 					b.Fatalf("detach: %v", err)
+				}
+			}
+			for _, l := range emptyLinks {
+				if err := l.Close(); err != nil {
+					b.Fatalf("detach empty program: %v", err)
+				}
+			}
+			emptyLinks = nil
+			if name == "empty" {
+				for _, ifindex := range []int{n.raIf, n.rbIf} {
+					for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+						l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: empty, Attach: at})
+						if err != nil {
+							b.Fatalf("attach empty program: %v", err)
+						}
+						emptyLinks = append(emptyLinks, l)
+					}
 				}
 			}
 			if d := paths[name]; d != nil {
@@ -166,7 +196,7 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 		attached = name
 	}
 
-	pairedRR(b, n, configs[0].name, []string{configs[1].name, configs[2].name}, use)
+	pairedRR(b, n, configs[0].name, []string{"empty", configs[1].name, configs[2].name}, use)
 
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
