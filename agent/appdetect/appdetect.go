@@ -5,10 +5,14 @@
 // The kernel classifier (agent/bpf/datapath.c) applies the same signatures
 // to the same first 128 bytes, so both name a payload alike. The one place
 // the kernel sees more is gRPC: it walks the client's HTTP/2 frames across
-// packets to the first HEADERS frame and searches up to 512 bytes of its
-// header block, while a sample holds the first 128 bytes of the first
+// packets to the first HEADERS frame and reads its header block as HPACK
+// field representations up to the first content-type field, as far as the
+// packet goes, while a sample holds the first 128 bytes of the first
 // packet only (a grpc-go client sends its HEADERS after the preface): here
-// such a flow is HTTP/2, in the kernel gRPC.
+// such a flow is HTTP/2, in the kernel gRPC. A header block that cannot be
+// decided from the bytes at hand (it goes on past them or in CONTINUATION
+// frames before a content-type, names a field of the dynamic table, or is
+// malformed) names no application, in both.
 package appdetect
 
 import (
@@ -66,10 +70,7 @@ func Detect(s Sample) Protocol {
 	case isTLS(c, 1) || isTLS(sv, 2):
 		return TLS
 	case bytes.HasPrefix(c, []byte(http2Preface)):
-		if isGRPC(c[len(http2Preface):]) {
-			return GRPC
-		}
-		return HTTP2
+		return h2App(c[len(http2Preface):])
 	case isHTTPRequest(c) || bytes.HasPrefix(sv, []byte("HTTP/1.")):
 		return HTTP
 	case isPostgres(c):
@@ -90,57 +91,218 @@ func Detect(s Sample) Protocol {
 
 const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-// grpcHuffman is the HPACK Huffman coding of "application/grpc" up to its
-// last whole byte: a content-type value starting with it is gRPC.
-var grpcHuffman = []byte{0x1d, 0x75, 0xd0, 0x62, 0x0d, 0x26, 0x3d, 0x4c, 0x4d, 0x65}
+// HPACK signatures of the content-type field: its static table index, its
+// name Huffman coded, and the gRPC content type Huffman coded. The code of
+// "application/grpc" ends on a byte boundary, so a coded value starting
+// with it starts with grpcHuffman.
+const hpackContentType = 31
 
-// Bounds of the HTTP/2 frame walk, the kernel's (agent/bpf/datapath.c).
-const (
-	h2WalkFrames = 4   // frames walked in one packet
-	grpcWindow   = 512 // header block bytes searched for the content type
+var (
+	contentTypeHuffman = []byte{0x21, 0xea, 0x49, 0x6a, 0x4a, 0xc9, 0xf5, 0x59, 0x7f}
+	grpcHuffman        = []byte{0x1d, 0x75, 0xd0, 0x62, 0x0d, 0x26, 0x3d, 0x4c, 0x4d, 0x65, 0x64}
 )
 
-// isGRPC walks the HTTP/2 frames that follow the client preface as the
+// Bounds of the HTTP/2 frame walk and the HPACK walk, the kernel's
+// (agent/bpf/datapath.c).
+const (
+	h2WalkFrames = 4  // frames walked in one packet
+	hpackFields  = 64 // field representations walked in one packet
+	hpackIntMore = 4  // continuation bytes of an integer; more is malformed
+	hpackStatic  = 62 // first index of the dynamic table
+)
+
+// HEADERS frame flags.
+const (
+	h2EndHeaders = 0x4
+	h2Padded     = 0x8
+	h2Priority   = 0x20
+)
+
+// h2App walks the HTTP/2 frames that follow the client preface as the
 // kernel does: control frames of their lawful sizes (SETTINGS,
 // WINDOW_UPDATE, PING, PRIORITY) are skipped, and the first HEADERS frame
-// is gRPC when the first grpcWindow bytes of its header block (as far as
-// the sample goes) hold the gRPC content type, literal or Huffman coded.
-// Anything else first, a frame header cut by the end of the sample, or
-// more than h2WalkFrames frames is not gRPC.
-func isGRPC(frames []byte) bool {
+// decides (headersApp). Anything else first, a frame header cut by the end
+// of the sample, or more than h2WalkFrames frames is HTTP/2.
+func h2App(frames []byte) Protocol {
 	pos := 0
 	for range h2WalkFrames {
-		if pos+9 > len(frames) {
-			return false
+		if pos+9 > len(frames) || pos > 0xffff {
+			return HTTP2
 		}
 		n := int(frames[pos])<<16 | int(frames[pos+1])<<8 | int(frames[pos+2])
 		switch frames[pos+3] {
 		case 0x4: // SETTINGS
 			if n%6 != 0 || n > 96 {
-				return false
+				return HTTP2
 			}
 		case 0x8: // WINDOW_UPDATE
 			if n != 4 {
-				return false
+				return HTTP2
 			}
 		case 0x6: // PING
 			if n != 8 {
-				return false
+				return HTTP2
 			}
 		case 0x2: // PRIORITY
 			if n != 5 {
-				return false
+				return HTTP2
 			}
 		case 0x1: // HEADERS
-			block := frames[pos+9:]
-			block = block[:min(len(block), n, grpcWindow)]
-			return bytes.Contains(block, []byte("application/grpc")) || bytes.Contains(block, grpcHuffman)
+			return headersApp(frames, pos, n, frames[pos+4])
 		default:
-			return false
+			return HTTP2
 		}
 		pos += 9 + n
 	}
-	return false
+	return HTTP2
+}
+
+// headersApp names the application of the HEADERS frame at pos of frames
+// (n bytes of payload, flags given) from its header block (padding and
+// priority fields are not the block): the first content-type field names
+// gRPC when its value starts with application/grpc and HTTP/2 otherwise,
+// and a whole block (END_HEADERS) without one is HTTP/2. Unknown when it
+// cannot be decided from these bytes: the block goes on past them or in
+// CONTINUATION frames before a content-type, a field names the dynamic
+// table, there are more than hpackFields fields, or the frame or a
+// representation is malformed.
+func headersApp(frames []byte, pos, n int, flags byte) Protocol {
+	p, lead, pad := pos+9, 0, 0
+	if flags&h2Padded != 0 {
+		if p >= len(frames) {
+			return Unknown
+		}
+		pad, lead = int(frames[p]), 1
+	}
+	if flags&h2Priority != 0 {
+		lead += 5
+	}
+	if lead+pad > n {
+		return Unknown
+	}
+	bend := p + n - pad
+	h := hpackReader{b: frames[:min(bend, len(frames))], pos: p + lead}
+	for range hpackFields {
+		if h.pos >= len(h.b) {
+			break
+		}
+		if app, done := h.field(); done {
+			return app
+		}
+	}
+	if h.pos >= len(h.b) && bend <= len(frames) && flags&h2EndHeaders != 0 {
+		return HTTP2
+	}
+	return Unknown
+}
+
+// hpackReader reads HPACK field representations (RFC 7541 section 6) from
+// b at pos.
+type hpackReader struct {
+	b   []byte
+	pos int
+}
+
+// next reads the next byte; false past the end.
+func (h *hpackReader) next() (byte, bool) {
+	if h.pos >= len(h.b) {
+		return 0, false
+	}
+	h.pos++
+	return h.b[h.pos-1], true
+}
+
+// integer reads an integer whose prefix (mask) is in first; false when it
+// runs past the end or has more than hpackIntMore continuation bytes.
+func (h *hpackReader) integer(first byte, mask int) (int, bool) {
+	v := int(first) & mask
+	if v < mask {
+		return v, true
+	}
+	for k := range hpackIntMore {
+		b, ok := h.next()
+		if !ok {
+			return 0, false
+		}
+		v += int(b&0x7f) << (7 * k)
+		if b&0x80 == 0 {
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+// str reads a string's length and returns the string and whether it is
+// Huffman coded; false when it runs past the end.
+func (h *hpackReader) str() ([]byte, bool, bool) {
+	x, ok := h.next()
+	if !ok {
+		return nil, false, false
+	}
+	n, ok := h.integer(x, 0x7f)
+	if !ok || n > len(h.b)-h.pos {
+		return nil, false, false
+	}
+	s := h.b[h.pos : h.pos+n]
+	h.pos += n
+	return s, x&0x80 != 0, true
+}
+
+// field reads one field representation; done when it decides (app, which
+// is Unknown when the field is malformed or names the dynamic table).
+func (h *hpackReader) field() (app Protocol, done bool) {
+	x, ok := h.next()
+	if !ok {
+		return Unknown, true
+	}
+	if x&0x80 != 0 {
+		// Indexed field: content-type from the static table has an
+		// empty value.
+		i, ok := h.integer(x, 0x7f)
+		switch {
+		case !ok || i == 0 || i >= hpackStatic:
+			return Unknown, true
+		case i == hpackContentType:
+			return HTTP2, true
+		}
+		return Unknown, false
+	}
+	if x&0xe0 == 0x20 {
+		// Dynamic table size update.
+		if _, ok := h.integer(x, 0x1f); !ok {
+			return Unknown, true
+		}
+		return Unknown, false
+	}
+	// Literal field, with incremental indexing (01), without indexing
+	// (0000) or never indexed (0001).
+	mask := 0x0f
+	if x&0x40 != 0 {
+		mask = 0x3f
+	}
+	i, ok := h.integer(x, mask)
+	if !ok || i >= hpackStatic {
+		return Unknown, true
+	}
+	ct := i == hpackContentType
+	if i == 0 {
+		name, huff, ok := h.str()
+		if !ok {
+			return Unknown, true
+		}
+		ct = (huff && bytes.Equal(name, contentTypeHuffman)) || (!huff && string(name) == "content-type")
+	}
+	value, huff, ok := h.str()
+	if !ok {
+		return Unknown, true
+	}
+	if !ct {
+		return Unknown, false
+	}
+	if (huff && bytes.HasPrefix(value, grpcHuffman)) || (!huff && bytes.HasPrefix(value, []byte("application/grpc"))) {
+		return GRPC, true
+	}
+	return HTTP2, true
 }
 
 var httpMethods = [][]byte{

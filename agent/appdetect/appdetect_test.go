@@ -130,6 +130,24 @@ func h2With(t testing.TB, contentType string, extra ...[]byte) []byte {
 	return h2Frames(t, contentType, "/pkg.Service/Method", extra...)
 }
 
+// h2Block is the preface, then a HEADERS frame of stream 1 with the flags
+// and payload given (a header block built by hand); not clipped.
+func h2Block(flags byte, payload string) []byte {
+	n := len(payload)
+	out := append([]byte(http2Preface), byte(n>>16), byte(n>>8), byte(n), 1, flags, 0, 0, 0, 1)
+	return append(out, payload...)
+}
+
+// Hand-built header block pieces (RFC 7541 section 6).
+const (
+	hpPost       = "\x83"                                     // indexed :method POST
+	hpPath       = "\x44\x0c/pkg.Svc/Get"                     // :path, incremental indexing, raw value
+	hpGRPC       = "\x5f\x10application/grpc"                 // content-type (static name, incremental indexing), raw value
+	hpJSON       = "\x5f\x10application/json"                 // content-type application/json
+	hpNoteGRPC   = "\x00\x06x-note\x10application/grpc"       // literal name x-note, without indexing
+	hpContentRaw = "\x00\x0ccontent-type\x10application/grpc" // literal name content-type
+)
+
 func unhex(t testing.TB, s string) []byte {
 	t.Helper()
 	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
@@ -175,7 +193,39 @@ func TestDetect(t *testing.T) {
 		{"grpc after too many frames", Sample{Proto: ProtoTCP, Client: h2With(t, "application/grpc", h2Frame(6, make([]byte, 8)), h2Frame(6, make([]byte, 8)), h2Frame(6, make([]byte, 8)), h2Frame(6, make([]byte, 8)))}, HTTP2},
 		{"data before headers", Sample{Proto: ProtoTCP, Client: h2With(t, "application/grpc", h2Frame(0, []byte("application/grpc")))}, HTTP2},
 		{"oversized settings", Sample{Proto: ProtoTCP, Client: h2With(t, "application/grpc", h2Frame(4, make([]byte, 102)))}, HTTP2},
-		{"grpc content type past the window", Sample{Proto: ProtoTCP, Client: h2Frames(t, "application/grpc", "/"+strings.Repeat("~", 520))}, HTTP2},
+		{"grpc content type after a long path", Sample{Proto: ProtoTCP, Client: h2Frames(t, "application/grpc", "/"+strings.Repeat("~", 700))}, GRPC},
+		{"grpc content type after a long header", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x00\x07x-trace\x7f\xdc\x03"+strings.Repeat("a", 603)+hpGRPC)}, GRPC},
+		{"grpc content type in :path of json", Sample{Proto: ProtoTCP, Client: h2Frames(t, "application/json", "/application/grpc")}, HTTP2},
+		{"grpc content type in another header", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpNoteGRPC+hpJSON)}, HTTP2},
+		{"grpc content type in another header, no content type", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpNoteGRPC)}, HTTP2},
+		{"no content type", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpPath)}, HTTP2},
+		{"empty block", Sample{Proto: ProtoTCP, Client: h2Block(4, "")}, HTTP2},
+		{"static content type, raw value", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpPath+hpGRPC)}, GRPC},
+		{"static content type, never indexed, long index", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x1f\x10\x10application/grpc")}, GRPC},
+		{"literal content type name", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpContentRaw)}, GRPC},
+		{"huffman content type name", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x40\x89"+string(contentTypeHuffman)+"\x10application/grpc")}, GRPC},
+		{"huffman content type name, json", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x40\x89"+string(contentTypeHuffman)+"\x10application/json")}, HTTP2},
+		{"upper-case content type name", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x00\x0cContent-Type\x10application/grpc")}, HTTP2},
+		{"first content type decides", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpJSON+hpGRPC)}, HTTP2},
+		{"indexed content type is empty", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x9f"+hpGRPC)}, HTTP2},
+		{"table size update first", Sample{Proto: ProtoTCP, Client: h2Block(4, "\x3f\xe1\x1f"+hpPost+hpGRPC)}, GRPC},
+		{"padded and priority", Sample{Proto: ProtoTCP, Client: h2Block(4|8|0x20, "\x03"+"\x80\x00\x00\x03\x10"+hpPost+hpGRPC+"\x00\x00\x00")}, GRPC},
+		{"padded json", Sample{Proto: ProtoTCP, Client: h2Block(4|8, "\x02"+hpPost+hpJSON+"\x00\x00")}, HTTP2},
+		{"padding longer than the frame", Sample{Proto: ProtoTCP, Client: h2Block(4|8, "\x40"+hpPost+hpGRPC)}, Unknown},
+		{"padding cuts the content type", Sample{Proto: ProtoTCP, Client: h2Block(4|8, "\x04"+hpPost+hpGRPC)}, Unknown},
+		{"no END_HEADERS before the content type", Sample{Proto: ProtoTCP, Client: h2Block(0, hpPost+hpPath)}, Unknown},
+		{"no END_HEADERS after the content type", Sample{Proto: ProtoTCP, Client: h2Block(0, hpPost+hpGRPC)}, GRPC},
+		{"block past the sample", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpPath+hpGRPC)[:len(http2Preface)+9+5]}, Unknown},
+		{"content type past the sample", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpGRPC)[:len(http2Preface)+9+6]}, Unknown},
+		{"dynamic table name", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x7e\x10application/grpc")}, Unknown},
+		{"dynamic table field", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPath+"\xbe"+hpGRPC)}, Unknown},
+		{"indexed zero", Sample{Proto: ProtoTCP, Client: h2Block(4, "\x80"+hpGRPC)}, Unknown},
+		{"integer too long", Sample{Proto: ProtoTCP, Client: h2Block(4, "\x0f\xff\xff\xff\xff\x01"+hpGRPC)}, Unknown},
+		{"integer past the block", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x0f\xff")}, Unknown},
+		{"value past the block", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x5f\x20application/grpc")}, Unknown},
+		{"name past the block", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x00\x0ccontent")}, Unknown},
+		{"too many fields", Sample{Proto: ProtoTCP, Client: h2Block(4, strings.Repeat(hpPost, 64)+hpGRPC)}, Unknown},
+		{"as many fields as walked", Sample{Proto: ProtoTCP, Client: h2Block(4, strings.Repeat(hpPost, 63)+hpGRPC)}, GRPC},
 		{"http/0.9 request line", Sample{Proto: ProtoTCP, Client: []byte("GET /index.html\r\n")}, Unknown},
 		{"dns udp", Sample{Proto: ProtoUDP, Client: dnsQuery(t, false)}, DNS},
 		{"dns tcp", Sample{Proto: ProtoTCP, Client: dnsQuery(t, true)}, DNS},
@@ -206,10 +256,34 @@ func TestDetect(t *testing.T) {
 	}
 }
 
+// TestGRPCHuffmanSignature holds the HPACK Huffman signatures to
+// x/net's coder: content-type's whole code, and application/grpc's code,
+// which ends on a byte boundary, so every value starting with it starts
+// with the signature and no other does.
 func TestGRPCHuffmanSignature(t *testing.T) {
-	full := hpack.AppendHuffmanString(nil, "application/grpc")
-	if !bytes.HasPrefix(full, grpcHuffman) || len(full) != len(grpcHuffman)+1 {
-		t.Errorf("huffman of application/grpc is %x, signature %x", full, grpcHuffman)
+	if got := hpack.AppendHuffmanString(nil, "content-type"); !bytes.Equal(got, contentTypeHuffman) {
+		t.Errorf("huffman of content-type is %x, signature %x", got, contentTypeHuffman)
+	}
+	if got := hpack.AppendHuffmanString(nil, "application/grpc"); !bytes.Equal(got, grpcHuffman) {
+		t.Errorf("huffman of application/grpc is %x, signature %x", got, grpcHuffman)
+	}
+	bits := 0
+	for _, c := range []byte("application/grpc") {
+		n := hpack.HuffmanEncodeLength(strings.Repeat(string(c), 8)) // 8 codes: whole bytes
+		bits += int(n)
+	}
+	if bits != len(grpcHuffman)*8 {
+		t.Errorf("application/grpc codes to %d bits, want %d (a byte boundary)", bits, len(grpcHuffman)*8)
+	}
+	for _, v := range []string{"application/grpc", "application/grpc+proto", "application/grpc; charset=utf-8", "application/grpc-web"} {
+		if got := hpack.AppendHuffmanString(nil, v); !bytes.HasPrefix(got, grpcHuffman) {
+			t.Errorf("huffman of %q (%x) does not start with the signature", v, got)
+		}
+	}
+	for _, v := range []string{"application/grp", "application/grpx", "application/grp+proto", "application/json", "application/gRPC"} {
+		if got := hpack.AppendHuffmanString(nil, v); bytes.HasPrefix(got, grpcHuffman) {
+			t.Errorf("huffman of %q (%x) starts with the signature", v, got)
+		}
 	}
 }
 
@@ -220,6 +294,10 @@ func FuzzDetect(f *testing.F) {
 		tlsClientHello(f), sshClientVersion(f), httpRequest(f), dnsQuery(f, false), dnsQuery(f, true),
 		h2Request(f, "application/grpc"), h2Request(f, "application/json"), h2With(f, "application/grpc", h2Frame(0, nil)), unhex(f, pgStartup), unhex(f, pgSSL), unhex(f, mysqlGreeting),
 		unhex(f, mongoHello), unhex(f, kafkaAPIVersions), []byte(redisPing), {}, {0x16, 3},
+		h2Block(4, hpPost+hpPath+hpGRPC), h2Block(4, hpPost+hpNoteGRPC+hpJSON), h2Block(0, hpPost+hpPath),
+		h2Block(4|8|0x20, "\x03"+"\x80\x00\x00\x03\x10"+hpPost+hpGRPC+"\x00\x00\x00"), h2Block(4, "\x3f\xe1\x1f"+hpContentRaw),
+		h2Block(4, hpPost+"\x40\x89"+string(contentTypeHuffman)+"\x10application/grpc"), h2Block(4, hpPost+"\x7e\x10application/grpc"),
+		h2Block(4, "\x0f\xff\xff\xff\xff\x01"+hpGRPC), h2Block(4, hpPost+"\x9f"), h2Block(8, "\xff"),
 	} {
 		f.Add(uint8(ProtoTCP), s, []byte{})
 		f.Add(uint8(ProtoUDP), s, s)

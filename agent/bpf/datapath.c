@@ -53,7 +53,6 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define H2_WALK_PACKETS 8 /* client payload packets after the preface packet; the last decides */
 #define H2_WALK_FRAMES 4  /* frames per packet */
 #define H2_MORE 0xfd	  /* walk result: control frames only, next boundary in bits 8.. */
-#define GRPC_WINDOW 512	  /* header block bytes searched for the gRPC content type */
 #define WALK_SERVER 0x80  /* ct_entry.walk of the reply entry: pass, the client decides */
 #define IPV6_EXT_MAX 6
 
@@ -1320,10 +1319,24 @@ static __always_inline int is_h2_settings(struct cls *c)
 	return c->n >= 9 && b[3] == 4 && b[4] == 0 && !b[5] && !b[6] && !b[7] && !b[8] && n % 6 == 0 && n <= 96;
 }
 
-struct grpc_search {
-	__u8 b[GRPC_WINDOW + 16]; /* zero past n */
-	__u32 n;
-	__u32 found;
+/* The walk of the client's HTTP/2 frames (h2_walk) and of the first
+ * HEADERS frame's header block (HPACK, RFC 7541 section 6): field
+ * representations are read one by one from the packet, strings skipped by
+ * their length, until the first content-type field. Both run as bpf_loop
+ * callbacks over this state, kept off the stack. */
+struct hpack_walk {
+	__u32 off;   /* packet offset of the payload */
+	__u32 len;   /* payload bytes */
+	__u32 fpos;  /* payload offset of the next frame header */
+	__u32 state; /* H2_* */
+	__u32 r;     /* h2_walk's result when state is H2_DONE */
+	__u32 flags; /* the HEADERS frame's flags */
+	__u32 bend;  /* payload offset where its block ends, maybe past len */
+	__u32 pos;   /* packet offset of the next byte of the block */
+	__u32 end;   /* packet offset where the block ends in this packet */
+	__u32 res;   /* HP_* */
+	__u32 huff;  /* the last string read is Huffman coded */
+	__u8 b[16];
 };
 
 /* The classifier's buffers: too large for the stack beside the programs'
@@ -1334,7 +1347,7 @@ struct scratch {
 	__u32 busy;
 	__u32 pad;
 	struct cls c;
-	struct grpc_search g;
+	struct hpack_walk w;
 };
 
 struct {
@@ -1421,122 +1434,308 @@ __attribute__((noinline)) int classify_payload(struct __sk_buff *skb, __u32 off,
 	return app;
 }
 
-/* grpc_step tries one position of the search (bpf_loop callback). */
-static long grpc_step(__u64 idx, void *ctx)
-{
-	static const __u8 huf[] = {0x1d, 0x75, 0xd0, 0x62, 0x0d, 0x26, 0x3d, 0x4c, 0x4d, 0x65};
-	static const char lit[] = "application/grpc";
-	struct grpc_search *g = *(struct grpc_search **)ctx;
-	__u32 i = (__u32)idx, k;
-	__u8 *b;
+/* hpack_walk.state: frames still walked, walk over (r), or the first
+ * HEADERS frame's block to walk. */
+#define H2_FRAMES 0
+#define H2_DONE 1
+#define H2_BLOCK 2
 
-	if (i + sizeof(huf) > g->n || i >= GRPC_WINDOW)
-		return 1;
-	asm volatile("" : "+r"(i));
-	b = &g->b[i & (GRPC_WINDOW - 1)];
-	for (k = 0; k < sizeof(huf); k++)
-		if (b[k] != huf[k])
-			break;
-	if (k == sizeof(huf)) {
-		g->found = 1;
+/* hpack_walk.res: still walking, or what the block names. */
+#define HP_GOING 0
+#define HP_GRPC 1
+#define HP_HTTP2 2
+#define HP_UNKNOWN 3 /* undecidable here: no application */
+
+#define HPACK_FIELDS 64	      /* field representations walked per packet */
+#define HPACK_INT_MORE 4      /* continuation bytes of an integer; more is malformed */
+#define HPACK_STATIC 62	      /* first index of the dynamic table */
+#define HPACK_CONTENT_TYPE 31 /* static table index of content-type */
+#define H2_END_HEADERS 0x4
+#define H2_PADDED 0x8
+#define H2_PRIORITY 0x20
+
+/* hp_ctx is what hpack_step is given: the packet and the walk. */
+struct hp_ctx {
+	struct __sk_buff *skb;
+	struct hpack_walk *w;
+};
+
+/* hp_byte reads the next byte of the block; -1 past its end. */
+static __always_inline long hp_byte(struct __sk_buff *skb, struct hpack_walk *w)
+{
+	if (w->pos >= w->end || bpf_skb_load_bytes(skb, w->pos, w->b, 1))
+		return -1;
+	w->pos++;
+	return w->b[0];
+}
+
+/* hp_int reads an HPACK integer whose prefix (mask) is in first; -1 when
+ * it runs past the block or is longer than HPACK_INT_MORE bytes more. */
+static __always_inline long hp_int(struct __sk_buff *skb, struct hpack_walk *w, long first, __u32 mask)
+{
+	__u32 v = (__u32)first & mask;
+	int k;
+
+	if (v < mask)
+		return v;
+#pragma unroll
+	for (k = 0; k < HPACK_INT_MORE; k++) {
+		long b = hp_byte(skb, w);
+
+		if (b < 0)
+			return -1;
+		v += ((__u32)b & 0x7f) << (7 * k);
+		if (!(b & 0x80))
+			return v;
+	}
+	return -1;
+}
+
+/* hp_string reads a string's length (and whether it is Huffman coded,
+ * into w->huff); -1 when the string runs past the block. */
+static __always_inline long hp_string(struct __sk_buff *skb, struct hpack_walk *w)
+{
+	long x = hp_byte(skb, w), n;
+
+	if (x < 0)
+		return -1;
+	w->huff = x & 0x80;
+	n = hp_int(skb, w, x, 0x7f);
+	if (n < 0 || n > w->end - w->pos)
+		return -1;
+	return n;
+}
+
+/* hp_is_content_type tells whether the literal name of n bytes at w->pos
+ * is content-type, raw or Huffman coded. */
+static __always_inline int hp_is_content_type(struct __sk_buff *skb, struct hpack_walk *w, long n)
+{
+	static const __u8 huf[] = {0x21, 0xea, 0x49, 0x6a, 0x4a, 0xc9, 0xf5, 0x59, 0x7f};
+	static const char lit[] = "content-type";
+	int k;
+
+	if (w->huff) {
+		if (n != sizeof(huf) || bpf_skb_load_bytes(skb, w->pos, w->b, sizeof(huf)))
+			return 0;
+		for (k = 0; k < sizeof(huf); k++)
+			if (w->b[k] != huf[k])
+				return 0;
 		return 1;
 	}
-	if (i + 16 > g->n)
+	if (n != sizeof(lit) - 1 || bpf_skb_load_bytes(skb, w->pos, w->b, sizeof(lit) - 1))
 		return 0;
-	for (k = 0; k < 16; k++)
-		if (b[k] != (__u8)lit[k])
-			break;
-	if (k == 16) {
-		g->found = 1;
+	for (k = 0; k < sizeof(lit) - 1; k++)
+		if (w->b[k] != (__u8)lit[k])
+			return 0;
+	return 1;
+}
+
+/* hp_is_grpc tells whether the value of n bytes at w->pos starts with
+ * application/grpc, raw or Huffman coded (its code ends on a byte
+ * boundary, so a coded value starting with it starts with these bytes). */
+static __always_inline int hp_is_grpc(struct __sk_buff *skb, struct hpack_walk *w, long n)
+{
+	static const __u8 huf[] = {0x1d, 0x75, 0xd0, 0x62, 0x0d, 0x26, 0x3d, 0x4c, 0x4d, 0x65, 0x64};
+	static const char lit[] = "application/grpc";
+	int k;
+
+	if (w->huff) {
+		if (n < sizeof(huf) || bpf_skb_load_bytes(skb, w->pos, w->b, sizeof(huf)))
+			return 0;
+		for (k = 0; k < sizeof(huf); k++)
+			if (w->b[k] != huf[k])
+				return 0;
 		return 1;
 	}
+	if (n < sizeof(lit) - 1 || bpf_skb_load_bytes(skb, w->pos, w->b, sizeof(lit) - 1))
+		return 0;
+	for (k = 0; k < sizeof(lit) - 1; k++)
+		if (w->b[k] != (__u8)lit[k])
+			return 0;
+	return 1;
+}
+
+/* hpack_step reads one field representation (bpf_loop callback): an
+ * indexed field, a dynamic table size update, or a literal field with an
+ * indexed or literal name. The first content-type field decides; a name
+ * in the dynamic table or a malformed representation is undecidable. */
+static long hpack_step(__u64 idx, void *ctx)
+{
+	struct hp_ctx *c = ctx;
+	struct __sk_buff *skb = c->skb;
+	struct hpack_walk *w = c->w;
+	long x, name, n;
+	int ct;
+
+	if (w->pos >= w->end)
+		return 1;
+	x = hp_byte(skb, w);
+	if (x < 0)
+		goto undecidable;
+	if (x & 0x80) {
+		/* Indexed field: content-type from the static table has an
+		 * empty value. */
+		name = hp_int(skb, w, x, 0x7f);
+		if (name <= 0 || name >= HPACK_STATIC)
+			goto undecidable;
+		if (name == HPACK_CONTENT_TYPE) {
+			w->res = HP_HTTP2;
+			return 1;
+		}
+		return 0;
+	}
+	if ((x & 0xe0) == 0x20) {
+		/* Dynamic table size update. */
+		if (hp_int(skb, w, x, 0x1f) < 0)
+			goto undecidable;
+		return 0;
+	}
+	/* Literal field, with incremental indexing (01), without indexing
+	 * (0000) or never indexed (0001). */
+	name = hp_int(skb, w, x, (x & 0x40) ? 0x3f : 0x0f);
+	if (name < 0 || name >= HPACK_STATIC)
+		goto undecidable;
+	if (name == 0) {
+		n = hp_string(skb, w);
+		if (n < 0)
+			goto undecidable;
+		ct = hp_is_content_type(skb, w, n);
+		w->pos += n;
+	} else {
+		ct = name == HPACK_CONTENT_TYPE;
+	}
+	n = hp_string(skb, w);
+	if (n < 0)
+		goto undecidable;
+	if (ct) {
+		w->res = hp_is_grpc(skb, w, n) ? HP_GRPC : HP_HTTP2;
+		return 1;
+	}
+	w->pos += n;
+	return 0;
+undecidable:
+	w->res = HP_UNKNOWN;
+	return 1;
+}
+
+/* h2_headers starts the walk of the client's first HEADERS frame (flen
+ * bytes of payload, flags given) whose frame header is at w->fpos: its
+ * padding and priority fields are not the block. A malformed frame is
+ * undecidable (APP_NONE). */
+static __always_inline void h2_headers(struct __sk_buff *skb, struct hpack_walk *w, __u32 flen, __u8 flags)
+{
+	__u32 lead = 0, pad = 0, p = w->fpos + 9;
+
+	w->state = H2_DONE;
+	w->r = APP_NONE;
+	if (flags & H2_PADDED) {
+		if (p >= w->len || bpf_skb_load_bytes(skb, w->off + p, w->b, 1))
+			return;
+		pad = w->b[0];
+		lead = 1;
+	}
+	if (flags & H2_PRIORITY)
+		lead += 5;
+	if (lead + pad > flen)
+		return;
+	w->flags = flags;
+	w->bend = p + flen - pad;
+	w->pos = w->off + p + lead;
+	w->end = w->off + (w->bend < w->len ? w->bend : w->len);
+	w->res = HP_GOING;
+	w->huff = 0;
+	w->state = H2_BLOCK;
+}
+
+/* h2_frame_step reads one frame header of the client's packet (bpf_loop
+ * callback): control frames (SETTINGS, WINDOW_UPDATE, PING, PRIORITY, of
+ * their lawful sizes) are skipped, the first HEADERS frame is walked
+ * next, anything else or a frame header split across packets names
+ * HTTP/2; past the last frame, the next packet goes on (H2_MORE). */
+static long h2_frame_step(__u64 idx, void *ctx)
+{
+	struct hp_ctx *c = ctx;
+	struct hpack_walk *w = c->w;
+	__u32 flen;
+
+	w->state = H2_DONE;
+	if (w->fpos >= w->len) {
+		w->r = (w->fpos << 8) | H2_MORE;
+		return 1;
+	}
+	w->r = APP_HTTP2;
+	if (w->fpos + 9 > w->len || w->fpos > 0xffff || bpf_skb_load_bytes(c->skb, w->off + w->fpos, w->b, 9))
+		return 1;
+	flen = ((__u32)w->b[0] << 16) | ((__u32)w->b[1] << 8) | w->b[2];
+	switch (w->b[3]) {
+	case 4: /* SETTINGS */
+		if (flen % 6 || flen > 96)
+			return 1;
+		break;
+	case 8: /* WINDOW_UPDATE */
+		if (flen != 4)
+			return 1;
+		break;
+	case 6: /* PING */
+		if (flen != 8)
+			return 1;
+		break;
+	case 2: /* PRIORITY */
+		if (flen != 5)
+			return 1;
+		break;
+	case 1: /* HEADERS */
+		h2_headers(c->skb, w, flen, w->b[4]);
+		return 1;
+	default:
+		return 1;
+	}
+	w->fpos += 9 + flen;
+	w->state = H2_FRAMES;
 	return 0;
 }
 
-/* grpc_in searches the first bytes of a HEADERS frame's header block (n
- * bytes at off) for the gRPC content type, literal or HPACK Huffman coded
- * up to its last whole byte. */
-static __always_inline int grpc_in(struct __sk_buff *skb, struct grpc_search *g, __u32 off, __u32 n)
-{
-	if (n > GRPC_WINDOW)
-		n = GRPC_WINDOW;
-	if (n < 10)
-		return 0;
-	__builtin_memset(g->b, 0, sizeof(g->b));
-	n = ((n - 1) & (GRPC_WINDOW - 1)) + 1;
-	if (bpf_skb_load_bytes(skb, off, g->b, n))
-		return 0;
-	g->n = n;
-	g->found = 0;
-	bpf_loop(GRPC_WINDOW, grpc_step, &g, 0);
-	return g->found;
-}
-
 /* h2_walk walks the HTTP/2 frames of a client packet (len payload bytes at
- * off) from offset start: control frames (SETTINGS, WINDOW_UPDATE, PING,
- * PRIORITY, of their lawful sizes) are skipped; the first HEADERS frame
- * names gRPC or HTTP/2 by its content type; anything else, a frame header
- * split across packets or more than H2_WALK_FRAMES frames name HTTP/2.
- * H2_MORE with the offset of the next frame (in bits 8..): control frames
- * only, the next packet goes on. */
-static __always_inline int h2_walk_in(struct __sk_buff *skb, struct grpc_search *g, __u32 off, __u32 len, __u32 start)
-{
-	__u32 pos = start, flen;
-	int i;
-
-#pragma unroll
-	for (i = 0; i < H2_WALK_FRAMES; i++) {
-		__u8 h[9];
-
-		if (pos >= len)
-			return (pos << 8) | H2_MORE;
-		if (pos + 9 > len || pos > 0xffff)
-			return APP_HTTP2;
-		if (bpf_skb_load_bytes(skb, off + pos, h, 9))
-			return APP_HTTP2;
-		flen = ((__u32)h[0] << 16) | ((__u32)h[1] << 8) | h[2];
-		switch (h[3]) {
-		case 4: /* SETTINGS */
-			if (flen % 6 || flen > 96)
-				return APP_HTTP2;
-			break;
-		case 8: /* WINDOW_UPDATE */
-			if (flen != 4)
-				return APP_HTTP2;
-			break;
-		case 6: /* PING */
-			if (flen != 8)
-				return APP_HTTP2;
-			break;
-		case 2: /* PRIORITY */
-			if (flen != 5)
-				return APP_HTTP2;
-			break;
-		case 1: /* HEADERS */
-			if (flen > len - pos - 9)
-				flen = len - pos - 9;
-			return grpc_in(skb, g, off + pos + 9, flen) ? APP_GRPC : APP_HTTP2;
-		default:
-			return APP_HTTP2;
-		}
-		pos += 9 + flen;
-	}
-	return pos >= len ? (int)((pos << 8) | H2_MORE) : APP_HTTP2;
-}
-
-/* h2_walk runs h2_walk_in on this CPU's scratch; APP_RETRY when it is
- * busy. */
+ * off) from offset start, up to H2_WALK_FRAMES frames (more name HTTP/2),
+ * and the first HEADERS frame's header block: its first content-type
+ * field names gRPC or HTTP/2, a whole block (END_HEADERS) without one
+ * HTTP/2. APP_NONE (no application: the port decides) when the block is
+ * undecidable here: it goes on past this packet or in CONTINUATION frames
+ * before a content-type, names a field of the dynamic table, holds more
+ * than HPACK_FIELDS fields, or is malformed. H2_MORE with the offset of
+ * the next frame (in bits 8..): control frames only, the next packet goes
+ * on. APP_RETRY when this CPU's scratch is busy. */
 __attribute__((noinline)) int h2_walk(struct __sk_buff *skb, __u32 off, __u32 len, __u32 start)
 {
+	struct hp_ctx c = {.skb = skb};
+	struct hpack_walk *w;
 	struct scratch *s;
 	__u32 zero = 0;
-	int r;
+	int r = APP_NONE;
 
 	s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!skb || !s || s->busy)
 		return APP_RETRY;
 	s->busy = 1;
-	r = h2_walk_in(skb, &s->g, off, len, start);
+	w = &s->w;
+	c.w = w;
+	w->off = off;
+	w->len = len;
+	w->fpos = start;
+	w->state = H2_FRAMES;
+	bpf_loop(H2_WALK_FRAMES, h2_frame_step, &c, 0);
+	if (w->state == H2_FRAMES) {
+		r = w->fpos >= len ? (int)((w->fpos << 8) | H2_MORE) : APP_HTTP2;
+	} else if (w->state == H2_DONE) {
+		r = w->r;
+	} else {
+		bpf_loop(HPACK_FIELDS, hpack_step, &c, 0);
+		if (w->res == HP_GRPC)
+			r = APP_GRPC;
+		else if (w->res == HP_HTTP2 || (w->res == HP_GOING && w->pos >= w->end && w->bend <= len &&
+						 (w->flags & H2_END_HEADERS)))
+			r = APP_HTTP2;
+	}
 	s->busy = 0;
 	return r;
 }

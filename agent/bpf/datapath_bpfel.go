@@ -229,11 +229,20 @@ type DatapathScratch struct {
 		Found uint32
 		Bad   uint32
 	}
-	G struct {
+	W struct {
 		_     structs.HostLayout
-		B     [528]uint8
-		N     uint32
-		Found uint32
+		Off   uint32
+		Len   uint32
+		Fpos  uint32
+		State uint32
+		R     uint32
+		Flags uint32
+		Bend  uint32
+		Pos   uint32
+		End   uint32
+		Res   uint32
+		Huff  uint32
+		B     [16]uint8
 	}
 }
 
