@@ -12,7 +12,10 @@
 // such a flow is HTTP/2, in the kernel gRPC. A header block that cannot be
 // decided from the bytes at hand (it goes on past them or in CONTINUATION
 // frames before a content-type, names a field of the dynamic table, or is
-// malformed) names no application, in both.
+// malformed) is not gRPC: here it is HTTP/2, as in the kernel wherever the
+// policy does not tell gRPC from HTTP/2; where it does, the kernel names
+// no application and the flow meets the port's own action, which an
+// HTTP/2 rule learned from this name does not split.
 package appdetect
 
 import (
@@ -70,7 +73,10 @@ func Detect(s Sample) Protocol {
 	case isTLS(c, 1) || isTLS(sv, 2):
 		return TLS
 	case bytes.HasPrefix(c, []byte(http2Preface)):
-		return h2App(c[len(http2Preface):])
+		if h2App(c[len(http2Preface):]) == GRPC {
+			return GRPC
+		}
+		return HTTP2
 	case isHTTPRequest(c) || bytes.HasPrefix(sv, []byte("HTTP/1.")):
 		return HTTP
 	case isPostgres(c):
@@ -121,8 +127,9 @@ const (
 // h2App walks the HTTP/2 frames that follow the client preface as the
 // kernel does: control frames of their lawful sizes (SETTINGS,
 // WINDOW_UPDATE, PING, PRIORITY) are skipped, and the first HEADERS frame
-// decides (headersApp). Anything else first, a frame header cut by the end
-// of the sample, or more than h2WalkFrames frames is HTTP/2.
+// decides (headersApp; Unknown where the kernel names no application).
+// Anything else first, a frame header cut by the end of the sample, or
+// more than h2WalkFrames frames is HTTP/2.
 func h2App(frames []byte) Protocol {
 	pos := 0
 	for range h2WalkFrames {

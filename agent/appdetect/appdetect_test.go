@@ -194,38 +194,8 @@ func TestDetect(t *testing.T) {
 		{"data before headers", Sample{Proto: ProtoTCP, Client: h2With(t, "application/grpc", h2Frame(0, []byte("application/grpc")))}, HTTP2},
 		{"oversized settings", Sample{Proto: ProtoTCP, Client: h2With(t, "application/grpc", h2Frame(4, make([]byte, 102)))}, HTTP2},
 		{"grpc content type after a long path", Sample{Proto: ProtoTCP, Client: h2Frames(t, "application/grpc", "/"+strings.Repeat("~", 700))}, GRPC},
-		{"grpc content type after a long header", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x00\x07x-trace\x7f\xdc\x03"+strings.Repeat("a", 603)+hpGRPC)}, GRPC},
-		{"grpc content type in :path of json", Sample{Proto: ProtoTCP, Client: h2Frames(t, "application/json", "/application/grpc")}, HTTP2},
-		{"grpc content type in another header", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpNoteGRPC+hpJSON)}, HTTP2},
-		{"grpc content type in another header, no content type", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpNoteGRPC)}, HTTP2},
-		{"no content type", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpPath)}, HTTP2},
-		{"empty block", Sample{Proto: ProtoTCP, Client: h2Block(4, "")}, HTTP2},
-		{"static content type, raw value", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpPath+hpGRPC)}, GRPC},
-		{"static content type, never indexed, long index", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x1f\x10\x10application/grpc")}, GRPC},
-		{"literal content type name", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpContentRaw)}, GRPC},
-		{"huffman content type name", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x40\x89"+string(contentTypeHuffman)+"\x10application/grpc")}, GRPC},
-		{"huffman content type name, json", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x40\x89"+string(contentTypeHuffman)+"\x10application/json")}, HTTP2},
-		{"upper-case content type name", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x00\x0cContent-Type\x10application/grpc")}, HTTP2},
-		{"first content type decides", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpJSON+hpGRPC)}, HTTP2},
-		{"indexed content type is empty", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x9f"+hpGRPC)}, HTTP2},
-		{"table size update first", Sample{Proto: ProtoTCP, Client: h2Block(4, "\x3f\xe1\x1f"+hpPost+hpGRPC)}, GRPC},
-		{"padded and priority", Sample{Proto: ProtoTCP, Client: h2Block(4|8|0x20, "\x03"+"\x80\x00\x00\x03\x10"+hpPost+hpGRPC+"\x00\x00\x00")}, GRPC},
-		{"padded json", Sample{Proto: ProtoTCP, Client: h2Block(4|8, "\x02"+hpPost+hpJSON+"\x00\x00")}, HTTP2},
-		{"padding longer than the frame", Sample{Proto: ProtoTCP, Client: h2Block(4|8, "\x40"+hpPost+hpGRPC)}, Unknown},
-		{"padding cuts the content type", Sample{Proto: ProtoTCP, Client: h2Block(4|8, "\x04"+hpPost+hpGRPC)}, Unknown},
-		{"no END_HEADERS before the content type", Sample{Proto: ProtoTCP, Client: h2Block(0, hpPost+hpPath)}, Unknown},
-		{"no END_HEADERS after the content type", Sample{Proto: ProtoTCP, Client: h2Block(0, hpPost+hpGRPC)}, GRPC},
-		{"block past the sample", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpPath+hpGRPC)[:len(http2Preface)+9+5]}, Unknown},
-		{"content type past the sample", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+hpGRPC)[:len(http2Preface)+9+6]}, Unknown},
-		{"dynamic table name", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x7e\x10application/grpc")}, Unknown},
-		{"dynamic table field", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPath+"\xbe"+hpGRPC)}, Unknown},
-		{"indexed zero", Sample{Proto: ProtoTCP, Client: h2Block(4, "\x80"+hpGRPC)}, Unknown},
-		{"integer too long", Sample{Proto: ProtoTCP, Client: h2Block(4, "\x0f\xff\xff\xff\xff\x01"+hpGRPC)}, Unknown},
-		{"integer past the block", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x0f\xff")}, Unknown},
-		{"value past the block", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x5f\x20application/grpc")}, Unknown},
-		{"name past the block", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x00\x0ccontent")}, Unknown},
-		{"too many fields", Sample{Proto: ProtoTCP, Client: h2Block(4, strings.Repeat(hpPost, 64)+hpGRPC)}, Unknown},
-		{"as many fields as walked", Sample{Proto: ProtoTCP, Client: h2Block(4, strings.Repeat(hpPost, 63)+hpGRPC)}, GRPC},
+		{"undecidable header block", Sample{Proto: ProtoTCP, Client: h2Block(0, hpPost+hpPath)}, HTTP2},
+		{"malformed header block", Sample{Proto: ProtoTCP, Client: h2Block(4, hpPost+"\x0f\xff")}, HTTP2},
 		{"http/0.9 request line", Sample{Proto: ProtoTCP, Client: []byte("GET /index.html\r\n")}, Unknown},
 		{"dns udp", Sample{Proto: ProtoUDP, Client: dnsQuery(t, false)}, DNS},
 		{"dns tcp", Sample{Proto: ProtoTCP, Client: dnsQuery(t, true)}, DNS},
@@ -251,6 +221,56 @@ func TestDetect(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Detect(tc.s); got != tc.want {
 				t.Errorf("Detect = %q, want %q (client %q server %q)", got, tc.want, tc.s.Client, tc.s.Server)
+			}
+		})
+	}
+}
+
+// TestH2App checks the HTTP/2 frame and HPACK walk, Unknown where the
+// kernel names no application.
+func TestH2App(t *testing.T) {
+	tests := []struct {
+		name string
+		b    []byte // from the preface on
+		want Protocol
+	}{
+		{"grpc content type after a long header", h2Block(4, hpPost+"\x00\x07x-trace\x7f\xdc\x03"+strings.Repeat("a", 603)+hpGRPC), GRPC},
+		{"grpc content type in :path of json", h2Frames(t, "application/json", "/application/grpc"), HTTP2},
+		{"grpc content type in another header", h2Block(4, hpPost+hpNoteGRPC+hpJSON), HTTP2},
+		{"grpc content type in another header, no content type", h2Block(4, hpPost+hpNoteGRPC), HTTP2},
+		{"no content type", h2Block(4, hpPost+hpPath), HTTP2},
+		{"empty block", h2Block(4, ""), HTTP2},
+		{"static content type, raw value", h2Block(4, hpPost+hpPath+hpGRPC), GRPC},
+		{"static content type, never indexed, long index", h2Block(4, hpPost+"\x1f\x10\x10application/grpc"), GRPC},
+		{"literal content type name", h2Block(4, hpPost+hpContentRaw), GRPC},
+		{"huffman content type name", h2Block(4, hpPost+"\x40\x89"+string(contentTypeHuffman)+"\x10application/grpc"), GRPC},
+		{"huffman content type name, json", h2Block(4, hpPost+"\x40\x89"+string(contentTypeHuffman)+"\x10application/json"), HTTP2},
+		{"upper-case content type name", h2Block(4, hpPost+"\x00\x0cContent-Type\x10application/grpc"), HTTP2},
+		{"first content type decides", h2Block(4, hpPost+hpJSON+hpGRPC), HTTP2},
+		{"indexed content type is empty", h2Block(4, hpPost+"\x9f"+hpGRPC), HTTP2},
+		{"table size update first", h2Block(4, "\x3f\xe1\x1f"+hpPost+hpGRPC), GRPC},
+		{"padded and priority", h2Block(4|8|0x20, "\x03"+"\x80\x00\x00\x03\x10"+hpPost+hpGRPC+"\x00\x00\x00"), GRPC},
+		{"padded json", h2Block(4|8, "\x02"+hpPost+hpJSON+"\x00\x00"), HTTP2},
+		{"padding longer than the frame", h2Block(4|8, "\x40"+hpPost+hpGRPC), Unknown},
+		{"padding cuts the content type", h2Block(4|8, "\x04"+hpPost+hpGRPC), Unknown},
+		{"no END_HEADERS before the content type", h2Block(0, hpPost+hpPath), Unknown},
+		{"no END_HEADERS after the content type", h2Block(0, hpPost+hpGRPC), GRPC},
+		{"block past the sample", h2Block(4, hpPost+hpPath+hpGRPC)[:len(http2Preface)+9+5], Unknown},
+		{"content type past the sample", h2Block(4, hpPost+hpGRPC)[:len(http2Preface)+9+6], Unknown},
+		{"dynamic table name", h2Block(4, hpPost+"\x7e\x10application/grpc"), Unknown},
+		{"dynamic table field", h2Block(4, hpPath+"\xbe"+hpGRPC), Unknown},
+		{"indexed zero", h2Block(4, "\x80"+hpGRPC), Unknown},
+		{"integer too long", h2Block(4, "\x0f\xff\xff\xff\xff\x01"+hpGRPC), Unknown},
+		{"integer past the block", h2Block(4, hpPost+"\x0f\xff"), Unknown},
+		{"value past the block", h2Block(4, hpPost+"\x5f\x20application/grpc"), Unknown},
+		{"name past the block", h2Block(4, hpPost+"\x00\x0ccontent"), Unknown},
+		{"too many fields", h2Block(4, strings.Repeat(hpPost, 64)+hpGRPC), Unknown},
+		{"as many fields as walked", h2Block(4, strings.Repeat(hpPost, 63)+hpGRPC), GRPC},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := h2App(tc.b[len(http2Preface):]); got != tc.want {
+				t.Errorf("h2App = %q, want %q (%q)", got, tc.want, tc.b)
 			}
 		})
 	}

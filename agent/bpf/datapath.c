@@ -28,7 +28,10 @@
  *      classified here; the flow is then confirmed, or reported and
  *      (Protect) dropped for good. HTTP/2 whose policy tells gRPC apart
  *      stays pending past the preface: the client's next frames are walked
- *      up to the first HEADERS frame, whose content type decides.
+ *      up to the first HEADERS frame, whose header block is read field by
+ *      field (HPACK) to its first content-type field, which decides; a
+ *      block that packet cannot decide names no application (the port's
+ *      own action decides).
  *
  * Unparseable packets are never let through in Protect mode.
  */

@@ -155,6 +155,53 @@ func h2HeadersAfter(contentType string, before []hpack.HeaderField) []byte {
 	return h2Frame(1, 4, 1, hb.Bytes())
 }
 
+// h2Fields is a HEADERS frame of stream 1 with the flags given and the
+// fields HPACK-encoded by x/net (Huffman coded where shorter).
+func h2Fields(flags byte, fields ...hpack.HeaderField) []byte {
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range fields {
+		enc.WriteField(f)
+	}
+	return h2Frame(1, flags, 1, hb.Bytes())
+}
+
+// Hand-built header block pieces (RFC 7541 section 6).
+const (
+	hpPost = "\x83"                     // indexed :method POST
+	hpPath = "\x44\x0c/pkg.Svc/Get"     // :path, incremental indexing, raw value
+	hpGRPC = "\x5f\x10application/grpc" // content-type (static name), raw value
+)
+
+// h2Headers* frames of the shapes the HPACK walk must read right: all on
+// stream 1, END_HEADERS unless said.
+var (
+	// gRPC with PADDED and PRIORITY: pad length 3, priority fields,
+	// block, padding.
+	h2PaddedGRPC = h2Frame(1, 4|8|0x20, 1, []byte("\x03"+"\x80\x00\x00\x03\x10"+hpPost+hpPath+hpGRPC+"\x00\x00\x00"))
+	// No END_HEADERS: the block goes on in CONTINUATION before a
+	// content-type.
+	h2ToBeContinued = h2Frame(1, 0, 1, []byte(hpPost+hpPath))
+	// A literal field whose name is in the dynamic table (index 62).
+	h2DynamicName = h2Frame(1, 4, 1, []byte(hpPost+"\x7e\x10application/grpc"))
+	// A name index with more continuation bytes than an integer may have.
+	h2LongInteger = h2Frame(1, 4, 1, []byte(hpPost+"\x0f\xff\xff\xff\xff\x01"+hpGRPC))
+	// A value longer than the block.
+	h2LongString = h2Frame(1, 4, 1, []byte(hpPost+"\x5f\x20application/grpc"))
+	// content-type indexed from the static table: an empty value.
+	h2EmptyContentType = h2Frame(1, 4, 1, []byte(hpPost+"\x9f"+hpGRPC))
+	// More fields than one packet's walk reads before the content type.
+	h2ManyFields = h2Frame(1, 4, 1, []byte(strings.Repeat(hpPost, 64)+hpGRPC))
+)
+
+// h2GRPCLookalike is a plain HTTP/2 request (application/json) whose :path and
+// another header's value say application/grpc.
+func h2GRPCLookalike() []byte {
+	return h2Fields(4, hpack.HeaderField{Name: ":method", Value: "POST"}, hpack.HeaderField{Name: ":scheme", Value: "http"},
+		hpack.HeaderField{Name: ":path", Value: "/application/grpc"}, hpack.HeaderField{Name: ":authority", Value: "orders"},
+		hpack.HeaderField{Name: "x-accept", Value: "application/grpc"}, hpack.HeaderField{Name: "content-type", Value: "application/json"})
+}
+
 // h2Settings is an empty SETTINGS frame.
 var h2Settings = h2Frame(4, 0, 0, nil)
 
@@ -346,6 +393,16 @@ func TestPrivilegedClassifierAgreesWithAppdetect(t *testing.T) {
 		{"grpc literal content type", cat(h2, h2Frame(1, 4, 1, []byte("\x00\x0ccontent-type\x10application/grpc"))), false, tcp},
 		{"data before headers", cat(h2, h2Frame(0, 0, 1, []byte("application/grpc")), h2Headers("application/grpc")), false, tcp},
 		{"oversized settings", cat([]byte(h2Preface), h2Frame(4, 0, 0, make([]byte, 102)), h2Headers("application/grpc")), false, tcp},
+		{"grpc after a long header", cat(h2, h2HeadersAfter("application/grpc", []hpack.HeaderField{{Name: "x-trace", Value: strings.Repeat("0123456789abcdef", 40)}})), false, tcp},
+		{"http/2 json request naming grpc elsewhere", cat(h2, h2GRPCLookalike()), false, tcp},
+		{"http/2 request without a content type", cat(h2, h2Frame(1, 4, 1, []byte(hpPost+hpPath))), false, tcp},
+		{"grpc padded with priority", cat(h2, h2PaddedGRPC), false, tcp},
+		{"headers to be continued", cat(h2, h2ToBeContinued), false, tcp},
+		{"headers with a dynamic table name", cat(h2, h2DynamicName), false, tcp},
+		{"headers with a long integer", cat(h2, h2LongInteger), false, tcp},
+		{"headers with a string past the block", cat(h2, h2LongString), false, tcp},
+		{"headers with an empty content type", cat(h2, h2EmptyContentType), false, tcp},
+		{"headers with too many fields", cat(h2, h2ManyFields), false, tcp},
 		{"grpc-go first write", grpcWrites[0], false, tcp},
 		{"grpc-go writes up to its first HEADERS", untilHeaders(t, grpcWrites), false, tcp},
 		{"tls client hello", clientHello(t), false, tcp},
@@ -938,7 +995,7 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 	cfg.SweepInterval = 0
 	d := openDatapath(t, cfg)
 	t.Cleanup(func() { d.Destroy() })
-	const httpPort, grpcPort, h2Port, h2OnlyPort = 8080, 50051, 50052, 50053
+	const httpPort, grpcPort, h2Port, h2OnlyPort, openPort = 8080, 50051, 50052, 50053, 50054
 	tab := baseTable(ModeProtect)
 	tab.Verdicts = []VerdictEntry{
 		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: httpPort, PortHi: httpPort, App: AppHTTP, Action: ActionAllow, RuleID: 21},
@@ -946,6 +1003,11 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: h2Port, PortHi: h2Port, App: AppHTTP2, Action: ActionAllow, RuleID: 32},
 		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: h2Port, PortHi: h2Port, App: AppGRPC, Action: ActionDeny, RuleID: 33},
 		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: h2OnlyPort, PortHi: h2OnlyPort, App: AppHTTP2, Action: ActionAllow, RuleID: 34},
+		// Open to flows no application is named for, closed to HTTP/2 and
+		// gRPC: what passes here was decided by the port.
+		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: openPort, PortHi: openPort, Action: ActionAllow, RuleID: 35},
+		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: openPort, PortHi: openPort, App: AppHTTP2, Action: ActionDeny, RuleID: 36},
+		{SrcID: idA, DstID: idB, Proto: unix.IPPROTO_TCP, PortLo: openPort, PortHi: openPort, App: AppGRPC, Action: ActionDeny, RuleID: 37},
 	}
 	if err := d.ApplyTable(tab); err != nil {
 		t.Fatalf("apply: %v", err)
@@ -969,6 +1031,7 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 	data := h2Frame(0, 1, 1, []byte{0, 0, 0, 0, 0})
 	setting := h2Frame(4, 0, 0, []byte{0, 3, 0, 0, 0, 100}) // 15 bytes
 	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+	longHeader := h2HeadersAfter("application/grpc", []hpack.HeaderField{{Name: "x-trace", Value: strings.Repeat("0123456789abcdef", 80)}})
 	type step struct {
 		flags   byte
 		seq     uint32
@@ -1058,11 +1121,58 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 			{pshAck, 1034, h2HeadersAfter("application/grpc", []hpack.HeaderField{
 				{Name: "authorization", Value: "Bearer " + strings.Repeat("eyJhbGciOiJSUzI1NiJ9", 16)}}), false, true, false},
 		}},
-		{"a content type past the searched window decides HTTP/2", grpcPort, []step{
+		{"a content type after a kilobyte of another header is found", grpcPort, []step{
 			{syn, 1000, nil, false, true, false},
 			{pshAck, 1001, cat(pre, settings), false, true, false},
-			{pshAck, 1034, h2HeadersAfter("application/grpc", []hpack.HeaderField{
-				{Name: "x-trace", Value: strings.Repeat("0123456789abcdef", 80)}}), false, false, false},
+			{pshAck, 1034, longHeader, false, true, false},
+		}},
+		{"grpc after a kilobyte of another header is still gRPC where gRPC is closed", h2Port, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, longHeader, false, false, false},
+		}},
+		{"HTTP/2 naming application/grpc in :path and a header is not gRPC", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2GRPCLookalike(), false, false, false},
+		}},
+		{"HTTP/2 naming application/grpc in :path and a header is HTTP/2", h2Port, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2GRPCLookalike(), false, true, false},
+		}},
+		{"HTTP/2 without a content type is not gRPC", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2Frame(1, 4, 1, []byte(hpPost+hpPath)), false, false, false},
+		}},
+		{"an empty content type from the static table is HTTP/2", h2Port, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings, h2EmptyContentType), false, true, false},
+		}},
+		{"an empty content type from the static table is not gRPC", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2EmptyContentType, false, false, false},
+		}},
+		{"grpc with padding and priority fields is gRPC", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2PaddedGRPC, false, true, false},
+		}},
+		{"grpc with padding and priority fields is gRPC where gRPC is closed", h2Port, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2PaddedGRPC, false, false, false},
+		}},
+		{"gRPC is decided by its rule on a port open to other flows", openPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, hGRPC, false, false, false},
+		}},
+		{"HTTP/2 is decided by its rule on a port open to other flows", openPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings, hJSON), false, false, false},
 		}},
 		{"a retransmission over the boundary is walked from it", grpcPort, []step{
 			{syn, 1000, nil, false, true, false},
@@ -1113,6 +1223,53 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 			{pshAck, 1001, pre, false, true, false},
 			{pshAck, 1025, cat(data, hJSON), false, true, false}, // decided already
 		}},
+	}
+	// Header blocks one packet cannot decide name no application: the
+	// port decides them, open on openPort, closed on the others.
+	for _, u := range []struct {
+		name    string
+		headers []byte
+	}{
+		{"HEADERS without END_HEADERS before the content type", h2ToBeContinued},
+		{"a name from the dynamic table", h2DynamicName},
+		{"an integer too long", h2LongInteger},
+		{"a string past the block", h2LongString},
+		{"more fields than walked", h2ManyFields},
+		{"a block going on past the packet", longHeader[:200]},
+		{"padding longer than the frame", h2Frame(1, 4|8, 1, []byte("\x40"+hpPost+hpGRPC))},
+	} {
+		for _, port := range []uint16{openPort, grpcPort, h2Port} {
+			tests = append(tests, struct {
+				name  string
+				port  uint16
+				steps []step
+			}{fmt.Sprintf("%s is decided by port %d", u.name, port), port, []step{
+				{syn, 1000, nil, false, true, false},
+				{pshAck, 1001, cat(pre, settings), false, true, false},
+				{pshAck, 1034, u.headers, false, port == openPort, false},
+			}})
+		}
+	}
+	// The writes of a real grpc-go client up to its first HEADERS, one
+	// packet each: gRPC.
+	grpcWrites := grpcClientWrites(t)
+	for _, port := range []uint16{grpcPort, h2Port} {
+		steps := []step{{syn, 1000, nil, false, true, false}}
+		seq := uint32(1001)
+		last := untilHeaders(t, grpcWrites)
+		for _, w := range grpcWrites {
+			steps = append(steps, step{pshAck, seq, w, false, true, false})
+			seq += uint32(len(w))
+			if int(seq-1001) >= len(last) {
+				break
+			}
+		}
+		steps[len(steps)-1].pass = port == grpcPort
+		tests = append(tests, struct {
+			name  string
+			port  uint16
+			steps []step
+		}{fmt.Sprintf("a grpc-go client's writes on port %d", port), port, steps})
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
