@@ -1457,7 +1457,7 @@ __attribute__((noinline)) int classify_payload(struct __sk_buff *skb, __u32 off,
 #define H2_PADDED 0x8
 #define H2_PRIORITY 0x20
 
-/* hp_ctx is what hpack_step is given: the packet and the walk. */
+/* hp_ctx is what the walk's callbacks are given: the packet and the walk. */
 struct hp_ctx {
 	struct __sk_buff *skb;
 	struct hpack_walk *w;
