@@ -9,10 +9,11 @@
 // field representations up to the first content-type field, as far as the
 // packet goes, while a sample holds the first 128 bytes of the first
 // packet only (a grpc-go client sends its HEADERS after the preface): here
-// such a flow is HTTP/2, in the kernel gRPC. A header block that cannot be
-// decided from the bytes at hand (it goes on past them or in CONTINUATION
-// frames before a content-type, names a field of the dynamic table, or is
-// malformed) is not gRPC: here it is HTTP/2, as in the kernel wherever the
+// such a flow is HTTP/2, in the kernel gRPC. Frames or a header block that
+// cannot be decided from the bytes at hand (another frame before HEADERS,
+// a block going on past them or in CONTINUATION frames before a
+// content-type, a field of the dynamic table, malformed HPACK) are not
+// gRPC: here they are HTTP/2, as in the kernel wherever the
 // policy does not tell gRPC from HTTP/2; where it does, the kernel names
 // no application and the flow meets the port's own action, which an
 // HTTP/2 rule learned from this name does not split.
@@ -127,41 +128,42 @@ const (
 // h2App walks the HTTP/2 frames that follow the client preface as the
 // kernel does: control frames of their lawful sizes (SETTINGS,
 // WINDOW_UPDATE, PING, PRIORITY) are skipped, and the first HEADERS frame
-// decides (headersApp; Unknown where the kernel names no application).
-// Anything else first, a frame header cut by the end of the sample, or
-// more than h2WalkFrames frames is HTTP/2.
+// decides (headersApp). Anything else first, more than h2WalkFrames
+// frames, or frames that end before a HEADERS frame (the kernel follows
+// them into the next packet; a sample cannot) are Unknown: where the kernel
+// cannot decide, it names no application.
 func h2App(frames []byte) Protocol {
 	pos := 0
 	for range h2WalkFrames {
 		if pos+9 > len(frames) || pos > 0xffff {
-			return HTTP2
+			return Unknown
 		}
 		n := int(frames[pos])<<16 | int(frames[pos+1])<<8 | int(frames[pos+2])
 		switch frames[pos+3] {
 		case 0x4: // SETTINGS
 			if n%6 != 0 || n > 96 {
-				return HTTP2
+				return Unknown
 			}
 		case 0x8: // WINDOW_UPDATE
 			if n != 4 {
-				return HTTP2
+				return Unknown
 			}
 		case 0x6: // PING
 			if n != 8 {
-				return HTTP2
+				return Unknown
 			}
 		case 0x2: // PRIORITY
 			if n != 5 {
-				return HTTP2
+				return Unknown
 			}
 		case 0x1: // HEADERS
 			return headersApp(frames, pos, n, frames[pos+4])
 		default:
-			return HTTP2
+			return Unknown
 		}
 		pos += 9 + n
 	}
-	return HTTP2
+	return Unknown
 }
 
 // headersApp names the application of the HEADERS frame at pos of frames

@@ -266,6 +266,12 @@ func TestH2App(t *testing.T) {
 		{"name past the block", h2Block(4, hpPost+"\x00\x0ccontent"), Unknown},
 		{"too many fields", h2Block(4, strings.Repeat(hpPost, 64)+hpGRPC), Unknown},
 		{"as many fields as walked", h2Block(4, strings.Repeat(hpPost, 63)+hpGRPC), GRPC},
+		{"unknown frame type first", h2With(t, "application/grpc", h2Frame(0xa, []byte{1, 2, 3})), Unknown},
+		{"data first", h2With(t, "application/grpc", h2Frame(0, []byte("application/grpc"))), Unknown},
+		{"oversized settings first", h2With(t, "application/grpc", h2Frame(4, make([]byte, 102))), Unknown},
+		{"more frames than walked", h2With(t, "application/grpc", h2Frame(6, make([]byte, 8)), h2Frame(6, make([]byte, 8)), h2Frame(6, make([]byte, 8)), h2Frame(6, make([]byte, 8))), Unknown},
+		{"control frames only", []byte(http2Preface + string(h2Frame(4, nil))), Unknown},
+		{"frame header cut", append([]byte(http2Preface), h2Frame(4, nil)[:5]...), Unknown},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

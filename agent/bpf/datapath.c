@@ -1653,8 +1653,9 @@ static __always_inline void h2_headers(struct __sk_buff *skb, struct hpack_walk 
 /* h2_frame_step reads one frame header of the client's packet (bpf_loop
  * callback): control frames (SETTINGS, WINDOW_UPDATE, PING, PRIORITY, of
  * their lawful sizes) are skipped, the first HEADERS frame is walked
- * next, anything else or a frame header split across packets names
- * HTTP/2; past the last frame, the next packet goes on (H2_MORE). */
+ * next; anything else first, or a frame header split across packets,
+ * is undecidable (APP_NONE: a client could hide its HEADERS behind it);
+ * past the last frame, the next packet goes on (H2_MORE). */
 static long h2_frame_step(__u64 idx, void *ctx)
 {
 	struct hp_ctx *c = ctx;
@@ -1666,7 +1667,7 @@ static long h2_frame_step(__u64 idx, void *ctx)
 		w->r = (w->fpos << 8) | H2_MORE;
 		return 1;
 	}
-	w->r = APP_HTTP2;
+	w->r = APP_NONE;
 	if (w->fpos + 9 > w->len || w->fpos > 0xffff || bpf_skb_load_bytes(c->skb, w->off + w->fpos, w->b, 9))
 		return 1;
 	flen = ((__u32)w->b[0] << 16) | ((__u32)w->b[1] << 8) | w->b[2];
@@ -1699,7 +1700,7 @@ static long h2_frame_step(__u64 idx, void *ctx)
 }
 
 /* h2_walk walks the HTTP/2 frames of a client packet (len payload bytes at
- * off) from offset start, up to H2_WALK_FRAMES frames (more name HTTP/2),
+ * off) from offset start, up to H2_WALK_FRAMES frames (more: APP_NONE),
  * and the first HEADERS frame's header block: its first content-type
  * field names gRPC or HTTP/2, a whole block (END_HEADERS) without one
  * HTTP/2. APP_NONE (no application: the port decides) when the block is
@@ -1728,7 +1729,7 @@ __attribute__((noinline)) int h2_walk(struct __sk_buff *skb, __u32 off, __u32 le
 	w->state = H2_FRAMES;
 	bpf_loop(H2_WALK_FRAMES, h2_frame_step, &c, 0);
 	if (w->state == H2_FRAMES) {
-		r = w->fpos >= len ? (int)((w->fpos << 8) | H2_MORE) : APP_HTTP2;
+		r = w->fpos >= len ? (int)((w->fpos << 8) | H2_MORE) : APP_NONE;
 	} else if (w->state == H2_DONE) {
 		r = w->r;
 	} else {
@@ -1835,7 +1836,7 @@ static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struc
 
 		walked = 1;
 		if (p->any_frag) {
-			app = APP_HTTP2;
+			app = APP_NONE;
 			goto decided;
 		}
 		if (d > 0)
@@ -1853,7 +1854,7 @@ static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struc
 			ce->walk--;
 			return 1;
 		}
-		app = (r & 0xff) == H2_MORE ? APP_HTTP2 : (__u32)r & 0xff;
+		app = (r & 0xff) == H2_MORE ? APP_NONE : (__u32)r & 0xff;
 		goto decided;
 	}
 	if (p->any_frag) {
@@ -1917,6 +1918,10 @@ static __always_inline int check_app(struct __sk_buff *skb, struct pkt *p, struc
 						emit(skb, p, ep, dir, EVENT_SAMPLE, &e, mode, FLAG_PENDING);
 					}
 					return 1;
+				} else {
+					/* Met mid-stream: the frames that
+					 * decide cannot be followed. */
+					app = APP_NONE;
 				}
 			}
 		}

@@ -1179,16 +1179,6 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 			{pshAck, 1001, cat(pre, settings), false, true, false},
 			{pshAck, 1025, cat(settings, hJSON), false, false, false},
 		}},
-		{"control frames in too many packets decide HTTP/2", grpcPort, append([]step{
-			{syn, 1000, nil, false, true, false},
-			{pshAck, 1001, pre, false, true, false},
-		}, func() []step {
-			var out []step
-			for i := range 8 {
-				out = append(out, step{pshAck, 1025 + uint32(i*len(h2Ping)), h2Ping, false, i < 7, false})
-			}
-			return out
-		}()...)},
 		{"a server's SETTINGS before the preface waits for the client", grpcPort, []step{
 			{syn, 1000, nil, false, true, false},
 			{synAck, 7000, nil, false, true, true},
@@ -1237,6 +1227,12 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 		{"more fields than walked", h2ManyFields},
 		{"a block going on past the packet", longHeader[:200]},
 		{"padding longer than the frame", h2Frame(1, 4|8, 1, []byte("\x40"+hpPost+hpGRPC))},
+		// Frames a client could hide its HEADERS behind.
+		{"a frame of unknown type before HEADERS", cat(h2Frame(0xa, 0, 0, []byte{1, 2, 3}), hGRPC)},
+		{"DATA before HEADERS", cat(data, hGRPC)},
+		{"an oversized SETTINGS frame before HEADERS", cat(h2Frame(4, 0, 0, make([]byte, 102)), hGRPC)},
+		{"more frames than walked before HEADERS", cat(h2Ping, h2Ping, h2Ping, h2Ping, hGRPC)},
+		{"a frame header cut by the end of the packet", hGRPC[:5]},
 	} {
 		for _, port := range []uint16{openPort, grpcPort, h2Port} {
 			tests = append(tests, struct {
@@ -1249,6 +1245,18 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 				{pshAck, 1034, u.headers, false, port == openPort, false},
 			}})
 		}
+	}
+	// Control frames in more packets than walked decide nothing either.
+	for _, port := range []uint16{openPort, grpcPort, h2Port} {
+		steps := []step{{syn, 1000, nil, false, true, false}, {pshAck, 1001, pre, false, true, false}}
+		for i := range 8 {
+			steps = append(steps, step{pshAck, 1025 + uint32(i*len(h2Ping)), h2Ping, false, i < 7 || port == openPort, false})
+		}
+		tests = append(tests, struct {
+			name  string
+			port  uint16
+			steps []step
+		}{fmt.Sprintf("control frames in too many packets are decided by port %d", port), port, steps})
 	}
 	// The writes of a real grpc-go client up to its first HEADERS, one
 	// packet each: gRPC.

@@ -34,10 +34,15 @@
 // otherwise than HTTP/2, the flow stays pending past the preface and the
 // client's frames are walked, by sequence number, across a few packets;
 // only the preface and control frames pass before the HEADERS frame
-// decides (DATA first, anything else, or too many packets: HTTP/2). The
-// content type is looked for in the first 512 bytes of that frame's header
-// block in its packet: one sent after more metadata than that, or in a
-// CONTINUATION frame, names HTTP/2.
+// decides. Its header block is read as HPACK field representations, other
+// fields' values skipped by their length, up to the first content-type
+// field: application/grpc (raw or Huffman coded) is gRPC, anything else,
+// or a whole block without one, HTTP/2. What cannot be decided (DATA or
+// an unknown frame first, too many frames or packets, a frame header cut
+// by the packet, a block going on past the packet or in a CONTINUATION
+// frame before its content-type, a name from the dynamic table, malformed
+// HPACK) names no application: the port's own action decides it, so a
+// client cannot pass gRPC off as HTTP/2, or the reverse, by its framing.
 // Where no gRPC rule covers a port, gRPC follows the HTTP/2 rules. The
 // check judges the bytes the server reads first: a payload whose sequence
 // number is not the next to judge (out of order, or forged to be
