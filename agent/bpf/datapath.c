@@ -472,6 +472,20 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, __u32 
 	return PARSE_OK;
 }
 
+/* ipv4_header takes the protocol and the addresses (IPv4-mapped) from the
+ * IPv4 header at h, in the packet or copied out of it. */
+static __always_inline void ipv4_header(struct pkt *p, __u8 *h)
+{
+	p->family = 4;
+	p->proto = h[9];
+	p->saddr[10] = 0xff;
+	p->saddr[11] = 0xff;
+	__builtin_memcpy(&p->saddr[12], &h[12], 4);
+	p->daddr[10] = 0xff;
+	p->daddr[11] = 0xff;
+	__builtin_memcpy(&p->daddr[12], &h[16], 4);
+}
+
 /* parse_ipv4_direct reads the common case, an unfragmented IPv4 packet
  * without options carrying TCP or UDP whose headers lie in the linear part
  * of the buffer, straight from the packet. It returns PARSE_NON_IP for
@@ -495,14 +509,7 @@ static __always_inline int parse_ipv4_direct(struct __sk_buff *skb, __u32 off, s
 	tot = ((__u32)h[2] << 8) | h[3];
 	if (tot < 20)
 		return PARSE_MALFORMED;
-	p->family = 4;
-	p->proto = h[9];
-	p->saddr[10] = 0xff;
-	p->saddr[11] = 0xff;
-	__builtin_memcpy(&p->saddr[12], &h[12], 4);
-	p->daddr[10] = 0xff;
-	p->daddr[11] = 0xff;
-	__builtin_memcpy(&p->daddr[12], &h[16], 4);
+	ipv4_header(p, h);
 	p->sport = ((__u16)l4[0] << 8) | l4[1];
 	p->dport = ((__u16)l4[2] << 8) | l4[3];
 	if (h[9] == IPPROTO_TCP) {
@@ -537,14 +544,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct p
 	if (ihl < 20 || tot < ihl)
 		return PARSE_MALFORMED;
 	fo = ((__u32)h[6] << 8) | h[7];
-	p->family = 4;
-	p->proto = h[9];
-	p->saddr[10] = 0xff;
-	p->saddr[11] = 0xff;
-	__builtin_memcpy(&p->saddr[12], &h[12], 4);
-	p->daddr[10] = 0xff;
-	p->daddr[11] = 0xff;
-	__builtin_memcpy(&p->daddr[12], &h[16], 4);
+	ipv4_header(p, h);
 	p->fragment = (fo & 0x1fff) != 0;
 	return parse_l4(skb, p, off + ihl, off + tot, ((__u32)h[4] << 8) | h[5],
 			!p->fragment && (fo & 0x2000));
