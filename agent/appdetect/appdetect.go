@@ -6,12 +6,12 @@
 // to the same first 128 bytes, so both name a payload alike. The one place
 // the kernel sees more is gRPC: it walks the client's HTTP/2 frames across
 // packets to the first HEADERS frame and reads its header block as HPACK
-// field representations up to the first content-type field, as far as the
-// packet goes, while a sample holds the first 128 bytes of the first
+// field representations, looking for a content-type field naming gRPC, as
+// far as the packet goes, while a sample holds the first 128 bytes of the first
 // packet only (a grpc-go client sends its HEADERS after the preface): here
 // such a flow is HTTP/2, in the kernel gRPC. Frames or a header block that
 // cannot be decided from the bytes at hand (another frame before HEADERS,
-// a block going on past them or in CONTINUATION frames before a
+// a block going on past them or in CONTINUATION frames before a gRPC
 // content-type, a field of the dynamic table, malformed HPACK) are not
 // gRPC: here they are HTTP/2, as in the kernel wherever the
 // policy does not tell gRPC from HTTP/2; where it does, the kernel names
@@ -168,11 +168,12 @@ func h2App(frames []byte) Protocol {
 
 // headersApp names the application of the HEADERS frame at pos of frames
 // (n bytes of payload, flags given) from its header block (padding and
-// priority fields are not the block): the first content-type field names
-// gRPC when its value starts with application/grpc and HTTP/2 otherwise,
-// and a whole block (END_HEADERS) without one is HTTP/2. Unknown when it
-// cannot be decided from these bytes: the block goes on past them or in
-// CONTINUATION frames before a content-type, a field names the dynamic
+// priority fields are not the block): a content-type field whose value
+// starts with application/grpc names gRPC, whichever of several it is (a
+// gRPC server takes any), and a whole block (END_HEADERS) without one is
+// HTTP/2. Unknown when it cannot be decided from these bytes: the block
+// goes on past them or in CONTINUATION frames before a gRPC content-type,
+// a field names the dynamic
 // table, there are more than hpackFields fields, or the frame or a
 // representation is malformed.
 func headersApp(frames []byte, pos, n int, flags byte) Protocol {
@@ -257,8 +258,9 @@ func (h *hpackReader) str() ([]byte, bool, bool) {
 	return s, x&0x80 != 0, true
 }
 
-// field reads one field representation; done when it decides (app, which
-// is Unknown when the field is malformed or names the dynamic table).
+// field reads one field representation; done when it decides: GRPC for a
+// content-type naming gRPC, Unknown when the field is malformed or names
+// the dynamic table.
 func (h *hpackReader) field() (app Protocol, done bool) {
 	x, ok := h.next()
 	if !ok {
@@ -267,12 +269,8 @@ func (h *hpackReader) field() (app Protocol, done bool) {
 	if x&0x80 != 0 {
 		// Indexed field: content-type from the static table has an
 		// empty value.
-		i, ok := h.integer(x, 0x7f)
-		switch {
-		case !ok || i == 0 || i >= hpackStatic:
+		if i, ok := h.integer(x, 0x7f); !ok || i == 0 || i >= hpackStatic {
 			return Unknown, true
-		case i == hpackContentType:
-			return HTTP2, true
 		}
 		return Unknown, false
 	}
@@ -305,13 +303,10 @@ func (h *hpackReader) field() (app Protocol, done bool) {
 	if !ok {
 		return Unknown, true
 	}
-	if !ct {
-		return Unknown, false
-	}
-	if (huff && bytes.HasPrefix(value, grpcHuffman)) || (!huff && bytes.HasPrefix(value, []byte("application/grpc"))) {
+	if ct && ((huff && bytes.HasPrefix(value, grpcHuffman)) || (!huff && bytes.HasPrefix(value, []byte("application/grpc")))) {
 		return GRPC, true
 	}
-	return HTTP2, true
+	return Unknown, false
 }
 
 var httpMethods = [][]byte{

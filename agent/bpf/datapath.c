@@ -29,9 +29,10 @@
  *      (Protect) dropped for good. HTTP/2 whose policy tells gRPC apart
  *      stays pending past the preface: the client's next frames are walked
  *      up to the first HEADERS frame, whose header block is read field by
- *      field (HPACK) to its first content-type field, which decides; a
- *      block that packet cannot decide names no application (the port's
- *      own action decides).
+ *      field (HPACK): a content-type field naming application/grpc makes
+ *      it gRPC, the whole block without one HTTP/2 (a gRPC server takes
+ *      any of several content-type fields); a block that packet cannot
+ *      decide names no application (the port's own action decides).
  *
  * Unparseable packets are never let through in Protect mode.
  */
@@ -1325,7 +1326,8 @@ static __always_inline int is_h2_settings(struct cls *c)
 /* The walk of the client's HTTP/2 frames (h2_walk) and of the first
  * HEADERS frame's header block (HPACK, RFC 7541 section 6): field
  * representations are read one by one from the packet, strings skipped by
- * their length, until the first content-type field. Both run as bpf_loop
+ * their length, until a content-type field naming gRPC or the block's
+ * end. Both run as bpf_loop
  * callbacks over this state, kept off the stack. */
 struct hpack_walk {
 	__u32 off;   /* packet offset of the payload */
@@ -1446,8 +1448,7 @@ __attribute__((noinline)) int classify_payload(struct __sk_buff *skb, __u32 off,
 /* hpack_walk.res: still walking, or what the block names. */
 #define HP_GOING 0
 #define HP_GRPC 1
-#define HP_HTTP2 2
-#define HP_UNKNOWN 3 /* undecidable here: no application */
+#define HP_UNKNOWN 2 /* undecidable here: no application */
 
 #define HPACK_FIELDS 64	      /* field representations walked per packet */
 #define HPACK_INT_MORE 4      /* continuation bytes of an integer; more is malformed */
@@ -1560,7 +1561,8 @@ static __always_inline int hp_is_grpc(struct __sk_buff *skb, struct hpack_walk *
 
 /* hpack_step reads one field representation (bpf_loop callback): an
  * indexed field, a dynamic table size update, or a literal field with an
- * indexed or literal name. The first content-type field decides; a name
+ * indexed or literal name. A content-type field naming application/grpc
+ * decides gRPC; any other field, content-type too, is passed over; a name
  * in the dynamic table or a malformed representation is undecidable. */
 static long hpack_step(__u64 idx, void *ctx)
 {
@@ -1581,10 +1583,6 @@ static long hpack_step(__u64 idx, void *ctx)
 		name = hp_int(skb, w, x, 0x7f);
 		if (name <= 0 || name >= HPACK_STATIC)
 			goto undecidable;
-		if (name == HPACK_CONTENT_TYPE) {
-			w->res = HP_HTTP2;
-			return 1;
-		}
 		return 0;
 	}
 	if ((x & 0xe0) == 0x20) {
@@ -1610,8 +1608,8 @@ static long hpack_step(__u64 idx, void *ctx)
 	n = hp_string(skb, w);
 	if (n < 0)
 		goto undecidable;
-	if (ct) {
-		w->res = hp_is_grpc(skb, w, n) ? HP_GRPC : HP_HTTP2;
+	if (ct && hp_is_grpc(skb, w, n)) {
+		w->res = HP_GRPC;
 		return 1;
 	}
 	w->pos += n;
@@ -1701,12 +1699,12 @@ static long h2_frame_step(__u64 idx, void *ctx)
 
 /* h2_walk walks the HTTP/2 frames of a client packet (len payload bytes at
  * off) from offset start, up to H2_WALK_FRAMES frames (more: APP_NONE),
- * and the first HEADERS frame's header block: its first content-type
- * field names gRPC or HTTP/2, a whole block (END_HEADERS) without one
+ * and the first HEADERS frame's header block: a content-type field naming
+ * application/grpc names gRPC, a whole block (END_HEADERS) without one
  * HTTP/2. APP_NONE (no application: the port decides) when the block is
  * undecidable here: it goes on past this packet or in CONTINUATION frames
- * before a content-type, names a field of the dynamic table, holds more
- * than HPACK_FIELDS fields, or is malformed. H2_MORE with the offset of
+ * before a gRPC content-type, names a field of the dynamic table, holds
+ * more than HPACK_FIELDS fields, or is malformed. H2_MORE with the offset of
  * the next frame (in bits 8..): control frames only, the next packet goes
  * on. APP_RETRY when this CPU's scratch is busy. */
 __attribute__((noinline)) int h2_walk(struct __sk_buff *skb, __u32 off, __u32 len, __u32 start)
@@ -1736,8 +1734,7 @@ __attribute__((noinline)) int h2_walk(struct __sk_buff *skb, __u32 off, __u32 le
 		bpf_loop(HPACK_FIELDS, hpack_step, &c, 0);
 		if (w->res == HP_GRPC)
 			r = APP_GRPC;
-		else if (w->res == HP_HTTP2 || (w->res == HP_GOING && w->pos >= w->end && w->bend <= len &&
-						 (w->flags & H2_END_HEADERS)))
+		else if (w->res == HP_GOING && w->pos >= w->end && w->bend <= len && (w->flags & H2_END_HEADERS))
 			r = APP_HTTP2;
 	}
 	s->busy = 0;

@@ -189,7 +189,13 @@ var (
 	// A value longer than the block.
 	h2LongString = h2Frame(1, 4, 1, []byte(hpPost+"\x5f\x20application/grpc"))
 	// content-type indexed from the static table: an empty value.
-	h2EmptyContentType = h2Frame(1, 4, 1, []byte(hpPost+"\x9f"+hpGRPC))
+	h2EmptyContentType = h2Frame(1, 4, 1, []byte(hpPost+"\x9f"))
+	// A JSON content type, then a gRPC one: a grpc-go server takes the
+	// request as gRPC when any of its content-type fields names it.
+	h2JSONThenGRPC = h2Frame(1, 4, 1, []byte(hpPost+"\x9f"+"\x5f\x10application/json"+hpGRPC))
+	// A JSON content type, the block going on in CONTINUATION: a gRPC
+	// content type could follow.
+	h2JSONToBeContinued = h2Frame(1, 0, 1, []byte(hpPost+"\x5f\x10application/json"+hpPath))
 	// More fields than one packet's walk reads before the content type.
 	h2ManyFields = h2Frame(1, 4, 1, []byte(strings.Repeat(hpPost, 64)+hpGRPC))
 )
@@ -402,6 +408,8 @@ func TestPrivilegedClassifierAgreesWithAppdetect(t *testing.T) {
 		{"headers with a long integer", cat(h2, h2LongInteger), false, tcp},
 		{"headers with a string past the block", cat(h2, h2LongString), false, tcp},
 		{"headers with an empty content type", cat(h2, h2EmptyContentType), false, tcp},
+		{"headers with json, then grpc content types", cat(h2, h2JSONThenGRPC), false, tcp},
+		{"headers with json content type, to be continued", cat(h2, h2JSONToBeContinued), false, tcp},
 		{"headers with too many fields", cat(h2, h2ManyFields), false, tcp},
 		{"grpc-go first write", grpcWrites[0], false, tcp},
 		{"grpc-go writes up to its first HEADERS", untilHeaders(t, grpcWrites), false, tcp},
@@ -1155,6 +1163,16 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 			{pshAck, 1001, cat(pre, settings), false, true, false},
 			{pshAck, 1034, h2EmptyContentType, false, false, false},
 		}},
+		{"a gRPC content type after others is gRPC", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2JSONThenGRPC, false, true, false},
+		}},
+		{"a gRPC content type after others is gRPC where gRPC is closed", h2Port, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2JSONThenGRPC, false, false, false},
+		}},
 		{"grpc with padding and priority fields is gRPC", grpcPort, []step{
 			{syn, 1000, nil, false, true, false},
 			{pshAck, 1001, cat(pre, settings), false, true, false},
@@ -1221,6 +1239,7 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 		headers []byte
 	}{
 		{"HEADERS without END_HEADERS before the content type", h2ToBeContinued},
+		{"HEADERS without END_HEADERS after a JSON content type", h2JSONToBeContinued},
 		{"a name from the dynamic table", h2DynamicName},
 		{"an integer too long", h2LongInteger},
 		{"a string past the block", h2LongString},

@@ -35,14 +35,19 @@
 // client's frames are walked, by sequence number, across a few packets;
 // only the preface and control frames pass before the HEADERS frame
 // decides. Its header block is read as HPACK field representations, other
-// fields' values skipped by their length, up to the first content-type
-// field: application/grpc (raw or Huffman coded) is gRPC, anything else,
-// or a whole block without one, HTTP/2. What cannot be decided (DATA or
-// an unknown frame first, too many frames or packets, a frame header cut
-// by the packet, a block going on past the packet or in a CONTINUATION
-// frame before its content-type, a name from the dynamic table, malformed
-// HPACK) names no application: the port's own action decides it, so a
-// client cannot pass gRPC off as HTTP/2, or the reverse, by its framing.
+// fields' values skipped by their length: a content-type field naming
+// application/grpc (raw or Huffman coded), whichever of several it is (a
+// grpc-go server takes any), is gRPC; a whole block without one, HTTP/2.
+// What cannot be decided (DATA or an unknown frame first, too many frames
+// or packets, a frame header cut by the packet, a block going on past the
+// packet or in a CONTINUATION frame before a gRPC content-type, a name
+// from the dynamic table, malformed HPACK) names no application: the
+// port's own action decides it, so a client cannot pass gRPC off as
+// HTTP/2, or the reverse, by the framing of its first request. The first
+// request decides the connection: later streams on it are not read, so a
+// client whose first request is plain HTTP/2 can follow it with gRPC
+// calls (a grpc-go server answers the first with 415 and keeps the
+// connection).
 // Where no gRPC rule covers a port, gRPC follows the HTTP/2 rules. The
 // check judges the bytes the server reads first: a payload whose sequence
 // number is not the next to judge (out of order, or forged to be
