@@ -57,6 +57,8 @@ func TestPrivilegedDirectParseAgrees(t *testing.T) {
 		{"tcp data offset past the packet", unix.IPPROTO_TCP, tcp(8080, 0x18, 15, 0), nil},
 		{"total length short of the payload", unix.IPPROTO_TCP, tcp(8080, 0x18, 5, 40), totDelta(-25)},
 		{"total length inside the tcp header", unix.IPPROTO_TCP, tcp(8080, 0x18, 5, 40), totDelta(-50)},
+		{"total length inside the ip header", unix.IPPROTO_TCP, tcp(8080, 0x18, 5, 0), totDelta(-25)},
+		{"total length zero", unix.IPPROTO_TCP, tcp(8080, 0x18, 5, 10), func(ip []byte) { ip[2], ip[3] = 0, 0 }},
 		{"total length past the packet", unix.IPPROTO_TCP, tcp(8080, 0x18, 5, 10), totDelta(100)},
 		{"don't fragment set", unix.IPPROTO_TCP, tcp(8080, 0x18, 5, 10), func(ip []byte) { ip[6] = 0x40 }},
 		{"first fragment", unix.IPPROTO_TCP, tcp(8080, 0x18, 5, 10), func(ip []byte) { ip[6] = 0x20 }},
