@@ -7,12 +7,19 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
+// handedPorts holds every address freePort has returned in this test
+// binary: the kernel may hand a port it just freed out again, and two
+// listeners of one test (a replica's raft and gossip ports) must not get
+// the same one.
+var handedPorts sync.Map
+
 // freePort returns a loopback address whose port is free for both TCP and
-// UDP (gossip uses both).
+// UDP (gossip uses both) and that it has not returned before.
 func freePort(t testing.TB) string {
 	t.Helper()
 	for i := 0; i < 50; i++ {
@@ -23,8 +30,11 @@ func freePort(t testing.TB) string {
 		addr := l.Addr().String()
 		u, uerr := net.ListenPacket("udp", addr)
 		l.Close()
-		if uerr == nil {
-			u.Close()
+		if uerr != nil {
+			continue
+		}
+		u.Close()
+		if _, taken := handedPorts.LoadOrStore(addr, true); !taken {
 			return addr
 		}
 	}
