@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +149,12 @@ const (
 	hpContentRaw = "\x00\x0ccontent-type\x10application/grpc" // literal name content-type
 )
 
+// hpHuffman is a content-type field (static name, incremental indexing)
+// whose value is the Huffman coded v (shorter than 127 bytes).
+func hpHuffman(v []byte) string {
+	return "\x5f" + string([]byte{0x80 | byte(len(v))}) + string(v)
+}
+
 func unhex(t testing.TB, s string) []byte {
 	t.Helper()
 	b, err := hex.DecodeString(strings.Join(strings.Fields(s), ""))
@@ -246,6 +253,16 @@ func TestH2App(t *testing.T) {
 		{"huffman content type name", h2Block(4, hpPost+"\x40\x89"+string(contentTypeHuffman)+"\x10application/grpc"), GRPC},
 		{"huffman content type name, json", h2Block(4, hpPost+"\x40\x89"+string(contentTypeHuffman)+"\x10application/json"), HTTP2},
 		{"upper-case content type name", h2Block(4, hpPost+"\x00\x0cContent-Type\x10application/grpc"), HTTP2},
+		{"mixed-case grpc, raw", h2Block(4, hpPost+"\x5f\x10Application/GRPC"), GRPC},
+		{"upper-case grpc+proto, raw", h2Block(4, hpPost+"\x5f\x16APPLICATION/GRPC+PROTO"), GRPC},
+		{"mixed-case grpc, huffman", h2Block(4, hpPost+hpHuffman(hpack.AppendHuffmanString(nil, "Application/GRPC"))), GRPC},
+		{"upper-case grpc+proto, huffman", h2Block(4, hpPost+hpHuffman(hpack.AppendHuffmanString(nil, "APPLICATION/GRPC+PROTO"))), GRPC},
+		{"json, huffman", h2Block(4, hpPost+hpHuffman(hpack.AppendHuffmanString(nil, "application/json"))), HTTP2},
+		{"grpc, huffman cut mid-symbol", h2Block(4, hpPost+hpHuffman(hpack.AppendHuffmanString(nil, "application/grpc")[:10])), HTTP2},
+		{"grpc, huffman with EOS in it", h2Block(4, hpPost+hpHuffman(huffmanBits(t, "Application/GRP", true, "C"))), HTTP2},
+		{"grpc, huffman with EOS after it", h2Block(4, hpPost+hpHuffman(huffmanBits(t, "Application/GRPC", true, ""))), GRPC},
+		{"slash by |0x20, huffman", h2Block(4, hpPost+hpHuffman(hpack.AppendHuffmanString(nil, "application\x0fgrpc"))), HTTP2},
+		{"json, huffman, then grpc mixed case, huffman", h2Block(4, hpPost+hpHuffman(hpack.AppendHuffmanString(nil, "application/json"))+hpHuffman(hpack.AppendHuffmanString(nil, "application/gRPC"))), GRPC},
 		{"a later grpc content type decides", h2Block(4, hpPost+hpJSON+hpGRPC), GRPC},
 		{"a later grpc content type decides, no END_HEADERS", h2Block(0, hpPost+hpJSON+hpGRPC), GRPC},
 		{"json content type, block past the sample", h2Block(4, hpPost+hpJSON+hpPath)[:len(http2Preface)+9+1+len(hpJSON)], Unknown},
@@ -286,35 +303,189 @@ func TestH2App(t *testing.T) {
 	}
 }
 
-// TestGRPCHuffmanSignature holds the HPACK Huffman signatures to
-// x/net's coder: content-type's whole code, and application/grpc's code,
-// which ends on a byte boundary, so every value starting with it starts
-// with the signature and no other does.
-func TestGRPCHuffmanSignature(t *testing.T) {
+// huffmanCode is the HPACK Huffman code of one symbol, as x/net's coder
+// writes it.
+type huffmanCode struct {
+	sym  byte
+	len  int
+	code uint32
+}
+
+// hpackCodes returns the code of every symbol from x/net's coder, in code
+// order (by length, then value).
+func hpackCodes(t testing.TB) []huffmanCode {
+	t.Helper()
+	var codes []huffmanCode
+	for s := range 256 {
+		sym := string([]byte{byte(s)})
+		n := int(hpack.HuffmanEncodeLength(strings.Repeat(sym, 8))) // 8 codes: whole bytes
+		b := hpack.AppendHuffmanString(nil, sym)
+		var v uint64
+		for _, x := range b {
+			v = v<<8 | uint64(x)
+		}
+		codes = append(codes, huffmanCode{byte(s), n, uint32(v >> (len(b)*8 - n))})
+	}
+	sort.Slice(codes, func(i, j int) bool {
+		if codes[i].len != codes[j].len {
+			return codes[i].len < codes[j].len
+		}
+		return codes[i].code < codes[j].code
+	})
+	return codes
+}
+
+// TestHuffmanTables holds the canonical decoding tables to x/net's coder:
+// every one of the 256 symbols is in huffmanSyms at its code's place, and
+// its code decodes to it alone.
+func TestHuffmanTables(t *testing.T) {
+	codes := hpackCodes(t)
+	if got := codes[len(codes)-1].len; got != huffmanMaxLen {
+		t.Errorf("longest code is %d bits, huffmanMaxLen %d", got, huffmanMaxLen)
+	}
+	for i, c := range codes {
+		if huffmanSyms[i] != c.sym {
+			t.Errorf("huffmanSyms[%d] = %#x, want %#x", i, huffmanSyms[i], c.sym)
+		}
+		first := int(huffmanIndex[c.len])
+		if i < first || i >= int(huffmanIndex[c.len+1]) {
+			t.Errorf("symbol %#x (code %#x, %d bits) at %d, outside its length's [%d, %d)", c.sym, c.code, c.len, i, first, huffmanIndex[c.len+1])
+			continue
+		}
+		if want := huffmanFirst[c.len] + uint32(i-first); c.code != want {
+			t.Errorf("symbol %#x: code %#x, tables say %#x", c.sym, c.code, want)
+		}
+	}
+	for l := 0; l < len(huffmanIndex)-1; l++ {
+		if huffmanIndex[l] > huffmanIndex[l+1] {
+			t.Errorf("huffmanIndex[%d] = %d after %d", l+1, huffmanIndex[l+1], huffmanIndex[l])
+		}
+	}
+	if huffmanIndex[len(huffmanIndex)-1] != 256 {
+		t.Errorf("huffmanIndex ends at %d, want 256", huffmanIndex[len(huffmanIndex)-1])
+	}
+	for s := range 256 {
+		b := hpack.AppendHuffmanString(nil, string([]byte{byte(s)}))
+		var out [1]byte
+		if !huffmanPrefix(b, out[:]) || out[0] != byte(s) {
+			t.Errorf("symbol %#x coded %x decodes to %#x", s, b, out[0])
+		}
+	}
+}
+
+// TestContentTypeHuffman holds content-type's Huffman signature to x/net's
+// coder.
+func TestContentTypeHuffman(t *testing.T) {
 	if got := hpack.AppendHuffmanString(nil, "content-type"); !bytes.Equal(got, contentTypeHuffman) {
 		t.Errorf("huffman of content-type is %x, signature %x", got, contentTypeHuffman)
 	}
-	if got := hpack.AppendHuffmanString(nil, "application/grpc"); !bytes.Equal(got, grpcHuffman) {
-		t.Errorf("huffman of application/grpc is %x, signature %x", got, grpcHuffman)
+}
+
+// huffmanBits is the Huffman code of s, then EOS if eos, then that of
+// after, padded with ones (a prefix of EOS) to a byte boundary.
+func huffmanBits(t testing.TB, s string, eos bool, after string) []byte {
+	t.Helper()
+	code := map[byte]huffmanCode{}
+	for _, c := range hpackCodes(t) {
+		code[c.sym] = c
 	}
-	bits := 0
-	for _, c := range []byte("application/grpc") {
-		n := hpack.HuffmanEncodeLength(strings.Repeat(string(c), 8)) // 8 codes: whole bytes
-		bits += int(n)
-	}
-	if bits != len(grpcHuffman)*8 {
-		t.Errorf("application/grpc codes to %d bits, want %d (a byte boundary)", bits, len(grpcHuffman)*8)
-	}
-	for _, v := range []string{"application/grpc", "application/grpc+proto", "application/grpc; charset=utf-8", "application/grpc-web"} {
-		if got := hpack.AppendHuffmanString(nil, v); !bytes.HasPrefix(got, grpcHuffman) {
-			t.Errorf("huffman of %q (%x) does not start with the signature", v, got)
+	var out []byte
+	var acc uint64
+	n := 0
+	put := func(v uint32, l int) {
+		for i := l - 1; i >= 0; i-- {
+			acc = acc<<1 | uint64(v>>i)&1
+			if n++; n == 8 {
+				out = append(out, byte(acc))
+				acc, n = 0, 0
+			}
 		}
 	}
-	for _, v := range []string{"application/grp", "application/grpx", "application/grp+proto", "application/json", "application/gRPC"} {
-		if got := hpack.AppendHuffmanString(nil, v); bytes.HasPrefix(got, grpcHuffman) {
-			t.Errorf("huffman of %q (%x) starts with the signature", v, got)
-		}
+	for _, c := range []byte(s) {
+		put(code[c].code, code[c].len)
 	}
+	if eos {
+		put(1<<30-1, 30)
+	}
+	for _, c := range []byte(after) {
+		put(code[c].code, code[c].len)
+	}
+	if n > 0 {
+		put(1<<(8-n)-1, 8-n)
+	}
+	return out
+}
+
+// TestIsGRPCContentType checks the content-type value match, raw and
+// Huffman coded.
+func TestIsGRPCContentType(t *testing.T) {
+	huff := func(s string) []byte { return hpack.AppendHuffmanString(nil, s) }
+	cut := huff("application/grpc") // ends on a byte boundary
+	tests := []struct {
+		name  string
+		value []byte
+		huff  bool
+		want  bool
+	}{
+		{"raw", []byte("application/grpc"), false, true},
+		{"raw proto", []byte("application/grpc+proto"), false, true},
+		{"raw mixed case", []byte("Application/GRPC"), false, true},
+		{"raw upper case proto", []byte("APPLICATION/GRPC+PROTO"), false, true},
+		{"raw json", []byte("application/json"), false, false},
+		{"raw short", []byte("application/grp"), false, false},
+		{"raw empty", nil, false, false},
+		{"raw control byte that |0x20 makes a slash", []byte("application\x0fgrpc"), false, false},
+		{"raw at-sign not folded", []byte("application/grp@"), false, false},
+		{"huffman", huff("application/grpc"), true, true},
+		{"huffman proto", huff("application/grpc+proto"), true, true},
+		{"huffman mixed case", huff("Application/GRPC"), true, true},
+		{"huffman upper case proto", huff("APPLICATION/GRPC+PROTO"), true, true},
+		{"huffman web", huff("application/grpc-web"), true, true},
+		{"huffman json", huff("application/json"), true, false},
+		{"huffman short", huff("application/grp"), true, false},
+		{"huffman cut mid-symbol", cut[:len(cut)-1], true, false},
+		{"huffman control byte that |0x20 makes a slash", huff("application\x0fgrpc"), true, false},
+		{"huffman EOS for the last symbol", huffmanBits(t, "application/grp", true, ""), true, false},
+		{"huffman EOS after the content type", huffmanBits(t, "application/grpc", true, ""), true, true},
+		{"huffman mixed case by hand", huffmanBits(t, "aPPlication/gRpC+proto", false, ""), true, true},
+		{"huffman empty", nil, true, false},
+		{"raw bytes read as huffman", []byte("application/grpc"), true, false},
+		{"huffman read as raw", huff("application/grpc"), false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := isGRPCContentType(tc.value, tc.huff); got != tc.want {
+				t.Errorf("isGRPCContentType(%x, %v) = %v, want %v", tc.value, tc.huff, got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzHuffmanPrefix checks the kernel's way of decoding against x/net's
+// coder: what x/net decodes, huffmanPrefix decodes alike as far as it
+// goes, and the code of any string decodes to its first symbols.
+func FuzzHuffmanPrefix(f *testing.F) {
+	for _, s := range []string{"application/grpc", "Application/GRPC+proto", "application/json", "", "\x00\xff\x0f", strings.Repeat("\xfe", 20)} {
+		f.Add([]byte(s))
+		f.Add(hpack.AppendHuffmanString(nil, s))
+	}
+	f.Add(huffmanBits(f, "application/grp", true, "c"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var out [len(grpcContentType)]byte
+		ok := huffmanPrefix(b, out[:])
+		if dec, err := hpack.HuffmanDecodeToString(b); err == nil {
+			if want := len(dec) >= len(out); ok != want {
+				t.Fatalf("huffmanPrefix(%x) = %v, x/net decodes %q", b, ok, dec)
+			}
+			if ok && string(out[:]) != dec[:len(out)] {
+				t.Fatalf("huffmanPrefix(%x) = %q, x/net decodes %q", b, out, dec)
+			}
+		}
+		enc := hpack.AppendHuffmanString(nil, string(b))
+		if ok := huffmanPrefix(enc, out[:]); ok != (len(b) >= len(out)) || ok && !bytes.Equal(out[:], b[:len(out)]) {
+			t.Fatalf("huffmanPrefix of the code of %x = %v %x", b, ok, out)
+		}
+	})
 }
 
 // FuzzDetect checks Detect never panics, is deterministic, and reads only
@@ -328,6 +499,10 @@ func FuzzDetect(f *testing.F) {
 		h2Block(4|8|0x20, "\x03"+"\x80\x00\x00\x03\x10"+hpPost+hpGRPC+"\x00\x00\x00"), h2Block(4, "\x3f\xe1\x1f"+hpContentRaw),
 		h2Block(4, hpPost+"\x40\x89"+string(contentTypeHuffman)+"\x10application/grpc"), h2Block(4, hpPost+"\x7e\x10application/grpc"),
 		h2Block(4, "\x0f\xff\xff\xff\xff\x01"+hpGRPC), h2Block(4, hpPost+"\x9f"), h2Block(8, "\xff"),
+		h2Request(f, "Application/GRPC"), h2Request(f, "APPLICATION/GRPC+PROTO"), h2Block(4, hpPost+"\x5f\x10Application/GRPC"),
+		h2Block(4, hpPost+hpHuffman(hpack.AppendHuffmanString(nil, "application/grpc")[:10])),
+		h2Block(4, hpPost+hpHuffman(huffmanBits(f, "Application/GRP", true, "C"))),
+		h2Block(4, hpPost+hpHuffman(hpack.AppendHuffmanString(nil, "application/json"))),
 	} {
 		f.Add(uint8(ProtoTCP), s, []byte{})
 		f.Add(uint8(ProtoUDP), s, s)
