@@ -29,7 +29,8 @@
  *      (Protect) dropped for good. HTTP/2 whose policy tells gRPC apart
  *      stays pending past the preface: the client's next frames are walked
  *      up to the first HEADERS frame, whose header block is read field by
- *      field (HPACK): a content-type field naming application/grpc makes
+ *      field (HPACK): a content-type field naming application/grpc in
+ *      any ASCII case, raw or Huffman coded (decoded in the kernel), makes
  *      it gRPC, the whole block without one HTTP/2 (a gRPC server takes
  *      any of several content-type fields); a block that packet cannot
  *      decide names no application (the port's own action decides).
@@ -1326,9 +1327,10 @@ static __always_inline int is_h2_settings(struct cls *c)
 /* The walk of the client's HTTP/2 frames (h2_walk) and of the first
  * HEADERS frame's header block (HPACK, RFC 7541 section 6): field
  * representations are read one by one from the packet, strings skipped by
- * their length, until a content-type field naming gRPC or the block's
- * end. Both run as bpf_loop
- * callbacks over this state, kept off the stack. */
+ * their length but a content-type value, matched (a Huffman coded one
+ * decoded bit by bit), until a content-type field naming gRPC or the
+ * block's end. Both run as bpf_loop callbacks over this state, kept off
+ * the stack. */
 struct hpack_walk {
 	__u32 off;   /* packet offset of the payload */
 	__u32 len;   /* payload bytes */
@@ -1341,6 +1343,14 @@ struct hpack_walk {
 	__u32 end;   /* packet offset where the block ends in this packet */
 	__u32 res;   /* HP_* */
 	__u32 huff;  /* the last string read is Huffman coded */
+	__u32 fields; /* field representations read */
+	/* The Huffman decoding of a content-type value (huff_bit). */
+	__u32 hpos;  /* packet offset of the value */
+	__u32 hbit;  /* next bit of the value */
+	__u32 hlim;  /* bits of the value read at most; 0: not decoding */
+	__u32 hcode; /* bits of the symbol read so far */
+	__u32 hclen; /* how many */
+	__u32 hsyms; /* symbols decoded, each matching application/grpc */
 	__u8 b[16];
 };
 
@@ -1534,36 +1544,138 @@ static __always_inline int hp_is_content_type(struct __sk_buff *skb, struct hpac
 	return 1;
 }
 
-/* hp_is_grpc tells whether the value of n bytes at w->pos starts with
- * application/grpc, raw or Huffman coded (its code ends on a byte
- * boundary, so a coded value starting with it starts with these bytes). */
-static __always_inline int hp_is_grpc(struct __sk_buff *skb, struct hpack_walk *w, long n)
+/* The HPACK Huffman code (RFC 7541 Appendix B) is canonical: the codes of
+ * one length are consecutive, and come after the prefixes of all shorter
+ * ones. huff_first holds the first code of each length, huff_index the
+ * index in huff_syms (the symbols in code order) of its symbol; the codes
+ * of length l are the huff_index[l + 1] - huff_index[l] from
+ * huff_first[l]. EOS, the last of the longest codes, is no symbol.
+ * agent/bpf's tests hold these tables to x/net's coder. */
+#define HUFF_MAXLEN 30
+
+static const __u32 huff_first[32] = {
+	0x0, 0x0, 0x0, 0x0, 0x0, 0x0, 0x14, 0x5c,
+	0xf8, 0x0, 0x3f8, 0x7fa, 0xffa, 0x1ff8, 0x3ffc, 0x7ffc,
+	0x0, 0x0, 0x0, 0x7fff0, 0xfffe6, 0x1fffdc, 0x3fffd2, 0x7fffd8,
+	0xffffea, 0x1ffffec, 0x3ffffe0, 0x7ffffde, 0xfffffe2, 0x0, 0x3ffffffc, 0x0,
+};
+
+static const __u16 huff_index[32] = {
+	0, 0, 0, 0, 0, 0, 10, 36, 68, 74, 74, 79, 82, 84, 90, 92,
+	95, 95, 95, 95, 98, 106, 119, 145, 174, 186, 190, 205, 224, 253, 253, 256,
+};
+
+static const __u8 huff_syms[256] = {
+	0x30, 0x31, 0x32, 0x61, 0x63, 0x65, 0x69, 0x6f, 0x73, 0x74, 0x20, 0x25, 0x2d, 0x2e, 0x2f, 0x33,
+	0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3d, 0x41, 0x5f, 0x62, 0x64, 0x66, 0x67, 0x68, 0x6c, 0x6d,
+	0x6e, 0x70, 0x72, 0x75, 0x3a, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x4b, 0x4c,
+	0x4d, 0x4e, 0x4f, 0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57, 0x59, 0x6a, 0x6b, 0x71, 0x76,
+	0x77, 0x78, 0x79, 0x7a, 0x26, 0x2a, 0x2c, 0x3b, 0x58, 0x5a, 0x21, 0x22, 0x28, 0x29, 0x3f, 0x27,
+	0x2b, 0x7c, 0x23, 0x3e, 0x00, 0x24, 0x40, 0x5b, 0x5d, 0x7e, 0x5e, 0x7d, 0x3c, 0x60, 0x7b, 0x5c,
+	0xc3, 0xd0, 0x80, 0x82, 0x83, 0xa2, 0xb8, 0xc2, 0xe0, 0xe2, 0x99, 0xa1, 0xa7, 0xac, 0xb0, 0xb1,
+	0xb3, 0xd1, 0xd8, 0xd9, 0xe3, 0xe5, 0xe6, 0x81, 0x84, 0x85, 0x86, 0x88, 0x92, 0x9a, 0x9c, 0xa0,
+	0xa3, 0xa4, 0xa9, 0xaa, 0xad, 0xb2, 0xb5, 0xb9, 0xba, 0xbb, 0xbd, 0xbe, 0xc4, 0xc6, 0xe4, 0xe8,
+	0xe9, 0x01, 0x87, 0x89, 0x8a, 0x8b, 0x8c, 0x8d, 0x8f, 0x93, 0x95, 0x96, 0x97, 0x98, 0x9b, 0x9d,
+	0x9e, 0xa5, 0xa6, 0xa8, 0xae, 0xaf, 0xb4, 0xb6, 0xb7, 0xbc, 0xbf, 0xc5, 0xe7, 0xef, 0x09, 0x8e,
+	0x90, 0x91, 0x94, 0x9f, 0xab, 0xce, 0xd7, 0xe1, 0xec, 0xed, 0xc7, 0xcf, 0xea, 0xeb, 0xc0, 0xc1,
+	0xc8, 0xc9, 0xca, 0xcd, 0xd2, 0xd5, 0xda, 0xdb, 0xee, 0xf0, 0xf2, 0xf3, 0xff, 0xcb, 0xcc, 0xd3,
+	0xd4, 0xd6, 0xdd, 0xde, 0xdf, 0xf1, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe,
+	0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x0b, 0x0c, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14,
+	0x15, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x7f, 0xdc, 0xf9, 0x0a, 0x0d, 0x16,
+};
+
+/* The gRPC content type, matched case-insensitively (as grpc-java, which
+ * lower-cases the value before its check) on the value's first
+ * GRPC_CT_LEN characters. */
+static const char grpc_ct[] = "application/grpc";
+#define GRPC_CT_LEN (sizeof(grpc_ct) - 1)
+#define HUFF_BYTES_MAX ((GRPC_CT_LEN * HUFF_MAXLEN + 7) / 8) /* the value's bytes GRPC_CT_LEN symbols may take */
+/* hpack_step's runs per packet: each field, and each bit of a Huffman coded
+ * content-type value. */
+#define HPACK_STEPS (HPACK_FIELDS * (1 + GRPC_CT_LEN * HUFF_MAXLEN))
+
+/* ascii_lower folds an ASCII upper-case letter to lower case, and only
+ * that. */
+static __always_inline __u8 ascii_lower(__u8 x)
 {
-	static const __u8 huf[] = {0x1d, 0x75, 0xd0, 0x62, 0x0d, 0x26, 0x3d, 0x4c, 0x4d, 0x65, 0x64};
-	static const char lit[] = "application/grpc";
+	return x >= 'A' && x <= 'Z' ? x + ('a' - 'A') : x;
+}
+
+/* huff_bit reads one bit of the Huffman coded content-type value at
+ * w->hpos, and decodes a symbol when the bits read make one, which must
+ * fold to the next character of grpc_ct: GRPC_CT_LEN such symbols decide
+ * gRPC (1). The decoding stops (w->hlim = 0) at a symbol that does not
+ * fold to it, at the value's end (a value that ends sooner is too short,
+ * and its padding is no symbol), or when the bits read are longer than
+ * any code (EOS). Not inlined, as hp_is_grpc. */
+static __attribute__((noinline)) long huff_bit(struct __sk_buff *skb, struct hpack_walk *w)
+{
+	__u32 l, k, n, i;
+
+	if (w->hbit >= w->hlim)
+		goto stop;
+	if (!(w->hbit & 7) && bpf_skb_load_bytes(skb, w->hpos + (w->hbit >> 3), w->b, 1))
+		goto stop;
+	w->hcode = (w->hcode << 1) | ((w->b[0] >> (7 - (w->hbit & 7))) & 1);
+	w->hbit++;
+	l = ++w->hclen;
+	if (l > HUFF_MAXLEN)
+		goto stop;
+	/* Keep the masks: the verifier must see the indexes bound. */
+	asm volatile("" : "+r"(l));
+	l &= 31;
+	k = w->hcode - huff_first[l];
+	n = (__u32)huff_index[(l + 1) & 31] - huff_index[l];
+	if (k >= n)
+		return 0;
+	i = (huff_index[l] + k) & 0xff;
+	if (ascii_lower(huff_syms[i]) != (__u8)grpc_ct[w->hsyms & 15])
+		goto stop;
+	w->hcode = 0;
+	w->hclen = 0;
+	if (++w->hsyms < GRPC_CT_LEN)
+		return 0;
+	w->res = HP_GRPC;
+	return 1;
+stop:
+	w->hlim = 0;
+	return 0;
+}
+
+/* hp_is_grpc tells whether the content-type value of n bytes at w->pos
+ * starts with application/grpc in any ASCII case: raw, from its first
+ * GRPC_CT_LEN bytes; Huffman coded, the next steps decode it (huff_bit).
+ * Not inlined: hpack_step's stack is what the programs have left. */
+static __attribute__((noinline)) int hp_is_grpc(struct __sk_buff *skb, struct hpack_walk *w, __u32 n)
+{
 	int k;
 
 	if (w->huff) {
-		if (n < sizeof(huf) || bpf_skb_load_bytes(skb, w->pos, w->b, sizeof(huf)))
-			return 0;
-		for (k = 0; k < sizeof(huf); k++)
-			if (w->b[k] != huf[k])
-				return 0;
-		return 1;
-	}
-	if (n < sizeof(lit) - 1 || bpf_skb_load_bytes(skb, w->pos, w->b, sizeof(lit) - 1))
+		w->hpos = w->pos;
+		w->hbit = 0;
+		w->hlim = (n < HUFF_BYTES_MAX ? n : HUFF_BYTES_MAX) * 8;
+		w->hcode = 0;
+		w->hclen = 0;
+		w->hsyms = 0;
 		return 0;
-	for (k = 0; k < sizeof(lit) - 1; k++)
-		if (w->b[k] != (__u8)lit[k])
+	}
+	if (n < GRPC_CT_LEN || bpf_skb_load_bytes(skb, w->pos, w->b, GRPC_CT_LEN))
+		return 0;
+	for (k = 0; k < GRPC_CT_LEN; k++)
+		if (ascii_lower(w->b[k]) != (__u8)grpc_ct[k])
 			return 0;
 	return 1;
 }
 
-/* hpack_step reads one field representation (bpf_loop callback): an
- * indexed field, a dynamic table size update, or a literal field with an
- * indexed or literal name. A content-type field naming application/grpc
- * decides gRPC; any other field, content-type too, is passed over; a name
- * in the dynamic table or a malformed representation is undecidable. */
+/* hpack_step reads one field representation (bpf_loop callback), or one
+ * bit of a Huffman coded content-type value (huff_bit) while that is
+ * decoded: an indexed field, a dynamic table size update, or a literal
+ * field with an indexed or literal name. A content-type field naming
+ * application/grpc in any ASCII case (as grpc-java, which lower-cases the
+ * value before its check), raw or Huffman coded, decides gRPC; any other
+ * field, content-type too, is passed over; a name in the dynamic table or
+ * a malformed representation is undecidable. It stops after
+ * HPACK_FIELDS field representations. */
 static long hpack_step(__u64 idx, void *ctx)
 {
 	struct hp_ctx *c = ctx;
@@ -1572,8 +1684,11 @@ static long hpack_step(__u64 idx, void *ctx)
 	long x, name, n;
 	int ct;
 
-	if (w->pos >= w->end)
+	if (w->hlim)
+		return huff_bit(skb, w);
+	if (w->pos >= w->end || w->fields >= HPACK_FIELDS)
 		return 1;
+	w->fields++;
 	x = hp_byte(skb, w);
 	if (x < 0)
 		goto undecidable;
@@ -1645,6 +1760,8 @@ static __always_inline void h2_headers(struct __sk_buff *skb, struct hpack_walk 
 	w->end = w->off + (w->bend < w->len ? w->bend : w->len);
 	w->res = HP_GOING;
 	w->huff = 0;
+	w->fields = 0;
+	w->hlim = 0;
 	w->state = H2_BLOCK;
 }
 
@@ -1700,8 +1817,8 @@ static long h2_frame_step(__u64 idx, void *ctx)
 /* h2_walk walks the HTTP/2 frames of a client packet (len payload bytes at
  * off) from offset start, up to H2_WALK_FRAMES frames (more: APP_NONE),
  * and the first HEADERS frame's header block: a content-type field naming
- * application/grpc names gRPC, a whole block (END_HEADERS) without one
- * HTTP/2. APP_NONE (no application: the port decides) when the block is
+ * application/grpc in any ASCII case names gRPC, a whole block
+ * (END_HEADERS) without one HTTP/2. APP_NONE (no application: the port decides) when the block is
  * undecidable here: it goes on past this packet or in CONTINUATION frames
  * before a gRPC content-type, names a field of the dynamic table, holds
  * more than HPACK_FIELDS fields, or is malformed. H2_MORE with the offset of
@@ -1731,7 +1848,7 @@ __attribute__((noinline)) int h2_walk(struct __sk_buff *skb, __u32 off, __u32 le
 	} else if (w->state == H2_DONE) {
 		r = w->r;
 	} else {
-		bpf_loop(HPACK_FIELDS, hpack_step, &c, 0);
+		bpf_loop(HPACK_STEPS, hpack_step, &c, 0);
 		if (w->res == HP_GRPC)
 			r = APP_GRPC;
 		else if (w->res == HP_GOING && w->pos >= w->end && w->bend <= len && (w->flags & H2_END_HEADERS))

@@ -230,19 +230,26 @@ type DatapathScratch struct {
 		Bad   uint32
 	}
 	W struct {
-		_     structs.HostLayout
-		Off   uint32
-		Len   uint32
-		Fpos  uint32
-		State uint32
-		R     uint32
-		Flags uint32
-		Bend  uint32
-		Pos   uint32
-		End   uint32
-		Res   uint32
-		Huff  uint32
-		B     [16]uint8
+		_      structs.HostLayout
+		Off    uint32
+		Len    uint32
+		Fpos   uint32
+		State  uint32
+		R      uint32
+		Flags  uint32
+		Bend   uint32
+		Pos    uint32
+		End    uint32
+		Res    uint32
+		Huff   uint32
+		Fields uint32
+		Hpos   uint32
+		Hbit   uint32
+		Hlim   uint32
+		Hcode  uint32
+		Hclen  uint32
+		Hsyms  uint32
+		B      [16]uint8
 	}
 }
 

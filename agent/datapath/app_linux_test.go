@@ -198,7 +198,27 @@ var (
 	h2JSONToBeContinued = h2Frame(1, 0, 1, []byte(hpPost+"\x5f\x10application/json"+hpPath))
 	// More fields than one packet's walk reads before the content type.
 	h2ManyFields = h2Frame(1, 4, 1, []byte(strings.Repeat(hpPost, 64)+hpGRPC))
+	// The gRPC content type in mixed case, raw: grpc-java lower-cases it
+	// before its check.
+	h2MixedCaseGRPC = h2Frame(1, 4, 1, []byte(hpPost+hpPath+"\x5f\x10Application/GRPC"))
+	// The same, Huffman coded; and in upper case with a subtype.
+	h2MixedCaseGRPCHuffman = h2Frame(1, 4, 1, []byte(hpPost+hpPath+hpHuffman(hpack.AppendHuffmanString(nil, "Application/GRPC"))))
+	h2UpperCaseGRPCHuffman = h2Frame(1, 4, 1, []byte(hpPost+hpPath+hpHuffman(hpack.AppendHuffmanString(nil, "APPLICATION/GRPC+PROTO"))))
+	// A Huffman coded JSON content type.
+	h2JSONHuffman = h2Frame(1, 4, 1, []byte(hpPost+hpPath+hpHuffman(hpack.AppendHuffmanString(nil, "application/json"))))
+	// Huffman coded gRPC content types that are not: cut in its last
+	// symbol, EOS for its last symbol, a control byte (0x0f, a slash when
+	// or-ed with 0x20) for its slash.
+	h2CutGRPCHuffman     = h2Frame(1, 4, 1, []byte(hpPost+hpPath+hpHuffman(hpack.AppendHuffmanString(nil, "Application/GRPC")[:11])))
+	h2EOSGRPCHuffman     = h2Frame(1, 4, 1, []byte(hpPost+hpPath+hpHuffman(append(hpack.AppendHuffmanString(nil, "Application/GRP"), 0xff, 0xff, 0xff, 0xff))))
+	h2ControlGRPCHuffman = h2Frame(1, 4, 1, []byte(hpPost+hpPath+hpHuffman(hpack.AppendHuffmanString(nil, "Application\x0fGRPC"))))
 )
+
+// hpHuffman is a content-type field (static name, incremental indexing)
+// whose value is the Huffman coded v (shorter than 127 bytes).
+func hpHuffman(v []byte) string {
+	return "\x5f" + string([]byte{0x80 | byte(len(v))}) + string(v)
+}
 
 // h2GRPCLookalike is a plain HTTP/2 request (application/json) whose :path and
 // another header's value say application/grpc.
@@ -411,6 +431,17 @@ func TestPrivilegedClassifierAgreesWithAppdetect(t *testing.T) {
 		{"headers with json, then grpc content types", cat(h2, h2JSONThenGRPC), false, tcp},
 		{"headers with json content type, to be continued", cat(h2, h2JSONToBeContinued), false, tcp},
 		{"headers with too many fields", cat(h2, h2ManyFields), false, tcp},
+		{"mixed-case grpc, raw", cat(h2, h2MixedCaseGRPC), false, tcp},
+		{"mixed-case grpc, huffman", cat(h2, h2MixedCaseGRPCHuffman), false, tcp},
+		{"upper-case grpc+proto, huffman", cat(h2, h2UpperCaseGRPCHuffman), false, tcp},
+		{"upper-case grpc+proto from x/net", cat(h2, h2Headers("APPLICATION/GRPC+PROTO")), false, tcp},
+		{"json, huffman", cat(h2, h2JSONHuffman), false, tcp},
+		{"grpc, huffman cut mid-symbol", cat(h2, h2CutGRPCHuffman), false, tcp},
+		{"grpc, huffman with EOS", cat(h2, h2EOSGRPCHuffman), false, tcp},
+		{"grpc, huffman with a control byte for its slash", cat(h2, h2ControlGRPCHuffman), false, tcp},
+		{"grpc, huffman, after as many near misses as fields walked", cat(h2, h2Frame(1, 4, 1, []byte(strings.Repeat(hpHuffman(hpack.AppendHuffmanString(nil, "Application/GRPX")), 63)+hpHuffman(hpack.AppendHuffmanString(nil, "Application/GRPC"))))), false, tcp},
+		{"grpc, huffman, after more near misses than fields walked", cat(h2, h2Frame(1, 4, 1, []byte(strings.Repeat(hpHuffman(hpack.AppendHuffmanString(nil, "Application/GRPX")), 64)+hpHuffman(hpack.AppendHuffmanString(nil, "Application/GRPC"))))), false, tcp},
+		{"json then mixed-case grpc, both huffman", cat(h2, h2Frame(1, 4, 1, []byte(hpPost+hpHuffman(hpack.AppendHuffmanString(nil, "application/json"))+hpHuffman(hpack.AppendHuffmanString(nil, "application/gRPC"))))), false, tcp},
 		{"grpc-go first write", grpcWrites[0], false, tcp},
 		{"grpc-go writes up to its first HEADERS", untilHeaders(t, grpcWrites), false, tcp},
 		{"tls client hello", clientHello(t), false, tcp},
@@ -1182,6 +1213,45 @@ func TestPrivilegedAppCheckEvasion(t *testing.T) {
 			{syn, 1000, nil, false, true, false},
 			{pshAck, 1001, cat(pre, settings), false, true, false},
 			{pshAck, 1034, h2PaddedGRPC, false, false, false},
+		}},
+		{"mixed-case grpc, raw, is gRPC", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2MixedCaseGRPC, false, true, false},
+		}},
+		{"mixed-case grpc, raw, is gRPC where gRPC is closed", h2Port, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2MixedCaseGRPC, false, false, false},
+		}},
+		{"mixed-case grpc, huffman, is gRPC", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2MixedCaseGRPCHuffman, false, true, false},
+		}},
+		{"mixed-case grpc, huffman, is gRPC where gRPC is closed", h2Port, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2MixedCaseGRPCHuffman, false, false, false},
+		}},
+		{"upper-case grpc+proto, huffman, is gRPC where gRPC is closed", h2Port, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings, h2UpperCaseGRPCHuffman), false, false, false},
+		}},
+		{"json, huffman, is HTTP/2", h2Port, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2JSONHuffman, false, true, false},
+		}},
+		{"json, huffman, is not gRPC", grpcPort, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2JSONHuffman, false, false, false},
+		}},
+		{"grpc, huffman with EOS, is HTTP/2", h2Port, []step{
+			{syn, 1000, nil, false, true, false},
+			{pshAck, 1001, cat(pre, settings), false, true, false},
+			{pshAck, 1034, h2EOSGRPCHuffman, false, true, false},
 		}},
 		{"gRPC is decided by its rule on a port open to other flows", openPort, []step{
 			{syn, 1000, nil, false, true, false},

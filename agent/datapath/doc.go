@@ -35,8 +35,10 @@
 // client's frames are walked, by sequence number, across a few packets;
 // only the preface and control frames pass before the HEADERS frame
 // decides. Its header block is read as HPACK field representations, other
-// fields' values skipped by their length: a content-type field naming
-// application/grpc (raw or Huffman coded), whichever of several it is (a
+// fields' values skipped by their length: a content-type field whose
+// value starts with application/grpc in any ASCII case (grpc-java
+// lower-cases it before its check), raw or Huffman coded (the kernel
+// decodes the code's first symbols), whichever of several it is (a
 // grpc-go server takes any), is gRPC; a whole block without one, HTTP/2.
 // What cannot be decided (DATA or an unknown frame first, too many frames
 // or packets, a frame header cut by the packet, a block going on past the
