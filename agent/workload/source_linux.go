@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -163,6 +164,7 @@ type link struct {
 	index, peer int
 	name, kind  string
 	peerNetns   bool
+	mac         net.HardwareAddr
 }
 
 func dumpLinks() (map[int]link, error) {
@@ -194,6 +196,10 @@ func dumpLinks() (map[int]link, error) {
 				}
 			case unix.IFLA_LINK_NETNSID:
 				l.peerNetns = true
+			case unix.IFLA_ADDRESS:
+				if len(a.Value) == 6 {
+					l.mac = net.HardwareAddr(bytes.Clone(a.Value))
+				}
 			case unix.IFLA_LINKINFO:
 				l.kind = linkKind(a.Value)
 			}
@@ -308,10 +314,10 @@ func (h HostLinks) Resolve(netnsPath string) ([]Interface, error) {
 		if l.name == "lo" {
 			continue
 		}
-		ifc := Interface{Name: l.name, Index: l.index, Kind: l.kind, Addrs: addrs[idx]}
+		ifc := Interface{Name: l.name, Index: l.index, Kind: l.kind, Addrs: addrs[idx], MAC: l.mac}
 		if l.kind == "veth" && l.peerNetns && l.peer > 0 {
 			if h, ok := host[l.peer]; ok && h.kind == "veth" && h.peer == l.index {
-				ifc.HostIf, ifc.HostIfN = h.index, h.name
+				ifc.HostIf, ifc.HostIfN, ifc.HostMAC = h.index, h.name, h.mac
 			}
 		}
 		out = append(out, ifc)

@@ -97,6 +97,28 @@ func TestPrivilegedSourceFollowsWorkloads(t *testing.T) {
 	if ifc.Name != "eth0" || ifc.Kind != "veth" || ifc.HostIf != hostIdx || ifc.HostIfN != "vweb" {
 		t.Errorf("interface %+v: want eth0 veth with host peer vweb (%d)", ifc, hostIdx)
 	}
+	// The addresses of both ends of the veth, as ip reports them.
+	mac := func(ns, dev string) string {
+		t.Helper()
+		out, err := exec.Command("ip", "-n", ns, "-o", "link", "show", dev).Output()
+		if err != nil {
+			t.Fatalf("show %s: %v", dev, err)
+		}
+		f := strings.Fields(string(out))
+		for i := range f[:len(f)-1] {
+			if f[i] == "link/ether" {
+				return f[i+1]
+			}
+		}
+		t.Fatalf("no link/ether address for %s: %s", dev, out)
+		return ""
+	}
+	if got, want := ifc.MAC.String(), mac(web, "eth0"); got != want {
+		t.Errorf("interface MAC %s, want %s", got, want)
+	}
+	if got, want := ifc.HostMAC.String(), mac(host, "vweb"); got != want {
+		t.Errorf("host-side MAC %s, want %s", got, want)
+	}
 	wantAddrs := []netip.Prefix{netip.MustParsePrefix("10.199.3.2/24"), netip.MustParsePrefix("fd99:3::2/64")}
 	if got := c.Endpoint.Addrs(); fmt.Sprint(got) != fmt.Sprint(wantAddrs) {
 		t.Errorf("addresses %v, want %v", got, wantAddrs)

@@ -10,9 +10,11 @@
 package workload
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"path"
 	"slices"
@@ -44,10 +46,12 @@ func (w Workload) ID() string { return w.Namespace + "/" + w.Name }
 type Interface struct {
 	Name    string
 	Index   int
-	Addrs   []netip.Prefix // global-scope addresses
-	Kind    string         // "veth", ...
-	HostIf  int            // ifindex of the veth peer in the host namespace; 0 if none
-	HostIfN string         // its name
+	Addrs   []netip.Prefix   // global-scope addresses
+	Kind    string           // "veth", ...
+	HostIf  int              // ifindex of the veth peer in the host namespace; 0 if none
+	HostIfN string           // its name
+	MAC     net.HardwareAddr // this interface's own address; nil if it has none
+	HostMAC net.HardwareAddr // the host-side veth's address; nil without HostIf
 }
 
 // Image is the image one container of a workload runs.
@@ -83,7 +87,7 @@ func (e Endpoint) equal(o Endpoint) bool {
 	}
 	return slices.EqualFunc(e.Interfaces, o.Interfaces, func(a, b Interface) bool {
 		return a.Name == b.Name && a.Index == b.Index && a.Kind == b.Kind && a.HostIf == b.HostIf &&
-			a.HostIfN == b.HostIfN && slices.Equal(a.Addrs, b.Addrs)
+			a.HostIfN == b.HostIfN && slices.Equal(a.Addrs, b.Addrs) && bytes.Equal(a.MAC, b.MAC) && bytes.Equal(a.HostMAC, b.HostMAC)
 	})
 }
 
