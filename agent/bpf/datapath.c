@@ -132,6 +132,7 @@ enum counter {
 	COUNTER_CT_EXPIRED,
 	COUNTER_APP_ALLOWED,
 	COUNTER_APP_VIOLATION,
+	COUNTER_LOCAL_REDIRECT, /* delivered straight into a workload of this node */
 	COUNTER_MAX,
 };
 
@@ -225,6 +226,20 @@ struct ct_entry {
 	__u32 pad2;
 };
 
+/* A workload of this node that packets of other guarded workloads are
+ * delivered to directly (bpf_redirect_peer), keyed by one of its addresses
+ * (IPv6, or IPv4-mapped). Written by user space only: never learned from
+ * packets, whose source address a workload could forge. */
+struct local_key {
+	__u8 addr[16];
+};
+
+struct local_endpoint {
+	__u32 ifindex;	    /* host side of the workload's veth */
+	__u8 mac[6];	    /* the workload's own interface */
+	__u8 host_mac[6];   /* the host side of the veth */
+};
+
 struct frag_key {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -316,6 +331,14 @@ struct {
 } conntrack SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct local_key);
+	__type(value, struct local_endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} local_endpoints SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct frag_key);
@@ -353,6 +376,8 @@ const enum action *unused_action __attribute__((unused));
 const enum event_kind *unused_event_kind __attribute__((unused));
 const enum app *unused_app __attribute__((unused));
 const enum ct_state *unused_ct_state __attribute__((unused));
+const struct local_key *unused_local_key __attribute__((unused));
+const struct local_endpoint *unused_local_endpoint __attribute__((unused));
 
 struct pkt {
 	__u8 saddr[16];
@@ -2288,18 +2313,124 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l3off, __u64 ep, 
 	return 1;
 }
 
+/* handle_tcx is handle for the tcx programs, one copy verified once: the
+ * ingress program runs it twice, for the sender and for a local receiver,
+ * which inline would not fit the stack. */
+__attribute__((noinline)) int handle_tcx(struct __sk_buff *skb, __u64 ep, __u32 dir)
+{
+	if (!skb)
+		return 1;
+	return handle(skb, ETH_HLEN, ep, dir);
+}
+
+/* local_target returns the local endpoint a packet that left the workload
+ * behind ifindex may be delivered to directly, or NULL for the routed path:
+ * not plain IPv4 or IPv6, a fragment, IPv6 extension headers, neighbour
+ * discovery, TTL or hop limit that routing would exhaust, a destination
+ * that is not a workload of this node, or the sender itself. */
+static __always_inline struct local_endpoint *local_target(struct __sk_buff *skb, __u32 ifindex, __u8 *h)
+{
+	struct local_key lk = {};
+	struct local_endpoint *le;
+
+	if (skb->vlan_present)
+		return NULL;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, h, 20))
+			return NULL;
+		if ((h[0] >> 4) != 4 || (h[0] & 0xf) < 5)
+			return NULL;
+		if ((h[6] & 0x3f) || h[7]) /* MF or a fragment offset */
+			return NULL;
+		if (h[8] <= 1)
+			return NULL;
+		lk.addr[10] = 0xff;
+		lk.addr[11] = 0xff;
+		__builtin_memcpy(&lk.addr[12], &h[16], 4);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, h, 40))
+			return NULL;
+		if ((h[0] >> 4) != 6 || h[7] <= 1)
+			return NULL;
+		if (h[6] == NEXTHDR_ICMPV6) {
+			__u8 type;
+
+			if (bpf_skb_load_bytes(skb, ETH_HLEN + 40, &type, 1))
+				return NULL;
+			if ((type >= 130 && type <= 137) || type == 143)
+				return NULL;
+		} else if (h[6] != IPPROTO_TCP && h[6] != IPPROTO_UDP) {
+			return NULL;
+		}
+		__builtin_memcpy(lk.addr, &h[24], 16);
+	} else {
+		return NULL;
+	}
+	le = bpf_map_lookup_elem(&local_endpoints, &lk);
+	if (!le || le->ifindex == ifindex || !le->ifindex)
+		return NULL;
+	return le;
+}
+
+/* local_deliver hands a packet that left the workload behind ifindex, and
+ * passed its own decision, straight to a workload of this node: the
+ * receiver's decision (what its egress hook would decide), then the header
+ * routing would write (MACs, TTL or hop limit), then bpf_redirect_peer into
+ * the receiver's namespace. Anything else takes the routed path. */
+static __always_inline int local_deliver(struct __sk_buff *skb, __u32 ifindex)
+{
+	struct local_endpoint *le;
+	__u8 h[40];
+	__u8 macs[12];
+	__u32 to;
+
+	le = local_target(skb, ifindex, h);
+	if (!le)
+		return TCX_NEXT;
+	to = le->ifindex;
+	__builtin_memcpy(macs, le->mac, 12);
+	if (!handle_tcx(skb, to, DIR_IN))
+		return TCX_DROP;
+	if (bpf_skb_store_bytes(skb, 0, macs, 12, 0))
+		return TCX_NEXT;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		__u16 old = bpf_htons(((__u16)h[8] << 8) | h[9]);
+		__u16 new = bpf_htons(((__u16)(h[8] - 1) << 8) | h[9]);
+		__u8 ttl = h[8] - 1;
+
+		if (bpf_l3_csum_replace(skb, ETH_HLEN + 10, old, new, 2))
+			return TCX_DROP;
+		if (bpf_skb_store_bytes(skb, ETH_HLEN + 8, &ttl, 1, 0))
+			return TCX_DROP;
+	} else {
+		__u8 hops = h[7] - 1;
+
+		if (bpf_skb_store_bytes(skb, ETH_HLEN + 7, &hops, 1, 0))
+			return TCX_DROP;
+	}
+	count(COUNTER_LOCAL_REDIRECT);
+	return bpf_redirect_peer(to, 0);
+}
+
 /* tcx on the host side of a workload's veth: ingress carries packets that
- * leave the workload, egress packets that go to it. */
+ * leave the workload, egress packets that go to it. A packet to another
+ * workload of this node is decided for both ends at the sender's ingress
+ * and delivered into the receiver's namespace, past host routing and the
+ * receiver's egress hook. */
 SEC("tc")
 int palisade_tcx_ingress(struct __sk_buff *skb)
 {
-	return handle(skb, ETH_HLEN, skb->ifindex, DIR_OUT) ? TCX_NEXT : TCX_DROP;
+	__u32 ifindex = skb->ifindex;
+
+	if (!handle_tcx(skb, ifindex, DIR_OUT))
+		return TCX_DROP;
+	return local_deliver(skb, ifindex);
 }
 
 SEC("tc")
 int palisade_tcx_egress(struct __sk_buff *skb)
 {
-	return handle(skb, ETH_HLEN, skb->ifindex, DIR_IN) ? TCX_NEXT : TCX_DROP;
+	return handle_tcx(skb, skb->ifindex, DIR_IN) ? TCX_NEXT : TCX_DROP;
 }
 
 /* cgroup_skb on a workload's cgroup, for workloads without a veth. The

@@ -57,7 +57,8 @@ const (
 	DatapathCounterCOUNTER_CT_EXPIRED     DatapathCounter = 13
 	DatapathCounterCOUNTER_APP_ALLOWED    DatapathCounter = 14
 	DatapathCounterCOUNTER_APP_VIOLATION  DatapathCounter = 15
-	DatapathCounterCOUNTER_MAX            DatapathCounter = 16
+	DatapathCounterCOUNTER_LOCAL_REDIRECT DatapathCounter = 16
+	DatapathCounterCOUNTER_MAX            DatapathCounter = 17
 )
 
 type DatapathCtEntry struct {
@@ -167,6 +168,18 @@ type DatapathFragPorts struct {
 	Dport uint16
 }
 
+type DatapathLocalEndpoint struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Mac     [6]uint8
+	HostMac [6]uint8
+}
+
+type DatapathLocalKey struct {
+	_    structs.HostLayout
+	Addr [16]uint8
+}
+
 type DatapathLpmKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -264,6 +277,7 @@ const (
 	DatapathMapFlowEvents             = "flow_events"
 	DatapathMapFragments              = "fragments"
 	DatapathMapIdentities             = "identities"
+	DatapathMapLocalEndpoints         = "local_endpoints"
 	DatapathMapModes                  = "modes"
 	DatapathMapPolicy                 = "policy"
 	DatapathMapRuleCounters           = "rule_counters"
@@ -278,6 +292,8 @@ const (
 	DatapathVarUnusedCtState          = "unused_ct_state"
 	DatapathVarUnusedEventKind        = "unused_event_kind"
 	DatapathVarUnusedFlowEvent        = "unused_flow_event"
+	DatapathVarUnusedLocalEndpoint    = "unused_local_endpoint"
+	DatapathVarUnusedLocalKey         = "unused_local_key"
 	DatapathVarUnusedMode             = "unused_mode"
 )
 
@@ -333,30 +349,33 @@ type DatapathProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathMapSpecs struct {
-	Config       *ebpf.MapSpec `ebpf:"config"`
-	Conntrack    *ebpf.MapSpec `ebpf:"conntrack"`
-	Counters     *ebpf.MapSpec `ebpf:"counters"`
-	Endpoints    *ebpf.MapSpec `ebpf:"endpoints"`
-	FlowEvents   *ebpf.MapSpec `ebpf:"flow_events"`
-	Fragments    *ebpf.MapSpec `ebpf:"fragments"`
-	Identities   *ebpf.MapSpec `ebpf:"identities"`
-	Modes        *ebpf.MapSpec `ebpf:"modes"`
-	Policy       *ebpf.MapSpec `ebpf:"policy"`
-	RuleCounters *ebpf.MapSpec `ebpf:"rule_counters"`
-	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	Config         *ebpf.MapSpec `ebpf:"config"`
+	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
+	Counters       *ebpf.MapSpec `ebpf:"counters"`
+	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	FlowEvents     *ebpf.MapSpec `ebpf:"flow_events"`
+	Fragments      *ebpf.MapSpec `ebpf:"fragments"`
+	Identities     *ebpf.MapSpec `ebpf:"identities"`
+	LocalEndpoints *ebpf.MapSpec `ebpf:"local_endpoints"`
+	Modes          *ebpf.MapSpec `ebpf:"modes"`
+	Policy         *ebpf.MapSpec `ebpf:"policy"`
+	RuleCounters   *ebpf.MapSpec `ebpf:"rule_counters"`
+	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
 }
 
 // DatapathVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DatapathVariableSpecs struct {
-	UnusedAction    *ebpf.VariableSpec `ebpf:"unused_action"`
-	UnusedApp       *ebpf.VariableSpec `ebpf:"unused_app"`
-	UnusedCounter   *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedCtState   *ebpf.VariableSpec `ebpf:"unused_ct_state"`
-	UnusedEventKind *ebpf.VariableSpec `ebpf:"unused_event_kind"`
-	UnusedFlowEvent *ebpf.VariableSpec `ebpf:"unused_flow_event"`
-	UnusedMode      *ebpf.VariableSpec `ebpf:"unused_mode"`
+	UnusedAction        *ebpf.VariableSpec `ebpf:"unused_action"`
+	UnusedApp           *ebpf.VariableSpec `ebpf:"unused_app"`
+	UnusedCounter       *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedCtState       *ebpf.VariableSpec `ebpf:"unused_ct_state"`
+	UnusedEventKind     *ebpf.VariableSpec `ebpf:"unused_event_kind"`
+	UnusedFlowEvent     *ebpf.VariableSpec `ebpf:"unused_flow_event"`
+	UnusedLocalEndpoint *ebpf.VariableSpec `ebpf:"unused_local_endpoint"`
+	UnusedLocalKey      *ebpf.VariableSpec `ebpf:"unused_local_key"`
+	UnusedMode          *ebpf.VariableSpec `ebpf:"unused_mode"`
 }
 
 // DatapathObjects contains all objects after they have been loaded into the kernel.
@@ -379,17 +398,18 @@ func (o *DatapathObjects) Close() error {
 //
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathMaps struct {
-	Config       *ebpf.Map `ebpf:"config"`
-	Conntrack    *ebpf.Map `ebpf:"conntrack"`
-	Counters     *ebpf.Map `ebpf:"counters"`
-	Endpoints    *ebpf.Map `ebpf:"endpoints"`
-	FlowEvents   *ebpf.Map `ebpf:"flow_events"`
-	Fragments    *ebpf.Map `ebpf:"fragments"`
-	Identities   *ebpf.Map `ebpf:"identities"`
-	Modes        *ebpf.Map `ebpf:"modes"`
-	Policy       *ebpf.Map `ebpf:"policy"`
-	RuleCounters *ebpf.Map `ebpf:"rule_counters"`
-	Scratch      *ebpf.Map `ebpf:"scratch"`
+	Config         *ebpf.Map `ebpf:"config"`
+	Conntrack      *ebpf.Map `ebpf:"conntrack"`
+	Counters       *ebpf.Map `ebpf:"counters"`
+	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	FlowEvents     *ebpf.Map `ebpf:"flow_events"`
+	Fragments      *ebpf.Map `ebpf:"fragments"`
+	Identities     *ebpf.Map `ebpf:"identities"`
+	LocalEndpoints *ebpf.Map `ebpf:"local_endpoints"`
+	Modes          *ebpf.Map `ebpf:"modes"`
+	Policy         *ebpf.Map `ebpf:"policy"`
+	RuleCounters   *ebpf.Map `ebpf:"rule_counters"`
+	Scratch        *ebpf.Map `ebpf:"scratch"`
 }
 
 func (m *DatapathMaps) Close() error {
@@ -401,6 +421,7 @@ func (m *DatapathMaps) Close() error {
 		m.FlowEvents,
 		m.Fragments,
 		m.Identities,
+		m.LocalEndpoints,
 		m.Modes,
 		m.Policy,
 		m.RuleCounters,
@@ -412,13 +433,15 @@ func (m *DatapathMaps) Close() error {
 //
 // It can be passed to LoadDatapathObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DatapathVariables struct {
-	UnusedAction    *ebpf.Variable `ebpf:"unused_action"`
-	UnusedApp       *ebpf.Variable `ebpf:"unused_app"`
-	UnusedCounter   *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedCtState   *ebpf.Variable `ebpf:"unused_ct_state"`
-	UnusedEventKind *ebpf.Variable `ebpf:"unused_event_kind"`
-	UnusedFlowEvent *ebpf.Variable `ebpf:"unused_flow_event"`
-	UnusedMode      *ebpf.Variable `ebpf:"unused_mode"`
+	UnusedAction        *ebpf.Variable `ebpf:"unused_action"`
+	UnusedApp           *ebpf.Variable `ebpf:"unused_app"`
+	UnusedCounter       *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedCtState       *ebpf.Variable `ebpf:"unused_ct_state"`
+	UnusedEventKind     *ebpf.Variable `ebpf:"unused_event_kind"`
+	UnusedFlowEvent     *ebpf.Variable `ebpf:"unused_flow_event"`
+	UnusedLocalEndpoint *ebpf.Variable `ebpf:"unused_local_endpoint"`
+	UnusedLocalKey      *ebpf.Variable `ebpf:"unused_local_key"`
+	UnusedMode          *ebpf.Variable `ebpf:"unused_mode"`
 }
 
 // DatapathPrograms contains all programs after they have been loaded into the kernel.

@@ -392,6 +392,7 @@ type Counters struct {
 	Expired           uint64 // conntrack entry found past its idle timeout
 	AppAllowed        uint64 // pending flow whose application the policy allows
 	AppViolations     uint64 // pending flow whose application the policy does not allow
+	LocalRedirected   uint64 // delivered straight into a workload of this node (LocalDelivery)
 }
 
 // Counters reads the per-verdict counters.
@@ -399,7 +400,7 @@ func (d *Datapath) Counters() (Counters, error) {
 	var c Counters
 	fields := []*uint64{&c.Established, &c.NewAllowed, &c.DiscoverPassed, &c.MonitorPassed, &c.ProtectDropped,
 		&c.MalformedPassed, &c.MalformedDropped, &c.NoEndpoint, &c.NonIP, &c.NeighborDiscovery,
-		&c.UnknownFragment, &c.Revalidated, &c.EventsLost, &c.Expired, &c.AppAllowed, &c.AppViolations}
+		&c.UnknownFragment, &c.Revalidated, &c.EventsLost, &c.Expired, &c.AppAllowed, &c.AppViolations, &c.LocalRedirected}
 	if len(fields) != int(bpf.DatapathCounterCOUNTER_MAX) {
 		return c, fmt.Errorf("datapath: %d counters known, programs have %d", len(fields), bpf.DatapathCounterCOUNTER_MAX)
 	}

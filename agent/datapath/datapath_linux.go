@@ -49,6 +49,13 @@ type Config struct {
 	// connection-tracking entries nobody looks up any more; 0 disables the
 	// sweeper (the programs still honour the timeouts).
 	SweepInterval time.Duration
+	// LocalDelivery delivers a packet from one guarded workload to another
+	// of this node straight into the receiver's namespace once both ends'
+	// decisions pass (see SetLocalEndpoint), past host routing and the
+	// receiver's egress hook. Off, SetLocalEndpoint records nothing, Open
+	// clears what an earlier configuration recorded, and every such packet
+	// is routed through the host as before.
+	LocalDelivery bool
 }
 
 // Timeouts are connection-tracking idle timeouts. Each must be positive.
@@ -115,6 +122,7 @@ func DefaultConfig() Config {
 		IdentityMaxEntries:  1 << 16,
 		Timeouts:            DefaultTimeouts(),
 		SweepInterval:       30 * time.Second,
+		LocalDelivery:       true,
 	}
 }
 
@@ -255,6 +263,11 @@ func Open(cfg Config, log *slog.Logger) (*Datapath, error) {
 	}
 	if policyMoved {
 		if err := d.rewritePolicy(); err != nil {
+			return fail(err)
+		}
+	}
+	if !cfg.LocalDelivery {
+		if err := d.removeLocal(func(bpf.DatapathLocalKey, bpf.DatapathLocalEndpoint) bool { return true }); err != nil {
 			return fail(err)
 		}
 	}
@@ -434,9 +447,13 @@ func (d *Datapath) AttachInterface(ifindex int, id Identity) error {
 	return nil
 }
 
-// DetachInterface stops enforcing on ifindex.
+// DetachInterface stops enforcing on ifindex and forgets its local
+// endpoint entries.
 func (d *Datapath) DetachInterface(ifindex int) error {
 	var errs []error
+	d.mu.Lock()
+	errs = append(errs, d.removeLocal(func(_ bpf.DatapathLocalKey, v bpf.DatapathLocalEndpoint) bool { return int(v.Ifindex) == ifindex }))
+	d.mu.Unlock()
 	for _, h := range []string{"ingress", "egress"} {
 		errs = append(errs, unpinLink(filepath.Join(d.cfg.PinDir, "links", fmt.Sprintf("tcx-%d-%s", ifindex, h))))
 	}
