@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -99,7 +100,13 @@ func mapMemory() uint64 {
 
 // BenchmarkPrivilegedDatapath measures TCP between two namespaces with no
 // program, with the program and 10 rules, and with 100,000 rules (Protect),
-// and logs each figure as a ratio of the no-program one.
+// and logs each figure as a ratio of the no-program one. Two paths are
+// measured: rules10 and rules100k route every packet through the host (no
+// local endpoints: both ends' tcx hooks decide, the host forwards),
+// rules10-local and rules100k-local deliver it straight into the receiving
+// namespace (SetLocalEndpoint for both veths: the sender's ingress hook
+// decides for both ends and redirects to the peer, past host routing and
+// the receiver's egress hook).
 //
 // Each rule count has its own datapath, loaded once before any
 // measurement, so switching configurations is only an attach or a detach:
@@ -124,11 +131,21 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 
 	configs := []struct {
 		name  string
-		rules int // 0: no program attached
-	}{{"none", 0}, {"rules10", 10}, {"rules100k", 100000}}
+		rules int  // 0: no program attached
+		local bool // local delivery: a and b are local endpoints
+	}{{"none", 0, false}, {"rules10", 10, false}, {"rules100k", 100000, false},
+		{"rules10-local", 10, true}, {"rules100k-local", 100000, true}}
+	local := map[string]bool{}
+	m := n.macs(b)
+	localEndpoints := []LocalEndpoint{
+		{Ifindex: n.raIf, Addrs: []netip.Addr{netip.MustParseAddr("10.199.1.2")}, MAC: m.a, HostMAC: m.ra},
+		{Ifindex: n.rbIf, Addrs: []netip.Addr{netip.MustParseAddr("10.199.2.2")}, MAC: m.b, HostMAC: m.rb},
+	}
 	paths := map[string]*Datapath{}
 	for _, c := range configs[1:] {
+		local[c.name] = c.local
 		cfg := DefaultConfig()
+		cfg.LocalDelivery = c.local
 		cfg.PinDir = filepath.Join("/sys/fs/bpf/palisade", fmt.Sprintf("bench-%d-%s", os.Getpid(), c.name))
 		d, err := Open(cfg, quietLogger())
 		if err != nil {
@@ -191,12 +208,24 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 				if err := d.AttachInterface(n.rbIf, idB); err != nil {
 					b.Fatalf("attach: %v", err)
 				}
+				for _, ep := range localEndpoints {
+					if !local[name] {
+						break
+					}
+					if err := d.SetLocalEndpoint(ep); err != nil {
+						b.Fatalf("set local endpoint: %v", err)
+					}
+				}
 			}
 		})
 		attached = name
 	}
 
-	pairedRR(b, n, configs[0].name, []string{"empty", configs[1].name, configs[2].name}, use)
+	others := []string{"empty"}
+	for _, c := range configs[1:] {
+		others = append(others, c.name)
+	}
+	pairedRR(b, n, configs[0].name, others, use)
 
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
@@ -302,6 +331,16 @@ func BenchmarkPrivilegedDatapath(b *testing.B) {
 		}
 	}
 	use("none")
+	// Each configuration took the path its name says.
+	for name, d := range paths {
+		c, err := d.Counters()
+		if err != nil {
+			b.Fatalf("counters: %v", err)
+		}
+		if (c.LocalRedirected > 0) != local[name] {
+			b.Fatalf("%s: %d packets delivered locally, want local delivery %v", name, c.LocalRedirected, local[name])
+		}
+	}
 	median := func(v []float64) float64 {
 		s := slices.Clone(v)
 		slices.Sort(s)

@@ -61,6 +61,23 @@
 // classified on its next payload packet, which for TLS application data
 // does not name TLS: such a flow is cut on an application-restricted port.
 //
+// Local delivery (Config.LocalDelivery): a packet one guarded workload
+// sends to another of this node is decided for both ends at the sender's
+// tcx ingress hook: the sender's decision, then, when the destination
+// address is one SetLocalEndpoint recorded, the receiver's (its endpoint,
+// towards it: the decision, conntrack entries, events and counters its
+// egress hook would make). If both pass, the program writes what routing
+// through the host would (the workload's MAC as destination, the host-side
+// veth's as source, TTL or hop limit less one) and hands the packet into
+// the receiver's namespace with bpf_redirect_peer, past host routing,
+// netfilter and the receiver's egress hook. Fragments, IPv6 extension
+// headers, neighbour discovery, a TTL or hop limit routing would exhaust,
+// and a packet to the sender's own interface take the routed path, where
+// the receiver's egress hook decides as before. Local endpoints are
+// recorded only by the caller, never learned from packets, and live in a
+// pinned map: a restarted agent finds them, DetachInterface removes an
+// interface's, and an Open with LocalDelivery off removes all.
+//
 // Enforcement outlives the process that set it up: maps and links are
 // pinned, Close leaves them in place, and the next Open reuses them and
 // swaps its freshly loaded programs into the pinned links. Only Destroy

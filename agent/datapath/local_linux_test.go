@@ -768,3 +768,145 @@ func TestPrivilegedMigratesFromReleaseWithoutLocalDelivery(t *testing.T) {
 		t.Errorf("%d packets redirected after the upgrade, want >= 2", got)
 	}
 }
+
+// TestPrivilegedLocalDeliveryFrames runs the ingress program on crafted
+// frames from a workload in Discover (test runs see it behind ifindex 1)
+// to local endpoints, and checks which are delivered directly (the
+// program's redirect verdict), which take the routed path, and what a
+// delivered frame looks like.
+func TestPrivilegedLocalDeliveryFrames(t *testing.T) {
+	skipUnlessRoot(t)
+	const (
+		tcxRedirect = 7 // TCX_REDIRECT
+		senderIf    = 1
+		receiverIf  = 2
+		deniedIf    = 3
+	)
+	d := openDatapath(t, testConfig(t))
+	defer d.Destroy()
+	tab := bothWays(ModeDiscover)
+	tab.Endpoints = append(tab.Endpoints,
+		EndpointEntry{Prefix: netip.MustParsePrefix("10.199.3.2/32"), Identity: 300},
+		EndpointEntry{Prefix: netip.MustParsePrefix("fd99:3::2/128"), Identity: 300})
+	tab.Modes[300] = ModeProtect
+	if err := d.ApplyTable(tab); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	for ifindex, id := range map[uint64]Identity{senderIf: idA, receiverIf: idB, deniedIf: 300} {
+		if err := d.objs.Endpoints.Put(ifindex, bpf.DatapathEndpoint{Identity: uint32(id)}); err != nil {
+			t.Fatalf("endpoint: %v", err)
+		}
+	}
+	mac := net.HardwareAddr{2, 0, 0, 0, 0xb, 2}
+	hostMAC := net.HardwareAddr{2, 0, 0, 0, 0xb, 1}
+	for _, ep := range []LocalEndpoint{
+		{Ifindex: receiverIf, Addrs: []netip.Addr{netip.MustParseAddr("10.199.2.2"), netip.MustParseAddr("fd99:2::2")}, MAC: mac, HostMAC: hostMAC},
+		{Ifindex: deniedIf, Addrs: []netip.Addr{netip.MustParseAddr("10.199.3.2"), netip.MustParseAddr("fd99:3::2")}, MAC: mac, HostMAC: hostMAC},
+		{Ifindex: senderIf, Addrs: []netip.Addr{netip.MustParseAddr("10.199.9.9")}, MAC: mac, HostMAC: hostMAC},
+	} {
+		if err := d.SetLocalEndpoint(ep); err != nil {
+			t.Fatalf("set local endpoint: %v", err)
+		}
+	}
+	udp := []byte{0x9c, 0x40, 0x14, 0xe9, 0, 12, 0, 0, 'd', 'a', 't', 'a'}
+	v4 := func(edit func(h []byte)) []byte {
+		p := ipv4Packet(5, unix.IPPROTO_UDP, udp)
+		if edit != nil {
+			edit(p)
+		}
+		binary.BigEndian.PutUint16(p[10:], 0)
+		binary.BigEndian.PutUint16(p[10:], ipv4Checksum(p[:20]))
+		return eth(unix.ETH_P_IP, p)
+	}
+	v6 := func(nexthdr uint8, payload []byte, edit func(h []byte)) []byte {
+		p := ipv6Packet(nexthdr, payload)
+		if edit != nil {
+			edit(p)
+		}
+		return eth(unix.ETH_P_IPV6, p)
+	}
+	to := func(a string) func(h []byte) {
+		return func(h []byte) {
+			ip := netip.MustParseAddr(a)
+			if ip.Is4() {
+				b := ip.As4()
+				copy(h[16:], b[:])
+			} else {
+				b := ip.As16()
+				copy(h[24:], b[:])
+			}
+		}
+	}
+	echo := []byte{128, 0, 0, 0, 0, 1, 0, 1}
+	ns := append([]byte{135, 0, 0, 0, 0, 0, 0, 0}, make([]byte, 16)...)
+	tests := []struct {
+		name  string
+		frame []byte
+		want  uint32
+	}{
+		{"ipv4 udp", v4(nil), tcxRedirect},
+		{"ipv4 with options", eth(unix.ETH_P_IP, func() []byte {
+			p := ipv4Packet(8, unix.IPPROTO_UDP, udp)
+			binary.BigEndian.PutUint16(p[10:], ipv4Checksum(p[:32]))
+			return p
+		}()), tcxRedirect},
+		{"ipv4 ttl 1", v4(func(h []byte) { h[8] = 1 }), tcxNext},
+		{"ipv4 ttl 0", v4(func(h []byte) { h[8] = 0 }), tcxNext},
+		{"ipv4 first fragment", v4(func(h []byte) { h[6] = 0x20 }), tcxNext},
+		{"ipv4 not a local endpoint", v4(to("10.199.2.3")), tcxNext},
+		{"ipv4 to the sender's own interface", v4(to("10.199.9.9")), tcxNext},
+		{"ipv4 denied by the receiver", v4(to("10.199.3.2")), tcxDrop},
+		{"ipv6 udp", v6(unix.IPPROTO_UDP, udp, nil), tcxRedirect},
+		{"ipv6 echo request", v6(58, echo, nil), tcxRedirect},
+		{"ipv6 hop limit 1", v6(unix.IPPROTO_UDP, udp, func(h []byte) { h[7] = 1 }), tcxNext},
+		{"ipv6 neighbour solicitation", v6(58, ns, nil), tcxNext},
+		{"ipv6 extension header", func() []byte {
+			nh, pl := extHeaders(1, unix.IPPROTO_UDP, udp)
+			return v6(nh, pl, nil)
+		}(), tcxNext},
+		{"ipv6 not a local endpoint", v6(unix.IPPROTO_UDP, udp, to("fd99:2::3")), tcxNext},
+		{"ipv6 denied by the receiver", v6(unix.IPPROTO_UDP, udp, to("fd99:3::2")), tcxDrop},
+		{"arp", eth(0x0806, make([]byte, 28)), tcxNext},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := localRedirects(t, d)
+			out := make([]byte, len(tc.frame)+64)
+			got, err := d.objs.PalisadeTcxIngress.Run(&ebpf.RunOptions{Data: tc.frame, DataOut: out})
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			if got != tc.want {
+				t.Fatalf("program returned %d, want %d", int32(got), int32(tc.want))
+			}
+			redirects := localRedirects(t, d) - before
+			if (redirects == 1) != (tc.want == tcxRedirect) || redirects > 1 {
+				t.Errorf("local redirect counter went up by %d", redirects)
+			}
+			if tc.want != tcxRedirect {
+				if !bytes.Equal(out[:len(tc.frame)], tc.frame) {
+					t.Errorf("frame not delivered directly was changed")
+				}
+				return
+			}
+			out = out[:len(tc.frame)]
+			if !bytes.Equal(out[0:6], mac) || !bytes.Equal(out[6:12], hostMAC) {
+				t.Errorf("MACs %x %x, want %s %s", out[0:6], out[6:12], mac, hostMAC)
+			}
+			if binary.BigEndian.Uint16(out[12:]) == unix.ETH_P_IP {
+				ihl := int(out[14]&0xf) * 4
+				if out[14+8] != tc.frame[14+8]-1 {
+					t.Errorf("TTL %d, want %d", out[14+8], tc.frame[14+8]-1)
+				}
+				if sum := ipv4Checksum(out[14 : 14+ihl]); sum != 0 {
+					t.Errorf("IPv4 header checksum off by %#04x", sum)
+				}
+			} else if out[14+7] != tc.frame[14+7]-1 {
+				t.Errorf("hop limit %d, want %d", out[14+7], tc.frame[14+7]-1)
+			}
+			if !bytes.Equal(out[14+20:], tc.frame[14+20:]) && binary.BigEndian.Uint16(out[12:]) == unix.ETH_P_IP && out[14] == 0x45 {
+				t.Errorf("payload changed")
+			}
+		})
+	}
+}
