@@ -2325,9 +2325,10 @@ __attribute__((noinline)) int handle_tcx(struct __sk_buff *skb, __u64 ep, __u32 
 
 /* local_target returns the local endpoint a packet that left the workload
  * behind ifindex may be delivered to directly, or NULL for the routed path:
- * not plain IPv4 or IPv6, a fragment, IPv6 extension headers, neighbour
- * discovery, TTL or hop limit that routing would exhaust, a destination
- * that is not a workload of this node, or the sender itself. */
+ * not plain IPv4 or IPv6, a fragment, IPv4 options or IPv6 extension
+ * headers, neighbour discovery, TTL or hop limit that routing would
+ * exhaust, a destination that is not a workload of this node, or the
+ * sender itself. */
 static __always_inline struct local_endpoint *local_target(struct __sk_buff *skb, __u32 ifindex, __u8 *h)
 {
 	struct local_key lk = {};
@@ -2338,7 +2339,9 @@ static __always_inline struct local_endpoint *local_target(struct __sk_buff *skb
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, h, 20))
 			return NULL;
-		if ((h[0] >> 4) != 4 || (h[0] & 0xf) < 5)
+		/* Options (source routes, record route) are the host's to
+		 * process: only a plain header is delivered directly. */
+		if (h[0] != 0x45)
 			return NULL;
 		if ((h[6] & 0x3f) || h[7]) /* MF or a fragment offset */
 			return NULL;

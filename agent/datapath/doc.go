@@ -70,10 +70,12 @@
 // through the host would (the workload's MAC as destination, the host-side
 // veth's as source, TTL or hop limit less one) and hands the packet into
 // the receiver's namespace with bpf_redirect_peer, past host routing,
-// netfilter and the receiver's egress hook. Fragments, IPv6 extension
-// headers, neighbour discovery, a TTL or hop limit routing would exhaust,
-// and a packet to the sender's own interface take the routed path, where
-// the receiver's egress hook decides as before. Local endpoints are
+// netfilter and the receiver's egress hook. Fragments, IPv4 options, IPv6
+// extension headers, neighbour discovery, a TTL or hop limit routing would
+// exhaust, and a packet to the sender's own interface take the routed
+// path, where the receiver's egress hook decides as before. In the
+// benchmark (agent/BENCH.md) this brings node-local request/response to
+// the figure of no program at all. Local endpoints are
 // recorded only by the caller, never learned from packets, and live in a
 // pinned map: a restarted agent finds them, DetachInterface removes an
 // interface's, and an Open with LocalDelivery off removes all.
